@@ -1,0 +1,1 @@
+//! The Larder HTTP server (native API over any [`larder::Store`]).

@@ -1,0 +1,1101 @@
+//! A store in a local directory: crash-safe (temp file, fsync, rename) and atomic across the
+//! processes of one host (a file lock held across evaluate-and-rename).
+//!
+//! URL: `fs:///abs/path` or `fs://relative/path`, the path taken verbatim, with options after
+//! `?`: `fsync=false` skips every fsync. That only loses durability on power loss or a kernel
+//! crash (a write that returned may be lost, and the old object may come back); atomicity,
+//! preconditions and "old or new, never torn" for a process crash are unaffected. The root is
+//! created if missing.
+//!
+//! # Layout
+//!
+//! ```text
+//! root/objects/<seg>/<seg>/<seg>@   one file per object: header + bytes
+//! root/.tmp/                        bodies being written (same filesystem, so rename is atomic)
+//! root/.locks/NNN.lock              256 lock stripes, chosen by a stable hash of the key
+//! root/.larder-fs                   the format (checked on open: every process using a root
+//!                                   must agree on the files, stripes and hash)
+//! ```
+//!
+//! Each key segment is percent-encoded: every byte other than `a-z`, `0-9`, `-`, `_` and `.`
+//! (and a leading `.`) becomes `%XX` (upper-case hex). Upper-case letters are encoded too, so two
+//! keys never share a file on case-insensitive filesystems. An object's file name is its
+//! encoded last segment followed by `@`, which no encoded segment contains, so an object file
+//! never collides with a directory: keys `a` and `a/b` coexist (`objects/a@` and
+//! `objects/a/b@`). Paths are built only from encoded segments of validated [`Key`]s, below
+//! `root/objects`, so nothing outside the root is ever touched.
+//!
+//! **Segment limit**: an encoded segment may be at most [`MAX_ENCODED_SEGMENT`] (254) bytes,
+//! so that with the `@` it fits the 255-byte `NAME_MAX` of common filesystems: 254 characters
+//! of `a-z0-9-_.`, or about 84 of anything else (each other byte takes 3). A longer segment is
+//! `InvalidKey`. So is a key whose whole file path (root included) would exceed
+//! [`MAX_PATH`] (4095) bytes.
+//!
+//! # Object file
+//!
+//! ```text
+//! 0   8 bytes  magic "LARDFS01"
+//! 8   u32 LE   length M of the metadata
+//! 12  u64 LE   offset B of the body (>= 20 + M)
+//! 20  M bytes  Meta::encode() JSON
+//! ..  unused bytes up to B
+//! B   the body (Meta.size bytes; the file ends there)
+//! ```
+//!
+//! Metadata and bytes are in one file that is only ever replaced whole (rename), so an ETag and
+//! the bytes it was computed from can never disagree. A file whose length, magic or metadata
+//! do not agree is reported as a `Backend` error, never served (an unconditional put or delete
+//! replaces or removes it). Bodies that arrive within 64 KiB are written right after the
+//! header; longer ones are streamed to offset 4096 and the header written in front once the
+//! ETag is known.
+//!
+//! # Atomicity
+//!
+//! [`capabilities`](Store::capabilities): every condition (`If-Match` with tags or `*`,
+//! `If-None-Match` with `*` or tags, `If-Unmodified-Since`) on `put` and on `delete`, TTLs,
+//! delimiters, persistent, atomic at [`AtomicScope::Host`]:
+//!
+//! - `put`: the body streams (hashed by [`BodyReader`](crate::BodyReader)) into a temp file in
+//!   `.tmp` with no lock held, is fsynced, then under the key's stripe lock (`flock` on a fresh
+//!   open of the stripe file, preceded by an in-process mutex per stripe) the current header is
+//!   read, [`Preconditions::evaluate_write`](crate::Preconditions::evaluate_write) decides, the
+//!   temp file is renamed over the object and the directory fsynced. Every put condition is
+//!   atomic at host scope (all processes using the same root on one host, on a local
+//!   filesystem; on network filesystems it is only as good as their `flock`).
+//! - `delete`: the same lock, evaluate, unlink; empty parent directories are removed
+//!   (creators retry when a directory vanishes under them).
+//! - Reads take no lock: they open the file, read its header and stream the body from the same
+//!   descriptor, so a concurrent rename cannot mix two versions.
+//! - A crash leaves the old object or the new one. Each writer holds a lock on its temp file;
+//!   temp files older than [`STALE_TEMP_AGE`] that nobody holds (their writer died) are removed
+//!   when a store is opened, and a failed or cancelled put removes its own.
+//! - Last-modified never goes backwards: a put that stamped its body earlier than the version
+//!   it replaces (a slower writer, or a clock stepped back) is restamped under the lock, so an
+//!   `If-Modified-Since` taken from an older version never answers 304 for a newer one.
+//! - TTL: `expires_at` is in the header; expired objects read as `NotFound`, count as absent
+//!   for preconditions, are not listed, and are removed lazily under the lock (by a put or
+//!   delete of the key, or in the background after a read or listing met them).
+//!
+//! # Costs and limits
+//!
+//! - A listing walks the directories below the prefix's last complete segment (skipping those
+//!   wholly before the cursor) and reads the headers only of objects that can appear on the
+//!   page; a page costs `O(keys below that directory)` directory reads.
+//! - Built for Unix filesystems (`flock`, directory fsync). On network filesystems the
+//!   cross-process guarantee is only as good as their `flock`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::body::Body;
+use crate::capabilities::{AtomicScope, Capabilities};
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::list::{paginate, ListOptions, ListPage};
+use crate::meta::{now_millis, Meta};
+use crate::precondition::Preconditions;
+use crate::store::{
+    DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
+};
+
+/// Longest encoded key segment, in bytes (255-byte `NAME_MAX` minus the object suffix).
+pub const MAX_ENCODED_SEGMENT: usize = 254;
+
+/// Longest file path the store makes (Linux `PATH_MAX` is 4096 with the NUL).
+pub const MAX_PATH: usize = 4095;
+
+/// Number of lock stripes (files under `.locks`).
+pub const LOCK_STRIPES: usize = 256;
+
+/// Temp files older than this whose writer is gone are removed when a store is opened.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
+
+const MAGIC: &[u8; 8] = b"LARDFS01";
+const FIXED_HEADER: usize = 20;
+/// Larger metadata than this is taken as corruption.
+const MAX_META_LEN: usize = 16 << 20;
+/// Bodies up to this size are buffered and written right after the header.
+const INLINE_MAX: usize = 64 << 10;
+/// Longer (streamed) bodies start at this offset, leaving room for the header.
+const RESERVED_HEADER: u64 = 4096;
+/// Writes are batched to about this size.
+const WRITE_BATCH: usize = 256 << 10;
+/// A listing schedules the removal of at most this many expired objects.
+const MAX_REAPS_PER_LIST: usize = 64;
+/// Bodies are read in chunks of this size.
+const READ_CHUNK: u64 = 64 << 10;
+const OBJECT_SUFFIX: char = '@';
+/// The marker file naming the on-disk format, and its content.
+const FORMAT_FILE: &str = ".larder-fs";
+const FORMAT: &str = "larder fs store v1: LARDFS01 object files, 256 lock stripes by FNV-1a\n";
+const OBJECTS_DIR: &str = "objects";
+const TMP_DIR: &str = ".tmp";
+const LOCKS_DIR: &str = ".locks";
+
+/// Settings of an [`FsStore`].
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    /// fsync temp files before rename and directories after (default `true`). Off, a power
+    /// loss may lose recent writes; atomicity and crash-consistency for process crashes hold.
+    pub fsync: bool,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig { fsync: true }
+    }
+}
+
+/// A store in a local directory. See the [module docs](self).
+#[derive(Clone)]
+pub struct FsStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    objects: PathBuf,
+    tmp: PathBuf,
+    locks: PathBuf,
+    config: FsConfig,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    tmp_counter: AtomicU64,
+}
+
+impl std::fmt::Debug for FsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsStore")
+            .field("root", &self.inner.root)
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl FsStore {
+    /// Opens (creating it if missing) the store rooted at `root`, with default settings.
+    /// Blocking: call it at start-up or from a blocking context.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(root, FsConfig::default())
+    }
+
+    /// Opens (creating it if missing) the store rooted at `root`. Removes temp files left by
+    /// writers that died. Blocking.
+    pub fn open_with(root: impl AsRef<Path>, config: FsConfig) -> Result<Self> {
+        let root = root.as_ref();
+        fs::create_dir_all(root).map_err(|e| io_context(e, "creating the root", root))?;
+        let root = fs::canonicalize(root).map_err(|e| io_context(e, "resolving", root))?;
+        let inner = Inner {
+            objects: root.join(OBJECTS_DIR),
+            tmp: root.join(TMP_DIR),
+            locks: root.join(LOCKS_DIR),
+            root,
+            config,
+            stripes: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            tmp_counter: AtomicU64::new(0),
+        };
+        for dir in [&inner.objects, &inner.tmp, &inner.locks] {
+            fs::create_dir_all(dir).map_err(|e| io_context(e, "creating", dir))?;
+        }
+        inner.check_format()?;
+        inner.clean_stale_temps()?;
+        Ok(FsStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// From the part of an `fs://` URL after the scheme: a path taken verbatim, then options
+    /// after `?` (`fsync=true|false`).
+    pub fn from_url_rest(rest: &str) -> Result<Self> {
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(Error::InvalidInput(
+                "fs store URL has no path (fs:///abs/path or fs://rel/path)".into(),
+            ));
+        }
+        let mut config = FsConfig::default();
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*k {
+                "fsync" => {
+                    config.fsync = match &*v {
+                        "true" | "1" | "on" => true,
+                        "false" | "0" | "off" => false,
+                        _ => {
+                            return Err(Error::InvalidInput(format!(
+                                "fs store: fsync={v} is not true or false"
+                            )))
+                        }
+                    }
+                }
+                _ => return Err(Error::InvalidInput(format!("fs store: unknown option {k}"))),
+            }
+        }
+        Self::open_with(path, config)
+    }
+
+    /// The store's root directory (absolute).
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The file holding the object at `key` (whether or not it exists). `InvalidKey` when a
+    /// segment is too long for the filesystem.
+    pub fn object_path(&self, key: &Key) -> Result<PathBuf> {
+        self.inner.object_path(key)
+    }
+
+    /// Runs `f` holding the key's stripe lock: the in-process mutex, then `flock` on a fresh
+    /// open of the stripe file (in a blocking task).
+    async fn with_lock<T, F>(&self, key: &Key, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let stripe = stripe_of(key.as_str());
+        let _guard = self.inner.stripes[stripe].lock().await;
+        let inner = self.inner.clone();
+        blocking(move || {
+            let path = inner.locks.join(format!("{stripe:03}.lock"));
+            let lock = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io_context(e, "opening lock", &path))?;
+            lock.lock().map_err(|e| io_context(e, "locking", &path))?;
+            let r = f(&inner);
+            drop(lock); // closing the descriptor releases the flock
+            r
+        })
+        .await
+    }
+
+    /// Removes the object at `key` if it is (still) expired, under the lock.
+    fn reap_expired(&self, key: &Key) {
+        let store = self.clone();
+        let key = key.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let k = key.clone();
+                let r = store
+                    .with_lock(&key, move |inner| {
+                        let path = inner.object_path(&k)?;
+                        match read_current(&path, &k) {
+                            Ok(Some((_, meta, _))) if meta.is_expired() => {
+                                inner.unlink_object(&path)
+                            }
+                            _ => Ok(()),
+                        }
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::debug!("fs store: removing expired {key}: {e}");
+                }
+            });
+        }
+    }
+
+    /// Opens the live object at `key`: `NotFound` when missing or expired.
+    async fn open_live(&self, key: &Key) -> Result<(File, Meta, u64)> {
+        let inner = self.inner.clone();
+        let k = key.clone();
+        let found = blocking(move || {
+            let path = inner.object_path(&k)?;
+            read_current(&path, &k)
+        })
+        .await?;
+        match found {
+            None => Err(Error::not_found(key)),
+            Some((_, meta, _)) if meta.is_expired() => {
+                self.reap_expired(key);
+                Err(Error::not_found(key))
+            }
+            Some(found) => Ok(found),
+        }
+    }
+
+    /// Streams `body` into a fresh temp file holding header + bytes, fsynced. No lock is held.
+    async fn write_temp(&self, key: &Key, body: Body, opts: &PutOptions) -> Result<(Temp, Meta)> {
+        let mut reader = body.reader(None);
+        let mut buf = BytesMut::new();
+        let mut ended = false;
+        while buf.len() < INLINE_MAX {
+            match reader.next_chunk().await? {
+                Some(chunk) => buf.extend_from_slice(&chunk),
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        let make_meta = |etag, size| {
+            let now = now_millis();
+            Meta {
+                key: key.clone(),
+                etag,
+                size,
+                last_modified: now,
+                expires_at: opts.ttl.map(|t| now + t),
+                content_type: opts.content_type.clone(),
+                metadata: opts.metadata.clone(),
+            }
+        };
+        let fsync = self.inner.config.fsync;
+        if ended {
+            let (etag, size) = reader.finish(opts.expected_etag.as_ref())?;
+            let meta = make_meta(etag, size);
+            let inner = self.inner.clone();
+            let m = meta.clone();
+            let temp = blocking(move || {
+                let mut temp = inner.create_temp()?;
+                let encoded = m.encode();
+                temp.body_offset = (FIXED_HEADER + encoded.len()) as u64;
+                temp.file
+                    .write_all(&header_bytes(&encoded, temp.body_offset))?;
+                temp.file.write_all(&buf)?;
+                if fsync {
+                    temp.file.sync_data()?;
+                }
+                Ok(temp)
+            })
+            .await?;
+            return Ok((temp, meta));
+        }
+        // A long body: write it from RESERVED_HEADER on, then the header in front.
+        let inner = self.inner.clone();
+        let mut temp = blocking(move || {
+            let mut temp = inner.create_temp()?;
+            temp.body_offset = RESERVED_HEADER;
+            temp.file.seek(SeekFrom::Start(RESERVED_HEADER))?;
+            Ok(temp)
+        })
+        .await?;
+        loop {
+            let mut done = false;
+            while buf.len() < WRITE_BATCH {
+                match reader.next_chunk().await? {
+                    Some(chunk) => buf.extend_from_slice(&chunk),
+                    None => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            let batch = buf.split().freeze();
+            temp = blocking(move || {
+                temp.file.write_all(&batch)?;
+                Ok(temp)
+            })
+            .await?;
+            if done {
+                break;
+            }
+        }
+        let (etag, size) = reader.finish(opts.expected_etag.as_ref())?;
+        let meta = make_meta(etag, size);
+        let inner = self.inner.clone();
+        let m = meta.clone();
+        let temp = blocking(move || {
+            let temp = inner.place_header(temp, &m)?;
+            if fsync {
+                temp.file.sync_data()?;
+            }
+            Ok(temp)
+        })
+        .await?;
+        Ok((temp, meta))
+    }
+}
+
+impl Inner {
+    fn object_path(&self, key: &Key) -> Result<PathBuf> {
+        let mut path = self.objects.clone();
+        let mut segments = key.segments().peekable();
+        while let Some(seg) = segments.next() {
+            let mut name = encode_segment(seg);
+            if name.len() > MAX_ENCODED_SEGMENT {
+                return Err(Error::InvalidKey {
+                    key: key.to_string(),
+                    reason: "a segment is too long for the fs store (its encoding is over 254 \
+                             bytes; bytes other than a-z 0-9 - _ . take 3 each)",
+                });
+            }
+            if segments.peek().is_none() {
+                name.push(OBJECT_SUFFIX);
+            }
+            path.push(name);
+        }
+        if path.as_os_str().len() > MAX_PATH {
+            return Err(Error::InvalidKey {
+                key: key.to_string(),
+                reason: "the key is too long for the fs store once encoded (its file path \
+                         would be over 4095 bytes)",
+            });
+        }
+        Ok(path)
+    }
+
+    /// Writes the format marker into a new root, or checks that an existing root's marker is
+    /// this one: processes that disagreed on the file format, the lock stripes or the hash
+    /// choosing them would not exclude each other.
+    fn check_format(&self) -> Result<()> {
+        let marker = self.root.join(FORMAT_FILE);
+        let read = || fs::read(&marker).map_err(|e| io_context(e, "reading", &marker));
+        if !marker.exists() {
+            // Written whole under another name, then linked into place: readers never see a
+            // partial marker, and of two processes creating it one wins.
+            let temp = self.create_temp()?;
+            let tmp_path = temp.path.clone().expect("a new temp file");
+            fs::write(&tmp_path, FORMAT.as_bytes())
+                .map_err(|e| io_context(e, "writing", &tmp_path))?;
+            match fs::hard_link(&tmp_path, &marker) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_context(e, "creating", &marker)),
+            }
+        }
+        let found = read()?;
+        if found != FORMAT.as_bytes() {
+            return Err(Error::backend(format!(
+                "fs store: {marker:?} says {:?}; this build uses {FORMAT:?}",
+                String::from_utf8_lossy(&found).trim_end()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes the header for `meta` in front of the temp file's body: in place when it fits
+    /// before the body, else into a new temp file laid out for it (the body is copied).
+    fn place_header(&self, temp: Temp, meta: &Meta) -> Result<Temp> {
+        let encoded = meta.encode();
+        let header_len = (FIXED_HEADER + encoded.len()) as u64;
+        if header_len <= temp.body_offset {
+            let mut temp = temp;
+            temp.file.seek(SeekFrom::Start(0))?;
+            temp.file
+                .write_all(&header_bytes(&encoded, temp.body_offset))?;
+            return Ok(temp);
+        }
+        let mut old = temp;
+        let mut temp = self.create_temp()?;
+        temp.body_offset = header_len;
+        temp.file.write_all(&header_bytes(&encoded, header_len))?;
+        old.file.seek(SeekFrom::Start(old.body_offset))?;
+        let copied = io::copy(&mut (&mut old.file).take(meta.size), &mut temp.file)?;
+        if copied != meta.size {
+            return Err(Error::backend("fs store: temp file shrank while copying"));
+        }
+        Ok(temp)
+    }
+
+    fn create_temp(&self) -> Result<Temp> {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .tmp
+            .join(format!("{}-{nanos:x}-{n}.tmp", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_context(e, "creating temp file", &path))?;
+        let temp = Temp {
+            path: Some(path),
+            file,
+            body_offset: 0,
+        };
+        // Held until the temp file is renamed or removed: tells cleaners the writer is alive.
+        temp.file
+            .try_lock()
+            .map_err(|e| Error::backend(format!("fs store: locking a new temp file: {e}")))?;
+        Ok(temp)
+    }
+
+    /// Removes temp files older than [`STALE_TEMP_AGE`] whose writer no longer holds their lock.
+    fn clean_stale_temps(&self) -> Result<()> {
+        let now = SystemTime::now();
+        for entry in fs::read_dir(&self.tmp)? {
+            let entry = entry?;
+            let path = entry.path();
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age >= STALE_TEMP_AGE));
+            if !old {
+                continue;
+            }
+            let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
+                continue;
+            };
+            if file.try_lock().is_ok() {
+                match fs::remove_file(&path) {
+                    Ok(()) => tracing::info!("fs store: removed stale temp file {path:?}"),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_context(e, "removing stale temp", &path)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Under the lock: evaluates the write against the current object and renames the temp
+    /// file (holding `meta`) over it. Returns whether no live object was there, and the
+    /// written metadata.
+    fn commit(
+        &self,
+        key: &Key,
+        temp: Temp,
+        meta: Meta,
+        ttl: Option<Duration>,
+        preconditions: &Preconditions,
+    ) -> Result<(bool, Meta)> {
+        let path = self.object_path(key)?;
+        let found = match read_current(&path, key) {
+            Ok(found) => found.map(|(_, meta, _)| meta),
+            // An unconditional write may replace a corrupt file; a conditional one can't be
+            // decided against it.
+            Err(e) if preconditions.is_empty() => {
+                tracing::warn!("fs store: overwriting unreadable {path:?}: {e}");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let current = found.as_ref().filter(|m| !m.is_expired());
+        preconditions.evaluate_write(current)?;
+        let mut temp = temp;
+        let mut meta = meta;
+        // Versions replace each other in commit order, and their times must not go backwards
+        // (a writer that stamped its body earlier may commit later; clocks may step back):
+        // else an If-Modified-Since of the older version could answer 304 for the newer one.
+        if let Some(previous) = &found {
+            if previous.last_modified > meta.last_modified {
+                meta.last_modified = previous.last_modified.max(now_millis());
+                meta.expires_at = ttl.map(|t| meta.last_modified + t);
+                temp = self.place_header(temp, &meta)?;
+                if self.config.fsync {
+                    temp.file.sync_data()?;
+                }
+            }
+        }
+        let parent = path.parent().expect("object paths have a parent");
+        let tmp_path = temp.path.clone().expect("temp not yet committed");
+        let mut attempts = 0;
+        let created_dirs = loop {
+            let created = !parent.exists();
+            if created {
+                create_dir_all_racing(parent)?;
+            }
+            match fs::rename(&tmp_path, &path) {
+                Ok(()) => break created,
+                // A delete of a sibling removed the (empty) directory in between: retry.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => {
+                    if !tmp_path.exists() {
+                        return Err(io_context(e, "renaming vanished temp file", &tmp_path));
+                    }
+                    attempts += 1;
+                }
+                Err(e) => return Err(io_context(e, "renaming into", &path)),
+            }
+        };
+        temp.path = None; // renamed: nothing to clean up
+        if self.config.fsync {
+            sync_dir(parent)?;
+            if created_dirs {
+                let mut dir = parent;
+                while let Some(up) = dir.parent() {
+                    sync_dir(up)?;
+                    if up == self.objects {
+                        break;
+                    }
+                    dir = up;
+                }
+            }
+        }
+        Ok((current.is_none(), meta))
+    }
+
+    /// Under the lock: unlinks the object file and its now-empty parent directories.
+    fn unlink_object(&self, path: &Path) -> Result<()> {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_context(e, "removing", path)),
+        }
+        let parent = path.parent().expect("object paths have a parent");
+        if self.config.fsync {
+            match sync_dir(parent) {
+                // A delete of a sibling (another stripe) removed the emptied directory.
+                Err(Error::Backend { source, .. })
+                    if source
+                        .downcast_ref::<io::Error>()
+                        .is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => {}
+                r => r?,
+            }
+        }
+        let mut dir = parent;
+        while dir != self.objects && dir.starts_with(&self.objects) {
+            // Fails (and stops) when the directory is not empty, or is already gone.
+            if fs::remove_dir(dir).is_err() {
+                break;
+            }
+            match dir.parent() {
+                Some(up) => dir = up,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// One page, and the keys of expired objects met on the way (to be reaped).
+    fn list(&self, opts: &ListOptions) -> Result<(ListPage, Vec<Key>)> {
+        let prefix = opts.prefix.as_str();
+        let (dirs, partial) = match prefix.rfind('/') {
+            Some(i) => (&prefix[..i], &prefix[i + 1..]),
+            None => ("", prefix),
+        };
+        let mut dir = self.objects.clone();
+        let mut key_prefix = String::new();
+        if !dirs.is_empty() {
+            for seg in dirs.split('/') {
+                let name = encode_segment(seg);
+                if name.len() > MAX_ENCODED_SEGMENT {
+                    return Ok((ListPage::default(), Vec::new())); // no key can be under it
+                }
+                dir.push(name);
+                key_prefix.push_str(seg);
+                key_prefix.push('/');
+            }
+        }
+        let mut found = Vec::new();
+        walk(
+            &dir,
+            &key_prefix,
+            Some(partial),
+            opts.cursor.as_deref(),
+            &mut found,
+        )?;
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+
+        let group_of = |key: &str| -> Option<String> {
+            let d = opts.delimiter?;
+            let pos = key.get(prefix.len()..)?.find(d)?;
+            Some(key[..prefix.len() + pos + d.len_utf8()].to_owned())
+        };
+        let cursor = opts.cursor.as_deref();
+        let mut error = None;
+        let mut live_group: Option<String> = None;
+        let mut expired = Vec::new();
+        let mut entries = found.into_iter();
+        let metas = std::iter::from_fn(|| {
+            for (key, path) in entries.by_ref() {
+                if !key.starts_with(prefix) || cursor.is_some_and(|c| key.as_str() <= c) {
+                    continue;
+                }
+                let group = group_of(&key);
+                if let Some(g) = &group {
+                    // Already listed on an earlier page, or already represented on this one.
+                    if cursor.is_some_and(|c| g.as_str() <= c) || live_group.as_ref() == Some(g) {
+                        continue;
+                    }
+                }
+                let Ok(k) = Key::new(key) else { continue };
+                match read_current(&path, &k) {
+                    Ok(Some((_, meta, _))) => {
+                        if meta.is_expired() {
+                            if expired.len() < MAX_REAPS_PER_LIST {
+                                expired.push(k);
+                            }
+                        } else if group.is_some() {
+                            live_group = group;
+                        }
+                        return Some(meta);
+                    }
+                    Ok(None) => continue, // deleted since the walk
+                    Err(e) => {
+                        error = Some(e);
+                        return None;
+                    }
+                }
+            }
+            None
+        });
+        let page = paginate(metas, opts);
+        match error {
+            Some(e) => Err(e),
+            None => Ok((page, expired)),
+        }
+    }
+}
+
+/// A temp file being written; removed on drop unless it was renamed into place.
+struct Temp {
+    path: Option<PathBuf>,
+    file: File,
+    /// Where its body starts.
+    body_offset: u64,
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!("fs store: removing temp file {path:?}: {e}");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FsStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::full("fs", AtomicScope::Host, true)
+    }
+
+    async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
+        let (_, meta, _) = self.open_live(key).await?;
+        opts.preconditions.evaluate_read(&meta)?;
+        Ok(meta)
+    }
+
+    async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
+        let (file, meta, body_offset) = self.open_live(key).await?;
+        let range = opts.evaluate(&meta)?;
+        let (start, len) = match &range {
+            Some(r) => (r.start, r.end - r.start),
+            None => (0, meta.size),
+        };
+        let mut file = tokio::fs::File::from_std(file);
+        file.seek(SeekFrom::Start(body_offset + start)).await?;
+        let body = futures::stream::try_unfold((file, len), |(mut file, remaining)| async move {
+            if remaining == 0 {
+                return Ok(None);
+            }
+            let n = remaining.min(READ_CHUNK) as usize;
+            let mut buf = vec![0u8; n];
+            file.read_exact(&mut buf).await.map_err(|e| {
+                Error::backend(format!(
+                    "fs store: reading object body: {e} (truncated file?)"
+                ))
+            })?;
+            Ok(Some((Bytes::from(buf), (file, remaining - n as u64))))
+        })
+        .boxed();
+        Ok(GetResult { meta, range, body })
+    }
+
+    async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
+        self.capabilities().check_put(&opts)?;
+        self.inner.object_path(key)?; // refuse a key too long before reading the body
+        let (temp, meta) = self.write_temp(key, body, &opts).await?;
+        let k = key.clone();
+        let (ttl, preconditions) = (opts.ttl, opts.preconditions);
+        let (created, meta) = self
+            .with_lock(key, move |inner| {
+                inner.commit(&k, temp, meta, ttl, &preconditions)
+            })
+            .await?;
+        Ok(PutResult { meta, created })
+    }
+
+    async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
+        self.capabilities().check_delete(&opts)?;
+        self.inner.object_path(key)?;
+        let k = key.clone();
+        self.with_lock(key, move |inner| {
+            let path = inner.object_path(&k)?;
+            let current = match read_current(&path, &k) {
+                Ok(found) => found.map(|(_, meta, _)| meta),
+                Err(e) if opts.preconditions.is_empty() => {
+                    tracing::warn!("fs store: deleting unreadable {path:?}: {e}");
+                    return inner.unlink_object(&path);
+                }
+                Err(e) => return Err(e),
+            };
+            match current {
+                None => Err(Error::not_found(&k)),
+                Some(meta) if meta.is_expired() => {
+                    inner.unlink_object(&path)?;
+                    Err(Error::not_found(&k))
+                }
+                Some(meta) => {
+                    opts.preconditions.evaluate_write(Some(&meta))?;
+                    inner.unlink_object(&path)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
+        opts.validate()?;
+        let inner = self.inner.clone();
+        let (page, expired) = blocking(move || inner.list(&opts)).await?;
+        for key in &expired {
+            self.reap_expired(key);
+        }
+        Ok(page)
+    }
+}
+
+/// The lock stripe of a key: FNV-1a 64, stable across processes, builds and Rust versions
+/// (unlike std's hashers), as the format marker promises.
+fn stripe_of(key: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % LOCK_STRIPES as u64) as usize
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::backend(format!("fs store: blocking task failed: {e}")))?
+}
+
+fn io_context(e: io::Error, what: &str, path: &Path) -> Error {
+    let retryable = Error::from(io::Error::from(e.kind())).is_retryable();
+    let source = io::Error::new(e.kind(), format!("{what} {path:?}: {e}"));
+    Error::Backend {
+        source: Box::new(source),
+        retryable,
+    }
+}
+
+fn corrupt(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::backend(format!("fs store: corrupt object file {path:?}: {why}"))
+}
+
+fn header_bytes(encoded_meta: &[u8], body_offset: u64) -> Vec<u8> {
+    let mut h = Vec::with_capacity(FIXED_HEADER + encoded_meta.len());
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&(encoded_meta.len() as u32).to_le_bytes());
+    h.extend_from_slice(&body_offset.to_le_bytes());
+    h.extend_from_slice(encoded_meta);
+    h
+}
+
+/// Opens the object file at `path` and reads its header: `None` when there is no file. The
+/// returned file is positioned anywhere; the `u64` is the body's offset.
+fn read_current(path: &Path, key: &Key) -> Result<Option<(File, Meta, u64)>> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_context(e, "opening", path)),
+    };
+    let len = file.metadata()?.len();
+    let mut fixed = [0u8; FIXED_HEADER];
+    file.read_exact(&mut fixed)
+        .map_err(|e| corrupt(path, format!("short header: {e}")))?;
+    if &fixed[..8] != MAGIC {
+        return Err(corrupt(path, "bad magic"));
+    }
+    let meta_len = u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes")) as usize;
+    let body_offset = u64::from_le_bytes(fixed[12..20].try_into().expect("8 bytes"));
+    if meta_len > MAX_META_LEN || body_offset < (FIXED_HEADER + meta_len) as u64 {
+        return Err(corrupt(path, "bad header lengths"));
+    }
+    let mut encoded = vec![0u8; meta_len];
+    file.read_exact(&mut encoded)
+        .map_err(|e| corrupt(path, format!("short metadata: {e}")))?;
+    let meta = Meta::decode(&encoded).map_err(|e| corrupt(path, e))?;
+    if &meta.key != key {
+        return Err(corrupt(path, format!("it holds key {}", meta.key)));
+    }
+    if body_offset.checked_add(meta.size) != Some(len) {
+        return Err(corrupt(
+            path,
+            format!(
+                "file is {len} bytes, header says {} + {}",
+                body_offset, meta.size
+            ),
+        ));
+    }
+    Ok(Some((file, meta, body_offset)))
+}
+
+/// Collects `(key, path)` of the object files under `dir` (whose keys start with `key_prefix`),
+/// keeping at the first level only names that start with `partial`.
+/// Subdirectories whose keys all sort at or before `cursor` are skipped.
+fn walk(
+    dir: &Path,
+    key_prefix: &str,
+    partial: Option<&str>,
+    cursor: Option<&str>,
+    out: &mut Vec<(String, PathBuf)>,
+) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        // Missing (never created, or removed by a concurrent delete) or not a directory.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(io_context(e, "listing", dir)),
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_context(e, "listing", dir)),
+        };
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        let (encoded, is_object) = match name.strip_suffix(OBJECT_SUFFIX) {
+            Some(stem) if file_type.is_file() => (stem, true),
+            None if file_type.is_dir() => (name.as_str(), false),
+            _ => continue,
+        };
+        let Some(segment) = decode_segment(encoded) else {
+            tracing::debug!("fs store: ignoring foreign file {:?}", entry.path());
+            continue;
+        };
+        if partial.is_some_and(|p| !segment.starts_with(p)) {
+            continue;
+        }
+        let key = format!("{key_prefix}{segment}");
+        if is_object {
+            out.push((key, entry.path()));
+        } else {
+            let sub = format!("{key}/");
+            // Every key under `sub` starts with it; if the cursor is past `sub` without
+            // starting with it, it is past all of them.
+            if cursor.is_some_and(|c| c > sub.as_str() && !c.starts_with(sub.as_str())) {
+                continue;
+            }
+            walk(&entry.path(), &sub, None, cursor, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+}
+
+/// Percent-encodes a key segment into a file name (see the module docs).
+fn encode_segment(segment: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(segment.len());
+    for (i, b) in segment.bytes().enumerate() {
+        if is_plain(b) && !(i == 0 && b == b'.') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_segment`]; `None` for a name it would not have produced.
+fn decode_segment(name: &str) -> Option<String> {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = name.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let segment = String::from_utf8(out).ok()?;
+    (encode_segment(&segment) == name).then_some(segment)
+}
+
+/// `create_dir_all` that survives a concurrent delete removing empty directories on the way.
+fn create_dir_all_racing(dir: &Path) -> Result<()> {
+    let mut attempts = 0;
+    loop {
+        match fs::create_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
+            Err(e) => return Err(io_context(e, "creating directory", dir)),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_context(e, "syncing directory", dir))
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<()> {
+    // Directories cannot be opened for syncing here; rename durability is the OS's.
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripes_are_fnv1a_and_never_change() {
+        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c; of "" the offset basis 0xcbf29ce484222325.
+        assert_eq!(stripe_of("a"), 0x8c);
+        assert_eq!(stripe_of(""), 0x25);
+        assert_eq!(stripe_of("refs/HEAD"), stripe_of("refs/HEAD"));
+    }
+
+    #[test]
+    fn segments_round_trip_and_never_end_in_the_suffix() {
+        for s in [
+            "a", "A", "Ab.c", ".hidden", "x%y", "é", "a b", "@", "a@", "-_.~!",
+        ] {
+            let e = encode_segment(s);
+            assert!(!e.contains(OBJECT_SUFFIX), "{s:?} -> {e:?}");
+            assert!(!e.starts_with('.'), "{s:?} -> {e:?}");
+            assert!(!e
+                .bytes()
+                .any(|b| b.is_ascii_uppercase() && !b.is_ascii_hexdigit()));
+            assert_eq!(decode_segment(&e).as_deref(), Some(s), "{e:?}");
+        }
+        assert_eq!(encode_segment("Ab"), "%41b");
+        assert_eq!(
+            decode_segment("%41B"),
+            None,
+            "only canonical encodings decode"
+        );
+        assert_eq!(decode_segment("%4"), None);
+        assert_eq!(decode_segment("A"), None);
+    }
+}

@@ -1,0 +1,197 @@
+//! Entity tags: the content ETag every driver computes, and the tags clients send in conditions.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// An entity tag (RFC 9110 section 8.8.3): an opaque string, strong or weak.
+///
+/// Every stored object has a strong ETag that is the lowercase hex SHA-256 of its content, so
+/// the same bytes have the same ETag in every driver and every tier. Clients may send weak tags
+/// in conditions; those only ever match through weak comparison (`If-None-Match`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ETag {
+    weak: bool,
+    opaque: String,
+}
+
+impl ETag {
+    /// The strong content ETag of a SHA-256 digest.
+    pub fn from_sha256(digest: &[u8; 32]) -> Self {
+        ETag {
+            weak: false,
+            opaque: hex::encode(digest),
+        }
+    }
+
+    /// The content ETag of `data`, hashed in one go.
+    pub fn of(data: &[u8]) -> Self {
+        let digest: [u8; 32] = Sha256::digest(data).into();
+        Self::from_sha256(&digest)
+    }
+
+    /// A strong tag with the given opaque value (no quotes).
+    pub fn strong(opaque: impl Into<String>) -> Result<Self> {
+        Self::build(false, opaque.into())
+    }
+
+    /// A weak tag with the given opaque value (no quotes).
+    pub fn weak(opaque: impl Into<String>) -> Result<Self> {
+        Self::build(true, opaque.into())
+    }
+
+    fn build(weak: bool, opaque: String) -> Result<Self> {
+        if opaque.bytes().all(is_etagc) {
+            Ok(ETag { weak, opaque })
+        } else {
+            Err(Error::InvalidInput(format!(
+                "entity tag {opaque:?} has a character not allowed in an ETag"
+            )))
+        }
+    }
+
+    /// Parses one entity tag as it appears on the wire: `"abc"` or `W/"abc"`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.trim();
+        let (weak, rest) = match s.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let opaque = rest
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .filter(|_| rest.len() >= 2)
+            .ok_or_else(|| Error::InvalidInput(format!("malformed entity tag {s:?}")))?;
+        Self::build(weak, opaque.to_owned())
+    }
+
+    /// Whether this is a weak tag.
+    pub fn is_weak(&self) -> bool {
+        self.weak
+    }
+
+    /// The opaque value, without quotes or `W/`.
+    pub fn opaque(&self) -> &str {
+        &self.opaque
+    }
+
+    /// Strong comparison (RFC 9110 8.8.3.2): both strong and the same opaque value.
+    pub fn strong_eq(&self, other: &ETag) -> bool {
+        !self.weak && !other.weak && self.opaque == other.opaque
+    }
+
+    /// Weak comparison: the same opaque value, either may be weak.
+    pub fn weak_eq(&self, other: &ETag) -> bool {
+        self.opaque == other.opaque
+    }
+}
+
+/// `etagc = %x21 / %x23-7E / obs-text`
+pub(crate) fn is_etagc(b: u8) -> bool {
+    b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80
+}
+
+impl fmt::Display for ETag {
+    /// The wire form, quoted: `"…"` or `W/"…"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.weak {
+            f.write_str("W/")?;
+        }
+        write!(f, "\"{}\"", self.opaque)
+    }
+}
+
+impl fmt::Debug for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ETag({self})")
+    }
+}
+
+impl std::str::FromStr for ETag {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        ETag::parse(s)
+    }
+}
+
+impl serde::Serialize for ETag {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ETag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ETag::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// SHA-256 over a body as it streams through, with the byte count: the one content hasher
+/// every driver uses.
+#[derive(Clone, Default)]
+pub struct ContentHasher {
+    sha: Sha256,
+    size: u64,
+}
+
+impl ContentHasher {
+    /// A hasher that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next chunk.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.sha.update(chunk);
+        self.size += chunk.len() as u64;
+    }
+
+    /// Bytes seen so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The content ETag and size of everything fed.
+    pub fn finish(self) -> (ETag, u64) {
+        let digest: [u8; 32] = self.sha.finalize().into();
+        (ETag::from_sha256(&digest), self.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_etag_is_sha256_hex() {
+        assert_eq!(
+            ETag::of(b"").to_string(),
+            "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\""
+        );
+        let mut h = ContentHasher::new();
+        h.update(b"hello ");
+        h.update(b"world");
+        let (tag, size) = h.finish();
+        assert_eq!(tag, ETag::of(b"hello world"));
+        assert_eq!(size, 11);
+    }
+
+    #[test]
+    fn parse_and_compare() {
+        let s = ETag::parse("\"abc\"").unwrap();
+        let w = ETag::parse("W/\"abc\"").unwrap();
+        assert!(w.is_weak() && !s.is_weak());
+        assert!(s.strong_eq(&s) && !s.strong_eq(&w) && !w.strong_eq(&w));
+        assert!(s.weak_eq(&w) && w.weak_eq(&w));
+        assert_eq!(w.to_string(), "W/\"abc\"");
+        assert_eq!(ETag::parse("\"\"").unwrap().opaque(), "");
+        for bad in [
+            "abc", "\"abc", "abc\"", "\"", "w/\"a\"", "\"a\"b\"", "\"a b\"",
+        ] {
+            assert!(ETag::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Listing: options, pages, and the one paging/grouping routine drivers share.
+
+use crate::error::Result;
+use crate::key::validate_prefix;
+use crate::meta::Meta;
+
+/// Default and largest page size.
+pub const DEFAULT_PAGE_SIZE: usize = 1000;
+
+/// Options of [`Store::list`](crate::Store::list).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Only keys that start with this string.
+    pub prefix: String,
+    /// Group keys that contain this character after the prefix into common prefixes (usually
+    /// `/`, for a directory-like listing).
+    pub delimiter: Option<char>,
+    /// Entries per page (objects plus common prefixes); at most [`DEFAULT_PAGE_SIZE`].
+    pub limit: Option<usize>,
+    /// Resume after this cursor, taken from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+impl ListOptions {
+    /// All keys under `prefix`.
+    pub fn prefix(prefix: impl Into<String>) -> Self {
+        ListOptions {
+            prefix: prefix.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Checks the prefix.
+    pub fn validate(&self) -> Result<()> {
+        validate_prefix(&self.prefix)
+    }
+
+    /// The effective page size.
+    pub fn page_size(&self) -> usize {
+        self.limit
+            .unwrap_or(DEFAULT_PAGE_SIZE)
+            .clamp(1, DEFAULT_PAGE_SIZE)
+    }
+
+    /// The entry an object appears as: its key, or its common prefix under the delimiter.
+    fn entry_name<'a>(&self, key: &'a str) -> Entry<'a> {
+        if let Some(d) = self.delimiter {
+            if let Some(pos) = key[self.prefix.len()..].find(d) {
+                let end = self.prefix.len() + pos + d.len_utf8();
+                return Entry::Prefix(&key[..end]);
+            }
+        }
+        Entry::Object(key)
+    }
+}
+
+enum Entry<'a> {
+    Object(&'a str),
+    Prefix(&'a str),
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Objects, in key order.
+    pub objects: Vec<Meta>,
+    /// Common prefixes (with their trailing delimiter), in order, when a delimiter was given.
+    pub common_prefixes: Vec<String>,
+    /// Pass this as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Builds one page from objects in ascending key order: those under the prefix and after the
+/// cursor are grouped by the delimiter and cut at the page size. Drivers give it whatever scan
+/// their backend does cheaply (all keys, or keys after the cursor); it filters the rest and
+/// skips expired objects.
+pub fn paginate(objects: impl IntoIterator<Item = Meta>, opts: &ListOptions) -> ListPage {
+    let limit = opts.page_size();
+    let now = std::time::SystemTime::now();
+    let mut page = ListPage::default();
+    let mut last: Option<String> = opts.cursor.clone();
+    let mut count = 0;
+    for meta in objects {
+        let key = meta.key.as_str();
+        if !key.starts_with(&opts.prefix) || meta.is_expired_at(now) {
+            continue;
+        }
+        let name = match opts.entry_name(key) {
+            Entry::Object(k) | Entry::Prefix(k) => k,
+        };
+        if last.as_deref().is_some_and(|l| name <= l) {
+            continue;
+        }
+        if count == limit {
+            page.next_cursor = last;
+            return page;
+        }
+        match opts.entry_name(key) {
+            Entry::Prefix(p) => page.common_prefixes.push(p.to_owned()),
+            Entry::Object(_) => page.objects.push(meta.clone()),
+        }
+        last = Some(name.to_owned());
+        count += 1;
+    }
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etag::ETag;
+    use crate::key::Key;
+
+    fn metas(keys: &[&str]) -> Vec<Meta> {
+        keys.iter()
+            .map(|k| Meta {
+                key: Key::new(*k).unwrap(),
+                etag: ETag::of(b""),
+                size: 0,
+                last_modified: std::time::SystemTime::now(),
+                expires_at: None,
+                content_type: None,
+                metadata: Default::default(),
+            })
+            .collect()
+    }
+
+    fn names(p: &ListPage) -> Vec<String> {
+        let mut v: Vec<String> = p.objects.iter().map(|m| m.key.to_string()).collect();
+        v.extend(p.common_prefixes.iter().cloned());
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn pages_and_groups() {
+        let all = metas(&["a/1", "a/2", "b", "c/x/1", "c/y", "d"]);
+        let mut opts = ListOptions {
+            delimiter: Some('/'),
+            limit: Some(2),
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = paginate(all.clone(), &opts);
+            seen.extend(names(&page));
+            match page.next_cursor {
+                Some(c) => opts.cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["a/", "b", "c/", "d"]);
+
+        let opts = ListOptions {
+            prefix: "c/".into(),
+            delimiter: Some('/'),
+            ..Default::default()
+        };
+        assert_eq!(names(&paginate(all.clone(), &opts)), ["c/x/", "c/y"]);
+        let opts = ListOptions::prefix("a");
+        assert_eq!(names(&paginate(all, &opts)), ["a/1", "a/2"]);
+    }
+}

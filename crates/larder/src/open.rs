@@ -1,0 +1,44 @@
+//! A store from a URL: the names here are a contract for configs, scripts and docs.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Opens the store a URL names:
+///
+/// | URL | driver | feature |
+/// |---|---|---|
+/// | `memory://?max_bytes=N&ttl=SECS` | in-process memory | `memory` |
+/// | `fs:///abs/path?fsync=false`, `fs://rel/path` (path verbatim, created if missing) | local directory | `fs` |
+/// | `null://` | keeps nothing | always |
+///
+/// A scheme whose driver was not compiled in is `Unsupported`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    // The fs path is taken verbatim (`fs://./data` is the relative `./data`), not URL-parsed.
+    #[cfg(feature = "fs")]
+    if url
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case("fs://"))
+    {
+        let rest = url[5..].to_owned();
+        let store =
+            tokio::task::spawn_blocking(move || crate::drivers::fs::FsStore::from_url_rest(&rest))
+                .await
+                .map_err(|e| Error::backend(format!("opening the fs store: {e}")))??;
+        return Ok(Arc::new(store));
+    }
+    let parsed =
+        url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("store URL {url:?}: {e}")))?;
+    let store: Arc<dyn Store> = match parsed.scheme() {
+        #[cfg(feature = "memory")]
+        "memory" => Arc::new(crate::drivers::memory::MemoryStore::from_url(&parsed)?),
+        "null" => Arc::new(crate::drivers::null::NullStore),
+        other => {
+            return Err(Error::unsupported(format!(
+                "store URL scheme {other:?} (not a known driver, or its cargo feature is off)"
+            )))
+        }
+    };
+    Ok(store)
+}

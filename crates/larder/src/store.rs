@@ -1,0 +1,142 @@
+//! The `Store` trait, one options struct per operation, and what each operation returns.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::body::{Body, ByteStream};
+use crate::capabilities::Capabilities;
+use crate::error::Result;
+use crate::etag::ETag;
+use crate::key::Key;
+use crate::list::{ListOptions, ListPage};
+use crate::meta::Meta;
+use crate::precondition::{IfRange, Preconditions};
+use crate::range::ByteRange;
+
+/// Options of [`Store::head`].
+#[derive(Clone, Debug, Default)]
+pub struct HeadOptions {
+    /// Conditions, evaluated as for a GET.
+    pub preconditions: Preconditions,
+}
+
+/// Options of [`Store::get`].
+#[derive(Clone, Debug, Default)]
+pub struct GetOptions {
+    /// Conditions: a failed `If-Match` is `PreconditionFailed`, a matched `If-None-Match` is
+    /// `NotModified`.
+    pub preconditions: Preconditions,
+    /// Serve only this byte range.
+    pub range: Option<ByteRange>,
+    /// Serve the range only if this holds; otherwise serve the whole object.
+    pub if_range: Option<IfRange>,
+}
+
+impl GetOptions {
+    /// Decides a read of `current`, the object as it is in the snapshot being served: evaluates
+    /// the preconditions, then `If-Range`, then resolves the range. Returns the byte range to
+    /// serve (`None`: the whole object). Every driver's `get` calls this, and only this.
+    pub fn evaluate(&self, current: &Meta) -> Result<Option<Range<u64>>> {
+        self.preconditions.evaluate_read(current)?;
+        let Some(range) = &self.range else {
+            return Ok(None);
+        };
+        if let Some(if_range) = &self.if_range {
+            if !if_range.holds(current) {
+                return Ok(None);
+            }
+        }
+        range.resolve(current.size).map(Some)
+    }
+}
+
+/// Options of [`Store::put`].
+#[derive(Clone, Debug, Default)]
+pub struct PutOptions {
+    /// Conditions, evaluated atomically with the write: `If-None-Match: *` creates only,
+    /// `If-Match` swaps.
+    pub preconditions: Preconditions,
+    /// Expire the object this long after the write.
+    pub ttl: Option<Duration>,
+    /// Media type to store and serve back.
+    pub content_type: Option<String>,
+    /// User metadata to store and serve back.
+    pub metadata: BTreeMap<String, String>,
+    /// The content ETag the caller expects; a body that hashes otherwise is refused
+    /// (`InvalidInput`) and nothing is stored.
+    pub expected_etag: Option<ETag>,
+}
+
+/// Options of [`Store::delete`].
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// Conditions, evaluated atomically with the delete.
+    pub preconditions: Preconditions,
+}
+
+/// What a `get` returns: the object's metadata and its body (or the requested part of it),
+/// both from the same version of the object.
+pub struct GetResult {
+    /// The object's metadata.
+    pub meta: Meta,
+    /// The bytes being served, when a range was served (`None`: the whole object).
+    pub range: Option<Range<u64>>,
+    /// The body.
+    pub body: ByteStream,
+}
+
+impl GetResult {
+    /// Reads the whole body into memory.
+    pub async fn bytes(self) -> Result<bytes::Bytes> {
+        crate::body::collect_stream(self.body).await
+    }
+}
+
+impl std::fmt::Debug for GetResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetResult")
+            .field("meta", &self.meta)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a `put` returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutResult {
+    /// The stored object's metadata; its `etag` is the token for the next `If-Match`.
+    pub meta: Meta,
+    /// Whether no object existed at the key before this write.
+    pub created: bool,
+}
+
+/// A key/blob store in which every write can be a compare-and-swap.
+///
+/// Implementations evaluate preconditions with [`Preconditions`] (writes) and
+/// [`GetOptions::evaluate`] (reads) inside the same atomic step as the operation, using the
+/// backend's own primitive, and return `Unsupported` for any condition they cannot honour
+/// atomically (see [`Capabilities`]). Convenience calls are in [`StoreExt`](crate::StoreExt).
+#[async_trait]
+pub trait Store: std::fmt::Debug + Send + Sync + 'static {
+    /// What this store can do, and how atomically.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The metadata of the object at `key`.
+    async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta>;
+
+    /// The object at `key`, or a range of it, as a stream.
+    async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult>;
+
+    /// Writes the object at `key`, streaming `body` in. Nothing is stored unless the whole body
+    /// arrived and the preconditions held.
+    async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult>;
+
+    /// Deletes the object at `key` (`NotFound` if there is none).
+    async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()>;
+
+    /// One page of the objects whose keys start with the prefix, in key order.
+    async fn list(&self, opts: ListOptions) -> Result<ListPage>;
+}
