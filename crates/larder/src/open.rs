@@ -11,6 +11,8 @@ use crate::store::Store;
 /// |---|---|---|
 /// | `memory://?max_bytes=N&ttl=SECS` | in-process memory | `memory` |
 /// | `fs:///abs/path?fsync=false`, `fs://rel/path` (path verbatim, created if missing) | local directory | `fs` |
+/// | `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000`, `rediss://…` (TLS) | Redis, Lua-script CAS | `redis` |
+/// | `nats://host:port?bucket=larder&replicas=1` (bucket created if missing) | NATS JetStream KV, revision CAS | `nats` |
 /// | `null://` | keeps nothing | always |
 ///
 /// A scheme whose driver was not compiled in is `Unsupported`.
@@ -33,6 +35,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match parsed.scheme() {
         #[cfg(feature = "memory")]
         "memory" => Arc::new(crate::drivers::memory::MemoryStore::from_url(&parsed)?),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Arc::new(crate::drivers::redis::RedisStore::from_url(&parsed).await?),
+        #[cfg(feature = "nats")]
+        "nats" => Arc::new(crate::drivers::nats::NatsStore::from_url(&parsed).await?),
         "null" => Arc::new(crate::drivers::null::NullStore),
         other => {
             return Err(Error::unsupported(format!(

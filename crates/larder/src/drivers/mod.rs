@@ -5,3 +5,5 @@ pub mod fs;
 #[cfg(feature = "memory")]
 pub mod memory;
 pub mod null;
+#[cfg(feature = "redis")]
+pub mod redis;

@@ -1,0 +1,274 @@
+//! The redis driver against the real server named by `LARDER_TEST_REDIS_URL`: the conformance
+//! kit, then what is specific to Redis: the script's precondition decision against the shared
+//! evaluator, two separately opened stores, server-side expiry, keys Redis could misread.
+
+#![cfg(feature = "redis")]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use larder::conformance::{fresh_prefix, key, skip_or_fail};
+use larder::drivers::redis::RedisStore;
+use larder::{
+    Body, DeleteOptions, ETag, ETagCondition, Error, ListOptions, Preconditions, PutOptions, Store,
+    StoreExt,
+};
+
+fn url() -> Option<String> {
+    match std::env::var("LARDER_TEST_REDIS_URL") {
+        Ok(u) => Some(u),
+        Err(_) => skip_or_fail("redis", "LARDER_TEST_REDIS_URL is not set"),
+    }
+}
+
+async fn open_store() -> Option<RedisStore> {
+    let url = url()?;
+    match RedisStore::open(&url).await {
+        Ok(s) => Some(s),
+        Err(e) => skip_or_fail("redis", e),
+    }
+}
+
+async fn store() -> Option<Arc<dyn Store>> {
+    Some(Arc::new(open_store().await?))
+}
+
+larder::conformance_tests!(store());
+
+/// The whole kit again through `larder::open` with a non-default prefix.
+mod via_open {
+    use super::*;
+
+    async fn store() -> Option<Arc<dyn Store>> {
+        let url = url()?;
+        let sep = if url.contains('?') { '&' } else { '?' };
+        match larder::open(&format!("{url}{sep}prefix=larder-open-test")).await {
+            Ok(s) => Some(s),
+            Err(e) => skip_or_fail("redis", e),
+        }
+    }
+
+    larder::conformance_tests!(store());
+}
+
+fn is_412(r: &larder::Result<impl std::fmt::Debug>) -> bool {
+    matches!(r, Err(Error::PreconditionFailed { .. }))
+}
+
+/// The script decides every write exactly as `Preconditions::evaluate_write` does: every
+/// combination of a table of If-Match, If-None-Match and If-Unmodified-Since values, on a
+/// missing and an existing object, for put and for delete.
+#[tokio::test]
+async fn script_agrees_with_the_shared_evaluator() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let p = fresh_prefix("redis_decide");
+    let cur = ETag::of(b"current");
+    let other = ETag::of(b"other");
+    let weak_cur = ETag::weak(cur.opaque()).unwrap();
+    let tag_lists: Vec<Option<ETagCondition>> = vec![
+        None,
+        Some(ETagCondition::Any),
+        Some(ETagCondition::Tags(vec![cur.clone()])),
+        Some(ETagCondition::Tags(vec![weak_cur.clone()])),
+        Some(ETagCondition::Tags(vec![other.clone()])),
+        Some(ETagCondition::Tags(vec![other.clone(), cur.clone()])),
+        Some(ETagCondition::Tags(vec![weak_cur.clone(), other.clone()])),
+        Some(ETagCondition::Tags(vec![ETag::strong("").unwrap()])),
+    ];
+    let now = SystemTime::now();
+    let dates = [
+        None,
+        Some(now - Duration::from_secs(3600)),
+        Some(now + Duration::from_secs(3600)),
+        Some(now),
+    ];
+    let mut cases = 0;
+    for exists in [false, true] {
+        for im in &tag_lists {
+            for inm in &tag_lists {
+                for ius in dates {
+                    cases += 1;
+                    let k = key(&p, &format!("c{cases}"));
+                    let pre = Preconditions {
+                        if_match: im.clone(),
+                        if_none_match: inm.clone(),
+                        if_unmodified_since: ius,
+                        ..Default::default()
+                    };
+                    let current = if exists {
+                        Some(store.put_bytes(&k, "current".into()).await.unwrap())
+                    } else {
+                        None
+                    };
+                    let want = pre.evaluate_write(current.as_ref()).is_ok();
+                    let opts = PutOptions {
+                        preconditions: pre.clone(),
+                        ..Default::default()
+                    };
+                    let got = store.put(&k, Body::from("new"), opts).await;
+                    assert_eq!(got.is_ok(), want, "put {pre:?} exists={exists}: {got:?}");
+                    if !want {
+                        assert!(is_412(&got), "{got:?}");
+                        let Err(Error::PreconditionFailed { current: c }) = got else {
+                            unreachable!()
+                        };
+                        assert_eq!(c.map(|m| m.etag), current.as_ref().map(|m| m.etag.clone()));
+                        let after = store.stat(&k).await.unwrap();
+                        assert_eq!(
+                            after.map(|m| m.etag),
+                            current.as_ref().map(|m| m.etag.clone()),
+                            "a refused put changes nothing"
+                        );
+                    }
+                    // Delete: on the object as it was (rewrite it when the put replaced it).
+                    if exists {
+                        let m = store.put_bytes(&k, "current".into()).await.unwrap();
+                        let want = pre.evaluate_write(Some(&m)).is_ok();
+                        let got = store
+                            .delete(
+                                &k,
+                                DeleteOptions {
+                                    preconditions: pre.clone(),
+                                },
+                            )
+                            .await;
+                        assert_eq!(got.is_ok(), want, "delete {pre:?}: {got:?}");
+                        assert_eq!(store.stat(&k).await.unwrap().is_none(), want);
+                    } else {
+                        store.remove(&k).await.ok();
+                        let got = store
+                            .delete(
+                                &k,
+                                DeleteOptions {
+                                    preconditions: pre.clone(),
+                                },
+                            )
+                            .await;
+                        assert!(matches!(got, Err(Error::NotFound { .. })), "{got:?}");
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 2 * 8 * 8 * 4);
+}
+
+/// A value written through one store is seen, with the same ETag, through another opened
+/// separately (its own connection); a swap through one is a conflict for the other.
+#[tokio::test]
+async fn two_stores_see_the_same_objects() {
+    let (Some(a), Some(b)) = (open_store().await, open_store().await) else {
+        return;
+    };
+    let p = fresh_prefix("redis_two");
+    let k = key(&p, "shared");
+    let written = a.put_bytes(&k, "from a".into()).await.unwrap();
+    let (data, meta) = b.get_bytes(&k).await.unwrap();
+    assert_eq!(&data[..], b"from a");
+    assert_eq!(meta, written, "the same meta, ETag included");
+    let swapped = b.swap(&k, &written.etag, "from b".into()).await.unwrap();
+    let r = a.swap(&k, &written.etag, "stale".into()).await;
+    match r {
+        Err(Error::PreconditionFailed { current }) => {
+            assert_eq!(current.unwrap().etag, swapped.etag)
+        }
+        other => panic!("{other:?}"),
+    }
+    let listed = a.list(ListOptions::prefix(format!("{p}/"))).await.unwrap();
+    assert_eq!(listed.objects, [swapped]);
+}
+
+/// Keys with characters that are special to Redis patterns or to the key layout are stored and
+/// listed as themselves; prefixes never match them as patterns.
+#[tokio::test]
+async fn pattern_characters_are_plain() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let p = fresh_prefix("redis_glob");
+    let names = ["*", "?x", "[ab]", "a\\b", "{tag}", "m:x", "sp ace", "é"];
+    for n in names {
+        let n = n.replace('\\', "_");
+        store
+            .put_bytes(&key(&p, &n), Bytes::from(n.clone()))
+            .await
+            .unwrap();
+    }
+    for (prefix, want) in [("*", 1), ("[", 1), ("?", 1), ("{", 1), ("", names.len())] {
+        let got = store
+            .list(ListOptions::prefix(format!("{p}/{prefix}")))
+            .await
+            .unwrap();
+        assert_eq!(got.objects.len(), want, "prefix {prefix:?}");
+    }
+}
+
+/// A TTL is Redis's own expiry on both keys, at the millisecond the meta reports.
+#[tokio::test]
+async fn ttl_is_a_server_expiry() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let url = url().unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let p = fresh_prefix("redis_ttl");
+    let k = key(&p, "obj");
+    let opts = PutOptions {
+        ttl: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let put = store.put(&k, Body::from("x"), opts).await.unwrap();
+    let expires_ms = larder::meta::to_millis(put.meta.expires_at.unwrap());
+    let (mk, bk) = store.redis_keys(&k);
+    for rk in [&mk, &bk] {
+        let at: i64 = redis::cmd("PEXPIRETIME")
+            .arg(rk)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(at, expires_ms, "{rk}");
+    }
+    // An unconditional rewrite without a TTL makes it persistent again.
+    store.put_bytes(&k, "y".into()).await.unwrap();
+    for rk in [&mk, &bk] {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(rk)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(ttl, -1, "{rk}");
+    }
+}
+
+/// The limit and scope are declared.
+#[tokio::test]
+async fn size_limit_is_declared() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    assert_eq!(
+        store.capabilities().max_object_size,
+        Some(larder::drivers::redis::MAX_OBJECT_SIZE)
+    );
+    assert_eq!(
+        store.capabilities().atomic_scope,
+        larder::AtomicScope::Cluster
+    );
+    // (Refusing a body past the limit is BodyReader's, tested in the core.)
+}
+
+#[tokio::test]
+async fn bad_urls_are_refused() {
+    for bad in [
+        "redis://127.0.0.1:6379/?prefix=",
+        "redis://127.0.0.1:6379/?prefix=a{b",
+        "redis://127.0.0.1:6379/?timeout_ms=soon",
+    ] {
+        let r = larder::open(bad).await;
+        assert!(matches!(r, Err(Error::InvalidInput(_))), "{bad}: {r:?}");
+    }
+}
