@@ -272,3 +272,30 @@ async fn bad_urls_are_refused() {
         assert!(matches!(r, Err(Error::InvalidInput(_))), "{bad}: {r:?}");
     }
 }
+
+/// A put whose stamp is earlier than the version it replaces (a writer whose clock is behind)
+/// takes that version's time instead: Last-Modified never goes backwards.
+#[tokio::test]
+async fn last_modified_never_goes_backwards() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let client = redis::Client::open(url().unwrap().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let p = fresh_prefix("redis_clock");
+    let k = key(&p, "obj");
+    store.put_bytes(&k, "v1".into()).await.unwrap();
+    // Pretend v1 was written by a client whose clock is an hour ahead.
+    let ahead = larder::meta::to_millis(SystemTime::now() + Duration::from_secs(3600));
+    let (mk, _) = store.redis_keys(&k);
+    let _: () = redis::cmd("HSET")
+        .arg(&mk)
+        .arg("u")
+        .arg(ahead)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let v2 = store.put_bytes(&k, "v2".into()).await.unwrap();
+    assert_eq!(larder::meta::to_millis(v2.last_modified), ahead);
+    assert_eq!(store.stat(&k).await.unwrap().unwrap(), v2);
+}

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! {prefix}:m:<key>   hash: m = Meta::encode() JSON, e = ETag opaque (hex), t = Last-Modified
-//!                    in whole seconds (what HTTP-date conditions compare)
+//!                    in whole seconds (what HTTP-date conditions compare), u = in ms
 //! {prefix}:b:<key>   string: the body (a separate key so ranges are one GETRANGE)
 //! {prefix}:idx       sorted set, every member score 0: the keys, for ordered listing
 //! ```
@@ -59,8 +59,10 @@
 //! - Objects are held in memory while written and read (one Redis value each); the largest
 //!   is [`MAX_OBJECT_SIZE`] (Redis's 512 MiB bulk-string limit). A large transfer occupies the
 //!   shared connection while it lasts.
-//! - Last-Modified is the writing client's clock (in milliseconds); the expiry is enforced by the
-//!   server's clock.
+//! - Last-Modified is the writing client's clock (in milliseconds), but never goes backwards: a
+//!   put stamped earlier than the version it replaces (a slower writer, a clock behind) is told
+//!   so by the script and restamped with that version's time, then decided again. The expiry is
+//!   enforced by the server's clock.
 
 use std::time::Duration;
 
@@ -75,7 +77,7 @@ use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::list::{paginate, ListOptions, ListPage};
-use crate::meta::{now_millis, to_millis, Meta};
+use crate::meta::{from_millis, now_millis, to_millis, Meta};
 use crate::precondition::{http_seconds, ETagCondition, Preconditions};
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
@@ -87,6 +89,10 @@ pub const MAX_OBJECT_SIZE: u64 = 512 << 20;
 /// Default response timeout of one command.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A read or write that found the object changed this many times in a row gives up with a
+/// retryable error.
+const MAX_ATTEMPTS: u32 = 100;
+
 /// Keys read from the index per listing script call (at least).
 const LIST_BATCH: usize = 256;
 
@@ -95,8 +101,8 @@ const LIST_BATCH: usize = 256;
 /// ARGV[1] If-Match mode (0 none, 1 `*`, 2 list), ARGV[2] strong opaque tags, space separated,
 /// ARGV[3] If-None-Match mode, ARGV[4] opaque tags, ARGV[5] If-Unmodified-Since seconds or "".
 const DECIDE: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'm', 'e', 't')
-local cur_m, cur_e, cur_t = cur[1], cur[2], cur[3]
+local cur = redis.call('HMGET', KEYS[1], 'm', 'e', 't', 'u')
+local cur_m, cur_e, cur_t, cur_u = cur[1], cur[2], cur[3], cur[4]
 local function has(list, e) return string.find(' ' .. list .. ' ', ' ' .. e .. ' ', 1, true) ~= nil end
 local ok = true
 if ARGV[1] ~= '0' then
@@ -111,12 +117,15 @@ end
 "#;
 
 /// KEYS: meta hash, body, index. ARGV 1-5: conditions; 6 index member (the key), 7 meta JSON,
-/// 8 ETag opaque, 9 Last-Modified seconds, 10 body, 11 expiry in Unix ms or "".
-/// Returns {1, created} or {0, current meta or false}.
+/// 8 ETag opaque, 9 Last-Modified seconds, 10 body, 11 expiry in Unix ms or "", 12
+/// Last-Modified in ms. Returns {1, created}, {0, current meta or false}, or {3, current
+/// Last-Modified ms} when the current version is newer than this write's stamp (the caller
+/// restamps and runs the script again, which decides again).
 const PUT_BODY: &str = r#"
 if not ok then return {0, cur_m or false} end
+if cur_u and tonumber(cur_u) > tonumber(ARGV[12]) then return {3, cur_u} end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[1], 'm', ARGV[7], 'e', ARGV[8], 't', ARGV[9])
+redis.call('HSET', KEYS[1], 'm', ARGV[7], 'e', ARGV[8], 't', ARGV[9], 'u', ARGV[12])
 redis.call('SET', KEYS[2], ARGV[10])
 if ARGV[11] ~= '' then
   redis.call('PEXPIREAT', KEYS[1], ARGV[11])
@@ -401,7 +410,7 @@ impl Store for RedisStore {
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         // A version can be replaced between reading its meta and its bytes; the byte read
         // checks the ETag inside a script and the whole read starts again if it changed.
-        loop {
+        for _ in 0..MAX_ATTEMPTS {
             let meta = self
                 .read_meta(key)
                 .await?
@@ -439,6 +448,9 @@ impl Store for RedisStore {
                 _ => return Err(unexpected("read", &Value::Array(reply))),
             }
         }
+        Err(Error::transient(format!(
+            "redis store: {key} changed under {MAX_ATTEMPTS} reads in a row"
+        )))
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
@@ -448,43 +460,58 @@ impl Store for RedisStore {
             .reader(caps.max_object_size)
             .collect(opts.expected_etag.as_ref())
             .await?;
-        let now = now_millis();
-        let meta = Meta {
-            key: key.clone(),
-            etag,
-            size,
-            last_modified: now,
-            expires_at: opts.ttl.map(|t| now + t),
-            content_type: opts.content_type,
-            metadata: opts.metadata,
-        };
-        let mut inv = self.scripts.put.prepare_invoke();
-        prepare(
-            &mut inv,
-            [self.meta_key(key), self.body_key(key), self.index_key()],
-            &opts.preconditions,
-            key.as_str(),
-        );
-        inv.arg(meta.encode())
-            .arg(meta.etag.opaque())
-            .arg(http_seconds(now))
-            .arg(&data[..])
-            .arg(
-                meta.expires_at
-                    .map(|t| to_millis(t).to_string())
-                    .unwrap_or_default(),
+        let mut now = now_millis();
+        for _ in 0..MAX_ATTEMPTS {
+            let meta = Meta {
+                key: key.clone(),
+                etag: etag.clone(),
+                size,
+                last_modified: now,
+                expires_at: opts.ttl.map(|t| now + t),
+                content_type: opts.content_type.clone(),
+                metadata: opts.metadata.clone(),
+            };
+            let mut inv = self.scripts.put.prepare_invoke();
+            prepare(
+                &mut inv,
+                [self.meta_key(key), self.body_key(key), self.index_key()],
+                &opts.preconditions,
+                key.as_str(),
             );
-        let mut conn = self.conn.clone();
-        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
-        match reply.as_slice() {
-            [ok, created] if int_of(ok) == Some(1) => Ok(PutResult {
-                meta,
-                created: int_of(created) == Some(1),
-            }),
-            [ok, current] if int_of(ok) == Some(0) => Err(refused(current)?),
-            [ok] if int_of(ok) == Some(0) => Err(Error::precondition_failed(None)),
-            _ => Err(unexpected("put", &Value::Array(reply))),
+            inv.arg(meta.encode())
+                .arg(meta.etag.opaque())
+                .arg(http_seconds(now))
+                .arg(&data[..])
+                .arg(
+                    meta.expires_at
+                        .map(|t| to_millis(t).to_string())
+                        .unwrap_or_default(),
+                )
+                .arg(to_millis(now));
+            let mut conn = self.conn.clone();
+            let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
+            match reply.as_slice() {
+                [ok, created] if int_of(ok) == Some(1) => {
+                    return Ok(PutResult {
+                        meta,
+                        created: int_of(created) == Some(1),
+                    })
+                }
+                [ok, current] if int_of(ok) == Some(0) => return Err(refused(current)?),
+                [ok] if int_of(ok) == Some(0) => return Err(Error::precondition_failed(None)),
+                [ok, ms] if int_of(ok) == Some(3) => {
+                    let ms = bytes_of(ms)
+                        .and_then(|b| std::str::from_utf8(b).ok())
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .ok_or_else(|| unexpected("put", ms))?;
+                    now = now.max(from_millis(ms));
+                }
+                _ => return Err(unexpected("put", &Value::Array(reply))),
+            }
         }
+        Err(Error::transient(format!(
+            "redis store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
+        )))
     }
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
