@@ -252,3 +252,13 @@ async fn bad_urls_are_refused() {
         assert!(matches!(r, Err(Error::InvalidInput(_))), "{bad}: {r:?}");
     }
 }
+
+/// `tls=true` requires TLS: against this plain-text server, opening fails with an error.
+#[tokio::test]
+async fn tls_is_required_when_asked() {
+    let Some(url) = url() else {
+        return;
+    };
+    let r = larder::open(&with_query(&url, "tls=true")).await;
+    assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
+}

@@ -299,3 +299,17 @@ async fn last_modified_never_goes_backwards() {
     assert_eq!(larder::meta::to_millis(v2.last_modified), ahead);
     assert_eq!(store.stat(&k).await.unwrap().unwrap(), v2);
 }
+
+/// `rediss://` is compiled in (TLS over rustls): against a plain-text server the handshake
+/// fails with an error, not a panic or a plain-text connection.
+#[tokio::test]
+async fn rediss_speaks_tls() {
+    let Some(url) = url() else {
+        return;
+    };
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return; // already TLS, or a socket: nothing to compare with
+    };
+    let r = larder::open(&format!("rediss://{rest}")).await;
+    assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
+}

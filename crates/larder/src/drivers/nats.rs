@@ -1,6 +1,7 @@
 //! A store in a NATS JetStream key-value bucket.
 //!
-//! URL: `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000`. The bucket
+//! URL: `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000&tls=true`
+//! (`tls=true` requires TLS, over rustls). The bucket
 //! is created if missing (a KV bucket: stream `KV_<bucket>`, history 1, file storage,
 //! `replicas` copies); an existing bucket is used as it is.
 //!
@@ -187,12 +188,14 @@ impl NatsStore {
         let mut bucket = "larder".to_owned();
         let mut replicas = 1usize;
         let mut timeout = DEFAULT_TIMEOUT;
+        let mut tls = false;
         for (k, v) in url.query_pairs() {
             let bad = || Error::InvalidInput(format!("nats store: {k}={v}"));
             match &*k {
                 "bucket" => bucket = v.into_owned(),
                 "replicas" => replicas = v.parse().map_err(|_| bad())?,
                 "timeout_ms" => timeout = Duration::from_millis(v.parse().map_err(|_| bad())?),
+                "tls" => tls = v.parse().map_err(|_| bad())?,
                 _ => {
                     return Err(Error::InvalidInput(format!(
                         "nats store: unknown option {k}"
@@ -219,6 +222,7 @@ impl NatsStore {
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(timeout))
             .connection_timeout(Duration::from_secs(5))
+            .require_tls(tls)
             .connect(server.as_str())
             .await
             .map_err(|e| transient("connect", e))?;

@@ -39,9 +39,10 @@
 //!   combination of a table of conditions and states. On failure the script returns the
 //!   current meta, so `PreconditionFailed` carries it.
 //! - `delete`: the same, then `DEL` of both keys and `ZREM` from the index.
-//! - `get`: reads the meta and decides with [`GetOptions::evaluate`]; then a script returns the
-//!   body (or the `GETRANGE`) only if the ETag is still the one decided on (else the read
-//!   starts again), so meta and bytes always belong to the same version.
+//! - `get`: a plain read (no condition, no range) fetches meta and body in one `MULTI`/`EXEC`.
+//!   Otherwise it reads the meta and decides with [`GetOptions::evaluate`], then a script
+//!   returns the body (or the `GETRANGE`) only if the ETag is still the one decided on (else the
+//!   read starts again). Either way meta and bytes belong to the same version.
 //! - Every put, delete and condition is supported; all of them atomic at cluster scope.
 //!
 //! # TTL
@@ -408,6 +409,30 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
+        // A plain read of the whole object (no condition that could make the body unneeded, no
+        // range): meta and body in one MULTI/EXEC, one round trip.
+        if opts.range.is_none() && opts.preconditions.is_empty() {
+            let mut conn = self.conn.clone();
+            let (meta, data): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::pipe()
+                .atomic()
+                .hget(self.meta_key(key), "m")
+                .get(self.body_key(key))
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            let (Some(meta), Some(data)) = (meta, data) else {
+                return Err(Error::not_found(key));
+            };
+            let meta = Meta::decode(&meta)?;
+            let range = opts.evaluate(&meta)?;
+            let data = Bytes::from(data);
+            check_len(key, &data, meta.size)?;
+            return Ok(GetResult {
+                meta,
+                range,
+                body: futures::stream::once(async move { Ok(data) }).boxed(),
+            });
+        }
         // A version can be replaced between reading its meta and its bytes; the byte read
         // checks the ETag inside a script and the whole read starts again if it changed.
         for _ in 0..MAX_ATTEMPTS {
@@ -431,13 +456,11 @@ impl Store for RedisStore {
                     let data = Bytes::copy_from_slice(
                         bytes_of(data).ok_or_else(|| unexpected("read", data))?,
                     );
-                    let want = range.as_ref().map_or(meta.size, |r| r.end - r.start);
-                    if data.len() as u64 != want {
-                        return Err(Error::backend(format!(
-                            "redis store: {key} has {} bytes where its meta says {want}",
-                            data.len()
-                        )));
-                    }
+                    check_len(
+                        key,
+                        &data,
+                        range.as_ref().map_or(meta.size, |r| r.end - r.start),
+                    )?;
                     return Ok(GetResult {
                         meta,
                         range,
@@ -614,6 +637,17 @@ fn group_seen(jump: &[u8], collected: &[Meta]) -> bool {
             .is_some_and(|m| m.key.as_str().as_bytes().starts_with(&group[1..])),
         None => true,
     }
+}
+
+/// A body whose length is not what the meta says is corruption, never served.
+fn check_len(key: &Key, data: &[u8], want: u64) -> Result<()> {
+    if data.len() as u64 != want {
+        return Err(Error::backend(format!(
+            "redis store: {key} has {} bytes where its meta says {want}",
+            data.len()
+        )));
+    }
+    Ok(())
 }
 
 /// `PreconditionFailed` carrying the meta a script returned (or none).
