@@ -88,6 +88,12 @@ async fn any_valid_key_is_stored() {
     let names = [
         "*", ">", "a.b", ".hidden", "sp ace", "é/ü", "x=41", "UPPER", "upper", "a/b.c/d",
     ];
+    // The longest key, every byte escaped: 3 KiB of subject.
+    let long = "é".repeat((larder::key::MAX_KEY_LEN - p.len() - 1) / 2);
+    let lk = key(&p, &long);
+    store.put_bytes(&lk, "long".into()).await.unwrap();
+    assert_eq!(store.get_bytes(&lk).await.unwrap().0, "long");
+    store.remove(&lk).await.unwrap();
     for n in names {
         store
             .put_bytes(&key(&p, n), Bytes::from(n.to_owned()))
@@ -261,4 +267,147 @@ async fn tls_is_required_when_asked() {
     };
     let r = larder::open(&with_query(&url, "tls=true")).await;
     assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
+}
+
+/// Every page of every listing equals the memory store's (the reference) over the same keys,
+/// including keys that are both objects and directories, odd bytes, and expired objects (some
+/// the only member of their common prefix).
+async fn pages_like_the_reference(store: &dyn Store) {
+    use larder::drivers::memory::MemoryStore;
+    let reference = MemoryStore::new();
+    let root = fresh_prefix("reference");
+    let names = [
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/b/c/d",
+        "a/b0",
+        "a/b-",
+        "a/B",
+        "a.b",
+        "a0",
+        "ab/c",
+        "b",
+        "b/a/a/a/a",
+        "b/a/b",
+        "b/b",
+        "é",
+        "é/x",
+        "z z/1",
+        "z z/2",
+        "Z",
+        "~",
+        "%41",
+        "*",
+        "[x]",
+    ];
+    let k = |n: &str| key(&root, n);
+    for name in names {
+        let body = Bytes::from(name.to_owned());
+        store.put_bytes(&k(name), body.clone()).await.unwrap();
+        reference.put_bytes(&k(name), body).await.unwrap();
+    }
+    let short = PutOptions {
+        ttl: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    for name in ["a/b/expired", "c/expired", "a/expired/x", "a/b/c/expired"] {
+        store
+            .put(&k(name), Body::from("x"), short.clone())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let keys = |p: &larder::ListPage| -> Vec<String> {
+        p.objects.iter().map(|m| m.key.to_string()).collect()
+    };
+    for prefix in [
+        "", "a", "a/", "a/b", "a/b/", "b/a/", "é", "z z/", "q/", "c/", "[",
+    ] {
+        let prefix = format!("{root}/{prefix}");
+        for delimiter in [None, Some('/')] {
+            for limit in [1, 2, 3, 7, 1000] {
+                let mut opts = ListOptions {
+                    prefix: prefix.clone(),
+                    delimiter,
+                    limit: Some(limit),
+                    cursor: None,
+                };
+                let mut pages = 0;
+                loop {
+                    let got = store.list(opts.clone()).await.unwrap();
+                    let want = reference.list(opts.clone()).await.unwrap();
+                    let what = format!("prefix {prefix:?} delimiter {delimiter:?} limit {limit}");
+                    assert_eq!(keys(&got), keys(&want), "{what}: objects");
+                    assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
+                    assert_eq!(got.next_cursor, want.next_cursor, "{what}: cursor");
+                    for (g, w) in got.objects.iter().zip(&want.objects) {
+                        assert_eq!((&g.etag, g.size), (&w.etag, w.size), "{what}");
+                    }
+                    pages += 1;
+                    assert!(pages < 100);
+                    match got.next_cursor {
+                        Some(c) => opts.cursor = Some(c),
+                        None => break,
+                    }
+                }
+            }
+            // Arbitrary cursors, not only those the store handed out.
+            let cursors = names
+                .iter()
+                .copied()
+                .chain(["a/", "a/b/", "b/a/a/", "a/b/c/d/e", "a/b/c/", "0", "zz"])
+                .map(|c| format!("{root}/{c}"))
+                .chain(["".to_string(), "kit/".to_string(), format!("{root}0")]);
+            for cursor in cursors {
+                let opts = ListOptions {
+                    prefix: prefix.clone(),
+                    delimiter,
+                    limit: None,
+                    cursor: Some(cursor.clone()),
+                };
+                let got = store.list(opts.clone()).await.unwrap();
+                let want = reference.list(opts).await.unwrap();
+                let what = format!("prefix {prefix:?} delimiter {delimiter:?} cursor {cursor}");
+                assert_eq!(keys(&got), keys(&want), "{what}");
+                assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
+            }
+        }
+    }
+}
+
+/// Entries other KV clients put in the bucket (no Larder metadata) are skipped by listings.
+#[tokio::test]
+async fn foreign_entries_are_not_listed() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let p = fresh_prefix("nats_foreign");
+    let client = async_nats::connect(url().unwrap().split('?').next().unwrap())
+        .await
+        .unwrap();
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value("larder-test")
+        .await
+        .unwrap();
+    let mine = key(&p, "mine");
+    store.put_bytes(&mine, "x".into()).await.unwrap();
+    let foreign = larder::drivers::nats::encode_key(key(&p, "foreign").as_str());
+    kv.put(foreign.as_str(), "raw".into()).await.unwrap();
+    let listed = store
+        .list(ListOptions::prefix(format!("{p}/")))
+        .await
+        .unwrap();
+    let keys: Vec<_> = listed.objects.iter().map(|m| m.key.clone()).collect();
+    assert_eq!(keys, [mine]);
+    kv.purge(foreign.as_str()).await.unwrap();
+}
+
+/// Listing pages equal the reference store's.
+#[tokio::test]
+async fn listings_page_like_the_reference_store() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    pages_like_the_reference(&store).await;
 }

@@ -522,9 +522,12 @@ impl Store for NatsStore {
                 let pending = msg.info().map_err(|e| transient("list", e))?.pending;
                 let headers = msg.headers.clone().unwrap_or_default();
                 if !is_deleted(&headers) {
-                    let meta = meta_of(&headers, &msg.subject)?;
-                    if meta.key.starts_with(&opts.prefix) {
-                        metas.push(meta);
+                    // An entry another KV client wrote (no Larder meta) is not an object of
+                    // this store: skipped, not a failed listing.
+                    match meta_of(&headers, &msg.subject) {
+                        Ok(meta) if meta.key.starts_with(&opts.prefix) => metas.push(meta),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(subject = %msg.subject, "nats store: {e}"),
                     }
                 }
                 if pending == 0 {

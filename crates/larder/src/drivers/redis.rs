@@ -1,9 +1,11 @@
 //! A store in Redis (standalone server, or any server that runs Lua scripts: Valkey, KeyDB).
 //!
-//! URL: `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000` (also `rediss://` for
-//! TLS). `prefix` namespaces every key this store touches (default `larder`); `timeout_ms` is the
-//! response timeout of one command (default 30 s, large bodies travel in one command). Any other
-//! query parameter is handed to the Redis client (e.g. `protocol=resp3`).
+//! URL: `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000&list_batch=256` (also
+//! `rediss://` for TLS). `prefix` namespaces every key this store touches (default `larder`);
+//! `timeout_ms` is the response timeout of one command (default 30 s, large bodies travel in one
+//! command); `list_batch` is how many index entries a listing reads per script call (default
+//! 256). Any other query parameter is handed to the Redis
+//! client (e.g. `protocol=resp3`).
 //!
 //! # Layout
 //!
@@ -94,7 +96,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// retryable error.
 const MAX_ATTEMPTS: u32 = 100;
 
-/// Keys read from the index per listing script call (at least).
+/// Default number of index entries a listing reads per script call.
 const LIST_BATCH: usize = 256;
 
 /// The precondition decision shared by the put and delete scripts. Mirrors
@@ -214,6 +216,7 @@ pub fn encode_conditions(p: &Preconditions) -> EncodedConditions {
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
+    list_batch: usize,
     scripts: std::sync::Arc<Scripts>,
 }
 
@@ -285,6 +288,7 @@ impl RedisStore {
     pub async fn from_url(url: &url::Url) -> Result<Self> {
         let mut prefix = "larder".to_owned();
         let mut timeout = DEFAULT_TIMEOUT;
+        let mut list_batch = LIST_BATCH;
         let mut rest = url.clone();
         rest.set_query(None);
         {
@@ -297,6 +301,11 @@ impl RedisStore {
                             Error::InvalidInput(format!("redis store: timeout_ms={v}"))
                         })?;
                         timeout = Duration::from_millis(ms);
+                    }
+                    "list_batch" => {
+                        list_batch = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            Error::InvalidInput(format!("redis store: list_batch={v}"))
+                        })?;
                     }
                     _ => {
                         q.append_pair(&k, &v);
@@ -324,6 +333,7 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             prefix,
+            list_batch,
             scripts: std::sync::Arc::new(Scripts {
                 put: Script::new(&format!("{DECIDE}{PUT_BODY}")),
                 delete: Script::new(&format!("{DECIDE}{DELETE_BODY}")),
@@ -571,7 +581,7 @@ impl Store for RedisStore {
             _ if prefix.is_empty() => b"-".to_vec(),
             _ => [b"[", prefix].concat(),
         };
-        let batch = (opts.page_size() + 1).max(LIST_BATCH);
+        let batch = self.list_batch;
         let meta_prefix = self.meta_prefix();
         let mut collected: Vec<Meta> = Vec::new();
         loop {
