@@ -261,6 +261,50 @@ async fn size_limit_is_declared() {
     // (Refusing a body past the limit is BodyReader's, tested in the core.)
 }
 
+/// Conditional deletes racing conditional swaps on one key: each If-Match operation succeeds
+/// only on the version it read, so exactly one of each competing pair wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_deletes_and_swaps() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let p = fresh_prefix("redis_del_race");
+    let k = key(&p, "obj");
+    for round in 0..20 {
+        let v = store
+            .put_bytes(&k, Bytes::from(format!("v{round}")))
+            .await
+            .unwrap();
+        let (s1, s2) = (store.clone(), store.clone());
+        let (k1, k2, e1, e2) = (k.clone(), k.clone(), v.etag.clone(), v.etag.clone());
+        let del = tokio::spawn(async move {
+            s1.delete(
+                &k1,
+                DeleteOptions {
+                    preconditions: Preconditions::if_match(e1),
+                },
+            )
+            .await
+        });
+        let swap = tokio::spawn(async move {
+            s2.swap(&k2, &e2, Bytes::from(format!("swapped{round}")))
+                .await
+        });
+        let (d, s) = (del.await.unwrap(), swap.await.unwrap());
+        assert!(
+            d.is_ok() != s.is_ok(),
+            "round {round}: exactly one wins: {d:?} {s:?}"
+        );
+        let now = store.stat(&k).await.unwrap();
+        if d.is_ok() {
+            assert!(now.is_none());
+        } else {
+            assert_eq!(now.unwrap().etag, s.unwrap().etag);
+        }
+    }
+}
+
 #[tokio::test]
 async fn bad_urls_are_refused() {
     for bad in [

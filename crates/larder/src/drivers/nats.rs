@@ -18,8 +18,9 @@
 //!
 //! Every put and delete is a compare-and-swap on the KV revision (the stream sequence of the
 //! key's last message), checked by the JetStream server: read the key's last message (from the
-//! stream leader), decide with [`Preconditions::evaluate_write`] on its meta (a delete marker or
-//! an expired object is "no object"), then publish with `Nats-Expected-Last-Subject-Sequence` set
+//! stream leader), decide with
+//! [`Preconditions::evaluate_write`](crate::Preconditions::evaluate_write) on its meta (a
+//! delete marker or an expired object is "no object"), then publish with `Nats-Expected-Last-Subject-Sequence` set
 //! to that revision (0 when the key never existed). If another write landed in between, the
 //! server refuses the publish (wrong last sequence) and the driver reads and decides again, so a
 //! write only ever lands on the version it was decided on; a conditional write is never
