@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use larder::conformance::{fresh_prefix, key, skip_or_fail};
 use larder::drivers::redis::RedisStore;
 use larder::{
@@ -477,4 +478,120 @@ async fn listings_page_like_the_reference_store() {
         let store = larder::open(&format!("{url}{sep}{batch}")).await.unwrap();
         pages_like_the_reference(&*store).await;
     }
+}
+
+/// Staging keys of the store with `prefix`.
+async fn staging_keys(prefix: &str) -> Vec<String> {
+    let client = redis::Client::open(url().unwrap().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg(format!("{{{prefix}}}:t:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Large bodies are staged in a key as they arrive and renamed into place; every way a put
+/// can fail (aborted body, wrong digest, failed condition) leaves no staging key, and reads
+/// stream in chunks, ranges across chunk boundaries included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_in_and_out() {
+    use larder::drivers::redis::{READ_CHUNK, STAGE_OVER};
+    let Some(url) = url() else {
+        return;
+    };
+    let prefix = fresh_prefix("staging").replace('/', "-");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = RedisStore::open(&format!("{url}{sep}prefix={prefix}"))
+        .await
+        .unwrap();
+    let k = key("big", "obj");
+    let data = pattern((2 * READ_CHUNK + 12345) as usize, 1);
+    let chunks: Vec<larder::Result<Bytes>> = (0..data.len())
+        .step_by(100_000)
+        .map(|i| Ok(data.slice(i..(i + 100_000).min(data.len()))))
+        .collect();
+    let put = store
+        .put(
+            &k,
+            Body::from_stream(futures::stream::iter(chunks)),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(put.meta.etag, ETag::of(&data));
+    assert!(staging_keys(&prefix).await.is_empty(), "renamed into place");
+
+    let got = store.get(&k, Default::default()).await.unwrap();
+    let pieces: Vec<Bytes> = got.body.map(|c| c.unwrap()).collect().await;
+    assert_eq!(pieces.len(), 3, "streamed in chunks of READ_CHUNK");
+    assert_eq!(pieces.concat(), &data[..]);
+
+    let range = larder::ByteRange::Bounded {
+        first: READ_CHUNK - 10,
+        last: 2 * READ_CHUNK + 10,
+    };
+    let got = store
+        .get(
+            &k,
+            larder::GetOptions {
+                range: Some(range),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let want = data.slice((READ_CHUNK - 10) as usize..(2 * READ_CHUNK + 11) as usize);
+    assert_eq!(got.bytes().await.unwrap(), want);
+
+    // Replaced mid-stream: the stream fails instead of mixing versions.
+    let mut got = store.get(&k, Default::default()).await.unwrap().body;
+    let first = got.next().await.unwrap().unwrap();
+    assert_eq!(first.len() as u64, READ_CHUNK);
+    store.put_bytes(&k, pattern(data.len(), 2)).await.unwrap();
+    let next = got.next().await.unwrap();
+    assert!(
+        matches!(&next, Err(e) if e.is_retryable()),
+        "a replaced object ends the stream: {next:?}"
+    );
+
+    // Failures leave no staging key behind.
+    let big = || pattern((STAGE_OVER * 3) as usize, 3);
+    let aborted: Vec<larder::Result<Bytes>> = vec![
+        Ok(big()),
+        Err(Error::InvalidInput("client went away".into())),
+    ];
+    let r = store
+        .put(
+            &k,
+            Body::from_stream(futures::stream::iter(aborted)),
+            PutOptions::default(),
+        )
+        .await;
+    assert!(r.is_err());
+    let wrong = PutOptions {
+        expected_etag: Some(ETag::of(b"other")),
+        ..Default::default()
+    };
+    let r = store.put(&k, Body::from(big()), wrong).await;
+    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    let r = store.create(&k, big()).await;
+    assert!(is_412(&r), "{r:?}");
+    assert!(
+        staging_keys(&prefix).await.is_empty(),
+        "no staging key left"
+    );
+    assert_eq!(
+        store.head(&k, Default::default()).await.unwrap().etag,
+        ETag::of(&pattern(data.len(), 2)),
+        "failed writes changed nothing"
+    );
+    store.remove(&k).await.unwrap();
 }
