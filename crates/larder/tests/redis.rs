@@ -355,7 +355,8 @@ async fn rediss_speaks_tls() {
     let Some(rest) = url.strip_prefix("redis://") else {
         return; // already TLS, or a socket: nothing to compare with
     };
-    let r = larder::open(&format!("rediss://{rest}")).await;
+    let sep = if rest.contains('?') { '&' } else { '?' };
+    let r = larder::open(&format!("rediss://{rest}{sep}connect_timeout_ms=300")).await;
     assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
 }
 

@@ -1,11 +1,11 @@
 //! A store in Redis (standalone server, or any server that runs Lua scripts: Valkey, KeyDB).
 //!
-//! URL: `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000&list_batch=256` (also
-//! `rediss://` for TLS). `prefix` namespaces every key this store touches (default `larder`);
-//! `timeout_ms` is the response timeout of one command (default 30 s, large bodies travel in one
-//! command); `list_batch` is how many index entries a listing reads per script call (default
-//! 256). Any other query parameter is handed to the Redis
-//! client (e.g. `protocol=resp3`).
+//! URL: `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000&connect_timeout_ms=5000&list_batch=256`
+//! (also `rediss://` for TLS). `prefix` namespaces every key this store touches (default
+//! `larder`); `timeout_ms` is the response timeout of one command (default 30 s);
+//! `connect_timeout_ms` bounds each connection attempt (default 5 s, 3 attempts); `list_batch`
+//! is how many index entries a listing reads per script call (default 256). Any other query
+//! parameter is handed to the Redis client (e.g. `protocol=resp3`).
 //!
 //! # Layout
 //!
@@ -322,6 +322,7 @@ impl RedisStore {
         let mut prefix = "larder".to_owned();
         let mut timeout = DEFAULT_TIMEOUT;
         let mut list_batch = LIST_BATCH;
+        let mut connect_timeout = Duration::from_secs(5);
         let mut rest = url.clone();
         rest.set_query(None);
         {
@@ -334,6 +335,12 @@ impl RedisStore {
                             Error::InvalidInput(format!("redis store: timeout_ms={v}"))
                         })?;
                         timeout = Duration::from_millis(ms);
+                    }
+                    "connect_timeout_ms" => {
+                        let ms: u64 = v.parse().map_err(|_| {
+                            Error::InvalidInput(format!("redis store: connect_timeout_ms={v}"))
+                        })?;
+                        connect_timeout = Duration::from_millis(ms);
                     }
                     "list_batch" => {
                         list_batch = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -358,7 +365,7 @@ impl RedisStore {
             .map_err(|e| Error::InvalidInput(format!("redis store URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
-            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_connection_timeout(Some(connect_timeout))
             .set_number_of_retries(2);
         let conn = ConnectionManager::new_with_config(client, config)
             .await
