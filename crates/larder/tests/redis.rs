@@ -596,3 +596,19 @@ async fn large_bodies_stream_in_and_out() {
     );
     store.remove(&k).await.unwrap();
 }
+
+/// The scripts' replies are read the same over RESP3 (`protocol=resp3` is passed to the client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_replies_are_understood() {
+    let Some(url) = url() else {
+        return;
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = larder::open(&format!("{url}{sep}protocol=resp3"))
+        .await
+        .unwrap();
+    larder::conformance::put_preconditions(store.clone()).await;
+    larder::conformance::delete_preconditions(store.clone()).await;
+    larder::conformance::list_paging(store.clone()).await;
+    larder::conformance::ranges(store).await;
+}

@@ -843,7 +843,7 @@ fn check_len(key: &Key, data: &[u8], want: u64) -> Result<()> {
 /// `PreconditionFailed` carrying the meta a script returned (or none).
 fn refused(current: &Value) -> Result<Error> {
     match current {
-        Value::Nil => Ok(Error::precondition_failed(None)),
+        Value::Nil | Value::Boolean(false) => Ok(Error::precondition_failed(None)),
         v => {
             let meta = Meta::decode(bytes_of(v).ok_or_else(|| unexpected("a write", v))?)?;
             Ok(Error::precondition_failed(Some(&meta)))
