@@ -246,6 +246,54 @@ async fn racing_deletes_and_swaps() {
     }
 }
 
+/// A store's remembered revision is only a guess: when another store changed the key since,
+/// a write decided on the remembered state is refused by the server and decided again on a
+/// fresh read, both ways (a stale match fails, a match only the fresh state has succeeds).
+#[tokio::test]
+async fn remembered_revisions_are_rechecked() {
+    let (Some(a), Some(b)) = (open_store().await, open_store().await) else {
+        return;
+    };
+    let p = fresh_prefix("nats_remembered");
+    let k = key(&p, "obj");
+    let v1 = a.put_bytes(&k, "v1".into()).await.unwrap(); // a remembers v1
+    let v2 = b.swap(&k, &v1.etag, "v2".into()).await.unwrap();
+    match a.swap(&k, &v1.etag, "stale".into()).await {
+        Err(Error::PreconditionFailed { current }) => assert_eq!(current.unwrap().etag, v2.etag),
+        other => panic!("a stale remembered match must fail: {other:?}"),
+    }
+    let v3 = b.swap(&k, &v2.etag, "v3".into()).await.unwrap(); // a now remembers v2
+    let v4 = a
+        .swap(&k, &v3.etag, "v4".into())
+        .await
+        .expect("a match only the fresh state has");
+    assert_eq!(b.get_bytes(&k).await.unwrap().1.etag, v4.etag);
+    // Created and deleted elsewhere: a remembered "exists" must not block a create.
+    b.remove(&k).await.unwrap();
+    let created = a
+        .put(
+            &k,
+            Body::from("again"),
+            PutOptions {
+                preconditions: Preconditions::if_absent(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(created.created);
+    let r = a
+        .delete(
+            &k,
+            DeleteOptions {
+                preconditions: Preconditions::if_match(v4.etag.clone()),
+            },
+        )
+        .await;
+    assert!(matches!(r, Err(Error::PreconditionFailed { .. })), "{r:?}");
+    a.remove(&k).await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_urls_are_refused() {
     for bad in [

@@ -30,6 +30,17 @@
 //!
 //! A delete publishes a KV delete marker (`KV-Operation: DEL`) with the same expected revision.
 //!
+//! Each store remembers the last revision (and meta) it read or wrote of recently used keys.
+//! A write first decides on that remembered state and publishes with its revision: the server
+//! accepts it only if the key is still at exactly that revision, which is the state decided on
+//! (a message never changes), so this is as atomic as deciding on a fresh read. If the
+//! remembered state is stale (the publish is refused, or the conditions fail on it), the write
+//! reads the key from the server and decides again; only a decision on a fresh read answers
+//! 412. A read-modify-write (`get`, then `put` with `If-Match`) so costs two round trips, not
+//! three. (Revisions are stream sequences: deleting the bucket's stream and recreating it under
+//! running stores restarts them, so a remembered revision could then name another message; don't
+//! recreate a bucket under live stores.)
+//!
 //! # TTL
 //!
 //! The installed server line this was built against (2.9) has no per-message TTL (that came in
@@ -50,6 +61,8 @@
 //! - Reads and writes are one message each; a CAS costs a read and a publish, plus one more of
 //!   each per lost race.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind};
@@ -76,6 +89,12 @@ pub const META_HEADER: &str = "Larder-Meta";
 
 /// Default timeout of one request (read, publish acknowledgement).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Remembered revisions: key → (revision, meta at that revision, `None` for no object).
+type Revisions = HashMap<Key, (u64, Option<Meta>)>;
+
+/// Keys whose last seen revision is remembered (the map is cleared when it is full).
+const REVISION_CACHE: usize = 4096;
 
 /// A write that lost this many races in a row gives up with a retryable error.
 const MAX_ATTEMPTS: u32 = 1000;
@@ -136,6 +155,8 @@ pub struct NatsStore {
     /// `$KV.<bucket>.`
     subject_prefix: String,
     max_object_size: u64,
+    /// The last revision seen of recently used keys, with its meta (`None`: no object).
+    revisions: Arc<Mutex<Revisions>>,
 }
 
 impl std::fmt::Debug for NatsStore {
@@ -262,6 +283,7 @@ impl NatsStore {
             subject_prefix: format!("$KV.{bucket}."),
             bucket,
             max_object_size: max_payload - HEADER_RESERVE,
+            revisions: Arc::default(),
         })
     }
 
@@ -274,8 +296,52 @@ impl NatsStore {
         format!("{}{}", self.subject_prefix, encode_key(key.as_str()))
     }
 
-    /// Reads the key's last message from the stream leader.
+    /// Reads the key's last message from the stream leader, and remembers its revision.
     async fn latest(&self, key: &Key) -> Result<Latest> {
+        let latest = self.read_latest(key).await?;
+        let meta = latest.current.as_ref().map(|(m, _)| m.clone());
+        self.remember(key, latest.revision, meta);
+        Ok(latest)
+    }
+
+    fn remember(&self, key: &Key, revision: u64, meta: Option<Meta>) {
+        let mut map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= REVISION_CACHE && !map.contains_key(key) {
+            map.clear();
+        }
+        match map.get(key) {
+            // Never replace a later revision with an earlier one (reads and writes race).
+            Some((seen, _)) if *seen > revision => {}
+            _ => {
+                map.insert(key.clone(), (revision, meta));
+            }
+        }
+    }
+
+    fn forget(&self, key: &Key) {
+        let mut map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(key);
+    }
+
+    /// The state a conditional write is decided on, and whether it is remembered (possibly
+    /// stale) rather than read now: the remembered revision of `key` when `use_memory` and
+    /// there is one, else the last message read now. An expired object is "none".
+    async fn state(&self, key: &Key, use_memory: bool) -> Result<(u64, Option<Meta>, bool)> {
+        if use_memory {
+            let remembered = {
+                let map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+                map.get(key).cloned()
+            };
+            if let Some((revision, meta)) = remembered {
+                return Ok((revision, meta.filter(|m| !m.is_expired()), true));
+            }
+        }
+        let latest = self.latest(key).await?;
+        Ok((latest.revision, latest.current.map(|(m, _)| m), false))
+    }
+
+    /// Reads the key's last message from the stream leader.
+    async fn read_latest(&self, key: &Key) -> Result<Latest> {
         use jetstream::stream::LastRawMessageErrorKind as K;
         let msg = match self
             .stream
@@ -336,21 +402,23 @@ impl NatsStore {
             let (store, key) = (self.clone(), key.clone());
             tokio::spawn(async move {
                 // Conditional on the expired revision, so it never removes a newer version.
-                let _ = store.publish_delete(&key, latest.revision).await;
+                if let Ok(Some(new)) = store.publish_delete(&key, latest.revision).await {
+                    store.remember(&key, new, None);
+                }
             });
         }
         latest.current.ok_or_else(|| Error::not_found(key))
     }
 
     /// Publishes `payload` with `headers` only if the key's last revision is still `revision`.
-    /// `Ok(false)`: another write got there first.
+    /// `Ok(Some(new revision))`, or `Ok(None)`: another write got there first.
     async fn publish_if(
         &self,
         key: &Key,
         mut headers: HeaderMap,
         payload: Bytes,
         revision: u64,
-    ) -> Result<bool> {
+    ) -> Result<Option<u64>> {
         headers.insert(
             EXPECTED_LAST_SUBJECT_SEQUENCE,
             revision.to_string().as_str(),
@@ -361,13 +429,19 @@ impl NatsStore {
             .await
             .map_err(|e| publish_error(&e))?;
         match ack.await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
-            Err(e) => Err(publish_error(&e)),
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                self.forget(key);
+                Ok(None)
+            }
+            Err(e) => {
+                self.forget(key);
+                Err(publish_error(&e))
+            }
         }
     }
 
-    async fn publish_delete(&self, key: &Key, revision: u64) -> Result<bool> {
+    async fn publish_delete(&self, key: &Key, revision: u64) -> Result<Option<u64>> {
         let mut headers = HeaderMap::new();
         headers.insert(KV_OPERATION, "DEL");
         self.publish_if(key, headers, Bytes::new(), revision).await
@@ -423,15 +497,22 @@ impl Store for NatsStore {
             .reader(caps.max_object_size)
             .collect(opts.expected_etag.as_ref())
             .await?;
+        let mut use_memory = true;
         for attempt in 0.. {
             if attempt == MAX_ATTEMPTS {
                 return Err(Error::transient(format!(
                     "nats store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
                 )));
             }
-            let latest = self.latest(key).await?;
-            let current = latest.current.as_ref().map(|(m, _)| m);
-            opts.preconditions.evaluate_write(current)?;
+            let (revision, current, remembered) = self.state(key, use_memory).await?;
+            use_memory = false;
+            match opts.preconditions.evaluate_write(current.as_ref()) {
+                Ok(()) => {}
+                // A remembered state may be stale: only the server's current one can refuse.
+                Err(_) if remembered => continue,
+                Err(e) => return Err(e),
+            }
+            let current = current.as_ref();
             // Last-Modified never goes backwards, even if this writer's clock is behind.
             let now = match current {
                 Some(c) if c.last_modified > now_millis() => c.last_modified,
@@ -456,14 +537,15 @@ impl Store for NatsStore {
             }
             let mut headers = HeaderMap::new();
             headers.insert(META_HEADER, encoded.as_str());
-            if self
-                .publish_if(key, headers, data.clone(), latest.revision)
+            // The server accepts this only if the key is still at `revision`: exactly the
+            // state just decided on (remembered or read, a message never changes).
+            if let Some(new) = self
+                .publish_if(key, headers, data.clone(), revision)
                 .await?
             {
-                return Ok(PutResult {
-                    meta,
-                    created: latest.current.is_none(),
-                });
+                let created = current.is_none();
+                self.remember(key, new, Some(meta.clone()));
+                return Ok(PutResult { meta, created });
             }
         }
         unreachable!("the loop returns")
@@ -471,18 +553,26 @@ impl Store for NatsStore {
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
         self.capabilities().check_delete(&opts)?;
+        let mut use_memory = true;
         for attempt in 0.. {
             if attempt == MAX_ATTEMPTS {
                 return Err(Error::transient(format!(
                     "nats store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
                 )));
             }
-            let latest = self.latest(key).await?;
-            let Some((current, _)) = &latest.current else {
-                return Err(Error::not_found(key));
+            let (revision, current, remembered) = self.state(key, use_memory).await?;
+            use_memory = false;
+            let decided = match &current {
+                None => Err(Error::not_found(key)),
+                Some(current) => opts.preconditions.evaluate_write(Some(current)),
             };
-            opts.preconditions.evaluate_write(Some(current))?;
-            if self.publish_delete(key, latest.revision).await? {
+            match decided {
+                Ok(()) => {}
+                Err(_) if remembered => continue,
+                Err(e) => return Err(e),
+            }
+            if let Some(new) = self.publish_delete(key, revision).await? {
+                self.remember(key, new, None);
                 return Ok(());
             }
         }
