@@ -10,7 +10,9 @@
 //! `OPS` increments landed in total. Larder does a read-modify-write with `If-Match` and retries
 //! on 412 ([`larder::conformance::increment`]). The baselines, on a connection of the same kind:
 //!
-//! - redis: `INCR` (one command, atomic in the server: the ceiling for any CAS);
+//! - redis: `INCR` (one command, atomic in the server: the ceiling for any CAS), and the same
+//!   optimistic protocol as Larder's without its metadata (`GET`, then a compare-and-set Lua
+//!   script, retried when it finds another value);
 //! - nats: the KV client's own CAS loop (`entry` then `update(key, value, revision)`, retried on
 //!   a wrong revision: the same protocol Larder uses, without Larder's metadata), and a plain
 //!   `put` (not atomic: increments are lost; the raw write rate).
@@ -129,6 +131,60 @@ async fn redis_rows(url: &str, rows: &mut Vec<Row>) {
             elapsed,
             ops: OPS,
             conflicts: 0,
+        });
+    }
+    // The same protocol as Larder's without its metadata: GET, then a compare-and-set script.
+    let cas = Arc::new(redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+           redis.call('SET', KEYS[1], ARGV[2]) return 1 else return 0 end",
+    ));
+    for workers in WORKER_COUNTS {
+        let k = format!("larder-bench:cas:{}", fresh_prefix("cas"));
+        let mut c = conn.clone();
+        let _: () = redis::cmd("SET")
+            .arg(&k)
+            .arg("0")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let (c, kk, cas2) = (conn.clone(), k.clone(), cas.clone());
+        let (elapsed, conflicts) = run(workers, move || {
+            let (mut c, kk, cas) = (c.clone(), kk.clone(), cas2.clone());
+            async move {
+                let mut lost = 0;
+                loop {
+                    let v: String = redis::cmd("GET")
+                        .arg(&kk)
+                        .query_async(&mut c)
+                        .await
+                        .unwrap();
+                    let next = (v.parse::<u64>().unwrap() + 1).to_string();
+                    let ok: i64 = cas
+                        .key(&kk)
+                        .arg(&v)
+                        .arg(&next)
+                        .invoke_async(&mut c)
+                        .await
+                        .unwrap();
+                    if ok == 1 {
+                        return lost;
+                    }
+                    lost += 1;
+                }
+            }
+        })
+        .await;
+        let mut c = conn.clone();
+        let n: u32 = redis::cmd("GET").arg(&k).query_async(&mut c).await.unwrap();
+        assert_eq!(n, OPS);
+        let _: () = redis::cmd("DEL").arg(&k).query_async(&mut c).await.unwrap();
+        rows.push(Row {
+            backend: "redis",
+            workers,
+            what: "native GET + Lua compare-and-set".into(),
+            elapsed,
+            ops: OPS,
+            conflicts,
         });
     }
 }
