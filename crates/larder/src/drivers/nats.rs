@@ -41,6 +41,9 @@
 //! running stores restarts them, so a remembered revision could then name another message; don't
 //! recreate a bucket under live stores.)
 //!
+//! Durability is the bucket's: `replicas=1` is one server's disk; 3 or 5 replicate through
+//! JetStream's Raft, and a write is acknowledged once a quorum has it.
+//!
 //! # TTL
 //!
 //! The installed server line this was built against (2.9) has no per-message TTL (that came in
@@ -59,7 +62,10 @@
 //!   on the prefix's complete leading segments, then sorted: a page costs
 //!   `O(keys under those segments)` (a prefix with no `/` reads every key of the bucket).
 //! - Reads and writes are one message each; a CAS costs a read and a publish, plus one more of
-//!   each per lost race.
+//!   each per lost race. `head` and the read before a write fetch the whole message (through
+//!   the stream leader's message-get API, which returns it whole), at most `max_payload`.
+//! - An entry another KV client wrote at an encoded key (no `Larder-Meta` header) is not an
+//!   object: listings skip it, reads and writes of that key fail with a `Backend` error.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -52,6 +52,8 @@
 //!   version, and a body replaced mid-stream ends the stream with a retryable error rather than
 //!   mixing two versions.
 //! - Every put, delete and condition is supported; all of them atomic at cluster scope.
+//! - Durability is the deployment's: with asynchronous replication a failover can lose
+//!   acknowledged writes, and with persistence off a server restart loses everything.
 //!
 //! # TTL
 //!
@@ -63,7 +65,8 @@
 //! # Costs and limits
 //!
 //! - Listing: `ZRANGEBYLEX` on the index from the prefix or cursor, in batches, with the meta
-//!   of each key read in the same script: a page costs `O(log N + page)` plus the keys skipped
+//!   of each key read in the same script (by names taken from the index, not passed as `KEYS`:
+//!   standalone Redis allows it, and on a cluster they share the store's hash slot): a page costs `O(log N + page)` plus the keys skipped
 //!   inside common prefixes (a batch that ends inside a common prefix jumps past it).
 //! - The largest object is [`MAX_OBJECT_SIZE`] (Redis's 512 MiB string limit). Bodies stream in
 //!   and out in chunks (see above), so neither side holds a large one whole in memory.
@@ -172,9 +175,13 @@ redis.call('ZADD', KEYS[3], 0, ARGV[6])
 if cur_m then return {1, 0} else return {1, 1} end
 "#;
 
-/// KEYS and ARGV 1-6 as for put. Returns {1} deleted, {0, meta} refused, {2} missing.
+/// KEYS and ARGV 1-6 as for put. Returns {1} deleted, {0, meta} refused, {2} missing (an
+/// index entry left by an expired object goes too).
 const DELETE_BODY: &str = r#"
-if not cur_m then return {2} end
+if not cur_m then
+  redis.call('ZREM', KEYS[3], ARGV[6])
+  return {2}
+end
 if not ok then return {0, cur_m} end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[6])
