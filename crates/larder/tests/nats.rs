@@ -317,6 +317,7 @@ async fn tls_is_required_when_asked() {
     assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
 }
 
+#[cfg(feature = "memory")]
 /// Every page of every listing equals the memory store's (the reference) over the same keys,
 /// including keys that are both objects and directories, odd bytes, and expired objects (some
 /// the only member of their common prefix).
@@ -452,6 +453,7 @@ async fn foreign_entries_are_not_listed() {
 }
 
 /// Listing pages equal the reference store's.
+#[cfg(feature = "memory")]
 #[tokio::test]
 async fn listings_page_like_the_reference_store() {
     let Some(store) = open_store().await else {

@@ -360,6 +360,7 @@ async fn rediss_speaks_tls() {
     assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
 }
 
+#[cfg(feature = "memory")]
 /// Every page of every listing equals the memory store's (the reference) over the same keys,
 /// including keys that are both objects and directories, odd bytes, and expired objects (some
 /// the only member of their common prefix).
@@ -469,6 +470,7 @@ async fn pages_like_the_reference(store: &dyn Store) {
 
 /// Listing pages equal the reference store's, with the default batch and with batches of 1
 /// and 2 (so pages span many script calls and batches end inside common prefixes).
+#[cfg(feature = "memory")]
 #[tokio::test]
 async fn listings_page_like_the_reference_store() {
     let Some(url) = url() else {
