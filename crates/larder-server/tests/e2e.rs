@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use larder::Store;
-use larder_server::{Config, Scope, ServerHandle, TokenConfig};
+use larder_server::config::{Scope, TokenConfig};
+use larder_server::{Config, ServerHandle};
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
@@ -37,7 +38,7 @@ impl Server {
             }
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let handle = larder_server::spawn(listener, store, config).await;
+        let handle = larder_server::spawn(listener, store, config);
         Server {
             base: handle.url(),
             handle: Some(handle),
@@ -750,11 +751,12 @@ async fn bad_keys_are_400() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let r = s
         .client
-        .get(s.url("/v1/objects?bogus=1"))
+        .get(s.url("/v1/objects?limit=many"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r).await, "invalid_input");
 }
 
 #[tokio::test]
@@ -879,23 +881,30 @@ async fn torn_upload_stores_nothing() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let r = s.req(Method::GET, "chunked").send().await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{kind:?}");
+        if let Some(dir) = &s._dir {
+            // The fs driver's temp files of the torn bodies are gone too.
+            let left: Vec<_> = std::fs::read_dir(dir.path().join(".tmp"))
+                .unwrap()
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
     }
 }
 
 fn tokens() -> Vec<TokenConfig> {
     vec![
         TokenConfig {
-            token: "reader".into(),
+            token: "reader-token-0123456789".into(),
             scope: Scope::Read,
             prefix: "pub/".into(),
         },
         TokenConfig {
-            token: "writer".into(),
+            token: "writer-token-0123456789".into(),
             scope: Scope::Write,
             prefix: String::new(),
         },
         TokenConfig {
-            token: "team".into(),
+            token: "team-token-0123456789".into(),
             scope: Scope::Write,
             prefix: "team/".into(),
         },
@@ -926,7 +935,7 @@ async fn bearer_tokens() {
 
     let r = s
         .req(Method::PUT, "pub/x")
-        .bearer_auth("writer")
+        .bearer_auth("writer-token-0123456789")
         .body("x")
         .send()
         .await
@@ -934,14 +943,14 @@ async fn bearer_tokens() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let r = s
         .req(Method::GET, "pub/x")
-        .bearer_auth("reader")
+        .bearer_auth("reader-token-0123456789")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let r = s
         .req(Method::PUT, "pub/x")
-        .bearer_auth("reader")
+        .bearer_auth("reader-token-0123456789")
         .body("y")
         .send()
         .await
@@ -950,21 +959,21 @@ async fn bearer_tokens() {
     assert_eq!(error_code(r).await, "forbidden");
     let r = s
         .req(Method::DELETE, "pub/x")
-        .bearer_auth("reader")
+        .bearer_auth("reader-token-0123456789")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let r = s
         .req(Method::GET, "private/x")
-        .bearer_auth("reader")
+        .bearer_auth("reader-token-0123456789")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let r = s
         .req(Method::PUT, "team/doc")
-        .bearer_auth("team")
+        .bearer_auth("team-token-0123456789")
         .body("t")
         .send()
         .await
@@ -972,7 +981,7 @@ async fn bearer_tokens() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let r = s
         .req(Method::PUT, "pub/y")
-        .bearer_auth("team")
+        .bearer_auth("team-token-0123456789")
         .body("t")
         .send()
         .await
@@ -985,10 +994,28 @@ async fn bearer_tokens() {
             .bearer_auth(token)
             .send()
     };
-    assert_eq!(list("?prefix=pub/", "reader").await.unwrap().status(), 200);
-    assert_eq!(list("", "reader").await.unwrap().status(), 403);
-    assert_eq!(list("?prefix=team/", "reader").await.unwrap().status(), 403);
-    assert_eq!(list("", "writer").await.unwrap().status(), 200);
+    assert_eq!(
+        list("?prefix=pub/", "reader-token-0123456789")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        list("", "reader-token-0123456789").await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        list("?prefix=team/", "reader-token-0123456789")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        list("", "writer-token-0123456789").await.unwrap().status(),
+        200
+    );
     // Health and metrics stay open.
     let r = s.client.get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -999,32 +1026,26 @@ async fn bearer_tokens() {
 #[tokio::test]
 async fn exposure_rule_refuses_public_listen_without_tokens() {
     let config = Config {
-        listen: "0.0.0.0:0".into(),
+        listen: "0.0.0.0:0".parse().unwrap(),
         store: "memory://".into(),
         ..Config::default()
     };
-    let err = larder_server::serve_until(config.clone(), async {})
+    // `serve` refuses before binding or opening anything.
+    let err = tokio::time::timeout(Duration::from_secs(5), larder_server::serve(config.clone()))
         .await
+        .expect("refused at once")
         .unwrap_err();
-    assert!(
-        matches!(err, larder_server::ServerError::Insecure(_)),
-        "{err}"
-    );
-    // With --insecure (or tokens) it starts; the signal stops it at once.
+    assert!(err.to_string().contains("--insecure"), "{err}");
     let insecure = Config {
         insecure: true,
         ..config.clone()
     };
-    larder_server::serve_until(insecure, async {})
-        .await
-        .unwrap();
+    insecure.validate().unwrap();
     let with_tokens = Config {
         tokens: tokens(),
         ..config
     };
-    larder_server::serve_until(with_tokens, async {})
-        .await
-        .unwrap();
+    with_tokens.validate().unwrap();
 }
 
 fn metric(text: &str, name_and_labels: &str) -> f64 {
@@ -1061,31 +1082,38 @@ async fn metrics_move() {
 
     let delta = |m: &str| metric(&after, m) - metric(&before, m);
     assert_eq!(
-        delta(r#"larder_http_requests_total{method="PUT",route="/v1/objects/{key}",status="201"}"#),
+        delta(
+            r#"larder_http_requests_total{method="PUT",route="/v1/objects/{*key}",status="201"}"#
+        ),
         1.0,
         "{after}"
     );
     assert_eq!(
-        delta(r#"larder_http_requests_total{method="GET",route="/v1/objects/{key}",status="200"}"#),
+        delta(
+            r#"larder_http_requests_total{method="GET",route="/v1/objects/{*key}",status="200"}"#
+        ),
         1.0
     );
     assert_eq!(
-        delta(r#"larder_http_precondition_outcomes_total{outcome="not_modified"}"#),
+        delta(r#"larder_precondition_outcomes_total{method="GET",outcome="not_modified"}"#),
         1.0
     );
     assert_eq!(
-        delta(r#"larder_http_precondition_outcomes_total{outcome="precondition_failed"}"#),
+        delta(r#"larder_precondition_outcomes_total{method="PUT",outcome="precondition_failed"}"#),
         1.0
     );
     assert_eq!(
-        delta("larder_http_body_bytes_in_total"),
+        delta(r#"larder_http_body_bytes_total{direction="in"}"#),
         6.0,
         "5 + the refused 1"
     );
-    assert_eq!(delta("larder_http_body_bytes_out_total"), 5.0);
+    assert_eq!(
+        delta(r#"larder_http_body_bytes_total{direction="out"}"#),
+        5.0
+    );
     assert!(
         delta(
-            r#"larder_http_request_duration_seconds_count{method="GET",route="/v1/objects/{key}"}"#
+            r#"larder_http_request_duration_seconds_count{method="GET",route="/v1/objects/{*key}"}"#
         ) >= 2.0
     );
 }
@@ -1182,5 +1210,30 @@ async fn graceful_shutdown_finishes_an_in_flight_request() {
             .expect("shutdown finishes")
             .unwrap()
             .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn bodies_past_axum_default_limit_stream_both_ways() {
+    for kind in KINDS {
+        let s = Server::start(kind, Config::default()).await;
+        let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let r = s
+            .req(Method::PUT, "big/blob")
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{kind:?}");
+        assert_eq!(
+            header(r.headers(), "etag"),
+            larder::ETag::of(&data).to_string()
+        );
+        let r = s.req(Method::GET, "big/blob").send().await.unwrap();
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..]);
+        // Unknown routes answer the contract's JSON too.
+        let r = s.client.get(s.url("/v1/nothing")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(error_code(r).await, "not_found");
     }
 }

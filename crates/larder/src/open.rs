@@ -11,6 +11,9 @@ use crate::store::Store;
 /// |---|---|---|
 /// | `memory://?max_bytes=N&ttl=SECS` | in-process memory | `memory` |
 /// | `fs:///abs/path?fsync=false`, `fs://rel/path` (path verbatim, created if missing) | local directory | `fs` |
+/// | `sqlite:///abs/path.db`, `sqlite://rel/path.db`, `sqlite::memory:`, `?table=larder_objects&sweep=60&max_connections=8&synchronous=full` | one SQLite file | `sqlite` |
+/// | `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000&connect_timeout_ms=5000&list_batch=256`, `rediss://…` (TLS) | Redis, Lua-script CAS | `redis` |
+/// | `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000&tls=true` (bucket created if missing) | NATS JetStream KV, revision CAS | `nats` |
 /// | `null://` | keeps nothing | always |
 ///
 /// A scheme whose driver was not compiled in is `Unsupported`.
@@ -28,11 +31,22 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
                 .map_err(|e| Error::backend(format!("opening the fs store: {e}")))??;
         return Ok(Arc::new(store));
     }
+    // `sqlite::memory:` is not a URL a parser accepts, and the path is taken verbatim too.
+    #[cfg(feature = "sqlite")]
+    if crate::drivers::sqlite::is_sqlite_url(url) {
+        return Ok(Arc::new(
+            crate::drivers::sqlite::SqliteStore::from_url(url).await?,
+        ));
+    }
     let parsed =
         url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("store URL {url:?}: {e}")))?;
     let store: Arc<dyn Store> = match parsed.scheme() {
         #[cfg(feature = "memory")]
         "memory" => Arc::new(crate::drivers::memory::MemoryStore::from_url(&parsed)?),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Arc::new(crate::drivers::redis::RedisStore::from_url(&parsed).await?),
+        #[cfg(feature = "nats")]
+        "nats" => Arc::new(crate::drivers::nats::NatsStore::from_url(&parsed).await?),
         "null" => Arc::new(crate::drivers::null::NullStore),
         other => {
             return Err(Error::unsupported(format!(

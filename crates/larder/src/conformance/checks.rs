@@ -3,13 +3,33 @@
 use super::*;
 
 /// Empty, 1-byte and 10 MiB objects (the large one streamed in 64 KiB chunks) read back equal,
-/// with the SHA-256 content ETag and the right size.
+/// with the SHA-256 content ETag and the right size. A store that declares a smaller
+/// `max_object_size` gets its largest object instead, and must refuse one byte more.
 pub async fn round_trip(store: Arc<dyn Store>) {
     let p = fresh_prefix("round_trip");
+    let large = store
+        .capabilities()
+        .max_object_size
+        .map_or(10 << 20, |max| max.min(10 << 20)) as usize;
+    if large < 10 << 20 {
+        let k = key(&p, "over");
+        let r = store
+            .put(
+                &k,
+                chunked(pattern(large + 1, 4), 64 << 10),
+                PutOptions::default(),
+            )
+            .await;
+        assert!(
+            matches!(r, Err(Error::TooLarge { limit }) if limit == large as u64),
+            "one byte over max_object_size: {r:?}"
+        );
+        assert!(store.stat(&k).await.unwrap().is_none(), "nothing stored");
+    }
     for (name, data) in [
         ("empty", Bytes::new()),
         ("one", Bytes::from_static(b"x")),
-        ("large", pattern(10 << 20, 1)),
+        ("large", pattern(large, 1)),
     ] {
         let k = key(&p, name);
         let put = store

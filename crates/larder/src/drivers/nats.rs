@@ -1,0 +1,669 @@
+//! A store in a NATS JetStream key-value bucket.
+//!
+//! URL: `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000&tls=true`
+//! (`tls=true` requires TLS, over rustls). The bucket
+//! is created if missing (a KV bucket: stream `KV_<bucket>`, history 1, file storage,
+//! `replicas` copies); an existing bucket is used as it is.
+//!
+//! # Layout
+//!
+//! One KV entry per object, an ordinary KV entry that any NATS client can read: the value is
+//! the body, and the metadata ([`Meta::encode`] JSON) is in the message header `Larder-Meta`, so
+//! a listing reads headers only. A Larder key becomes a KV key segment by segment, joined by `.`
+//! (NATS's token separator, so a listing can filter on whole leading segments): bytes
+//! `A-Z a-z 0-9 - _` stay, every other byte is `=XX` (upper-case hex). The encoding is
+//! reversible and the encoded key uses only characters NATS KV allows.
+//!
+//! # Atomicity
+//!
+//! Every put and delete is a compare-and-swap on the KV revision (the stream sequence of the
+//! key's last message), checked by the JetStream server: read the key's last message (from the
+//! stream leader), decide with
+//! [`Preconditions::evaluate_write`](crate::Preconditions::evaluate_write) on its meta (a
+//! delete marker or an expired object is "no object"), then publish with `Nats-Expected-Last-Subject-Sequence` set
+//! to that revision (0 when the key never existed). If another write landed in between, the
+//! server refuses the publish (wrong last sequence) and the driver reads and decides again, so a
+//! write only ever lands on the version it was decided on; a conditional write is never
+//! re-sent without re-reading. This holds for every client of the bucket:
+//! [`AtomicScope::Cluster`]. Every condition on put and delete is supported, and unconditional
+//! puts use the same loop (so `created` is exact).
+//!
+//! A delete publishes a KV delete marker (`KV-Operation: DEL`) with the same expected revision.
+//!
+//! Each store remembers the last revision (and meta) it read or wrote of recently used keys.
+//! A write first decides on that remembered state and publishes with its revision: the server
+//! accepts it only if the key is still at exactly that revision, which is the state decided on
+//! (a message never changes), so this is as atomic as deciding on a fresh read. If the
+//! remembered state is stale (the publish is refused, or the conditions fail on it), the write
+//! reads the key from the server and decides again; only a decision on a fresh read answers
+//! 412. A read-modify-write (`get`, then `put` with `If-Match`) so costs two round trips, not
+//! three. (Revisions are stream sequences: deleting the bucket's stream and recreating it under
+//! running stores restarts them, so a remembered revision could then name another message; don't
+//! recreate a bucket under live stores.)
+//!
+//! Durability is the bucket's: `replicas=1` is one server's disk; 3 or 5 replicate through
+//! JetStream's Raft, and a write is acknowledged once a quorum has it.
+//!
+//! # TTL
+//!
+//! The installed server line this was built against (2.9) has no per-message TTL (that came in
+//! 2.11) and a bucket's `max_age` is one TTL for every key, so `expires_at` is kept in the meta:
+//! an expired object reads as `NotFound`, is absent for conditions (a create succeeds over it),
+//! and is not listed. Its bytes stay in the bucket until the key is written or deleted again;
+//! a read that meets an expired object deletes it in the background, conditionally on its
+//! revision (so never a newer version).
+//!
+//! # Costs and limits
+//!
+//! - Largest object: the server's `max_payload` (1 MiB by default, headers included) less
+//!   [`HEADER_RESERVE`] for the headers; larger bodies are `TooLarge`, metadata that does not
+//!   fit the reserve is `InvalidInput`.
+//! - Listing: an ordered, headers-only consumer over the bucket's last message per key, filtered
+//!   on the prefix's complete leading segments, then sorted: a page costs
+//!   `O(keys under those segments)` (a prefix with no `/` reads every key of the bucket).
+//! - Reads and writes are one message each; a CAS costs a read and a publish, plus one more of
+//!   each per lost race. `head` and the read before a write fetch the whole message (through
+//!   the stream leader's message-get API, which returns it whole), at most `max_payload`.
+//! - An entry another KV client wrote at an encoded key (no `Larder-Meta` header) is not an
+//!   object: listings skip it, reads and writes of that key fail with a `Backend` error.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::HeaderMap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::body::Body;
+use crate::capabilities::{AtomicScope, Capabilities};
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::list::{paginate, ListOptions, ListPage};
+use crate::meta::{now_millis, Meta};
+use crate::store::{
+    DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
+};
+
+/// Bytes of `max_payload` kept for the message headers (the metadata among them).
+pub const HEADER_RESERVE: u64 = 8 << 10;
+
+/// The header carrying the object's metadata.
+pub const META_HEADER: &str = "Larder-Meta";
+
+/// Default timeout of one request (read, publish acknowledgement).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Remembered revisions: key → (revision, meta at that revision, `None` for no object).
+type Revisions = HashMap<Key, (u64, Option<Meta>)>;
+
+/// Keys whose last seen revision is remembered (the map is cleared when it is full).
+const REVISION_CACHE: usize = 4096;
+
+/// A write that lost this many races in a row gives up with a retryable error.
+const MAX_ATTEMPTS: u32 = 1000;
+
+const KV_OPERATION: &str = "KV-Operation";
+const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+
+/// Encodes a Larder key as a NATS KV key (see the [module docs](self)).
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for (i, seg) in key.split('/').enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        encode_segment(seg, &mut out);
+    }
+    out
+}
+
+fn encode_segment(seg: &str, out: &mut String) {
+    for b in seg.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+}
+
+/// The inverse of [`encode_key`]; `None` for a KV key this encoding never makes.
+pub fn decode_key(encoded: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(encoded.len());
+    let mut bytes = encoded.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'.' => out.push(b'/'),
+            b'=' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                let hex = std::str::from_utf8(&hex).ok()?;
+                if hex.bytes().any(|c| c.is_ascii_lowercase()) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+            }
+            b if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' => out.push(b),
+            _ => return None,
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A store in a NATS JetStream KV bucket. See the [module docs](self).
+#[derive(Clone)]
+pub struct NatsStore {
+    js: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    bucket: String,
+    /// `$KV.<bucket>.`
+    subject_prefix: String,
+    max_object_size: u64,
+    /// The last revision seen of recently used keys, with its meta (`None`: no object).
+    revisions: Arc<Mutex<Revisions>>,
+}
+
+impl std::fmt::Debug for NatsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsStore")
+            .field("bucket", &self.bucket)
+            .field("max_object_size", &self.max_object_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The last message of a key: its revision and, when it is a live object, its meta and body.
+struct Latest {
+    revision: u64,
+    current: Option<(Meta, Bytes)>,
+    /// The object expired (counts as absent).
+    expired: bool,
+}
+
+fn transient(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::transient(format!("nats {what}: {e}"))
+}
+
+fn permanent(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::backend(format!("nats {what}: {e}"))
+}
+
+fn is_deleted(headers: &HeaderMap) -> bool {
+    headers
+        .get(KV_OPERATION)
+        .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
+}
+
+fn meta_of(headers: &HeaderMap, subject: &str) -> Result<Meta> {
+    let raw = headers
+        .get(META_HEADER)
+        .ok_or_else(|| permanent("entry", format!("{subject} has no {META_HEADER} header")))?;
+    Meta::decode(raw.as_str().as_bytes())
+}
+
+impl NatsStore {
+    /// Connects to the server at `url` (see the [module docs](self) for its options).
+    pub async fn open(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::InvalidInput(format!("nats store URL {url:?}: {e}")))?;
+        Self::from_url(&parsed).await
+    }
+
+    /// Connects from a parsed URL, creating the bucket if it is missing.
+    pub async fn from_url(url: &url::Url) -> Result<Self> {
+        let mut bucket = "larder".to_owned();
+        let mut replicas = 1usize;
+        let mut timeout = DEFAULT_TIMEOUT;
+        let mut tls = false;
+        for (k, v) in url.query_pairs() {
+            let bad = || Error::InvalidInput(format!("nats store: {k}={v}"));
+            match &*k {
+                "bucket" => bucket = v.into_owned(),
+                "replicas" => replicas = v.parse().map_err(|_| bad())?,
+                "timeout_ms" => timeout = Duration::from_millis(v.parse().map_err(|_| bad())?),
+                "tls" => tls = v.parse().map_err(|_| bad())?,
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "nats store: unknown option {k}"
+                    )))
+                }
+            }
+        }
+        if bucket.is_empty()
+            || !bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::InvalidInput(format!(
+                "nats store: bucket {bucket:?} must be letters, digits, '-' or '_'"
+            )));
+        }
+        if !(1..=5).contains(&replicas) {
+            return Err(Error::InvalidInput(format!(
+                "nats store: replicas={replicas} (1 to 5)"
+            )));
+        }
+        let mut server = url.clone();
+        server.set_query(None);
+        let client = async_nats::ConnectOptions::new()
+            .request_timeout(Some(timeout))
+            .connection_timeout(Duration::from_secs(5))
+            .require_tls(tls)
+            .connect(server.as_str())
+            .await
+            .map_err(|e| transient("connect", e))?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(timeout);
+        // The bucket's stream, made as `create_key_value` makes it (so KV clients and tools see
+        // an ordinary bucket), but directly: the client's account-info check that precedes
+        // `create_key_value` cannot parse a 2.9 server's reply.
+        let config = jetstream::stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some("Larder objects".into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            discard: jetstream::stream::DiscardPolicy::New,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            num_replicas: replicas,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        };
+        let stream = js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| permanent("opening or creating the bucket", e))?;
+        let max_payload = client.server_info().max_payload as u64;
+        if max_payload <= HEADER_RESERVE {
+            return Err(permanent(
+                "server",
+                format!("max_payload {max_payload} leaves no room for a body"),
+            ));
+        }
+        Ok(NatsStore {
+            js,
+            stream,
+            subject_prefix: format!("$KV.{bucket}."),
+            bucket,
+            max_object_size: max_payload - HEADER_RESERVE,
+            revisions: Arc::default(),
+        })
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn subject(&self, key: &Key) -> String {
+        format!("{}{}", self.subject_prefix, encode_key(key.as_str()))
+    }
+
+    /// Reads the key's last message from the stream leader, and remembers its revision.
+    async fn latest(&self, key: &Key) -> Result<Latest> {
+        let latest = self.read_latest(key).await?;
+        let meta = latest.current.as_ref().map(|(m, _)| m.clone());
+        self.remember(key, latest.revision, meta);
+        Ok(latest)
+    }
+
+    fn remember(&self, key: &Key, revision: u64, meta: Option<Meta>) {
+        let mut map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= REVISION_CACHE && !map.contains_key(key) {
+            map.clear();
+        }
+        match map.get(key) {
+            // Never replace a later revision with an earlier one (reads and writes race).
+            Some((seen, _)) if *seen > revision => {}
+            _ => {
+                map.insert(key.clone(), (revision, meta));
+            }
+        }
+    }
+
+    fn forget(&self, key: &Key) {
+        let mut map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(key);
+    }
+
+    /// The state a conditional write is decided on, and whether it is remembered (possibly
+    /// stale) rather than read now: the remembered revision of `key` when `use_memory` and
+    /// there is one, else the last message read now. An expired object is "none".
+    async fn state(&self, key: &Key, use_memory: bool) -> Result<(u64, Option<Meta>, bool)> {
+        if use_memory {
+            let remembered = {
+                let map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+                map.get(key).cloned()
+            };
+            if let Some((revision, meta)) = remembered {
+                return Ok((revision, meta.filter(|m| !m.is_expired()), true));
+            }
+        }
+        let latest = self.latest(key).await?;
+        Ok((latest.revision, latest.current.map(|(m, _)| m), false))
+    }
+
+    /// Reads the key's last message from the stream leader.
+    async fn read_latest(&self, key: &Key) -> Result<Latest> {
+        use jetstream::stream::LastRawMessageErrorKind as K;
+        let msg = match self
+            .stream
+            .get_last_raw_message_by_subject(&self.subject(key))
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if e.kind() == K::NoMessageFound => {
+                return Ok(Latest {
+                    revision: 0,
+                    current: None,
+                    expired: false,
+                })
+            }
+            Err(e) => {
+                return Err(match e.kind() {
+                    K::InvalidSubject => permanent("read", e),
+                    _ => transient("read", e),
+                })
+            }
+        };
+        if is_deleted(&msg.headers) {
+            return Ok(Latest {
+                revision: msg.sequence,
+                current: None,
+                expired: false,
+            });
+        }
+        let meta = meta_of(&msg.headers, &msg.subject)?;
+        if meta.is_expired() {
+            return Ok(Latest {
+                revision: msg.sequence,
+                current: None,
+                expired: true,
+            });
+        }
+        if meta.size != msg.payload.len() as u64 {
+            return Err(permanent(
+                "entry",
+                format!(
+                    "{key} has {} bytes where its meta says {}",
+                    msg.payload.len(),
+                    meta.size
+                ),
+            ));
+        }
+        Ok(Latest {
+            revision: msg.sequence,
+            current: Some((meta, msg.payload)),
+            expired: false,
+        })
+    }
+
+    /// The live object at `key`; an expired one is deleted in the background.
+    async fn live(&self, key: &Key) -> Result<(Meta, Bytes)> {
+        let latest = self.latest(key).await?;
+        if latest.expired {
+            let (store, key) = (self.clone(), key.clone());
+            tokio::spawn(async move {
+                // Conditional on the expired revision, so it never removes a newer version.
+                if let Ok(Some(new)) = store.publish_delete(&key, latest.revision).await {
+                    store.remember(&key, new, None);
+                }
+            });
+        }
+        latest.current.ok_or_else(|| Error::not_found(key))
+    }
+
+    /// Publishes `payload` with `headers` only if the key's last revision is still `revision`.
+    /// `Ok(Some(new revision))`, or `Ok(None)`: another write got there first.
+    async fn publish_if(
+        &self,
+        key: &Key,
+        mut headers: HeaderMap,
+        payload: Bytes,
+        revision: u64,
+    ) -> Result<Option<u64>> {
+        headers.insert(
+            EXPECTED_LAST_SUBJECT_SEQUENCE,
+            revision.to_string().as_str(),
+        );
+        let ack = self
+            .js
+            .publish_with_headers(self.subject(key), headers, payload)
+            .await
+            .map_err(|e| publish_error(&e))?;
+        match ack.await {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                self.forget(key);
+                Ok(None)
+            }
+            Err(e) => {
+                self.forget(key);
+                Err(publish_error(&e))
+            }
+        }
+    }
+
+    async fn publish_delete(&self, key: &Key, revision: u64) -> Result<Option<u64>> {
+        let mut headers = HeaderMap::new();
+        headers.insert(KV_OPERATION, "DEL");
+        self.publish_if(key, headers, Bytes::new(), revision).await
+    }
+}
+
+fn publish_error(e: &jetstream::context::PublishError) -> Error {
+    match e.kind() {
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::MaxAckPending => transient("publish", e),
+        PublishErrorKind::MaxPayloadExceeded => {
+            Error::InvalidInput(format!("nats store: the message is too large: {e}"))
+        }
+        _ => permanent("publish", e),
+    }
+}
+
+#[async_trait]
+impl Store for NatsStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_object_size: Some(self.max_object_size),
+            ..Capabilities::full("nats", AtomicScope::Cluster, true)
+        }
+    }
+
+    async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
+        let (meta, _) = self.live(key).await?;
+        opts.preconditions.evaluate_read(&meta)?;
+        Ok(meta)
+    }
+
+    async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
+        // Meta and body are one message, so they are always of the same version.
+        let (meta, data) = self.live(key).await?;
+        let range = opts.evaluate(&meta)?;
+        let data = match &range {
+            Some(r) => data.slice(r.start as usize..r.end as usize),
+            None => data,
+        };
+        Ok(GetResult {
+            meta,
+            range,
+            body: futures::stream::once(async move { Ok(data) }).boxed(),
+        })
+    }
+
+    async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
+        let caps = self.capabilities();
+        caps.check_put(&opts)?;
+        let (data, etag, size) = body
+            .reader(caps.max_object_size)
+            .collect(opts.expected_etag.as_ref())
+            .await?;
+        let mut use_memory = true;
+        for attempt in 0.. {
+            if attempt == MAX_ATTEMPTS {
+                return Err(Error::transient(format!(
+                    "nats store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
+                )));
+            }
+            let (revision, current, remembered) = self.state(key, use_memory).await?;
+            use_memory = false;
+            match opts.preconditions.evaluate_write(current.as_ref()) {
+                Ok(()) => {}
+                // A remembered state may be stale: only the server's current one can refuse.
+                Err(_) if remembered => continue,
+                Err(e) => return Err(e),
+            }
+            let current = current.as_ref();
+            // Last-Modified never goes backwards, even if this writer's clock is behind.
+            let now = match current {
+                Some(c) if c.last_modified > now_millis() => c.last_modified,
+                _ => now_millis(),
+            };
+            let meta = Meta {
+                key: key.clone(),
+                etag: etag.clone(),
+                size,
+                last_modified: now,
+                expires_at: opts.ttl.map(|t| now + t),
+                content_type: opts.content_type.clone(),
+                metadata: opts.metadata.clone(),
+            };
+            let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
+            if encoded.len() as u64 + 256 > HEADER_RESERVE {
+                return Err(Error::InvalidInput(format!(
+                    "nats store: metadata of {} bytes is over the {} reserved for headers",
+                    encoded.len(),
+                    HEADER_RESERVE - 256
+                )));
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(META_HEADER, encoded.as_str());
+            // The server accepts this only if the key is still at `revision`: exactly the
+            // state just decided on (remembered or read, a message never changes).
+            if let Some(new) = self
+                .publish_if(key, headers, data.clone(), revision)
+                .await?
+            {
+                let created = current.is_none();
+                self.remember(key, new, Some(meta.clone()));
+                return Ok(PutResult { meta, created });
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
+        self.capabilities().check_delete(&opts)?;
+        let mut use_memory = true;
+        for attempt in 0.. {
+            if attempt == MAX_ATTEMPTS {
+                return Err(Error::transient(format!(
+                    "nats store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
+                )));
+            }
+            let (revision, current, remembered) = self.state(key, use_memory).await?;
+            use_memory = false;
+            let decided = match &current {
+                None => Err(Error::not_found(key)),
+                Some(current) => opts.preconditions.evaluate_write(Some(current)),
+            };
+            match decided {
+                Ok(()) => {}
+                Err(_) if remembered => continue,
+                Err(e) => return Err(e),
+            }
+            if let Some(new) = self.publish_delete(key, revision).await? {
+                self.remember(key, new, None);
+                return Ok(());
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
+        opts.validate()?;
+        // Filter on the prefix's complete segments; the partial last one is matched below.
+        let filter = match opts.prefix.rfind('/') {
+            Some(end) => format!(
+                "{}{}.>",
+                self.subject_prefix,
+                encode_key(&opts.prefix[..end])
+            ),
+            None => format!("{}>", self.subject_prefix),
+        };
+        let consumer = self
+            .stream
+            .create_consumer(jetstream::consumer::push::OrderedConfig {
+                deliver_subject: self.js.client().new_inbox(),
+                filter_subject: filter,
+                headers_only: true,
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| transient("list", e))?;
+        let mut metas = Vec::new();
+        if consumer.cached_info().num_pending > 0 {
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| transient("list", e))?;
+            while let Some(msg) = messages.next().await {
+                let msg = msg.map_err(|e| transient("list", e))?;
+                let pending = msg.info().map_err(|e| transient("list", e))?.pending;
+                let headers = msg.headers.clone().unwrap_or_default();
+                if !is_deleted(&headers) {
+                    // An entry another KV client wrote (no Larder meta) is not an object of
+                    // this store: skipped, not a failed listing.
+                    match meta_of(&headers, &msg.subject) {
+                        Ok(meta) if meta.key.starts_with(&opts.prefix) => metas.push(meta),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(subject = %msg.subject, "nats store: {e}"),
+                    }
+                }
+                if pending == 0 {
+                    break;
+                }
+            }
+        }
+        metas.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(paginate(metas, &opts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn encodes_keys() {
+        assert_eq!(encode_key("a/b-c_D"), "a.b-c_D");
+        assert_eq!(encode_key(".x/a.b/*/>"), "=2Ex.a=2Eb.=2A.=3E");
+        assert_eq!(encode_key("é"), "=C3=A9");
+        assert_eq!(decode_key("a.b=2F"), Some("a/b/".into()));
+        for bad in ["a b", "=2", "=zz", "=2e", "a*"] {
+            assert_eq!(decode_key(bad), None, "{bad}");
+        }
+    }
+
+    proptest! {
+        /// Every valid key encodes to a valid NATS KV key and decodes back to itself.
+        #[test]
+        fn key_encoding_round_trips(s in "[a-zA-Z0-9 ./=*>%é_-]{1,20}") {
+            if let Ok(k) = Key::new(s) {
+                let e = encode_key(k.as_str());
+                prop_assert!(e.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=.".contains(&b)));
+                prop_assert!(!e.starts_with('.') && !e.ends_with('.') && !e.contains(".."));
+                let back = decode_key(&e);
+                prop_assert_eq!(back.as_deref(), Some(k.as_str()));
+            }
+        }
+    }
+}

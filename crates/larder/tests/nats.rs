@@ -1,0 +1,463 @@
+//! The nats driver against the real JetStream server named by `LARDER_TEST_NATS_URL`: the
+//! conformance kit, then what is specific to NATS KV: two separately opened stores, key
+//! encoding, the size limit, TTL kept in the meta, racing conditional deletes.
+
+#![cfg(feature = "nats")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use larder::conformance::{fresh_prefix, key, skip_or_fail};
+use larder::drivers::nats::NatsStore;
+use larder::{Body, DeleteOptions, Error, ListOptions, Preconditions, PutOptions, Store, StoreExt};
+
+fn url() -> Option<String> {
+    match std::env::var("LARDER_TEST_NATS_URL") {
+        Ok(u) => Some(u),
+        Err(_) => skip_or_fail("nats", "LARDER_TEST_NATS_URL is not set"),
+    }
+}
+
+fn with_query(url: &str, q: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{q}")
+}
+
+async fn open_store() -> Option<NatsStore> {
+    let url = url()?;
+    match NatsStore::open(&with_query(&url, "bucket=larder-test")).await {
+        Ok(s) => Some(s),
+        Err(e) => skip_or_fail("nats", e),
+    }
+}
+
+async fn store() -> Option<Arc<dyn Store>> {
+    Some(Arc::new(open_store().await?))
+}
+
+larder::conformance_tests!(store());
+
+/// The whole kit again through `larder::open`, on the default bucket.
+mod via_open {
+    use super::*;
+
+    async fn store() -> Option<Arc<dyn Store>> {
+        let url = url()?;
+        match larder::open(&url).await {
+            Ok(s) => Some(s),
+            Err(e) => skip_or_fail("nats", e),
+        }
+    }
+
+    larder::conformance_tests!(store());
+}
+
+/// A value written through one store is seen, with the same ETag, through another opened
+/// separately (its own connection); a swap through one is a conflict for the other.
+#[tokio::test]
+async fn two_stores_see_the_same_objects() {
+    let (Some(a), Some(b)) = (open_store().await, open_store().await) else {
+        return;
+    };
+    let p = fresh_prefix("nats_two");
+    let k = key(&p, "shared");
+    let written = a.put_bytes(&k, "from a".into()).await.unwrap();
+    let (data, meta) = b.get_bytes(&k).await.unwrap();
+    assert_eq!(&data[..], b"from a");
+    assert_eq!(meta, written, "the same meta, ETag included");
+    let swapped = b.swap(&k, &written.etag, "from b".into()).await.unwrap();
+    match a.swap(&k, &written.etag, "stale".into()).await {
+        Err(Error::PreconditionFailed { current }) => {
+            assert_eq!(current.unwrap().etag, swapped.etag)
+        }
+        other => panic!("{other:?}"),
+    }
+    let listed = a.list(ListOptions::prefix(format!("{p}/"))).await.unwrap();
+    assert_eq!(listed.objects, [swapped]);
+}
+
+/// Keys NATS could not hold as they are (dots, wildcards, spaces, non-ASCII) are stored, read
+/// and listed as themselves, and a partial last prefix segment still filters.
+#[tokio::test]
+async fn any_valid_key_is_stored() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let p = fresh_prefix("nats_keys");
+    let names = [
+        "*", ">", "a.b", ".hidden", "sp ace", "é/ü", "x=41", "UPPER", "upper", "a/b.c/d",
+    ];
+    // The longest key, every byte escaped: 3 KiB of subject.
+    let long = "é".repeat((larder::key::MAX_KEY_LEN - p.len() - 1) / 2);
+    let lk = key(&p, &long);
+    store.put_bytes(&lk, "long".into()).await.unwrap();
+    assert_eq!(store.get_bytes(&lk).await.unwrap().0, "long");
+    store.remove(&lk).await.unwrap();
+    for n in names {
+        store
+            .put_bytes(&key(&p, n), Bytes::from(n.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
+    for n in names {
+        let (data, meta) = store.get_bytes(&key(&p, n)).await.unwrap();
+        assert_eq!(&data[..], n.as_bytes());
+        assert_eq!(meta.key, key(&p, n));
+    }
+    let all = store
+        .list(ListOptions::prefix(format!("{p}/")))
+        .await
+        .unwrap();
+    let mut want: Vec<String> = names.iter().map(|n| key(&p, n).to_string()).collect();
+    want.sort();
+    let got: Vec<String> = all.objects.iter().map(|m| m.key.to_string()).collect();
+    assert_eq!(got, want, "every key, in byte order");
+    let up = store
+        .list(ListOptions::prefix(format!("{p}/up")))
+        .await
+        .unwrap();
+    assert_eq!(up.objects.len(), 1, "partial last segment");
+    let sub = store
+        .list(ListOptions::prefix(format!("{p}/a/")))
+        .await
+        .unwrap();
+    assert_eq!(sub.objects.len(), 1);
+    assert_eq!(sub.objects[0].key, key(&p, "a/b.c/d"));
+}
+
+/// The limit is the server's max_payload less the header reserve; one byte more is refused.
+#[tokio::test]
+async fn size_limit_follows_max_payload() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let caps = store.capabilities();
+    let max = caps.max_object_size.expect("declared");
+    assert!(max > 0 && max + larder::drivers::nats::HEADER_RESERVE <= 64 << 20);
+    assert_eq!(caps.atomic_scope, larder::AtomicScope::Cluster);
+    let p = fresh_prefix("nats_size");
+    let k = key(&p, "max");
+    let data = Bytes::from(vec![9u8; max as usize]);
+    let big_meta = PutOptions {
+        metadata: [("m".to_string(), "x".repeat(6000))].into(),
+        ..Default::default()
+    };
+    store
+        .put(&k, Body::from(data.clone()), big_meta)
+        .await
+        .expect("the largest object, with metadata near the reserve");
+    assert_eq!(store.get_bytes(&k).await.unwrap().0, data);
+    let huge_meta = PutOptions {
+        metadata: [("m".to_string(), "x".repeat(9000))].into(),
+        ..Default::default()
+    };
+    let r = store.put(&k, Body::from("x"), huge_meta).await;
+    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    let r = store
+        .put(
+            &k,
+            Body::from(vec![0u8; max as usize + 1]),
+            PutOptions::default(),
+        )
+        .await;
+    assert!(matches!(r, Err(Error::TooLarge { .. })), "{r:?}");
+    assert_eq!(store.get_bytes(&k).await.unwrap().0, data, "unchanged");
+}
+
+/// An expired object is absent for reads, conditions and listings, and a read of it removes it
+/// from the bucket (conditionally on its revision).
+#[tokio::test]
+async fn ttl_is_kept_in_the_meta() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let p = fresh_prefix("nats_ttl");
+    let k = key(&p, "obj");
+    let opts = PutOptions {
+        ttl: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    store.put(&k, Body::from("x"), opts).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.stat(&k).await.unwrap().is_none());
+    let r = store.delete(&k, DeleteOptions::default()).await.map(|_| ());
+    assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
+    let created = store
+        .put(
+            &k,
+            Body::from("y"),
+            PutOptions {
+                preconditions: Preconditions::if_absent(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(created.created);
+    assert_eq!(
+        store.get_bytes(&k).await.unwrap().0,
+        "y",
+        "the reaper never removes a newer version"
+    );
+}
+
+/// Conditional deletes racing conditional swaps on one key: each If-Match operation succeeds
+/// only on the version it read, so exactly one of each competing pair wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_deletes_and_swaps() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let p = fresh_prefix("nats_del_race");
+    let k = key(&p, "obj");
+    for round in 0..20 {
+        let v = store
+            .put_bytes(&k, Bytes::from(format!("v{round}")))
+            .await
+            .unwrap();
+        let (s1, s2) = (store.clone(), store.clone());
+        let (k1, k2, e1, e2) = (k.clone(), k.clone(), v.etag.clone(), v.etag.clone());
+        let del = tokio::spawn(async move {
+            s1.delete(
+                &k1,
+                DeleteOptions {
+                    preconditions: Preconditions::if_match(e1),
+                },
+            )
+            .await
+        });
+        let swap = tokio::spawn(async move {
+            s2.swap(&k2, &e2, Bytes::from(format!("swapped{round}")))
+                .await
+        });
+        let (d, s) = (del.await.unwrap(), swap.await.unwrap());
+        assert!(
+            d.is_ok() != s.is_ok(),
+            "round {round}: exactly one wins: {d:?} {s:?}"
+        );
+        let now = store.stat(&k).await.unwrap();
+        if d.is_ok() {
+            assert!(now.is_none());
+        } else {
+            assert_eq!(now.unwrap().etag, s.unwrap().etag);
+        }
+    }
+}
+
+/// A store's remembered revision is only a guess: when another store changed the key since,
+/// a write decided on the remembered state is refused by the server and decided again on a
+/// fresh read, both ways (a stale match fails, a match only the fresh state has succeeds).
+#[tokio::test]
+async fn remembered_revisions_are_rechecked() {
+    let (Some(a), Some(b)) = (open_store().await, open_store().await) else {
+        return;
+    };
+    let p = fresh_prefix("nats_remembered");
+    let k = key(&p, "obj");
+    let v1 = a.put_bytes(&k, "v1".into()).await.unwrap(); // a remembers v1
+    let v2 = b.swap(&k, &v1.etag, "v2".into()).await.unwrap();
+    match a.swap(&k, &v1.etag, "stale".into()).await {
+        Err(Error::PreconditionFailed { current }) => assert_eq!(current.unwrap().etag, v2.etag),
+        other => panic!("a stale remembered match must fail: {other:?}"),
+    }
+    let v3 = b.swap(&k, &v2.etag, "v3".into()).await.unwrap(); // a now remembers v2
+    let v4 = a
+        .swap(&k, &v3.etag, "v4".into())
+        .await
+        .expect("a match only the fresh state has");
+    assert_eq!(b.get_bytes(&k).await.unwrap().1.etag, v4.etag);
+    // Created and deleted elsewhere: a remembered "exists" must not block a create.
+    b.remove(&k).await.unwrap();
+    let created = a
+        .put(
+            &k,
+            Body::from("again"),
+            PutOptions {
+                preconditions: Preconditions::if_absent(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(created.created);
+    let r = a
+        .delete(
+            &k,
+            DeleteOptions {
+                preconditions: Preconditions::if_match(v4.etag.clone()),
+            },
+        )
+        .await;
+    assert!(matches!(r, Err(Error::PreconditionFailed { .. })), "{r:?}");
+    a.remove(&k).await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_urls_are_refused() {
+    for bad in [
+        "nats://127.0.0.1:4222?bucket=a.b",
+        "nats://127.0.0.1:4222?bucket=",
+        "nats://127.0.0.1:4222?replicas=0",
+        "nats://127.0.0.1:4222?colour=blue",
+    ] {
+        let r = larder::open(bad).await;
+        assert!(matches!(r, Err(Error::InvalidInput(_))), "{bad}: {r:?}");
+    }
+}
+
+/// `tls=true` requires TLS: against this plain-text server, opening fails with an error.
+#[tokio::test]
+async fn tls_is_required_when_asked() {
+    let Some(url) = url() else {
+        return;
+    };
+    let r = larder::open(&with_query(&url, "tls=true")).await;
+    assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
+}
+
+#[cfg(feature = "memory")]
+/// Every page of every listing equals the memory store's (the reference) over the same keys,
+/// including keys that are both objects and directories, odd bytes, and expired objects (some
+/// the only member of their common prefix).
+async fn pages_like_the_reference(store: &dyn Store) {
+    use larder::drivers::memory::MemoryStore;
+    let reference = MemoryStore::new();
+    let root = fresh_prefix("reference");
+    let names = [
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/b/c/d",
+        "a/b0",
+        "a/b-",
+        "a/B",
+        "a.b",
+        "a0",
+        "ab/c",
+        "b",
+        "b/a/a/a/a",
+        "b/a/b",
+        "b/b",
+        "é",
+        "é/x",
+        "z z/1",
+        "z z/2",
+        "Z",
+        "~",
+        "%41",
+        "*",
+        "[x]",
+    ];
+    let k = |n: &str| key(&root, n);
+    for name in names {
+        let body = Bytes::from(name.to_owned());
+        store.put_bytes(&k(name), body.clone()).await.unwrap();
+        reference.put_bytes(&k(name), body).await.unwrap();
+    }
+    let short = PutOptions {
+        ttl: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    for name in ["a/b/expired", "c/expired", "a/expired/x", "a/b/c/expired"] {
+        store
+            .put(&k(name), Body::from("x"), short.clone())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let keys = |p: &larder::ListPage| -> Vec<String> {
+        p.objects.iter().map(|m| m.key.to_string()).collect()
+    };
+    for prefix in [
+        "", "a", "a/", "a/b", "a/b/", "b/a/", "é", "z z/", "q/", "c/", "[",
+    ] {
+        let prefix = format!("{root}/{prefix}");
+        for delimiter in [None, Some('/')] {
+            for limit in [1, 2, 3, 7, 1000] {
+                let mut opts = ListOptions {
+                    prefix: prefix.clone(),
+                    delimiter,
+                    limit: Some(limit),
+                    cursor: None,
+                };
+                let mut pages = 0;
+                loop {
+                    let got = store.list(opts.clone()).await.unwrap();
+                    let want = reference.list(opts.clone()).await.unwrap();
+                    let what = format!("prefix {prefix:?} delimiter {delimiter:?} limit {limit}");
+                    assert_eq!(keys(&got), keys(&want), "{what}: objects");
+                    assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
+                    assert_eq!(got.next_cursor, want.next_cursor, "{what}: cursor");
+                    for (g, w) in got.objects.iter().zip(&want.objects) {
+                        assert_eq!((&g.etag, g.size), (&w.etag, w.size), "{what}");
+                    }
+                    pages += 1;
+                    assert!(pages < 100);
+                    match got.next_cursor {
+                        Some(c) => opts.cursor = Some(c),
+                        None => break,
+                    }
+                }
+            }
+            // Arbitrary cursors, not only those the store handed out.
+            let cursors = names
+                .iter()
+                .copied()
+                .chain(["a/", "a/b/", "b/a/a/", "a/b/c/d/e", "a/b/c/", "0", "zz"])
+                .map(|c| format!("{root}/{c}"))
+                .chain(["".to_string(), "kit/".to_string(), format!("{root}0")]);
+            for cursor in cursors {
+                let opts = ListOptions {
+                    prefix: prefix.clone(),
+                    delimiter,
+                    limit: None,
+                    cursor: Some(cursor.clone()),
+                };
+                let got = store.list(opts.clone()).await.unwrap();
+                let want = reference.list(opts).await.unwrap();
+                let what = format!("prefix {prefix:?} delimiter {delimiter:?} cursor {cursor}");
+                assert_eq!(keys(&got), keys(&want), "{what}");
+                assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
+            }
+        }
+    }
+}
+
+/// Entries other KV clients put in the bucket (no Larder metadata) are skipped by listings.
+#[tokio::test]
+async fn foreign_entries_are_not_listed() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let p = fresh_prefix("nats_foreign");
+    let client = async_nats::connect(url().unwrap().split('?').next().unwrap())
+        .await
+        .unwrap();
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value("larder-test")
+        .await
+        .unwrap();
+    let mine = key(&p, "mine");
+    store.put_bytes(&mine, "x".into()).await.unwrap();
+    let foreign = larder::drivers::nats::encode_key(key(&p, "foreign").as_str());
+    kv.put(foreign.as_str(), "raw".into()).await.unwrap();
+    let listed = store
+        .list(ListOptions::prefix(format!("{p}/")))
+        .await
+        .unwrap();
+    let keys: Vec<_> = listed.objects.iter().map(|m| m.key.clone()).collect();
+    assert_eq!(keys, [mine]);
+    kv.purge(foreign.as_str()).await.unwrap();
+}
+
+/// Listing pages equal the reference store's.
+#[cfg(feature = "memory")]
+#[tokio::test]
+async fn listings_page_like_the_reference_store() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    pages_like_the_reference(&store).await;
+}

@@ -1,0 +1,616 @@
+//! The redis driver against the real server named by `LARDER_TEST_REDIS_URL`: the conformance
+//! kit, then what is specific to Redis: the script's precondition decision against the shared
+//! evaluator, two separately opened stores, server-side expiry, keys Redis could misread.
+
+#![cfg(feature = "redis")]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use larder::conformance::{fresh_prefix, key, skip_or_fail};
+use larder::drivers::redis::RedisStore;
+use larder::{
+    Body, DeleteOptions, ETag, ETagCondition, Error, ListOptions, Preconditions, PutOptions, Store,
+    StoreExt,
+};
+
+fn url() -> Option<String> {
+    match std::env::var("LARDER_TEST_REDIS_URL") {
+        Ok(u) => Some(u),
+        Err(_) => skip_or_fail("redis", "LARDER_TEST_REDIS_URL is not set"),
+    }
+}
+
+async fn open_store() -> Option<RedisStore> {
+    let url = url()?;
+    match RedisStore::open(&url).await {
+        Ok(s) => Some(s),
+        Err(e) => skip_or_fail("redis", e),
+    }
+}
+
+async fn store() -> Option<Arc<dyn Store>> {
+    Some(Arc::new(open_store().await?))
+}
+
+larder::conformance_tests!(store());
+
+/// The whole kit again through `larder::open` with a non-default prefix.
+mod via_open {
+    use super::*;
+
+    async fn store() -> Option<Arc<dyn Store>> {
+        let url = url()?;
+        let sep = if url.contains('?') { '&' } else { '?' };
+        match larder::open(&format!("{url}{sep}prefix=larder-open-test")).await {
+            Ok(s) => Some(s),
+            Err(e) => skip_or_fail("redis", e),
+        }
+    }
+
+    larder::conformance_tests!(store());
+}
+
+fn is_412(r: &larder::Result<impl std::fmt::Debug>) -> bool {
+    matches!(r, Err(Error::PreconditionFailed { .. }))
+}
+
+/// The script decides every write exactly as `Preconditions::evaluate_write` does: every
+/// combination of a table of If-Match, If-None-Match and If-Unmodified-Since values, on a
+/// missing and an existing object, for put and for delete.
+#[tokio::test]
+async fn script_agrees_with_the_shared_evaluator() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let p = fresh_prefix("redis_decide");
+    let cur = ETag::of(b"current");
+    let other = ETag::of(b"other");
+    let weak_cur = ETag::weak(cur.opaque()).unwrap();
+    let tag_lists: Vec<Option<ETagCondition>> = vec![
+        None,
+        Some(ETagCondition::Any),
+        Some(ETagCondition::Tags(vec![cur.clone()])),
+        Some(ETagCondition::Tags(vec![weak_cur.clone()])),
+        Some(ETagCondition::Tags(vec![other.clone()])),
+        Some(ETagCondition::Tags(vec![other.clone(), cur.clone()])),
+        Some(ETagCondition::Tags(vec![weak_cur.clone(), other.clone()])),
+        Some(ETagCondition::Tags(vec![ETag::strong("").unwrap()])),
+    ];
+    let now = SystemTime::now();
+    let dates = [
+        None,
+        Some(now - Duration::from_secs(3600)),
+        Some(now + Duration::from_secs(3600)),
+        Some(now),
+    ];
+    let mut cases = 0;
+    for exists in [false, true] {
+        for im in &tag_lists {
+            for inm in &tag_lists {
+                for ius in dates {
+                    cases += 1;
+                    let k = key(&p, &format!("c{cases}"));
+                    let pre = Preconditions {
+                        if_match: im.clone(),
+                        if_none_match: inm.clone(),
+                        if_unmodified_since: ius,
+                        ..Default::default()
+                    };
+                    let current = if exists {
+                        Some(store.put_bytes(&k, "current".into()).await.unwrap())
+                    } else {
+                        None
+                    };
+                    let want = pre.evaluate_write(current.as_ref()).is_ok();
+                    let opts = PutOptions {
+                        preconditions: pre.clone(),
+                        ..Default::default()
+                    };
+                    let got = store.put(&k, Body::from("new"), opts).await;
+                    assert_eq!(got.is_ok(), want, "put {pre:?} exists={exists}: {got:?}");
+                    if !want {
+                        assert!(is_412(&got), "{got:?}");
+                        let Err(Error::PreconditionFailed { current: c }) = got else {
+                            unreachable!()
+                        };
+                        assert_eq!(c.map(|m| m.etag), current.as_ref().map(|m| m.etag.clone()));
+                        let after = store.stat(&k).await.unwrap();
+                        assert_eq!(
+                            after.map(|m| m.etag),
+                            current.as_ref().map(|m| m.etag.clone()),
+                            "a refused put changes nothing"
+                        );
+                    }
+                    // Delete: on the object as it was (rewrite it when the put replaced it).
+                    if exists {
+                        let m = store.put_bytes(&k, "current".into()).await.unwrap();
+                        let want = pre.evaluate_write(Some(&m)).is_ok();
+                        let got = store
+                            .delete(
+                                &k,
+                                DeleteOptions {
+                                    preconditions: pre.clone(),
+                                },
+                            )
+                            .await;
+                        assert_eq!(got.is_ok(), want, "delete {pre:?}: {got:?}");
+                        assert_eq!(store.stat(&k).await.unwrap().is_none(), want);
+                    } else {
+                        store.remove(&k).await.ok();
+                        let got = store
+                            .delete(
+                                &k,
+                                DeleteOptions {
+                                    preconditions: pre.clone(),
+                                },
+                            )
+                            .await;
+                        assert!(matches!(got, Err(Error::NotFound { .. })), "{got:?}");
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 2 * 8 * 8 * 4);
+}
+
+/// A value written through one store is seen, with the same ETag, through another opened
+/// separately (its own connection); a swap through one is a conflict for the other.
+#[tokio::test]
+async fn two_stores_see_the_same_objects() {
+    let (Some(a), Some(b)) = (open_store().await, open_store().await) else {
+        return;
+    };
+    let p = fresh_prefix("redis_two");
+    let k = key(&p, "shared");
+    let written = a.put_bytes(&k, "from a".into()).await.unwrap();
+    let (data, meta) = b.get_bytes(&k).await.unwrap();
+    assert_eq!(&data[..], b"from a");
+    assert_eq!(meta, written, "the same meta, ETag included");
+    let swapped = b.swap(&k, &written.etag, "from b".into()).await.unwrap();
+    let r = a.swap(&k, &written.etag, "stale".into()).await;
+    match r {
+        Err(Error::PreconditionFailed { current }) => {
+            assert_eq!(current.unwrap().etag, swapped.etag)
+        }
+        other => panic!("{other:?}"),
+    }
+    let listed = a.list(ListOptions::prefix(format!("{p}/"))).await.unwrap();
+    assert_eq!(listed.objects, [swapped]);
+}
+
+/// Keys with characters that are special to Redis patterns or to the key layout are stored and
+/// listed as themselves; prefixes never match them as patterns.
+#[tokio::test]
+async fn pattern_characters_are_plain() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let p = fresh_prefix("redis_glob");
+    let names = ["*", "?x", "[ab]", "a\\b", "{tag}", "m:x", "sp ace", "é"];
+    for n in names {
+        let n = n.replace('\\', "_");
+        store
+            .put_bytes(&key(&p, &n), Bytes::from(n.clone()))
+            .await
+            .unwrap();
+    }
+    for (prefix, want) in [("*", 1), ("[", 1), ("?", 1), ("{", 1), ("", names.len())] {
+        let got = store
+            .list(ListOptions::prefix(format!("{p}/{prefix}")))
+            .await
+            .unwrap();
+        assert_eq!(got.objects.len(), want, "prefix {prefix:?}");
+    }
+}
+
+/// A TTL is Redis's own expiry on both keys, at the millisecond the meta reports.
+#[tokio::test]
+async fn ttl_is_a_server_expiry() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let url = url().unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let p = fresh_prefix("redis_ttl");
+    let k = key(&p, "obj");
+    let opts = PutOptions {
+        ttl: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let put = store.put(&k, Body::from("x"), opts).await.unwrap();
+    let expires_ms = larder::meta::to_millis(put.meta.expires_at.unwrap());
+    let (mk, bk) = store.redis_keys(&k);
+    for rk in [&mk, &bk] {
+        let at: i64 = redis::cmd("PEXPIRETIME")
+            .arg(rk)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(at, expires_ms, "{rk}");
+    }
+    // An unconditional rewrite without a TTL makes it persistent again.
+    store.put_bytes(&k, "y".into()).await.unwrap();
+    for rk in [&mk, &bk] {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(rk)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(ttl, -1, "{rk}");
+    }
+}
+
+/// The limit and scope are declared.
+#[tokio::test]
+async fn size_limit_is_declared() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    assert_eq!(
+        store.capabilities().max_object_size,
+        Some(larder::drivers::redis::MAX_OBJECT_SIZE)
+    );
+    assert_eq!(
+        store.capabilities().atomic_scope,
+        larder::AtomicScope::Cluster
+    );
+    // (Refusing a body past the limit is BodyReader's, tested in the core.)
+}
+
+/// Conditional deletes racing conditional swaps on one key: each If-Match operation succeeds
+/// only on the version it read, so exactly one of each competing pair wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_deletes_and_swaps() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let p = fresh_prefix("redis_del_race");
+    let k = key(&p, "obj");
+    for round in 0..20 {
+        let v = store
+            .put_bytes(&k, Bytes::from(format!("v{round}")))
+            .await
+            .unwrap();
+        let (s1, s2) = (store.clone(), store.clone());
+        let (k1, k2, e1, e2) = (k.clone(), k.clone(), v.etag.clone(), v.etag.clone());
+        let del = tokio::spawn(async move {
+            s1.delete(
+                &k1,
+                DeleteOptions {
+                    preconditions: Preconditions::if_match(e1),
+                },
+            )
+            .await
+        });
+        let swap = tokio::spawn(async move {
+            s2.swap(&k2, &e2, Bytes::from(format!("swapped{round}")))
+                .await
+        });
+        let (d, s) = (del.await.unwrap(), swap.await.unwrap());
+        assert!(
+            d.is_ok() != s.is_ok(),
+            "round {round}: exactly one wins: {d:?} {s:?}"
+        );
+        let now = store.stat(&k).await.unwrap();
+        if d.is_ok() {
+            assert!(now.is_none());
+        } else {
+            assert_eq!(now.unwrap().etag, s.unwrap().etag);
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_urls_are_refused() {
+    for bad in [
+        "redis://127.0.0.1:6379/?prefix=",
+        "redis://127.0.0.1:6379/?prefix=a{b",
+        "redis://127.0.0.1:6379/?timeout_ms=soon",
+    ] {
+        let r = larder::open(bad).await;
+        assert!(matches!(r, Err(Error::InvalidInput(_))), "{bad}: {r:?}");
+    }
+}
+
+/// A put whose stamp is earlier than the version it replaces (a writer whose clock is behind)
+/// takes that version's time instead: Last-Modified never goes backwards.
+#[tokio::test]
+async fn last_modified_never_goes_backwards() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let client = redis::Client::open(url().unwrap().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let p = fresh_prefix("redis_clock");
+    let k = key(&p, "obj");
+    store.put_bytes(&k, "v1".into()).await.unwrap();
+    // Pretend v1 was written by a client whose clock is an hour ahead.
+    let ahead = larder::meta::to_millis(SystemTime::now() + Duration::from_secs(3600));
+    let (mk, _) = store.redis_keys(&k);
+    let _: () = redis::cmd("HSET")
+        .arg(&mk)
+        .arg("u")
+        .arg(ahead)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let v2 = store.put_bytes(&k, "v2".into()).await.unwrap();
+    assert_eq!(larder::meta::to_millis(v2.last_modified), ahead);
+    assert_eq!(store.stat(&k).await.unwrap().unwrap(), v2);
+}
+
+/// `rediss://` is compiled in (TLS over rustls): against a plain-text server the handshake
+/// fails with an error, not a panic or a plain-text connection.
+#[tokio::test]
+async fn rediss_speaks_tls() {
+    let Some(url) = url() else {
+        return;
+    };
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return; // already TLS, or a socket: nothing to compare with
+    };
+    let sep = if rest.contains('?') { '&' } else { '?' };
+    let r = larder::open(&format!("rediss://{rest}{sep}connect_timeout_ms=300")).await;
+    assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
+}
+
+#[cfg(feature = "memory")]
+/// Every page of every listing equals the memory store's (the reference) over the same keys,
+/// including keys that are both objects and directories, odd bytes, and expired objects (some
+/// the only member of their common prefix).
+async fn pages_like_the_reference(store: &dyn Store) {
+    use larder::drivers::memory::MemoryStore;
+    let reference = MemoryStore::new();
+    let root = fresh_prefix("reference");
+    let names = [
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/b/c/d",
+        "a/b0",
+        "a/b-",
+        "a/B",
+        "a.b",
+        "a0",
+        "ab/c",
+        "b",
+        "b/a/a/a/a",
+        "b/a/b",
+        "b/b",
+        "é",
+        "é/x",
+        "z z/1",
+        "z z/2",
+        "Z",
+        "~",
+        "%41",
+        "*",
+        "[x]",
+    ];
+    let k = |n: &str| key(&root, n);
+    for name in names {
+        let body = Bytes::from(name.to_owned());
+        store.put_bytes(&k(name), body.clone()).await.unwrap();
+        reference.put_bytes(&k(name), body).await.unwrap();
+    }
+    let short = PutOptions {
+        ttl: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    for name in ["a/b/expired", "c/expired", "a/expired/x", "a/b/c/expired"] {
+        store
+            .put(&k(name), Body::from("x"), short.clone())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let keys = |p: &larder::ListPage| -> Vec<String> {
+        p.objects.iter().map(|m| m.key.to_string()).collect()
+    };
+    for prefix in [
+        "", "a", "a/", "a/b", "a/b/", "b/a/", "é", "z z/", "q/", "c/", "[",
+    ] {
+        let prefix = format!("{root}/{prefix}");
+        for delimiter in [None, Some('/')] {
+            for limit in [1, 2, 3, 7, 1000] {
+                let mut opts = ListOptions {
+                    prefix: prefix.clone(),
+                    delimiter,
+                    limit: Some(limit),
+                    cursor: None,
+                };
+                let mut pages = 0;
+                loop {
+                    let got = store.list(opts.clone()).await.unwrap();
+                    let want = reference.list(opts.clone()).await.unwrap();
+                    let what = format!("prefix {prefix:?} delimiter {delimiter:?} limit {limit}");
+                    assert_eq!(keys(&got), keys(&want), "{what}: objects");
+                    assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
+                    assert_eq!(got.next_cursor, want.next_cursor, "{what}: cursor");
+                    for (g, w) in got.objects.iter().zip(&want.objects) {
+                        assert_eq!((&g.etag, g.size), (&w.etag, w.size), "{what}");
+                    }
+                    pages += 1;
+                    assert!(pages < 100);
+                    match got.next_cursor {
+                        Some(c) => opts.cursor = Some(c),
+                        None => break,
+                    }
+                }
+            }
+            // Arbitrary cursors, not only those the store handed out.
+            let cursors = names
+                .iter()
+                .copied()
+                .chain(["a/", "a/b/", "b/a/a/", "a/b/c/d/e", "a/b/c/", "0", "zz"])
+                .map(|c| format!("{root}/{c}"))
+                .chain(["".to_string(), "kit/".to_string(), format!("{root}0")]);
+            for cursor in cursors {
+                let opts = ListOptions {
+                    prefix: prefix.clone(),
+                    delimiter,
+                    limit: None,
+                    cursor: Some(cursor.clone()),
+                };
+                let got = store.list(opts.clone()).await.unwrap();
+                let want = reference.list(opts).await.unwrap();
+                let what = format!("prefix {prefix:?} delimiter {delimiter:?} cursor {cursor}");
+                assert_eq!(keys(&got), keys(&want), "{what}");
+                assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
+            }
+        }
+    }
+}
+
+/// Listing pages equal the reference store's, with the default batch and with batches of 1
+/// and 2 (so pages span many script calls and batches end inside common prefixes).
+#[cfg(feature = "memory")]
+#[tokio::test]
+async fn listings_page_like_the_reference_store() {
+    let Some(url) = url() else {
+        return;
+    };
+    for batch in ["", "list_batch=1", "list_batch=2"] {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let store = larder::open(&format!("{url}{sep}{batch}")).await.unwrap();
+        pages_like_the_reference(&*store).await;
+    }
+}
+
+/// Staging keys of the store with `prefix`.
+async fn staging_keys(prefix: &str) -> Vec<String> {
+    let client = redis::Client::open(url().unwrap().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg(format!("{{{prefix}}}:t:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Large bodies are staged in a key as they arrive and renamed into place; every way a put
+/// can fail (aborted body, wrong digest, failed condition) leaves no staging key, and reads
+/// stream in chunks, ranges across chunk boundaries included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_in_and_out() {
+    use larder::drivers::redis::{READ_CHUNK, STAGE_OVER};
+    let Some(url) = url() else {
+        return;
+    };
+    let prefix = fresh_prefix("staging").replace('/', "-");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = RedisStore::open(&format!("{url}{sep}prefix={prefix}"))
+        .await
+        .unwrap();
+    let k = key("big", "obj");
+    let data = pattern((2 * READ_CHUNK + 12345) as usize, 1);
+    let chunks: Vec<larder::Result<Bytes>> = (0..data.len())
+        .step_by(100_000)
+        .map(|i| Ok(data.slice(i..(i + 100_000).min(data.len()))))
+        .collect();
+    let put = store
+        .put(
+            &k,
+            Body::from_stream(futures::stream::iter(chunks)),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(put.meta.etag, ETag::of(&data));
+    assert!(staging_keys(&prefix).await.is_empty(), "renamed into place");
+
+    let got = store.get(&k, Default::default()).await.unwrap();
+    let pieces: Vec<Bytes> = got.body.map(|c| c.unwrap()).collect().await;
+    assert_eq!(pieces.len(), 3, "streamed in chunks of READ_CHUNK");
+    assert_eq!(pieces.concat(), &data[..]);
+
+    let range = larder::ByteRange::Bounded {
+        first: READ_CHUNK - 10,
+        last: 2 * READ_CHUNK + 10,
+    };
+    let got = store
+        .get(
+            &k,
+            larder::GetOptions {
+                range: Some(range),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let want = data.slice((READ_CHUNK - 10) as usize..(2 * READ_CHUNK + 11) as usize);
+    assert_eq!(got.bytes().await.unwrap(), want);
+
+    // Replaced mid-stream: the stream fails instead of mixing versions.
+    let mut got = store.get(&k, Default::default()).await.unwrap().body;
+    let first = got.next().await.unwrap().unwrap();
+    assert_eq!(first.len() as u64, READ_CHUNK);
+    store.put_bytes(&k, pattern(data.len(), 2)).await.unwrap();
+    let next = got.next().await.unwrap();
+    assert!(
+        matches!(&next, Err(e) if e.is_retryable()),
+        "a replaced object ends the stream: {next:?}"
+    );
+
+    // Failures leave no staging key behind.
+    let big = || pattern((STAGE_OVER * 3) as usize, 3);
+    let aborted: Vec<larder::Result<Bytes>> = vec![
+        Ok(big()),
+        Err(Error::InvalidInput("client went away".into())),
+    ];
+    let r = store
+        .put(
+            &k,
+            Body::from_stream(futures::stream::iter(aborted)),
+            PutOptions::default(),
+        )
+        .await;
+    assert!(r.is_err());
+    let wrong = PutOptions {
+        expected_etag: Some(ETag::of(b"other")),
+        ..Default::default()
+    };
+    let r = store.put(&k, Body::from(big()), wrong).await;
+    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    let r = store.create(&k, big()).await;
+    assert!(is_412(&r), "{r:?}");
+    assert!(
+        staging_keys(&prefix).await.is_empty(),
+        "no staging key left"
+    );
+    assert_eq!(
+        store.head(&k, Default::default()).await.unwrap().etag,
+        ETag::of(&pattern(data.len(), 2)),
+        "failed writes changed nothing"
+    );
+    store.remove(&k).await.unwrap();
+}
+
+/// The scripts' replies are read the same over RESP3 (`protocol=resp3` is passed to the client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_replies_are_understood() {
+    let Some(url) = url() else {
+        return;
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = larder::open(&format!("{url}{sep}protocol=resp3"))
+        .await
+        .unwrap();
+    larder::conformance::put_preconditions(store.clone()).await;
+    larder::conformance::delete_preconditions(store.clone()).await;
+    larder::conformance::list_paging(store.clone()).await;
+    larder::conformance::ranges(store).await;
+}
