@@ -9,3 +9,5 @@ pub mod nats;
 pub mod null;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "tiered")]
+pub mod tiered;
