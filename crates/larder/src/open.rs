@@ -11,8 +11,8 @@ use crate::store::Store;
 /// |---|---|---|
 /// | `memory://?max_bytes=N&ttl=SECS` | in-process memory | `memory` |
 /// | `fs:///abs/path?fsync=false`, `fs://rel/path` (path verbatim, created if missing) | local directory | `fs` |
-/// | `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000`, `rediss://…` (TLS) | Redis, Lua-script CAS | `redis` |
-/// | `nats://host:port?bucket=larder&replicas=1` (bucket created if missing) | NATS JetStream KV, revision CAS | `nats` |
+/// | `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000&connect_timeout_ms=5000&list_batch=256`, `rediss://…` (TLS) | Redis, Lua-script CAS | `redis` |
+/// | `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000&tls=true` (bucket created if missing) | NATS JetStream KV, revision CAS | `nats` |
 /// | `null://` | keeps nothing | always |
 ///
 /// A scheme whose driver was not compiled in is `Unsupported`.
