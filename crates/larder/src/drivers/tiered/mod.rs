@@ -116,20 +116,58 @@ impl Tier {
 }
 
 /// What this replica knows about a key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct KeyState {
-    /// Bumped by every write, delete and invalidation of the key, so that a read that began
-    /// before one does not record what it saw as fresh.
+    /// Renewed (from [`SideTable::counter`]) by every write, delete and invalidation of the
+    /// key, so that a read that began before one does not record what it saw as fresh.
     epoch: u64,
     /// The authoritative metadata and when it was seen.
     fresh: Option<(Meta, Instant)>,
+}
+
+/// When each key was last validated against the authoritative tier.
+#[derive(Debug, Default)]
+struct SideTable {
+    keys: HashMap<Key, KeyState>,
+    /// Source of epochs: only grows.
+    counter: u64,
+    /// The epoch of every key not in `keys`. Raised past every earlier epoch whenever keys are
+    /// dropped from the table, so a read that began before the drop cannot record.
+    floor: u64,
+}
+
+/// Keys the side table holds before it drops those without a fresh validation.
+const SIDE_TABLE_KEYS: usize = 1 << 16;
+
+impl SideTable {
+    fn state(&mut self, key: &Key) -> &mut KeyState {
+        if self.keys.len() >= SIDE_TABLE_KEYS && !self.keys.contains_key(key) {
+            self.prune();
+        }
+        let floor = self.floor;
+        self.keys.entry(key.clone()).or_insert(KeyState {
+            epoch: floor,
+            fresh: None,
+        })
+    }
+
+    fn prune(&mut self) {
+        self.counter += 1;
+        self.floor = self.counter;
+        self.keys
+            .retain(|_, s| s.fresh.as_ref().is_some_and(|(m, _)| !m.is_expired()));
+        if self.keys.len() >= SIDE_TABLE_KEYS / 2 {
+            // Mostly fresh: forget them all (they are revalidated on their next read).
+            self.keys.clear();
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Shared {
     tiers: Vec<Tier>,
     stats: Vec<TierStats>,
-    state: Mutex<HashMap<Key, KeyState>>,
+    state: Mutex<SideTable>,
     /// Identifies this replica's own invalidation messages.
     replica_id: String,
     /// Largest object kept in nearer tiers (write-through and backfill).
@@ -363,13 +401,13 @@ impl TieredStore {
     /// The key's authoritative metadata if validated within tier `i`'s window.
     fn fresh_for(&self, i: usize, key: &Key) -> Option<Meta> {
         let state = self.shared.lock();
-        let (meta, at) = state.get(key)?.fresh.as_ref()?;
+        let (meta, at) = state.keys.get(key)?.fresh.as_ref()?;
         (at.elapsed() < self.shared.tiers[i].freshness && !meta.is_expired()).then(|| meta.clone())
     }
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, KeyState>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SideTable> {
         // Every change under this lock is a single assignment: a poisoned lock is consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -381,30 +419,33 @@ impl Shared {
     }
 
     fn epoch(&self, key: &Key) -> u64 {
-        self.lock().get(key).map_or(0, |s| s.epoch)
+        let t = self.lock();
+        t.keys.get(key).map_or(t.floor, |s| s.epoch)
     }
 
-    /// Forgets the key's validation and bumps its epoch; returns the new epoch.
+    /// Forgets the key's validation and renews its epoch; returns the new epoch.
     fn forget(&self, key: &Key) -> u64 {
-        let mut state = self.lock();
-        let s = state.entry(key.clone()).or_default();
-        s.epoch += 1;
+        let mut t = self.lock();
+        t.counter += 1;
+        let epoch = t.counter;
+        let s = t.state(key);
+        s.epoch = epoch;
         s.fresh = None;
-        s.epoch
+        epoch
     }
 
     fn forget_all(&self) {
-        for s in self.lock().values_mut() {
-            s.epoch += 1;
-            s.fresh = None;
-        }
+        let mut t = self.lock();
+        t.counter += 1;
+        t.floor = t.counter;
+        t.keys.clear();
     }
 
     /// Records `meta` as the validated authoritative metadata, unless the key changed since
     /// `epoch`. Returns whether it was recorded.
     fn record(&self, key: &Key, epoch: u64, meta: &Meta, seen: Instant) -> bool {
-        let mut state = self.lock();
-        let s = state.entry(key.clone()).or_default();
+        let mut t = self.lock();
+        let s = t.state(key);
         if s.epoch != epoch {
             return false;
         }
