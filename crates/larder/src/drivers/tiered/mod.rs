@@ -271,7 +271,14 @@ impl TieredStore {
         tokio::spawn(async move {
             loop {
                 while let Some(msg) = messages.next().await {
-                    let Some(shared) = weak.upgrade() else { return };
+                    let Some(shared) = weak.upgrade() else {
+                        // The store is gone and caches nothing, but the publisher counted
+                        // this subscription: acknowledge so it need not wait.
+                        if let Message::Key { replica, seq, .. } = msg {
+                            let _ = inv.publish(&Message::Ack { replica, seq }.encode()).await;
+                        }
+                        return;
+                    };
                     match msg {
                         Message::Key { replica, seq, key } => {
                             if replica != shared.replica_id {
