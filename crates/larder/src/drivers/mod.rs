@@ -9,5 +9,7 @@ pub mod nats;
 pub mod null;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 #[cfg(feature = "tiered")]
 pub mod tiered;
