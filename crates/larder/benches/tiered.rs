@@ -91,6 +91,33 @@ fn main() {
                         .unwrap(),
                     ),
                 ),
+                #[cfg(feature = "sqlite")]
+                (
+                    "sqlite",
+                    larder::open(&format!("sqlite://{}/s-{tasks}.db", dir.path().display()))
+                        .await
+                        .unwrap(),
+                ),
+                #[cfg(feature = "sqlite")]
+                (
+                    "memory->fs->sqlite",
+                    Arc::new(
+                        TieredStore::with_stores(
+                            vec![
+                                mem(),
+                                fs(&dir, &format!("t3s-{tasks}")),
+                                larder::open(&format!(
+                                    "sqlite://{}/t3s-{tasks}.db",
+                                    dir.path().display()
+                                ))
+                                .await
+                                .unwrap(),
+                            ],
+                            window,
+                        )
+                        .unwrap(),
+                    ),
+                ),
                 (
                     "memory->fs->fs",
                     Arc::new(

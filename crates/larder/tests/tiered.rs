@@ -74,7 +74,26 @@ async fn memory_fs() -> Option<Arc<dyn Store>> {
 
 larder::conformance_tests!(memory_fs());
 
-/// fs -> fs (standing in for memory -> fs -> sqlite until the sqlite driver lands).
+/// memory -> fs -> sqlite.
+#[cfg(feature = "sqlite")]
+mod memory_fs_sqlite {
+    use super::*;
+    async fn store() -> Option<Arc<dyn Store>> {
+        let (fs, d1) = fs_tier();
+        let d2 = tempfile::tempdir().unwrap();
+        let sqlite = larder::open(&format!("sqlite://{}/auth.db", d2.path().display()))
+            .await
+            .unwrap();
+        let store = TieredStore::with_stores(vec![mem(), fs, sqlite], WINDOW).unwrap();
+        Some(Arc::new(Hold {
+            store,
+            _dirs: vec![d1, d2],
+        }))
+    }
+    larder::conformance_tests!(store());
+}
+
+/// fs -> fs.
 mod fs_fs {
     use super::*;
     async fn store() -> Option<Arc<dyn Store>> {
