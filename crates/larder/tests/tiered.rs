@@ -933,7 +933,45 @@ async fn config_opens_tiers_and_mounts() {
     let bad: Result<TierConfig, _> =
         serde_json::from_value(serde_json::json!({"tiers": [], "bogus": 1}));
     assert!(bad.is_err());
+    let parts = larder::tiered::open_config_parts(&cfg).await.unwrap();
+    parts.store.get_bytes(&key).await.unwrap();
+    assert_eq!(parts.tiered.unwrap().stats().len(), 2);
     let empty = open_config(&TierConfig::default()).await;
     assert!(matches!(empty, Err(Error::InvalidInput(_))));
     let _ = Tier::new(mem(), WINDOW);
+}
+
+#[tokio::test]
+async fn no_stale_backfill_after_concurrent_write() {
+    for streamed in [false, true] {
+        let (t, near, _) = two_tier(WINDOW);
+        let key = k("race");
+        let v1 = t.put_bytes(&key, Bytes::from_static(b"v1")).await.unwrap();
+        t.invalidate(&key).await;
+        // A read of v1 from the authoritative tier is in flight (its body not yet consumed)...
+        let r = t.get(&key, GetOptions::default()).await.unwrap();
+        assert_eq!(r.meta.etag, v1.etag);
+        // ...when v2 is written (written through, or only invalidated when streamed).
+        let body = if streamed {
+            Body::from_stream(futures::stream::iter(vec![Ok::<_, Error>(
+                Bytes::from_static(b"v2"),
+            )]))
+        } else {
+            Body::from("v2")
+        };
+        let v2 = t.put(&key, body, PutOptions::default()).await.unwrap().meta;
+        // The reader finishes: its v1 must not be left in the nearer tier.
+        assert_eq!(body_of(r).await, "v1");
+        assert_ne!(
+            has(&near, &key).await,
+            Some(v1.etag.clone()),
+            "streamed={streamed}"
+        );
+        let (data, meta) = t.get_bytes(&key).await.unwrap();
+        assert_eq!((data, meta.etag), (Bytes::from_static(b"v2"), v2.etag));
+    }
+}
+
+async fn body_of(r: GetResult) -> Bytes {
+    r.bytes().await.unwrap()
 }

@@ -87,6 +87,20 @@ pub struct MountConfig {
 /// Opens the store a [`TierConfig`] describes: the tiers (a single tier is used as is), with
 /// the mounts routed around them.
 pub async fn open_config(config: &TierConfig) -> Result<Arc<dyn Store>> {
+    Ok(open_config_parts(config).await?.store)
+}
+
+/// What [`open_config_parts`] opened.
+#[derive(Debug, Clone)]
+pub struct OpenedConfig {
+    /// The store to serve.
+    pub store: Arc<dyn Store>,
+    /// The tiered store inside it, if there is one: for [`TieredStore::stats`] (metrics).
+    pub tiered: Option<TieredStore>,
+}
+
+/// As [`open_config`], also returning the [`TieredStore`] for its metrics.
+pub async fn open_config_parts(config: &TierConfig) -> Result<OpenedConfig> {
     if config.tiers.is_empty() {
         return Err(Error::InvalidInput("tiered config: no [[tiers]]".into()));
     }
@@ -97,6 +111,7 @@ pub async fn open_config(config: &TierConfig) -> Result<Arc<dyn Store>> {
         let secs = t.freshness_secs.unwrap_or(default);
         tiers.push(Tier::new(store, Duration::from_secs(secs)));
     }
+    let mut tiered = None;
     let main: Arc<dyn Store> = if tiers.len() == 1 && config.invalidation.is_none() {
         tiers.pop().expect("one tier").store
     } else {
@@ -110,16 +125,23 @@ pub async fn open_config(config: &TierConfig) -> Result<Arc<dyn Store>> {
             }
             t = t.with_invalidator(invalidator(inv).await?).await?;
         }
+        tiered = Some(t.clone());
         Arc::new(t)
     };
     if config.mounts.is_empty() {
-        return Ok(main);
+        return Ok(OpenedConfig {
+            store: main,
+            tiered,
+        });
     }
     let mut mounts = vec![(String::new(), main)];
     for m in &config.mounts {
         mounts.push((m.prefix.clone(), crate::open(&m.store).await?));
     }
-    Ok(Arc::new(MountStore::new(mounts)?))
+    Ok(OpenedConfig {
+        store: Arc::new(MountStore::new(mounts)?),
+        tiered,
+    })
 }
 
 async fn invalidator(c: &InvalidationConfig) -> Result<Arc<dyn super::Invalidator>> {

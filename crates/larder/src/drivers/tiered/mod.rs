@@ -23,7 +23,10 @@ mod config;
 mod invalidate;
 mod mount;
 
-pub use config::{open_config, InvalidationConfig, MountConfig, TierConfig, TierEntry};
+pub use config::{
+    open_config, open_config_parts, InvalidationConfig, MountConfig, OpenedConfig, TierConfig,
+    TierEntry,
+};
 #[cfg(feature = "tiered-redis")]
 pub use invalidate::RedisInvalidator;
 pub use invalidate::{Invalidator, MemoryInvalidator, Message};
