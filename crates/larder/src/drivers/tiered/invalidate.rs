@@ -192,3 +192,44 @@ impl Invalidator for RedisInvalidator {
             .boxed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let key = Key::new("a b/c").unwrap_or_else(|_| Key::new("a/c").unwrap());
+        for m in [
+            Message::Key {
+                replica: "r-1".into(),
+                seq: 7,
+                key,
+            },
+            Message::Ack {
+                replica: "r-1".into(),
+                seq: 7,
+            },
+        ] {
+            assert_eq!(Message::decode(&m.encode()), m);
+        }
+        assert_eq!(Message::decode("garbage"), Message::Gap);
+        assert_eq!(Message::decode("inv r x k"), Message::Gap);
+    }
+
+    #[tokio::test]
+    async fn memory_channel_counts_subscribers() {
+        let inv = MemoryInvalidator::new();
+        assert_eq!(inv.publish("x").await.unwrap(), 0);
+        let mut a = inv.subscribe().await.unwrap();
+        let _b = inv.subscribe().await.unwrap();
+        assert_eq!(inv.publish("ack r 1").await.unwrap(), 2);
+        assert_eq!(
+            a.next().await,
+            Some(Message::Ack {
+                replica: "r".into(),
+                seq: 1
+            })
+        );
+    }
+}
