@@ -13,6 +13,7 @@ use crate::store::Store;
 /// | `fs:///abs/path?fsync=false`, `fs://rel/path` (path verbatim, created if missing) | local directory | `fs` |
 /// | `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000`, `rediss://…` (TLS) | Redis, Lua-script CAS | `redis` |
 /// | `nats://host:port?bucket=larder&replicas=1` (bucket created if missing) | NATS JetStream KV, revision CAS | `nats` |
+/// | `http://HOST:PORT[/key/prefix]?token=T&timeout=SECS&retries=N`, `https://…`, `larder+http://…`, `larder+https://…` | a Larder server (native HTTP API) | `http` |
 /// | `null://` | keeps nothing | always |
 ///
 /// A scheme whose driver was not compiled in is `Unsupported`.
@@ -29,6 +30,16 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
                 .await
                 .map_err(|e| Error::backend(format!("opening the fs store: {e}")))??;
         return Ok(Arc::new(store));
+    }
+    #[cfg(feature = "http")]
+    if ["http://", "https://", "larder+http://", "larder+https://"]
+        .iter()
+        .any(|s| {
+            url.get(..s.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(s))
+        })
+    {
+        return Ok(Arc::new(crate::drivers::http::HttpStore::from_url(url)?));
     }
     let parsed =
         url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("store URL {url:?}: {e}")))?;
