@@ -11,8 +11,9 @@ use crate::store::Store;
 /// |---|---|---|
 /// | `memory://?max_bytes=N&ttl=SECS` | in-process memory | `memory` |
 /// | `fs:///abs/path?fsync=false`, `fs://rel/path` (path verbatim, created if missing) | local directory | `fs` |
-/// | `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000`, `rediss://…` (TLS) | Redis, Lua-script CAS | `redis` |
-/// | `nats://host:port?bucket=larder&replicas=1` (bucket created if missing) | NATS JetStream KV, revision CAS | `nats` |
+/// | `sqlite:///abs/path.db`, `sqlite://rel/path.db`, `sqlite::memory:`, `?table=larder_objects&sweep=60&max_connections=8&synchronous=full` | one SQLite file | `sqlite` |
+/// | `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000&connect_timeout_ms=5000&list_batch=256`, `rediss://…` (TLS) | Redis, Lua-script CAS | `redis` |
+/// | `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000&tls=true` (bucket created if missing) | NATS JetStream KV, revision CAS | `nats` |
 /// | `http://HOST:PORT[/key/prefix]?token=T&timeout=SECS&retries=N`, `https://…`, `larder+http://…`, `larder+https://…` | a Larder server (native HTTP API) | `http` |
 /// | `null://` | keeps nothing | always |
 ///
@@ -30,6 +31,13 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
                 .await
                 .map_err(|e| Error::backend(format!("opening the fs store: {e}")))??;
         return Ok(Arc::new(store));
+    }
+    // `sqlite::memory:` is not a URL a parser accepts, and the path is taken verbatim too.
+    #[cfg(feature = "sqlite")]
+    if crate::drivers::sqlite::is_sqlite_url(url) {
+        return Ok(Arc::new(
+            crate::drivers::sqlite::SqliteStore::from_url(url).await?,
+        ));
     }
     #[cfg(feature = "http")]
     if ["http://", "https://", "larder+http://", "larder+https://"]

@@ -88,6 +88,12 @@ async fn any_valid_key_is_stored() {
     let names = [
         "*", ">", "a.b", ".hidden", "sp ace", "é/ü", "x=41", "UPPER", "upper", "a/b.c/d",
     ];
+    // The longest key, every byte escaped: 3 KiB of subject.
+    let long = "é".repeat((larder::key::MAX_KEY_LEN - p.len() - 1) / 2);
+    let lk = key(&p, &long);
+    store.put_bytes(&lk, "long".into()).await.unwrap();
+    assert_eq!(store.get_bytes(&lk).await.unwrap().0, "long");
+    store.remove(&lk).await.unwrap();
     for n in names {
         store
             .put_bytes(&key(&p, n), Bytes::from(n.to_owned()))
@@ -240,6 +246,54 @@ async fn racing_deletes_and_swaps() {
     }
 }
 
+/// A store's remembered revision is only a guess: when another store changed the key since,
+/// a write decided on the remembered state is refused by the server and decided again on a
+/// fresh read, both ways (a stale match fails, a match only the fresh state has succeeds).
+#[tokio::test]
+async fn remembered_revisions_are_rechecked() {
+    let (Some(a), Some(b)) = (open_store().await, open_store().await) else {
+        return;
+    };
+    let p = fresh_prefix("nats_remembered");
+    let k = key(&p, "obj");
+    let v1 = a.put_bytes(&k, "v1".into()).await.unwrap(); // a remembers v1
+    let v2 = b.swap(&k, &v1.etag, "v2".into()).await.unwrap();
+    match a.swap(&k, &v1.etag, "stale".into()).await {
+        Err(Error::PreconditionFailed { current }) => assert_eq!(current.unwrap().etag, v2.etag),
+        other => panic!("a stale remembered match must fail: {other:?}"),
+    }
+    let v3 = b.swap(&k, &v2.etag, "v3".into()).await.unwrap(); // a now remembers v2
+    let v4 = a
+        .swap(&k, &v3.etag, "v4".into())
+        .await
+        .expect("a match only the fresh state has");
+    assert_eq!(b.get_bytes(&k).await.unwrap().1.etag, v4.etag);
+    // Created and deleted elsewhere: a remembered "exists" must not block a create.
+    b.remove(&k).await.unwrap();
+    let created = a
+        .put(
+            &k,
+            Body::from("again"),
+            PutOptions {
+                preconditions: Preconditions::if_absent(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(created.created);
+    let r = a
+        .delete(
+            &k,
+            DeleteOptions {
+                preconditions: Preconditions::if_match(v4.etag.clone()),
+            },
+        )
+        .await;
+    assert!(matches!(r, Err(Error::PreconditionFailed { .. })), "{r:?}");
+    a.remove(&k).await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_urls_are_refused() {
     for bad in [
@@ -251,4 +305,159 @@ async fn bad_urls_are_refused() {
         let r = larder::open(bad).await;
         assert!(matches!(r, Err(Error::InvalidInput(_))), "{bad}: {r:?}");
     }
+}
+
+/// `tls=true` requires TLS: against this plain-text server, opening fails with an error.
+#[tokio::test]
+async fn tls_is_required_when_asked() {
+    let Some(url) = url() else {
+        return;
+    };
+    let r = larder::open(&with_query(&url, "tls=true")).await;
+    assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
+}
+
+#[cfg(feature = "memory")]
+/// Every page of every listing equals the memory store's (the reference) over the same keys,
+/// including keys that are both objects and directories, odd bytes, and expired objects (some
+/// the only member of their common prefix).
+async fn pages_like_the_reference(store: &dyn Store) {
+    use larder::drivers::memory::MemoryStore;
+    let reference = MemoryStore::new();
+    let root = fresh_prefix("reference");
+    let names = [
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/b/c/d",
+        "a/b0",
+        "a/b-",
+        "a/B",
+        "a.b",
+        "a0",
+        "ab/c",
+        "b",
+        "b/a/a/a/a",
+        "b/a/b",
+        "b/b",
+        "é",
+        "é/x",
+        "z z/1",
+        "z z/2",
+        "Z",
+        "~",
+        "%41",
+        "*",
+        "[x]",
+    ];
+    let k = |n: &str| key(&root, n);
+    for name in names {
+        let body = Bytes::from(name.to_owned());
+        store.put_bytes(&k(name), body.clone()).await.unwrap();
+        reference.put_bytes(&k(name), body).await.unwrap();
+    }
+    let short = PutOptions {
+        ttl: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    for name in ["a/b/expired", "c/expired", "a/expired/x", "a/b/c/expired"] {
+        store
+            .put(&k(name), Body::from("x"), short.clone())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let keys = |p: &larder::ListPage| -> Vec<String> {
+        p.objects.iter().map(|m| m.key.to_string()).collect()
+    };
+    for prefix in [
+        "", "a", "a/", "a/b", "a/b/", "b/a/", "é", "z z/", "q/", "c/", "[",
+    ] {
+        let prefix = format!("{root}/{prefix}");
+        for delimiter in [None, Some('/')] {
+            for limit in [1, 2, 3, 7, 1000] {
+                let mut opts = ListOptions {
+                    prefix: prefix.clone(),
+                    delimiter,
+                    limit: Some(limit),
+                    cursor: None,
+                };
+                let mut pages = 0;
+                loop {
+                    let got = store.list(opts.clone()).await.unwrap();
+                    let want = reference.list(opts.clone()).await.unwrap();
+                    let what = format!("prefix {prefix:?} delimiter {delimiter:?} limit {limit}");
+                    assert_eq!(keys(&got), keys(&want), "{what}: objects");
+                    assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
+                    assert_eq!(got.next_cursor, want.next_cursor, "{what}: cursor");
+                    for (g, w) in got.objects.iter().zip(&want.objects) {
+                        assert_eq!((&g.etag, g.size), (&w.etag, w.size), "{what}");
+                    }
+                    pages += 1;
+                    assert!(pages < 100);
+                    match got.next_cursor {
+                        Some(c) => opts.cursor = Some(c),
+                        None => break,
+                    }
+                }
+            }
+            // Arbitrary cursors, not only those the store handed out.
+            let cursors = names
+                .iter()
+                .copied()
+                .chain(["a/", "a/b/", "b/a/a/", "a/b/c/d/e", "a/b/c/", "0", "zz"])
+                .map(|c| format!("{root}/{c}"))
+                .chain(["".to_string(), "kit/".to_string(), format!("{root}0")]);
+            for cursor in cursors {
+                let opts = ListOptions {
+                    prefix: prefix.clone(),
+                    delimiter,
+                    limit: None,
+                    cursor: Some(cursor.clone()),
+                };
+                let got = store.list(opts.clone()).await.unwrap();
+                let want = reference.list(opts).await.unwrap();
+                let what = format!("prefix {prefix:?} delimiter {delimiter:?} cursor {cursor}");
+                assert_eq!(keys(&got), keys(&want), "{what}");
+                assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
+            }
+        }
+    }
+}
+
+/// Entries other KV clients put in the bucket (no Larder metadata) are skipped by listings.
+#[tokio::test]
+async fn foreign_entries_are_not_listed() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let p = fresh_prefix("nats_foreign");
+    let client = async_nats::connect(url().unwrap().split('?').next().unwrap())
+        .await
+        .unwrap();
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value("larder-test")
+        .await
+        .unwrap();
+    let mine = key(&p, "mine");
+    store.put_bytes(&mine, "x".into()).await.unwrap();
+    let foreign = larder::drivers::nats::encode_key(key(&p, "foreign").as_str());
+    kv.put(foreign.as_str(), "raw".into()).await.unwrap();
+    let listed = store
+        .list(ListOptions::prefix(format!("{p}/")))
+        .await
+        .unwrap();
+    let keys: Vec<_> = listed.objects.iter().map(|m| m.key.clone()).collect();
+    assert_eq!(keys, [mine]);
+    kv.purge(foreign.as_str()).await.unwrap();
+}
+
+/// Listing pages equal the reference store's.
+#[cfg(feature = "memory")]
+#[tokio::test]
+async fn listings_page_like_the_reference_store() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    pages_like_the_reference(&store).await;
 }

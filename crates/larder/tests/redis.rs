@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use larder::conformance::{fresh_prefix, key, skip_or_fail};
 use larder::drivers::redis::RedisStore;
 use larder::{
@@ -261,6 +262,50 @@ async fn size_limit_is_declared() {
     // (Refusing a body past the limit is BodyReader's, tested in the core.)
 }
 
+/// Conditional deletes racing conditional swaps on one key: each If-Match operation succeeds
+/// only on the version it read, so exactly one of each competing pair wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_deletes_and_swaps() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let p = fresh_prefix("redis_del_race");
+    let k = key(&p, "obj");
+    for round in 0..20 {
+        let v = store
+            .put_bytes(&k, Bytes::from(format!("v{round}")))
+            .await
+            .unwrap();
+        let (s1, s2) = (store.clone(), store.clone());
+        let (k1, k2, e1, e2) = (k.clone(), k.clone(), v.etag.clone(), v.etag.clone());
+        let del = tokio::spawn(async move {
+            s1.delete(
+                &k1,
+                DeleteOptions {
+                    preconditions: Preconditions::if_match(e1),
+                },
+            )
+            .await
+        });
+        let swap = tokio::spawn(async move {
+            s2.swap(&k2, &e2, Bytes::from(format!("swapped{round}")))
+                .await
+        });
+        let (d, s) = (del.await.unwrap(), swap.await.unwrap());
+        assert!(
+            d.is_ok() != s.is_ok(),
+            "round {round}: exactly one wins: {d:?} {s:?}"
+        );
+        let now = store.stat(&k).await.unwrap();
+        if d.is_ok() {
+            assert!(now.is_none());
+        } else {
+            assert_eq!(now.unwrap().etag, s.unwrap().etag);
+        }
+    }
+}
+
 #[tokio::test]
 async fn bad_urls_are_refused() {
     for bad in [
@@ -298,4 +343,274 @@ async fn last_modified_never_goes_backwards() {
     let v2 = store.put_bytes(&k, "v2".into()).await.unwrap();
     assert_eq!(larder::meta::to_millis(v2.last_modified), ahead);
     assert_eq!(store.stat(&k).await.unwrap().unwrap(), v2);
+}
+
+/// `rediss://` is compiled in (TLS over rustls): against a plain-text server the handshake
+/// fails with an error, not a panic or a plain-text connection.
+#[tokio::test]
+async fn rediss_speaks_tls() {
+    let Some(url) = url() else {
+        return;
+    };
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return; // already TLS, or a socket: nothing to compare with
+    };
+    let sep = if rest.contains('?') { '&' } else { '?' };
+    let r = larder::open(&format!("rediss://{rest}{sep}connect_timeout_ms=300")).await;
+    assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
+}
+
+#[cfg(feature = "memory")]
+/// Every page of every listing equals the memory store's (the reference) over the same keys,
+/// including keys that are both objects and directories, odd bytes, and expired objects (some
+/// the only member of their common prefix).
+async fn pages_like_the_reference(store: &dyn Store) {
+    use larder::drivers::memory::MemoryStore;
+    let reference = MemoryStore::new();
+    let root = fresh_prefix("reference");
+    let names = [
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/b/c/d",
+        "a/b0",
+        "a/b-",
+        "a/B",
+        "a.b",
+        "a0",
+        "ab/c",
+        "b",
+        "b/a/a/a/a",
+        "b/a/b",
+        "b/b",
+        "é",
+        "é/x",
+        "z z/1",
+        "z z/2",
+        "Z",
+        "~",
+        "%41",
+        "*",
+        "[x]",
+    ];
+    let k = |n: &str| key(&root, n);
+    for name in names {
+        let body = Bytes::from(name.to_owned());
+        store.put_bytes(&k(name), body.clone()).await.unwrap();
+        reference.put_bytes(&k(name), body).await.unwrap();
+    }
+    let short = PutOptions {
+        ttl: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    for name in ["a/b/expired", "c/expired", "a/expired/x", "a/b/c/expired"] {
+        store
+            .put(&k(name), Body::from("x"), short.clone())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let keys = |p: &larder::ListPage| -> Vec<String> {
+        p.objects.iter().map(|m| m.key.to_string()).collect()
+    };
+    for prefix in [
+        "", "a", "a/", "a/b", "a/b/", "b/a/", "é", "z z/", "q/", "c/", "[",
+    ] {
+        let prefix = format!("{root}/{prefix}");
+        for delimiter in [None, Some('/')] {
+            for limit in [1, 2, 3, 7, 1000] {
+                let mut opts = ListOptions {
+                    prefix: prefix.clone(),
+                    delimiter,
+                    limit: Some(limit),
+                    cursor: None,
+                };
+                let mut pages = 0;
+                loop {
+                    let got = store.list(opts.clone()).await.unwrap();
+                    let want = reference.list(opts.clone()).await.unwrap();
+                    let what = format!("prefix {prefix:?} delimiter {delimiter:?} limit {limit}");
+                    assert_eq!(keys(&got), keys(&want), "{what}: objects");
+                    assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
+                    assert_eq!(got.next_cursor, want.next_cursor, "{what}: cursor");
+                    for (g, w) in got.objects.iter().zip(&want.objects) {
+                        assert_eq!((&g.etag, g.size), (&w.etag, w.size), "{what}");
+                    }
+                    pages += 1;
+                    assert!(pages < 100);
+                    match got.next_cursor {
+                        Some(c) => opts.cursor = Some(c),
+                        None => break,
+                    }
+                }
+            }
+            // Arbitrary cursors, not only those the store handed out.
+            let cursors = names
+                .iter()
+                .copied()
+                .chain(["a/", "a/b/", "b/a/a/", "a/b/c/d/e", "a/b/c/", "0", "zz"])
+                .map(|c| format!("{root}/{c}"))
+                .chain(["".to_string(), "kit/".to_string(), format!("{root}0")]);
+            for cursor in cursors {
+                let opts = ListOptions {
+                    prefix: prefix.clone(),
+                    delimiter,
+                    limit: None,
+                    cursor: Some(cursor.clone()),
+                };
+                let got = store.list(opts.clone()).await.unwrap();
+                let want = reference.list(opts).await.unwrap();
+                let what = format!("prefix {prefix:?} delimiter {delimiter:?} cursor {cursor}");
+                assert_eq!(keys(&got), keys(&want), "{what}");
+                assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
+            }
+        }
+    }
+}
+
+/// Listing pages equal the reference store's, with the default batch and with batches of 1
+/// and 2 (so pages span many script calls and batches end inside common prefixes).
+#[cfg(feature = "memory")]
+#[tokio::test]
+async fn listings_page_like_the_reference_store() {
+    let Some(url) = url() else {
+        return;
+    };
+    for batch in ["", "list_batch=1", "list_batch=2"] {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let store = larder::open(&format!("{url}{sep}{batch}")).await.unwrap();
+        pages_like_the_reference(&*store).await;
+    }
+}
+
+/// Staging keys of the store with `prefix`.
+async fn staging_keys(prefix: &str) -> Vec<String> {
+    let client = redis::Client::open(url().unwrap().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg(format!("{{{prefix}}}:t:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Large bodies are staged in a key as they arrive and renamed into place; every way a put
+/// can fail (aborted body, wrong digest, failed condition) leaves no staging key, and reads
+/// stream in chunks, ranges across chunk boundaries included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_in_and_out() {
+    use larder::drivers::redis::{READ_CHUNK, STAGE_OVER};
+    let Some(url) = url() else {
+        return;
+    };
+    let prefix = fresh_prefix("staging").replace('/', "-");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = RedisStore::open(&format!("{url}{sep}prefix={prefix}"))
+        .await
+        .unwrap();
+    let k = key("big", "obj");
+    let data = pattern((2 * READ_CHUNK + 12345) as usize, 1);
+    let chunks: Vec<larder::Result<Bytes>> = (0..data.len())
+        .step_by(100_000)
+        .map(|i| Ok(data.slice(i..(i + 100_000).min(data.len()))))
+        .collect();
+    let put = store
+        .put(
+            &k,
+            Body::from_stream(futures::stream::iter(chunks)),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(put.meta.etag, ETag::of(&data));
+    assert!(staging_keys(&prefix).await.is_empty(), "renamed into place");
+
+    let got = store.get(&k, Default::default()).await.unwrap();
+    let pieces: Vec<Bytes> = got.body.map(|c| c.unwrap()).collect().await;
+    assert_eq!(pieces.len(), 3, "streamed in chunks of READ_CHUNK");
+    assert_eq!(pieces.concat(), &data[..]);
+
+    let range = larder::ByteRange::Bounded {
+        first: READ_CHUNK - 10,
+        last: 2 * READ_CHUNK + 10,
+    };
+    let got = store
+        .get(
+            &k,
+            larder::GetOptions {
+                range: Some(range),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let want = data.slice((READ_CHUNK - 10) as usize..(2 * READ_CHUNK + 11) as usize);
+    assert_eq!(got.bytes().await.unwrap(), want);
+
+    // Replaced mid-stream: the stream fails instead of mixing versions.
+    let mut got = store.get(&k, Default::default()).await.unwrap().body;
+    let first = got.next().await.unwrap().unwrap();
+    assert_eq!(first.len() as u64, READ_CHUNK);
+    store.put_bytes(&k, pattern(data.len(), 2)).await.unwrap();
+    let next = got.next().await.unwrap();
+    assert!(
+        matches!(&next, Err(e) if e.is_retryable()),
+        "a replaced object ends the stream: {next:?}"
+    );
+
+    // Failures leave no staging key behind.
+    let big = || pattern((STAGE_OVER * 3) as usize, 3);
+    let aborted: Vec<larder::Result<Bytes>> = vec![
+        Ok(big()),
+        Err(Error::InvalidInput("client went away".into())),
+    ];
+    let r = store
+        .put(
+            &k,
+            Body::from_stream(futures::stream::iter(aborted)),
+            PutOptions::default(),
+        )
+        .await;
+    assert!(r.is_err());
+    let wrong = PutOptions {
+        expected_etag: Some(ETag::of(b"other")),
+        ..Default::default()
+    };
+    let r = store.put(&k, Body::from(big()), wrong).await;
+    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    let r = store.create(&k, big()).await;
+    assert!(is_412(&r), "{r:?}");
+    assert!(
+        staging_keys(&prefix).await.is_empty(),
+        "no staging key left"
+    );
+    assert_eq!(
+        store.head(&k, Default::default()).await.unwrap().etag,
+        ETag::of(&pattern(data.len(), 2)),
+        "failed writes changed nothing"
+    );
+    store.remove(&k).await.unwrap();
+}
+
+/// The scripts' replies are read the same over RESP3 (`protocol=resp3` is passed to the client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_replies_are_understood() {
+    let Some(url) = url() else {
+        return;
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = larder::open(&format!("{url}{sep}protocol=resp3"))
+        .await
+        .unwrap();
+    larder::conformance::put_preconditions(store.clone()).await;
+    larder::conformance::delete_preconditions(store.clone()).await;
+    larder::conformance::list_paging(store.clone()).await;
+    larder::conformance::ranges(store).await;
 }

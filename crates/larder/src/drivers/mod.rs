@@ -11,3 +11,5 @@ pub mod nats;
 pub mod null;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

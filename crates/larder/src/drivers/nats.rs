@@ -1,6 +1,7 @@
 //! A store in a NATS JetStream key-value bucket.
 //!
-//! URL: `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000`. The bucket
+//! URL: `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000&tls=true`
+//! (`tls=true` requires TLS, over rustls). The bucket
 //! is created if missing (a KV bucket: stream `KV_<bucket>`, history 1, file storage,
 //! `replicas` copies); an existing bucket is used as it is.
 //!
@@ -17,8 +18,9 @@
 //!
 //! Every put and delete is a compare-and-swap on the KV revision (the stream sequence of the
 //! key's last message), checked by the JetStream server: read the key's last message (from the
-//! stream leader), decide with [`Preconditions::evaluate_write`] on its meta (a delete marker or
-//! an expired object is "no object"), then publish with `Nats-Expected-Last-Subject-Sequence` set
+//! stream leader), decide with
+//! [`Preconditions::evaluate_write`](crate::Preconditions::evaluate_write) on its meta (a
+//! delete marker or an expired object is "no object"), then publish with `Nats-Expected-Last-Subject-Sequence` set
 //! to that revision (0 when the key never existed). If another write landed in between, the
 //! server refuses the publish (wrong last sequence) and the driver reads and decides again, so a
 //! write only ever lands on the version it was decided on; a conditional write is never
@@ -27,6 +29,20 @@
 //! puts use the same loop (so `created` is exact).
 //!
 //! A delete publishes a KV delete marker (`KV-Operation: DEL`) with the same expected revision.
+//!
+//! Each store remembers the last revision (and meta) it read or wrote of recently used keys.
+//! A write first decides on that remembered state and publishes with its revision: the server
+//! accepts it only if the key is still at exactly that revision, which is the state decided on
+//! (a message never changes), so this is as atomic as deciding on a fresh read. If the
+//! remembered state is stale (the publish is refused, or the conditions fail on it), the write
+//! reads the key from the server and decides again; only a decision on a fresh read answers
+//! 412. A read-modify-write (`get`, then `put` with `If-Match`) so costs two round trips, not
+//! three. (Revisions are stream sequences: deleting the bucket's stream and recreating it under
+//! running stores restarts them, so a remembered revision could then name another message; don't
+//! recreate a bucket under live stores.)
+//!
+//! Durability is the bucket's: `replicas=1` is one server's disk; 3 or 5 replicate through
+//! JetStream's Raft, and a write is acknowledged once a quorum has it.
 //!
 //! # TTL
 //!
@@ -46,8 +62,13 @@
 //!   on the prefix's complete leading segments, then sorted: a page costs
 //!   `O(keys under those segments)` (a prefix with no `/` reads every key of the bucket).
 //! - Reads and writes are one message each; a CAS costs a read and a publish, plus one more of
-//!   each per lost race.
+//!   each per lost race. `head` and the read before a write fetch the whole message (through
+//!   the stream leader's message-get API, which returns it whole), at most `max_payload`.
+//! - An entry another KV client wrote at an encoded key (no `Larder-Meta` header) is not an
+//!   object: listings skip it, reads and writes of that key fail with a `Backend` error.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind};
@@ -74,6 +95,12 @@ pub const META_HEADER: &str = "Larder-Meta";
 
 /// Default timeout of one request (read, publish acknowledgement).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Remembered revisions: key → (revision, meta at that revision, `None` for no object).
+type Revisions = HashMap<Key, (u64, Option<Meta>)>;
+
+/// Keys whose last seen revision is remembered (the map is cleared when it is full).
+const REVISION_CACHE: usize = 4096;
 
 /// A write that lost this many races in a row gives up with a retryable error.
 const MAX_ATTEMPTS: u32 = 1000;
@@ -134,6 +161,8 @@ pub struct NatsStore {
     /// `$KV.<bucket>.`
     subject_prefix: String,
     max_object_size: u64,
+    /// The last revision seen of recently used keys, with its meta (`None`: no object).
+    revisions: Arc<Mutex<Revisions>>,
 }
 
 impl std::fmt::Debug for NatsStore {
@@ -187,12 +216,14 @@ impl NatsStore {
         let mut bucket = "larder".to_owned();
         let mut replicas = 1usize;
         let mut timeout = DEFAULT_TIMEOUT;
+        let mut tls = false;
         for (k, v) in url.query_pairs() {
             let bad = || Error::InvalidInput(format!("nats store: {k}={v}"));
             match &*k {
                 "bucket" => bucket = v.into_owned(),
                 "replicas" => replicas = v.parse().map_err(|_| bad())?,
                 "timeout_ms" => timeout = Duration::from_millis(v.parse().map_err(|_| bad())?),
+                "tls" => tls = v.parse().map_err(|_| bad())?,
                 _ => {
                     return Err(Error::InvalidInput(format!(
                         "nats store: unknown option {k}"
@@ -219,6 +250,7 @@ impl NatsStore {
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(timeout))
             .connection_timeout(Duration::from_secs(5))
+            .require_tls(tls)
             .connect(server.as_str())
             .await
             .map_err(|e| transient("connect", e))?;
@@ -257,6 +289,7 @@ impl NatsStore {
             subject_prefix: format!("$KV.{bucket}."),
             bucket,
             max_object_size: max_payload - HEADER_RESERVE,
+            revisions: Arc::default(),
         })
     }
 
@@ -269,8 +302,52 @@ impl NatsStore {
         format!("{}{}", self.subject_prefix, encode_key(key.as_str()))
     }
 
-    /// Reads the key's last message from the stream leader.
+    /// Reads the key's last message from the stream leader, and remembers its revision.
     async fn latest(&self, key: &Key) -> Result<Latest> {
+        let latest = self.read_latest(key).await?;
+        let meta = latest.current.as_ref().map(|(m, _)| m.clone());
+        self.remember(key, latest.revision, meta);
+        Ok(latest)
+    }
+
+    fn remember(&self, key: &Key, revision: u64, meta: Option<Meta>) {
+        let mut map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= REVISION_CACHE && !map.contains_key(key) {
+            map.clear();
+        }
+        match map.get(key) {
+            // Never replace a later revision with an earlier one (reads and writes race).
+            Some((seen, _)) if *seen > revision => {}
+            _ => {
+                map.insert(key.clone(), (revision, meta));
+            }
+        }
+    }
+
+    fn forget(&self, key: &Key) {
+        let mut map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(key);
+    }
+
+    /// The state a conditional write is decided on, and whether it is remembered (possibly
+    /// stale) rather than read now: the remembered revision of `key` when `use_memory` and
+    /// there is one, else the last message read now. An expired object is "none".
+    async fn state(&self, key: &Key, use_memory: bool) -> Result<(u64, Option<Meta>, bool)> {
+        if use_memory {
+            let remembered = {
+                let map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+                map.get(key).cloned()
+            };
+            if let Some((revision, meta)) = remembered {
+                return Ok((revision, meta.filter(|m| !m.is_expired()), true));
+            }
+        }
+        let latest = self.latest(key).await?;
+        Ok((latest.revision, latest.current.map(|(m, _)| m), false))
+    }
+
+    /// Reads the key's last message from the stream leader.
+    async fn read_latest(&self, key: &Key) -> Result<Latest> {
         use jetstream::stream::LastRawMessageErrorKind as K;
         let msg = match self
             .stream
@@ -331,21 +408,23 @@ impl NatsStore {
             let (store, key) = (self.clone(), key.clone());
             tokio::spawn(async move {
                 // Conditional on the expired revision, so it never removes a newer version.
-                let _ = store.publish_delete(&key, latest.revision).await;
+                if let Ok(Some(new)) = store.publish_delete(&key, latest.revision).await {
+                    store.remember(&key, new, None);
+                }
             });
         }
         latest.current.ok_or_else(|| Error::not_found(key))
     }
 
     /// Publishes `payload` with `headers` only if the key's last revision is still `revision`.
-    /// `Ok(false)`: another write got there first.
+    /// `Ok(Some(new revision))`, or `Ok(None)`: another write got there first.
     async fn publish_if(
         &self,
         key: &Key,
         mut headers: HeaderMap,
         payload: Bytes,
         revision: u64,
-    ) -> Result<bool> {
+    ) -> Result<Option<u64>> {
         headers.insert(
             EXPECTED_LAST_SUBJECT_SEQUENCE,
             revision.to_string().as_str(),
@@ -356,13 +435,19 @@ impl NatsStore {
             .await
             .map_err(|e| publish_error(&e))?;
         match ack.await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
-            Err(e) => Err(publish_error(&e)),
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                self.forget(key);
+                Ok(None)
+            }
+            Err(e) => {
+                self.forget(key);
+                Err(publish_error(&e))
+            }
         }
     }
 
-    async fn publish_delete(&self, key: &Key, revision: u64) -> Result<bool> {
+    async fn publish_delete(&self, key: &Key, revision: u64) -> Result<Option<u64>> {
         let mut headers = HeaderMap::new();
         headers.insert(KV_OPERATION, "DEL");
         self.publish_if(key, headers, Bytes::new(), revision).await
@@ -418,15 +503,22 @@ impl Store for NatsStore {
             .reader(caps.max_object_size)
             .collect(opts.expected_etag.as_ref())
             .await?;
+        let mut use_memory = true;
         for attempt in 0.. {
             if attempt == MAX_ATTEMPTS {
                 return Err(Error::transient(format!(
                     "nats store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
                 )));
             }
-            let latest = self.latest(key).await?;
-            let current = latest.current.as_ref().map(|(m, _)| m);
-            opts.preconditions.evaluate_write(current)?;
+            let (revision, current, remembered) = self.state(key, use_memory).await?;
+            use_memory = false;
+            match opts.preconditions.evaluate_write(current.as_ref()) {
+                Ok(()) => {}
+                // A remembered state may be stale: only the server's current one can refuse.
+                Err(_) if remembered => continue,
+                Err(e) => return Err(e),
+            }
+            let current = current.as_ref();
             // Last-Modified never goes backwards, even if this writer's clock is behind.
             let now = match current {
                 Some(c) if c.last_modified > now_millis() => c.last_modified,
@@ -451,14 +543,15 @@ impl Store for NatsStore {
             }
             let mut headers = HeaderMap::new();
             headers.insert(META_HEADER, encoded.as_str());
-            if self
-                .publish_if(key, headers, data.clone(), latest.revision)
+            // The server accepts this only if the key is still at `revision`: exactly the
+            // state just decided on (remembered or read, a message never changes).
+            if let Some(new) = self
+                .publish_if(key, headers, data.clone(), revision)
                 .await?
             {
-                return Ok(PutResult {
-                    meta,
-                    created: latest.current.is_none(),
-                });
+                let created = current.is_none();
+                self.remember(key, new, Some(meta.clone()));
+                return Ok(PutResult { meta, created });
             }
         }
         unreachable!("the loop returns")
@@ -466,18 +559,26 @@ impl Store for NatsStore {
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
         self.capabilities().check_delete(&opts)?;
+        let mut use_memory = true;
         for attempt in 0.. {
             if attempt == MAX_ATTEMPTS {
                 return Err(Error::transient(format!(
                     "nats store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
                 )));
             }
-            let latest = self.latest(key).await?;
-            let Some((current, _)) = &latest.current else {
-                return Err(Error::not_found(key));
+            let (revision, current, remembered) = self.state(key, use_memory).await?;
+            use_memory = false;
+            let decided = match &current {
+                None => Err(Error::not_found(key)),
+                Some(current) => opts.preconditions.evaluate_write(Some(current)),
             };
-            opts.preconditions.evaluate_write(Some(current))?;
-            if self.publish_delete(key, latest.revision).await? {
+            match decided {
+                Ok(()) => {}
+                Err(_) if remembered => continue,
+                Err(e) => return Err(e),
+            }
+            if let Some(new) = self.publish_delete(key, revision).await? {
+                self.remember(key, new, None);
                 return Ok(());
             }
         }
@@ -518,9 +619,12 @@ impl Store for NatsStore {
                 let pending = msg.info().map_err(|e| transient("list", e))?.pending;
                 let headers = msg.headers.clone().unwrap_or_default();
                 if !is_deleted(&headers) {
-                    let meta = meta_of(&headers, &msg.subject)?;
-                    if meta.key.starts_with(&opts.prefix) {
-                        metas.push(meta);
+                    // An entry another KV client wrote (no Larder meta) is not an object of
+                    // this store: skipped, not a failed listing.
+                    match meta_of(&headers, &msg.subject) {
+                        Ok(meta) if meta.key.starts_with(&opts.prefix) => metas.push(meta),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(subject = %msg.subject, "nats store: {e}"),
                     }
                 }
                 if pending == 0 {

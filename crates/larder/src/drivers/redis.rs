@@ -1,9 +1,11 @@
 //! A store in Redis (standalone server, or any server that runs Lua scripts: Valkey, KeyDB).
 //!
-//! URL: `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000` (also `rediss://` for
-//! TLS). `prefix` namespaces every key this store touches (default `larder`); `timeout_ms` is the
-//! response timeout of one command (default 30 s, large bodies travel in one command). Any other
-//! query parameter is handed to the Redis client (e.g. `protocol=resp3`).
+//! URL: `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000&connect_timeout_ms=5000&list_batch=256`
+//! (also `rediss://` for TLS). `prefix` namespaces every key this store touches (default
+//! `larder`); `timeout_ms` is the response timeout of one command (default 30 s);
+//! `connect_timeout_ms` bounds each connection attempt (default 5 s, 3 attempts); `list_batch`
+//! is how many index entries a listing reads per script call (default 256). Any other query
+//! parameter is handed to the Redis client (e.g. `protocol=resp3`).
 //!
 //! # Layout
 //!
@@ -27,8 +29,11 @@
 //! every client of the server: [`AtomicScope::Cluster`]. No `WATCH`, so the shared multiplexed
 //! connection is fine.
 //!
-//! - `put`: the body is read and hashed in Rust first (nothing is sent until it is complete and
-//!   its digest checked). The script reads `e`/`t` of the current version, decides, and writes
+//! - `put`: the body is read and hashed in Rust first. Up to [`STAGE_OVER`] bytes are held in
+//!   memory and sent as a script argument; a longer body is appended, as it arrives, to a
+//!   staging key `{prefix}:t:<random>` (expiring after [`STAGING_TTL`] unless refreshed, and
+//!   removed on failure), which the script renames into place. Nothing is visible until the
+//!   body is complete and its digest checked. The script reads `e`/`t` of the current version, decides, and writes
 //!   meta, body and index entry together, with `PEXPIREAT` on both keys for a TTL (`PERSIST`
 //!   otherwise). The preconditions are encoded for the script by [`encode_conditions`]: Rust
 //!   can't run the shared evaluator inside Redis, so the script implements
@@ -39,10 +44,16 @@
 //!   combination of a table of conditions and states. On failure the script returns the
 //!   current meta, so `PreconditionFailed` carries it.
 //! - `delete`: the same, then `DEL` of both keys and `ZREM` from the index.
-//! - `get`: reads the meta and decides with [`GetOptions::evaluate`]; then a script returns the
-//!   body (or the `GETRANGE`) only if the ETag is still the one decided on (else the read
-//!   starts again), so meta and bytes always belong to the same version.
+//! - `get`: a plain read (no condition, no range) fetches the meta and the first chunk in one
+//!   `MULTI`/`EXEC`. Otherwise it reads the meta and decides with [`GetOptions::evaluate`], then a
+//!   script returns the first chunk (`GETRANGE`) only if the ETag is still the one decided on
+//!   (else the read starts again). The rest of the body streams in chunks of [`READ_CHUNK`],
+//!   each read by that script on the same condition: meta and bytes always belong to one
+//!   version, and a body replaced mid-stream ends the stream with a retryable error rather than
+//!   mixing two versions.
 //! - Every put, delete and condition is supported; all of them atomic at cluster scope.
+//! - Durability is the deployment's: with asynchronous replication a failover can lose
+//!   acknowledged writes, and with persistence off a server restart loses everything.
 //!
 //! # TTL
 //!
@@ -54,11 +65,11 @@
 //! # Costs and limits
 //!
 //! - Listing: `ZRANGEBYLEX` on the index from the prefix or cursor, in batches, with the meta
-//!   of each key read in the same script: a page costs `O(log N + page)` plus the keys skipped
+//!   of each key read in the same script (by names taken from the index, not passed as `KEYS`:
+//!   standalone Redis allows it, and on a cluster they share the store's hash slot): a page costs `O(log N + page)` plus the keys skipped
 //!   inside common prefixes (a batch that ends inside a common prefix jumps past it).
-//! - Objects are held in memory while written and read (one Redis value each); the largest
-//!   is [`MAX_OBJECT_SIZE`] (Redis's 512 MiB bulk-string limit). A large transfer occupies the
-//!   shared connection while it lasts.
+//! - The largest object is [`MAX_OBJECT_SIZE`] (Redis's 512 MiB string limit). Bodies stream in
+//!   and out in chunks (see above), so neither side holds a large one whole in memory.
 //! - Last-Modified is the writing client's clock (in milliseconds), but never goes backwards: a
 //!   put stamped earlier than the version it replaces (a slower writer, a clock behind) is told
 //!   so by the script and restamped with that version's time, then decided again. The expiry is
@@ -67,7 +78,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
@@ -75,6 +86,7 @@ use redis::{Script, Value};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
+use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{paginate, ListOptions, ListPage};
 use crate::meta::{from_millis, now_millis, to_millis, Meta};
@@ -93,7 +105,23 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// retryable error.
 const MAX_ATTEMPTS: u32 = 100;
 
-/// Keys read from the index per listing script call (at least).
+/// Bytes read per round trip when a body is streamed out.
+pub const READ_CHUNK: u64 = 4 << 20;
+
+/// Bodies larger than this are streamed into a staging key as they arrive (instead of being
+/// held in memory and sent as a script argument), then renamed into place by the put script.
+pub const STAGE_OVER: u64 = 1 << 20;
+
+/// A staging key left by a writer that died (or was cancelled) expires after this.
+pub const STAGING_TTL: Duration = Duration::from_secs(3600);
+
+/// Where a put's body is: in memory, or in a staging key.
+enum Staged {
+    Inline(Bytes),
+    Key(String),
+}
+
+/// Default number of index entries a listing reads per script call.
 const LIST_BATCH: usize = 256;
 
 /// The precondition decision shared by the put and delete scripts. Mirrors
@@ -116,17 +144,29 @@ if ok and ARGV[3] ~= '0' and cur_e then
 end
 "#;
 
-/// KEYS: meta hash, body, index. ARGV 1-5: conditions; 6 index member (the key), 7 meta JSON,
-/// 8 ETag opaque, 9 Last-Modified seconds, 10 body, 11 expiry in Unix ms or "", 12
-/// Last-Modified in ms. Returns {1, created}, {0, current meta or false}, or {3, current
-/// Last-Modified ms} when the current version is newer than this write's stamp (the caller
-/// restamps and runs the script again, which decides again).
+/// KEYS: meta hash, body, index, staging key (or the body key again when not staged).
+/// ARGV 1-5: conditions; 6 index member (the key), 7 meta JSON, 8 ETag opaque, 9 Last-Modified
+/// seconds, 10 body (when not staged), 11 expiry in Unix ms or "", 12 Last-Modified in ms,
+/// 13 "1" when the body is in the staging key, 14 the body's size.
+/// Returns {1, created}, {0, current meta or false}, {3, current Last-Modified ms} when the
+/// current version is newer than this write's stamp (the caller restamps and runs the script
+/// again, which decides again), or {4} when the staging key is gone or not the right size.
 const PUT_BODY: &str = r#"
-if not ok then return {0, cur_m or false} end
+local staged = ARGV[13] == '1'
+if not ok then
+  if staged then redis.call('DEL', KEYS[4]) end
+  return {0, cur_m or false}
+end
 if cur_u and tonumber(cur_u) > tonumber(ARGV[12]) then return {3, cur_u} end
+if staged and redis.call('STRLEN', KEYS[4]) ~= tonumber(ARGV[14]) then return {4} end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'm', ARGV[7], 'e', ARGV[8], 't', ARGV[9], 'u', ARGV[12])
-redis.call('SET', KEYS[2], ARGV[10])
+if staged then
+  redis.call('RENAME', KEYS[4], KEYS[2])
+  redis.call('PERSIST', KEYS[2])
+else
+  redis.call('SET', KEYS[2], ARGV[10])
+end
 if ARGV[11] ~= '' then
   redis.call('PEXPIREAT', KEYS[1], ARGV[11])
   redis.call('PEXPIREAT', KEYS[2], ARGV[11])
@@ -135,20 +175,23 @@ redis.call('ZADD', KEYS[3], 0, ARGV[6])
 if cur_m then return {1, 0} else return {1, 1} end
 "#;
 
-/// KEYS and ARGV 1-6 as for put. Returns {1} deleted, {0, meta} refused, {2} missing.
+/// KEYS and ARGV 1-6 as for put. Returns {1} deleted, {0, meta} refused, {2} missing (an
+/// index entry left by an expired object goes too).
 const DELETE_BODY: &str = r#"
-if not cur_m then return {2} end
+if not cur_m then
+  redis.call('ZREM', KEYS[3], ARGV[6])
+  return {2}
+end
 if not ok then return {0, cur_m} end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[6])
 return {1}
 "#;
 
-/// KEYS: meta hash, body. ARGV: the ETag opaque decided on, then "" for the whole body or the
-/// first and last byte. Returns {1, bytes}, or {0} when the version changed (or is gone).
+/// KEYS: meta hash, body. ARGV: the ETag opaque decided on, the first and last byte.
+/// Returns {1, bytes}, or {0} when the version changed (or is gone).
 const READ: &str = r#"
 if redis.call('HGET', KEYS[1], 'e') ~= ARGV[1] then return {0} end
-if ARGV[2] == '' then return {1, redis.call('GET', KEYS[2]) or ''} end
 return {1, redis.call('GETRANGE', KEYS[2], ARGV[2], ARGV[3])}
 "#;
 
@@ -213,6 +256,7 @@ pub fn encode_conditions(p: &Preconditions) -> EncodedConditions {
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
+    list_batch: usize,
     scripts: std::sync::Arc<Scripts>,
 }
 
@@ -284,6 +328,8 @@ impl RedisStore {
     pub async fn from_url(url: &url::Url) -> Result<Self> {
         let mut prefix = "larder".to_owned();
         let mut timeout = DEFAULT_TIMEOUT;
+        let mut list_batch = LIST_BATCH;
+        let mut connect_timeout = Duration::from_secs(5);
         let mut rest = url.clone();
         rest.set_query(None);
         {
@@ -296,6 +342,17 @@ impl RedisStore {
                             Error::InvalidInput(format!("redis store: timeout_ms={v}"))
                         })?;
                         timeout = Duration::from_millis(ms);
+                    }
+                    "connect_timeout_ms" => {
+                        let ms: u64 = v.parse().map_err(|_| {
+                            Error::InvalidInput(format!("redis store: connect_timeout_ms={v}"))
+                        })?;
+                        connect_timeout = Duration::from_millis(ms);
+                    }
+                    "list_batch" => {
+                        list_batch = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            Error::InvalidInput(format!("redis store: list_batch={v}"))
+                        })?;
                     }
                     _ => {
                         q.append_pair(&k, &v);
@@ -315,7 +372,7 @@ impl RedisStore {
             .map_err(|e| Error::InvalidInput(format!("redis store URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
-            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_connection_timeout(Some(connect_timeout))
             .set_number_of_retries(2);
         let conn = ConnectionManager::new_with_config(client, config)
             .await
@@ -323,6 +380,7 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             prefix,
+            list_batch,
             scripts: std::sync::Arc::new(Scripts {
                 put: Script::new(&format!("{DECIDE}{PUT_BODY}")),
                 delete: Script::new(&format!("{DECIDE}{DELETE_BODY}")),
@@ -368,6 +426,222 @@ impl RedisStore {
             .map_err(backend)?;
         raw.map(|m| Meta::decode(&m)).transpose()
     }
+
+    /// The bytes `span` of `key`'s body if its ETag is still `meta`'s (`None`: it changed).
+    async fn read_chunk(
+        &self,
+        key: &Key,
+        meta: &Meta,
+        span: std::ops::Range<u64>,
+    ) -> Result<Option<Bytes>> {
+        if span.is_empty() {
+            return Ok(Some(Bytes::new()));
+        }
+        let mut inv = self.scripts.read.prepare_invoke();
+        inv.key(self.meta_key(key))
+            .key(self.body_key(key))
+            .arg(meta.etag.opaque())
+            .arg(span.start)
+            .arg(span.end - 1);
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
+        match reply.as_slice() {
+            [flag, data] if int_of(flag) == Some(1) => {
+                let data = bytes_of(data).ok_or_else(|| unexpected("read", data))?;
+                check_len(key, data, span.end - span.start)?;
+                Ok(Some(Bytes::copy_from_slice(data)))
+            }
+            [flag] if int_of(flag) == Some(0) => Ok(None),
+            _ => Err(unexpected("read", &Value::Array(reply))),
+        }
+    }
+
+    /// The body stream of `span`, whose first chunk is `first`: later chunks are read as the
+    /// stream is consumed, each only if the object is still the version of `meta` (otherwise
+    /// the stream ends with a retryable error: the object was replaced mid-read).
+    fn body_stream(
+        &self,
+        key: &Key,
+        meta: &Meta,
+        first: Bytes,
+        span: std::ops::Range<u64>,
+    ) -> crate::body::ByteStream {
+        let next = span.start + first.len() as u64;
+        let head = futures::stream::once(async move { Ok(first) });
+        if next >= span.end {
+            return head.boxed();
+        }
+        let (store, key, meta) = (self.clone(), key.clone(), meta.clone());
+        let rest = futures::stream::try_unfold(next, move |at| {
+            let (store, key, meta) = (store.clone(), key.clone(), meta.clone());
+            async move {
+                if at >= span.end {
+                    return Ok(None);
+                }
+                let end = span.end.min(at + READ_CHUNK);
+                match store.read_chunk(&key, &meta, at..end).await? {
+                    Some(chunk) => Ok(Some((chunk, end))),
+                    None => Err(Error::transient(format!(
+                        "redis store: {key} was replaced while it was being read"
+                    ))),
+                }
+            }
+        });
+        head.chain(rest).boxed()
+    }
+
+    /// The put script, run until it decides (restamping when the current version is newer).
+    async fn put_staged(
+        &self,
+        key: &Key,
+        staged: &Staged,
+        etag: ETag,
+        size: u64,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let mut now = now_millis();
+        for _ in 0..MAX_ATTEMPTS {
+            let meta = Meta {
+                key: key.clone(),
+                etag: etag.clone(),
+                size,
+                last_modified: now,
+                expires_at: opts.ttl.map(|t| now + t),
+                content_type: opts.content_type.clone(),
+                metadata: opts.metadata.clone(),
+            };
+            let mut inv = self.scripts.put.prepare_invoke();
+            prepare(
+                &mut inv,
+                [self.meta_key(key), self.body_key(key), self.index_key()],
+                &opts.preconditions,
+                key.as_str(),
+            );
+            let (staging, inline, flag): (String, &[u8], &str) = match staged {
+                Staged::Inline(data) => (self.body_key(key), data, "0"),
+                Staged::Key(name) => (name.clone(), b"", "1"),
+            };
+            inv.key(staging)
+                .arg(meta.encode())
+                .arg(meta.etag.opaque())
+                .arg(http_seconds(now))
+                .arg(inline)
+                .arg(
+                    meta.expires_at
+                        .map(|t| to_millis(t).to_string())
+                        .unwrap_or_default(),
+                )
+                .arg(to_millis(now))
+                .arg(flag)
+                .arg(size);
+            let mut conn = self.conn.clone();
+            let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
+            match reply.as_slice() {
+                [ok, created] if int_of(ok) == Some(1) => {
+                    return Ok(PutResult {
+                        meta,
+                        created: int_of(created) == Some(1),
+                    })
+                }
+                [ok, current] if int_of(ok) == Some(0) => return Err(refused(current)?),
+                [ok] if int_of(ok) == Some(0) => return Err(Error::precondition_failed(None)),
+                [ok, ms] if int_of(ok) == Some(3) => {
+                    let ms = bytes_of(ms)
+                        .and_then(|b| std::str::from_utf8(b).ok())
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .ok_or_else(|| unexpected("put", ms))?;
+                    now = now.max(from_millis(ms));
+                }
+                [ok] if int_of(ok) == Some(4) => {
+                    return Err(Error::transient(format!(
+                        "redis store: the staged body of {key} expired or was removed \
+                         before the write (staging keys live {STAGING_TTL:?})"
+                    )))
+                }
+                _ => return Err(unexpected("put", &Value::Array(reply))),
+            }
+        }
+        Err(Error::transient(format!(
+            "redis store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
+        )))
+    }
+
+    /// A fresh name for a staging key (in the store's hash slot).
+    fn staging_key(&self) -> String {
+        use std::hash::{BuildHasher, Hasher};
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        // Random per call (RandomState is seeded randomly), plus pid, time and a counter.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!(
+            "{{{}}}:t:{:x}-{nanos:x}-{:016x}",
+            self.prefix,
+            std::process::id(),
+            h.finish()
+        )
+    }
+
+    /// Appends `data` to the staging key, keeping it alive for [`STAGING_TTL`].
+    async fn stage(&self, staging: &str, data: &[u8]) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .cmd("APPEND")
+            .arg(staging)
+            .arg(data)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(staging)
+            .arg(STAGING_TTL.as_millis() as u64)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(backend)
+    }
+
+    /// Reads the body: kept in memory up to [`STAGE_OVER`], streamed into a staging key beyond.
+    async fn take_body(&self, body: Body, opts: &PutOptions) -> Result<(Staged, ETag, u64)> {
+        let mut staging: Option<String> = None;
+        let r = self.take_body_into(body, opts, &mut staging).await;
+        if let (Err(_), Some(name)) = (&r, &staging) {
+            // A failed or refused body: its staged part goes now (a cancelled put's part
+            // expires with the staging TTL).
+            let mut conn = self.conn.clone();
+            let _: std::result::Result<(), _> =
+                redis::cmd("DEL").arg(name).query_async(&mut conn).await;
+        }
+        r
+    }
+
+    async fn take_body_into(
+        &self,
+        body: Body,
+        opts: &PutOptions,
+        staging: &mut Option<String>,
+    ) -> Result<(Staged, ETag, u64)> {
+        let mut reader = body.reader(Some(MAX_OBJECT_SIZE));
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = reader.next_chunk().await? {
+            buf.extend_from_slice(&chunk);
+            if buf.len() as u64 >= STAGE_OVER {
+                let name = staging.get_or_insert_with(|| self.staging_key()).clone();
+                self.stage(&name, &buf).await?;
+                buf.clear();
+            }
+        }
+        let (etag, size) = reader.finish(opts.expected_etag.as_ref())?;
+        match staging {
+            None => Ok((Staged::Inline(buf.freeze()), etag, size)),
+            Some(name) => {
+                if !buf.is_empty() {
+                    self.stage(name, &buf).await?;
+                }
+                Ok((Staged::Key(name.clone()), etag, size))
+            }
+        }
+    }
 }
 
 /// Adds the three keys and the condition arguments of a put or delete.
@@ -408,45 +682,39 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        // A version can be replaced between reading its meta and its bytes; the byte read
-        // checks the ETag inside a script and the whole read starts again if it changed.
+        // A plain read (no condition that could make the body unneeded, no range): the meta
+        // and the first chunk in one MULTI/EXEC, one round trip.
+        if opts.range.is_none() && opts.preconditions.is_empty() {
+            let mut conn = self.conn.clone();
+            let (meta, first): (Option<Vec<u8>>, Vec<u8>) = redis::pipe()
+                .atomic()
+                .hget(self.meta_key(key), "m")
+                .getrange(self.body_key(key), 0, READ_CHUNK as isize - 1)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            let meta = Meta::decode(&meta.ok_or_else(|| Error::not_found(key))?)?;
+            let range = opts.evaluate(&meta)?;
+            check_len(key, &first, meta.size.min(READ_CHUNK))?;
+            let body = self.body_stream(key, &meta, Bytes::from(first), 0..meta.size);
+            return Ok(GetResult { meta, range, body });
+        }
+        // A version can be replaced between reading its meta and its bytes: the byte read
+        // checks the ETag inside a script, and the read starts again if it changed before the
+        // first byte was served.
         for _ in 0..MAX_ATTEMPTS {
             let meta = self
                 .read_meta(key)
                 .await?
                 .ok_or_else(|| Error::not_found(key))?;
             let range = opts.evaluate(&meta)?;
-            let mut inv = self.scripts.read.prepare_invoke();
-            inv.key(self.meta_key(key))
-                .key(self.body_key(key))
-                .arg(meta.etag.opaque());
-            match &range {
-                Some(r) => inv.arg(r.start).arg(r.end - 1),
-                None => inv.arg("").arg(""),
+            let span = range.clone().unwrap_or(0..meta.size);
+            let first_end = span.end.min(span.start + READ_CHUNK);
+            let Some(first) = self.read_chunk(key, &meta, span.start..first_end).await? else {
+                continue;
             };
-            let mut conn = self.conn.clone();
-            let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
-            match reply.as_slice() {
-                [flag, data] if int_of(flag) == Some(1) => {
-                    let data = Bytes::copy_from_slice(
-                        bytes_of(data).ok_or_else(|| unexpected("read", data))?,
-                    );
-                    let want = range.as_ref().map_or(meta.size, |r| r.end - r.start);
-                    if data.len() as u64 != want {
-                        return Err(Error::backend(format!(
-                            "redis store: {key} has {} bytes where its meta says {want}",
-                            data.len()
-                        )));
-                    }
-                    return Ok(GetResult {
-                        meta,
-                        range,
-                        body: futures::stream::once(async move { Ok(data) }).boxed(),
-                    });
-                }
-                [flag] if int_of(flag) == Some(0) => continue,
-                _ => return Err(unexpected("read", &Value::Array(reply))),
-            }
+            let body = self.body_stream(key, &meta, first, span);
+            return Ok(GetResult { meta, range, body });
         }
         Err(Error::transient(format!(
             "redis store: {key} changed under {MAX_ATTEMPTS} reads in a row"
@@ -454,64 +722,16 @@ impl Store for RedisStore {
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
-        let caps = self.capabilities();
-        caps.check_put(&opts)?;
-        let (data, etag, size) = body
-            .reader(caps.max_object_size)
-            .collect(opts.expected_etag.as_ref())
-            .await?;
-        let mut now = now_millis();
-        for _ in 0..MAX_ATTEMPTS {
-            let meta = Meta {
-                key: key.clone(),
-                etag: etag.clone(),
-                size,
-                last_modified: now,
-                expires_at: opts.ttl.map(|t| now + t),
-                content_type: opts.content_type.clone(),
-                metadata: opts.metadata.clone(),
-            };
-            let mut inv = self.scripts.put.prepare_invoke();
-            prepare(
-                &mut inv,
-                [self.meta_key(key), self.body_key(key), self.index_key()],
-                &opts.preconditions,
-                key.as_str(),
-            );
-            inv.arg(meta.encode())
-                .arg(meta.etag.opaque())
-                .arg(http_seconds(now))
-                .arg(&data[..])
-                .arg(
-                    meta.expires_at
-                        .map(|t| to_millis(t).to_string())
-                        .unwrap_or_default(),
-                )
-                .arg(to_millis(now));
+        self.capabilities().check_put(&opts)?;
+        let (staged, etag, size) = self.take_body(body, &opts).await?;
+        let r = self.put_staged(key, &staged, etag, size, opts).await;
+        if let (Err(_), Staged::Key(name)) = (&r, &staged) {
+            // The script removes it on 412; on any other failure it would wait for its TTL.
             let mut conn = self.conn.clone();
-            let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
-            match reply.as_slice() {
-                [ok, created] if int_of(ok) == Some(1) => {
-                    return Ok(PutResult {
-                        meta,
-                        created: int_of(created) == Some(1),
-                    })
-                }
-                [ok, current] if int_of(ok) == Some(0) => return Err(refused(current)?),
-                [ok] if int_of(ok) == Some(0) => return Err(Error::precondition_failed(None)),
-                [ok, ms] if int_of(ok) == Some(3) => {
-                    let ms = bytes_of(ms)
-                        .and_then(|b| std::str::from_utf8(b).ok())
-                        .and_then(|s| s.parse::<i64>().ok())
-                        .ok_or_else(|| unexpected("put", ms))?;
-                    now = now.max(from_millis(ms));
-                }
-                _ => return Err(unexpected("put", &Value::Array(reply))),
-            }
+            let _: std::result::Result<(), _> =
+                redis::cmd("DEL").arg(name).query_async(&mut conn).await;
         }
-        Err(Error::transient(format!(
-            "redis store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
-        )))
+        r
     }
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
@@ -548,7 +768,7 @@ impl Store for RedisStore {
             _ if prefix.is_empty() => b"-".to_vec(),
             _ => [b"[", prefix].concat(),
         };
-        let batch = (opts.page_size() + 1).max(LIST_BATCH);
+        let batch = self.list_batch;
         let meta_prefix = self.meta_prefix();
         let mut collected: Vec<Meta> = Vec::new();
         loop {
@@ -616,10 +836,21 @@ fn group_seen(jump: &[u8], collected: &[Meta]) -> bool {
     }
 }
 
+/// A body whose length is not what the meta says is corruption, never served.
+fn check_len(key: &Key, data: &[u8], want: u64) -> Result<()> {
+    if data.len() as u64 != want {
+        return Err(Error::backend(format!(
+            "redis store: {key} has {} bytes where its meta says {want}",
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
 /// `PreconditionFailed` carrying the meta a script returned (or none).
 fn refused(current: &Value) -> Result<Error> {
     match current {
-        Value::Nil => Ok(Error::precondition_failed(None)),
+        Value::Nil | Value::Boolean(false) => Ok(Error::precondition_failed(None)),
         v => {
             let meta = Meta::decode(bytes_of(v).ok_or_else(|| unexpected("a write", v))?)?;
             Ok(Error::precondition_failed(Some(&meta)))

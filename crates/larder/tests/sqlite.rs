@@ -1,0 +1,252 @@
+//! The sqlite driver: the conformance kit on a database file and in memory, then what is
+//! specific to it: reopening, two stores on one file, the schema version, the sweeper, listing
+//! against the memory store as a reference, URLs.
+
+#![cfg(all(feature = "sqlite", feature = "memory"))]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use larder::drivers::memory::MemoryStore;
+use larder::drivers::sqlite::{SqliteConfig, SqliteStore};
+use larder::{Error, Key, ListOptions, PutOptions, Store, StoreExt};
+
+/// A fresh database file under the target directory's scratch space.
+fn db_path(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sqlite-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!(
+        "{name}-{}-{}.db",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+fn file_config(name: &str) -> SqliteConfig {
+    SqliteConfig {
+        path: Some(db_path(name)),
+        ..Default::default()
+    }
+}
+
+async fn store() -> Option<Arc<dyn Store>> {
+    Some(Arc::new(
+        SqliteStore::open(file_config("kit")).await.unwrap(),
+    ))
+}
+
+larder::conformance_tests!(store());
+
+mod in_memory {
+    use super::*;
+
+    async fn store() -> Option<Arc<dyn Store>> {
+        Some(larder::open("sqlite::memory:").await.unwrap())
+    }
+
+    larder::conformance_tests!(store());
+}
+
+fn k(s: &str) -> Key {
+    Key::new(s).unwrap()
+}
+
+#[tokio::test]
+async fn objects_survive_reopening() {
+    let config = file_config("reopen");
+    let store = SqliteStore::open(config.clone()).await.unwrap();
+    let put = store.put_bytes(&k("a/b"), "kept".into()).await.unwrap();
+    drop(store);
+    let store = SqliteStore::open(config).await.unwrap();
+    let (bytes, meta) = store.get_bytes(&k("a/b")).await.unwrap();
+    assert_eq!(&bytes[..], b"kept");
+    assert_eq!(meta, put);
+}
+
+#[tokio::test]
+async fn two_stores_on_one_file_agree() {
+    let path = db_path("shared");
+    let url = format!("sqlite://{}", path.display());
+    let one = larder::open(&url).await.unwrap();
+    let two = larder::open(&url).await.unwrap();
+    let v1 = one.create(&k("doc"), "v1".into()).await.unwrap();
+    assert_eq!(two.stat(&k("doc")).await.unwrap().unwrap().etag, v1.etag);
+    let v2 = two.swap(&k("doc"), &v1.etag, "v2".into()).await.unwrap();
+    match one.swap(&k("doc"), &v1.etag, "stale".into()).await {
+        Err(Error::PreconditionFailed { current }) => {
+            assert_eq!(
+                current.unwrap().etag,
+                v2.etag,
+                "412 carries the current ETag"
+            )
+        }
+        other => panic!("a stale swap through the other store: {other:?}"),
+    }
+    assert_eq!(&one.get_bytes(&k("doc")).await.unwrap().0[..], b"v2");
+}
+
+#[tokio::test]
+async fn a_newer_layout_is_refused() {
+    let config = file_config("schema");
+    drop(SqliteStore::open(config.clone()).await.unwrap());
+    let path = config.path.clone().unwrap();
+    {
+        use sqlx::sqlite::SqliteConnectOptions;
+        use sqlx::ConnectOptions;
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("UPDATE larder_schema SET version = 99 WHERE tbl = 'larder_objects'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let err = SqliteStore::open(config).await.unwrap_err();
+    assert!(
+        err.to_string().contains("layout version 99"),
+        "unexpected error: {err}"
+    );
+}
+
+#[tokio::test]
+async fn the_sweeper_deletes_expired_rows() {
+    let mut config = file_config("sweep");
+    config.sweep_interval = Some(Duration::from_millis(200));
+    let path = config.path.clone().unwrap();
+    let store = SqliteStore::open(config).await.unwrap();
+    let opts = PutOptions {
+        ttl: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    store.put(&k("short"), "x".into(), opts).await.unwrap();
+    store.put_bytes(&k("long"), "y".into()).await.unwrap();
+    let rows = || async {
+        use sqlx::sqlite::SqliteConnectOptions;
+        use sqlx::ConnectOptions;
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM larder_objects ORDER BY key")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        keys
+    };
+    assert_eq!(rows().await, ["long", "short"]);
+    let mut swept = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if rows().await == ["long"] {
+            swept = true;
+            break;
+        }
+    }
+    assert!(
+        swept,
+        "the expired row is still in the table: {:?}",
+        rows().await
+    );
+}
+
+/// Listing in SQL (batched, jumping over common prefixes) gives exactly what the memory store
+/// gives, page by page, for every combination of prefix, delimiter, page size and cursor.
+#[tokio::test]
+async fn listing_matches_the_reference_store() {
+    let sqlite = SqliteStore::open(file_config("list")).await.unwrap();
+    let reference = MemoryStore::new();
+    let mut keys = vec![
+        "a".to_string(),
+        "a/1".into(),
+        "a/2/x".into(),
+        "a/2/y".into(),
+        "a0".into(),
+        "ab/c".into(),
+        "b/\u{10FFFF}".into(),
+        "b/\u{10FFFF}/z".into(),
+        "é/1".into(),
+        "z".into(),
+    ];
+    keys.extend((0..30).map(|i| format!("many/{:02}/leaf", i % 7)));
+    keys.extend((0..30).map(|i| format!("many/{i:02}")));
+    for key in &keys {
+        let body = Bytes::from(key.clone());
+        sqlite.put_bytes(&k(key), body.clone()).await.unwrap();
+        reference.put_bytes(&k(key), body).await.unwrap();
+    }
+    for prefix in ["", "a", "a/", "many/", "many/0", "b/", "nothing"] {
+        for delimiter in [None, Some('/')] {
+            for limit in [1, 2, 3, 7, 1000] {
+                let mut opts = ListOptions {
+                    prefix: prefix.into(),
+                    delimiter,
+                    limit: Some(limit),
+                    cursor: None,
+                };
+                loop {
+                    let got = sqlite.list(opts.clone()).await.unwrap();
+                    let want = reference.list(opts.clone()).await.unwrap();
+                    assert_eq!(shape(&got), shape(&want), "listing {opts:?}");
+                    match got.next_cursor {
+                        Some(c) => opts.cursor = Some(c),
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a page lists: (key, etag, size) of each object, common prefixes, next cursor.
+type Shape = (Vec<(String, String, u64)>, Vec<String>, Option<String>);
+
+/// What a page lists (times differ between the two stores).
+fn shape(page: &larder::ListPage) -> Shape {
+    let objects = page
+        .objects
+        .iter()
+        .map(|m| (m.key.to_string(), m.etag.to_string(), m.size))
+        .collect();
+    (
+        objects,
+        page.common_prefixes.clone(),
+        page.next_cursor.clone(),
+    )
+}
+
+#[tokio::test]
+async fn urls_are_checked() {
+    for bad in [
+        "sqlite://",
+        "sqlite:relative.db",
+        "sqlite::memory:?table=x;drop",
+        "sqlite::memory:?bogus=1",
+        "sqlite::memory:?sweep=soon",
+        "sqlite::memory:?synchronous=sometimes",
+    ] {
+        assert!(
+            matches!(larder::open(bad).await, Err(Error::InvalidInput(_))),
+            "{bad} should be refused"
+        );
+    }
+    let path = db_path("url");
+    let url = format!(
+        "sqlite://{}?table=other&sweep=0&max_connections=2&synchronous=normal",
+        path.display()
+    );
+    let store = larder::open(&url).await.unwrap();
+    store.put_bytes(&k("x"), "1".into()).await.unwrap();
+    assert_eq!(store.capabilities().name, "sqlite");
+    assert_eq!(store.capabilities().atomic_scope, larder::AtomicScope::Host);
+}
