@@ -1,0 +1,254 @@
+//! Server configuration: command-line flags, environment variables and a TOML file, resolved
+//! into one [`Config`]. The flag and variable names are a contract for scripts and docs.
+//!
+//! Precedence: a flag (or its environment variable) wins over the file, the file over the
+//! defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ServerError;
+
+/// Default listening address: loopback only, so an unconfigured server is never exposed.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Default store: a directory beside where the server runs.
+pub const DEFAULT_STORE: &str = "fs://./larder-data";
+/// Default largest object: 5 GiB.
+pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 5 << 30;
+/// Default cap on uploads in flight.
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 64;
+/// Default bound on one whole request, in seconds.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 300;
+
+/// The flags of `larder serve`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:7070].
+    #[arg(long, env = "LARDER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The store, as a URL: memory://, fs:///path, sqlite:///path.db, postgres://…, redis://…
+    /// [default: fs://./larder-data].
+    #[arg(long, env = "LARDER_STORE")]
+    pub store: Option<String>,
+    /// A TOML file with any of these settings, and bearer tokens.
+    #[arg(long, env = "LARDER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Largest object accepted, in bytes [default: 5 GiB].
+    #[arg(long, env = "LARDER_MAX_OBJECT_SIZE")]
+    pub max_object_size: Option<u64>,
+    /// Uploads in flight at once; more are refused with 503 and Retry-After [default: 64].
+    #[arg(long, env = "LARDER_MAX_CONCURRENT_UPLOADS")]
+    pub max_concurrent_uploads: Option<usize>,
+    /// Bound on one whole request, in seconds [default: 300].
+    #[arg(long, env = "LARDER_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<u64>,
+    /// Serve a non-loopback address without bearer tokens.
+    #[arg(long, env = "LARDER_INSECURE")]
+    pub insecure: bool,
+}
+
+/// What a bearer token may do.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// GET, HEAD and listing.
+    Read,
+    /// Everything, reads included.
+    Write,
+}
+
+/// A bearer token and what it grants.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The secret, as sent in `Authorization: Bearer …`.
+    pub token: String,
+    /// Read-only or read-write.
+    pub scope: Scope,
+    /// Keys the token may touch start with this (empty: every key).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// The TOML file's shape.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// The store URL.
+    pub store: Option<String>,
+    /// Largest object accepted, in bytes.
+    pub max_object_size: Option<u64>,
+    /// Uploads in flight at once.
+    pub max_concurrent_uploads: Option<usize>,
+    /// Bound on one whole request, in seconds.
+    pub request_timeout_secs: Option<u64>,
+    /// Serve a non-loopback address without tokens.
+    pub insecure: Option<bool>,
+    /// Bearer tokens; none means no authentication.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// The resolved configuration of a server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The store URL.
+    pub store: String,
+    /// Largest object accepted, in bytes.
+    pub max_object_size: u64,
+    /// Uploads in flight at once.
+    pub max_concurrent_uploads: usize,
+    /// Bound on one whole request.
+    pub request_timeout: Duration,
+    /// Serve a non-loopback address without tokens.
+    pub insecure: bool,
+    /// Bearer tokens; empty means no authentication.
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            store: DEFAULT_STORE.into(),
+            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+            max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
+            request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
+            insecure: false,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Resolves flags, the file they name, and defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Config, ServerError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ServerError::Config(format!("reading {}: {e}", path.display())))?;
+                Self::parse_file(&text)
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let config = Config {
+            listen: args.listen.or(file.listen).unwrap_or(d.listen),
+            store: args.store.clone().or(file.store).unwrap_or(d.store),
+            max_object_size: args
+                .max_object_size
+                .or(file.max_object_size)
+                .unwrap_or(d.max_object_size),
+            max_concurrent_uploads: args
+                .max_concurrent_uploads
+                .or(file.max_concurrent_uploads)
+                .unwrap_or(d.max_concurrent_uploads),
+            request_timeout: args
+                .request_timeout
+                .or(file.request_timeout_secs)
+                .map_or(d.request_timeout, Duration::from_secs),
+            insecure: args.insecure || file.insecure.unwrap_or(false),
+            tokens: file.tokens,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses the TOML file format.
+    pub fn parse_file(text: &str) -> Result<FileConfig, ServerError> {
+        toml::from_str(text).map_err(|e| ServerError::Config(e.to_string()))
+    }
+
+    /// Refuses settings that can't work, or that would expose the store.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        if self.max_concurrent_uploads == 0 {
+            return Err(ServerError::Config(
+                "max_concurrent_uploads must be at least 1".into(),
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ServerError::Config(
+                "request timeout must be positive".into(),
+            ));
+        }
+        if let Some(t) = self.tokens.iter().find(|t| t.token.len() < 16) {
+            return Err(ServerError::Config(format!(
+                "token for prefix {:?} is shorter than 16 characters",
+                t.prefix
+            )));
+        }
+        if !self.listen.ip().is_loopback() && self.tokens.is_empty() && !self.insecure {
+            return Err(ServerError::Config(format!(
+                "refusing to serve {} without bearer tokens: add [[tokens]] to the config, or pass --insecure",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("larder.toml");
+        std::fs::write(
+            &path,
+            r#"
+            listen = "127.0.0.1:9000"
+            store = "memory://"
+            max_object_size = 1024
+            [[tokens]]
+            token = "0123456789abcdef-reader"
+            scope = "read"
+            prefix = "public/"
+            "#,
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            store: Some("null://".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.store, "null://");
+        assert_eq!(c.max_object_size, 1024);
+        assert_eq!(c.max_concurrent_uploads, DEFAULT_MAX_CONCURRENT_UPLOADS);
+        assert_eq!(c.tokens[0].scope, Scope::Read);
+        assert_eq!(c.tokens[0].prefix, "public/");
+
+        let d = Config::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(d.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(d.store, DEFAULT_STORE);
+    }
+
+    #[test]
+    fn exposure_without_tokens_is_refused() {
+        let args = ServeArgs {
+            listen: Some("0.0.0.0:7070".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+        let args = ServeArgs {
+            insecure: true,
+            ..args
+        };
+        assert!(Config::resolve(&args).is_ok());
+        assert!(
+            Config::parse_file("bogus = 1").is_err(),
+            "unknown keys are refused"
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! The one mapping from [`larder::Error`] (and the server's own refusals) to an HTTP response.
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use larder::Error;
+
+use crate::headers::validator_headers;
+use crate::wire::{ErrorDetail, ErrorJson, MetaJson};
+
+/// Why a request failed.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The store (or the request's parsing) said no.
+    Store(Error),
+    /// No valid bearer token.
+    Unauthorized,
+    /// The token does not grant this.
+    Forbidden(String),
+    /// Too many uploads in flight.
+    Busy,
+    /// The request took longer than the configured bound.
+    Timeout,
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError::Store(e)
+    }
+}
+
+fn json(status: StatusCode, code: &'static str, message: String) -> Response {
+    let body = ErrorJson {
+        error: ErrorDetail {
+            code,
+            message,
+            current: None,
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = match self {
+            ApiError::Unauthorized => {
+                let mut r = json(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid bearer token is required".into(),
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"larder\""),
+                );
+                return r;
+            }
+            ApiError::Forbidden(why) => return json(StatusCode::FORBIDDEN, "forbidden", why),
+            ApiError::Busy => {
+                let mut r = json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many uploads in flight; retry shortly".into(),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+            ApiError::Timeout => {
+                return json(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the request took longer than the server allows".into(),
+                )
+            }
+            ApiError::Store(e) => e,
+        };
+        let message = e.to_string();
+        match e {
+            Error::NotModified(meta) => {
+                let mut headers = HeaderMap::new();
+                validator_headers(&mut headers, &meta);
+                (StatusCode::NOT_MODIFIED, headers).into_response()
+            }
+            Error::PreconditionFailed { current } => {
+                let mut headers = HeaderMap::new();
+                if let Some(m) = &current {
+                    if let Ok(v) = HeaderValue::from_str(&m.etag.to_string()) {
+                        headers.insert(header::ETAG, v);
+                    }
+                }
+                let body = ErrorJson {
+                    error: ErrorDetail {
+                        code: "precondition_failed",
+                        message,
+                        current: current.as_deref().map(MetaJson::from),
+                    },
+                };
+                (StatusCode::PRECONDITION_FAILED, headers, Json(body)).into_response()
+            }
+            Error::RangeNotSatisfiable { size } => {
+                let mut r = json(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range_not_satisfiable",
+                    message,
+                );
+                r.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+                );
+                r
+            }
+            Error::NotFound { .. } => json(StatusCode::NOT_FOUND, "not_found", message),
+            Error::InvalidKey { .. } => json(StatusCode::BAD_REQUEST, "invalid_key", message),
+            Error::InvalidInput(_) => json(StatusCode::BAD_REQUEST, "invalid_input", message),
+            Error::TooLarge { .. } => json(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message),
+            Error::Unsupported { .. } => json(StatusCode::NOT_IMPLEMENTED, "unsupported", message),
+            Error::Backend { retryable, .. } => {
+                tracing::warn!(error = %message, retryable, "backend error");
+                if retryable {
+                    let mut r = json(StatusCode::SERVICE_UNAVAILABLE, "backend", message);
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    r
+                } else {
+                    json(StatusCode::BAD_GATEWAY, "backend", message)
+                }
+            }
+            other => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
+        }
+    }
+}

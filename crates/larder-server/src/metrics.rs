@@ -1,0 +1,92 @@
+//! Prometheus metrics: requests by route and status, precondition outcomes, bytes in and out,
+//! latency. Served as text at `/metrics`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// The server's metrics, in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, method and status.
+    pub requests: IntCounterVec,
+    /// Conditional outcomes: `not_modified` (304) and `precondition_failed` (412), by method.
+    pub preconditions: IntCounterVec,
+    /// Body bytes, `in` (uploads) and `out` (downloads).
+    pub bytes: IntCounterVec,
+    /// Time to the response head, by route and method.
+    pub latency: HistogramVec,
+}
+
+impl Metrics {
+    /// A fresh set of metrics.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "larder_http_requests_total",
+                "HTTP requests by route and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let preconditions = IntCounterVec::new(
+            Opts::new(
+                "larder_precondition_outcomes_total",
+                "Conditional requests answered 304 or 412",
+            ),
+            &["outcome", "method"],
+        )
+        .expect("valid metric");
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "larder_http_body_bytes_total",
+                "Object body bytes received and sent",
+            ),
+            &["direction"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "larder_http_request_duration_seconds",
+                "Time from request to response head",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+            &["route", "method"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(preconditions.clone()),
+            Box::new(bytes.clone()),
+            Box::new(latency.clone()),
+        ] {
+            registry.register(c).expect("metrics registered once");
+        }
+        Metrics {
+            registry,
+            requests,
+            preconditions,
+            bytes,
+            latency,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding never fails");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

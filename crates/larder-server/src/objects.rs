@@ -1,0 +1,213 @@
+//! The handlers of `/v1/objects`: each parses the request into typed options, makes one
+//! `Store` call (which decides every condition atomically), and maps the result.
+
+use std::sync::Arc;
+
+use axum::body::Body as HttpBody;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use larder::range::content_range;
+use larder::{Body, DeleteOptions, Error, HeadOptions, Key, ListOptions};
+use serde::Deserialize;
+
+use crate::auth::Access;
+use crate::error::ApiError;
+use crate::headers::{get_options, preconditions, put_options, validator_headers};
+use crate::wire::{ListJson, MetaJson};
+use crate::AppState;
+
+type Shared = State<Arc<AppState>>;
+
+fn parse_key(raw: String) -> Result<Key, ApiError> {
+    Ok(Key::new(raw)?)
+}
+
+/// GET: the object, a range of it (206), or 304/412/416.
+pub async fn get(
+    State(s): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = parse_key(key)?;
+    s.authorize(&headers, Access::Read, key.as_str())?;
+    let (opts, multiple) = get_options(&headers)?;
+    if multiple {
+        // No multipart responses: 416 with the size, once the conditions have had their say.
+        let meta = s
+            .store
+            .head(
+                &key,
+                HeadOptions {
+                    preconditions: opts.preconditions,
+                },
+            )
+            .await?;
+        return Err(Error::RangeNotSatisfiable { size: meta.size }.into());
+    }
+    let got = s.store.get(&key, opts).await?;
+    let mut h = HeaderMap::new();
+    validator_headers(&mut h, &got.meta);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let (status, len) = match &got.range {
+        Some(r) => {
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&content_range(r, got.meta.size)).expect("ascii"),
+            );
+            (StatusCode::PARTIAL_CONTENT, r.end - r.start)
+        }
+        None => (StatusCode::OK, got.meta.size),
+    };
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let bytes_out = s.metrics.bytes.with_label_values(&["out"]);
+    let body = got
+        .body
+        .inspect_ok(move |chunk| bytes_out.inc_by(chunk.len() as u64));
+    Ok((status, h, HttpBody::from_stream(body)).into_response())
+}
+
+/// HEAD: the object's fields, no body.
+pub async fn head(
+    State(s): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = parse_key(key)?;
+    s.authorize(&headers, Access::Read, key.as_str())?;
+    let meta = s
+        .store
+        .head(
+            &key,
+            HeadOptions {
+                preconditions: preconditions(&headers)?,
+            },
+        )
+        .await?;
+    let mut h = HeaderMap::new();
+    validator_headers(&mut h, &meta);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    Ok((StatusCode::OK, h).into_response())
+}
+
+/// PUT (and POST): streams the body into the store; 201 created, 200 replaced, 412, 413.
+pub async fn put(
+    State(s): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: HttpBody,
+) -> Result<Response, ApiError> {
+    let key = parse_key(key)?;
+    s.authorize(&headers, Access::Write, key.as_str())?;
+    let opts = put_options(&headers)?;
+    let limit = s.config.max_object_size;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::TooLarge { limit }.into());
+    }
+    let _permit = s
+        .uploads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy)?;
+    let bytes_in = s.metrics.bytes.with_label_values(&["in"]);
+    let mut seen = 0u64;
+    // A connection that closes before the body is complete ends this stream with an error,
+    // never a clean end, so the driver stores nothing.
+    let stream = body.into_data_stream().map(move |chunk| {
+        let chunk: Bytes =
+            chunk.map_err(|e| Error::InvalidInput(format!("reading the request body: {e}")))?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            return Err(Error::TooLarge { limit });
+        }
+        bytes_in.inc_by(chunk.len() as u64);
+        Ok(chunk)
+    });
+    let put = s.store.put(&key, Body::from_stream(stream), opts).await?;
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&put.meta.etag.to_string()).expect("ETags are ASCII"),
+    );
+    h.insert(
+        header::LAST_MODIFIED,
+        HeaderValue::from_str(&httpdate::fmt_http_date(put.meta.last_modified)).expect("ascii"),
+    );
+    let status = if put.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, h, Json(MetaJson::from(&put.meta))).into_response())
+}
+
+/// DELETE: 204, 404, 412.
+pub async fn delete(
+    State(s): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = parse_key(key)?;
+    s.authorize(&headers, Access::Write, key.as_str())?;
+    s.store
+        .delete(
+            &key,
+            DeleteOptions {
+                preconditions: preconditions(&headers)?,
+            },
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The query of a listing.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    delimiter: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// GET /v1/objects?prefix=&delimiter=&limit=&cursor=: one page, as JSON.
+pub async fn list(
+    State(s): Shared,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.authorize(&headers, Access::List, &q.prefix)?;
+    let delimiter = match q.delimiter.as_deref() {
+        None | Some("") => None,
+        Some(d) => {
+            let mut chars = d.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Some(c),
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "delimiter {d:?} must be one character"
+                    ))
+                    .into())
+                }
+            }
+        }
+    };
+    let page = s
+        .store
+        .list(ListOptions {
+            prefix: q.prefix,
+            delimiter,
+            limit: q.limit,
+            cursor: q.cursor,
+        })
+        .await?;
+    Ok(Json(ListJson::from(&page)).into_response())
+}
