@@ -49,6 +49,8 @@ struct ClientArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Runs a Larder server (the native HTTP API over a store).
+    Serve(larder_server::ServeArgs),
     /// Prints an object (or writes it to a file).
     Get {
         #[command(flatten)]
@@ -206,6 +208,24 @@ fn main() -> ExitCode {
 
 async fn run(cmd: Command) -> CmdResult {
     match cmd {
+        Command::Serve(args) => {
+            // Logs on stderr; `RUST_LOG` filters them (default: info).
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .try_init();
+            let config = larder_server::Config::resolve(&args).map_err(|e| Failure {
+                code: 2,
+                message: error_chain(&e),
+            })?;
+            larder_server::serve(config).await.map_err(|e| Failure {
+                code: 1,
+                message: error_chain(&e),
+            })
+        }
         Command::Get {
             client,
             key,

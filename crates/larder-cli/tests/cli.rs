@@ -65,7 +65,6 @@ fn sha256_tag(data: &[u8]) -> String {
 }
 
 #[test]
-#[ignore = "needs `larder serve` (the server crate has not landed on main yet)"]
 fn put_get_stat_rm() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
@@ -114,7 +113,6 @@ fn put_get_stat_rm() {
 }
 
 #[test]
-#[ignore = "needs `larder serve` (the server crate has not landed on main yet)"]
 fn create_only_and_swap() {
     let server = Server::start();
     let v1 = ok(&larder_with_stdin(
@@ -157,7 +155,6 @@ fn create_only_and_swap() {
 }
 
 #[test]
-#[ignore = "needs `larder serve` (the server crate has not landed on main yet)"]
 fn get_if_none_match_is_not_modified() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
@@ -213,7 +210,6 @@ fn get_if_none_match_is_not_modified() {
 }
 
 #[test]
-#[ignore = "needs `larder serve` (the server crate has not landed on main yet)"]
 fn output_file_stdin_and_large_bodies() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
@@ -251,7 +247,6 @@ fn output_file_stdin_and_large_bodies() {
 }
 
 #[test]
-#[ignore = "needs `larder serve` (the server crate has not landed on main yet)"]
 fn ranges() {
     let server = Server::start();
     ok(&larder_with_stdin(
@@ -283,7 +278,6 @@ fn ranges() {
 }
 
 #[test]
-#[ignore = "needs `larder serve` (the server crate has not landed on main yet)"]
 fn listing() {
     let server = Server::start();
     for k in [
@@ -318,7 +312,6 @@ fn listing() {
 }
 
 #[test]
-#[ignore = "needs `larder serve` (the server crate has not landed on main yet)"]
 fn usage_errors_exit_2() {
     let server = Server::start();
     for args in [
@@ -338,7 +331,6 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-#[ignore = "needs `larder serve` (the server crate has not landed on main yet)"]
 fn server_flag_overrides_the_environment() {
     let server = Server::start();
     ok(&larder_with_stdin(&server, &["put", "k", "-"], Some(b"v")));
@@ -359,18 +351,17 @@ fn server_flag_overrides_the_environment() {
 }
 
 #[test]
-#[ignore = "needs `larder serve` (the server crate has not landed on main yet)"]
 fn tokens_from_flag_and_environment() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::with_config(
         dir.path(),
         r#"
 [[tokens]]
-token = "w-secret"
+token = "write-secret-0123456789"
 scope = "write"
 
 [[tokens]]
-token = "r-secret"
+token = "read-secret-0123456789"
 scope = "read"
 "#,
     );
@@ -379,22 +370,32 @@ scope = "read"
     assert!(stderr(&r).contains("401"), "{}", stderr(&r));
     ok(&larder_with_stdin(
         &server,
-        &["put", "k", "-", "--token", "w-secret"],
+        &["put", "k", "-", "--token", "write-secret-0123456789"],
         Some(b"v"),
     ));
     assert_eq!(
-        ok(&larder_full(&server, &["get", "k"], None, Some("r-secret"))),
+        ok(&larder_full(
+            &server,
+            &["get", "k"],
+            None,
+            Some("read-secret-0123456789")
+        )),
         "v",
         "LARDER_TOKEN"
     );
-    let r = larder_full(&server, &["put", "k", "-"], Some(b"w"), Some("r-secret"));
+    let r = larder_full(
+        &server,
+        &["put", "k", "-"],
+        Some(b"w"),
+        Some("read-secret-0123456789"),
+    );
     assert_eq!(code(&r), 1, "read token cannot write: {}", stderr(&r));
     assert!(stderr(&r).contains("403"), "{}", stderr(&r));
     // --token wins over LARDER_TOKEN.
     ok(&larder_full(
         &server,
-        &["put", "k", "-", "--token", "w-secret"],
+        &["put", "k", "-", "--token", "write-secret-0123456789"],
         Some(b"w"),
-        Some("r-secret"),
+        Some("read-secret-0123456789"),
     ));
 }

@@ -43,6 +43,7 @@ impl Server {
                 .env_remove("LARDER_STORE")
                 .env_remove("LARDER_LISTEN")
                 .env_remove("LARDER_CONFIG")
+                .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
