@@ -206,7 +206,7 @@ async fn run(
 /// Ctrl-C, then finishes the requests in flight.
 pub async fn serve(config: Config) -> Result<(), ServerError> {
     config.validate()?;
-    let store = larder::open(&config.store).await?;
+    let store = open_store(&config).await?;
     let listener = TcpListener::bind(config.listen).await?;
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -218,6 +218,14 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
     run(listener, store, config, shutdown_signal()).await?;
     tracing::info!("larder stopped");
     Ok(())
+}
+
+/// Opens the configured store: the tiers and mounts when configured, else the store URL.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
+    Ok(match &config.tiered {
+        Some(t) => larder::tiered::open_config(t).await?,
+        None => larder::open(&config.store).await?,
+    })
 }
 
 /// The store URL without a password, for logs.

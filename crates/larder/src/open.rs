@@ -18,6 +18,9 @@ use crate::store::Store;
 /// | `null://` | keeps nothing | always |
 ///
 /// A scheme whose driver was not compiled in is `Unsupported`.
+///
+/// Tiered stacks and prefix mounts are described by a config struct rather than a URL:
+/// `larder::tiered::open_config(&TierConfig)` (feature `tiered`).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     // The fs path is taken verbatim (`fs://./data` is the relative `./data`), not URL-parsed.
     #[cfg(feature = "fs")]

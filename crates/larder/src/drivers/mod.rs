@@ -13,3 +13,5 @@ pub mod null;
 pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "tiered")]
+pub mod tiered;
