@@ -14,6 +14,7 @@ use crate::store::Store;
 /// | `sqlite:///abs/path.db`, `sqlite://rel/path.db`, `sqlite::memory:`, `?table=larder_objects&sweep=60&max_connections=8&synchronous=full` | one SQLite file | `sqlite` |
 /// | `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000&connect_timeout_ms=5000&list_batch=256`, `rediss://…` (TLS) | Redis, Lua-script CAS | `redis` |
 /// | `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000&tls=true` (bucket created if missing) | NATS JetStream KV, revision CAS | `nats` |
+/// | `http://HOST:PORT[/key/prefix]?token=T&timeout=SECS&retries=N`, `https://…`, `larder+http://…`, `larder+https://…` | a Larder server (native HTTP API) | `http` |
 /// | `null://` | keeps nothing | always |
 ///
 /// A scheme whose driver was not compiled in is `Unsupported`.
@@ -40,6 +41,16 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         return Ok(Arc::new(
             crate::drivers::sqlite::SqliteStore::from_url(url).await?,
         ));
+    }
+    #[cfg(feature = "http")]
+    if ["http://", "https://", "larder+http://", "larder+https://"]
+        .iter()
+        .any(|s| {
+            url.get(..s.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(s))
+        })
+    {
+        return Ok(Arc::new(crate::drivers::http::HttpStore::from_url(url)?));
     }
     let parsed =
         url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("store URL {url:?}: {e}")))?;

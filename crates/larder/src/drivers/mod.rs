@@ -2,6 +2,8 @@
 
 #[cfg(feature = "fs")]
 pub mod fs;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "nats")]
