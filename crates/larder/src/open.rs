@@ -14,6 +14,8 @@ use crate::store::Store;
 /// | `sqlite:///abs/path.db`, `sqlite://rel/path.db`, `sqlite::memory:`, `?table=larder_objects&sweep=60&max_connections=8&synchronous=full` | one SQLite file | `sqlite` |
 /// | `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000&connect_timeout_ms=5000&list_batch=256`, `rediss://…` (TLS) | Redis, Lua-script CAS | `redis` |
 /// | `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000&tls=true` (bucket created if missing) | NATS JetStream KV, revision CAS | `nats` |
+/// | `postgres://user@host:5432/db` (or `postgresql://`), `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=30000` | PostgreSQL, row-locked decisions | `postgres` |
+/// | `mysql://user@host:3306/db` (or `mariadb://`), same options | MySQL / MariaDB (InnoDB) | `mysql` |
 /// | `http://HOST:PORT[/key/prefix]?token=T&timeout=SECS&retries=N`, `https://…`, `larder+http://…`, `larder+https://…` | a Larder server (native HTTP API) | `http` |
 /// | `null://` | keeps nothing | always |
 ///
@@ -61,6 +63,14 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "redis" | "rediss" => Arc::new(crate::drivers::redis::RedisStore::from_url(&parsed).await?),
         #[cfg(feature = "nats")]
         "nats" => Arc::new(crate::drivers::nats::NatsStore::from_url(&parsed).await?),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            Arc::new(crate::drivers::sql::postgres::PostgresStore::from_url(&parsed).await?)
+        }
+        #[cfg(feature = "mysql")]
+        "mysql" | "mariadb" => {
+            Arc::new(crate::drivers::sql::mysql::MysqlStore::from_url(&parsed).await?)
+        }
         "null" => Arc::new(crate::drivers::null::NullStore),
         other => {
             return Err(Error::unsupported(format!(
