@@ -160,9 +160,11 @@ impl PostgresStore {
                 .map_err(db_error)?;
         match version {
             Some(SCHEMA_VERSION) => {}
-            Some(v) => return Err(Error::backend(format!(
+            Some(v) => {
+                return Err(Error::backend(format!(
                 "postgres table {table} has layout version {v}; this build reads {SCHEMA_VERSION}"
-            ))),
+            )))
+            }
             None => {
                 sqlx::query(&format!(
                     "CREATE TABLE IF NOT EXISTS {table} (
