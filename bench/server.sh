@@ -28,14 +28,9 @@ fi
 command -v curl >/dev/null || { echo "curl is required" >&2; exit 1; }
 
 echo "== building (release)"
-cargo build --release -q -p larder-server --example baseline_hyper --example serve
-cargo build --release -q -p larder-cli 2>/dev/null || true
-# `larder serve` when the CLI has it, else the same ServeArgs through the server's example.
-if target/release/larder serve --help >/dev/null 2>&1; then
-  SERVE=(target/release/larder serve)
-else
-  SERVE=(target/release/examples/serve)
-fi
+cargo build --release -q -p larder-server --example baseline_hyper
+cargo build --release -q -p larder-cli
+SERVE=(target/release/larder serve)
 echo "server binary: ${SERVE[*]}"
 
 WORK=$(mktemp -d)
