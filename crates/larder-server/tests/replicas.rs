@@ -3,8 +3,6 @@
 //! write's response arrived. (In-process servers: the CLI's two-process `larder serve` variant
 //! waits for the CLI.)
 
-use std::sync::Arc;
-
 use larder::tiered::{InvalidationConfig, TierConfig, TierEntry};
 use larder_server::config::Config;
 use tokio::net::TcpListener;
@@ -36,9 +34,71 @@ async fn replica(
         tiered: Some(tiered),
         ..Default::default()
     };
-    let store: Arc<dyn larder::Store> = larder_server::open_store(&config).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    larder_server::spawn(listener, store, config)
+    larder_server::spawn_configured(listener, config)
+        .await
+        .unwrap()
+}
+
+/// The value of a metric line `name{labels} value` in a Prometheus text page.
+fn metric(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{page}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_tier_counters_are_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        tiered: Some(TierConfig {
+            tiers: vec![
+                TierEntry {
+                    store: "memory://".into(),
+                    freshness_secs: Some(3600),
+                },
+                TierEntry {
+                    store: format!("fs://{}", dir.path().join("auth").display()),
+                    freshness_secs: None,
+                },
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = larder_server::spawn_configured(listener, config)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/objects/hot/key", server.url());
+    // Written through (or invalidated), then read: the first read may fill the memory tier,
+    // the next ones are hits there.
+    http.put(&url).body("v1").send().await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            http.get(&url).send().await.unwrap().text().await.unwrap(),
+            "v1"
+        );
+    }
+    let page = http
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("# TYPE larder_tier_hits_total counter"));
+    assert!(
+        metric(&page, "larder_tier_hits_total{tier=\"0\"}") >= 2,
+        "the memory tier answered the repeated reads:\n{page}"
+    );
+    let misses = metric(&page, "larder_tier_misses_total{tier=\"0\"}");
+    let backfills = metric(&page, "larder_tier_backfills_total{tier=\"0\"}");
+    assert!(misses <= 1 && backfills <= 1, "{page}");
+    metric(&page, "larder_tier_stale_reads_refused_total{tier=\"1\"}");
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -551,17 +551,18 @@ impl Backfill {
     }
 }
 
+struct TeeState {
+    body: crate::body::ByteStream,
+    hasher: ContentHasher,
+    chunks: Vec<Bytes>,
+    backfill: Option<Backfill>,
+    limit: u64,
+}
+
 /// Passes the authoritative body through to the reader, hashing it and keeping its chunks;
 /// after the last chunk, if the digest is the authoritative ETag, backfills before ending.
 fn tee(body: crate::body::ByteStream, backfill: Backfill, limit: u64) -> crate::body::ByteStream {
-    struct State {
-        body: crate::body::ByteStream,
-        hasher: ContentHasher,
-        chunks: Vec<Bytes>,
-        backfill: Option<Backfill>,
-        limit: u64,
-    }
-    let state = State {
+    let state = TeeState {
         body,
         hasher: ContentHasher::new(),
         chunks: Vec::new(),
@@ -580,6 +581,15 @@ fn tee(body: crate::body::ByteStream, backfill: Backfill, limit: u64) -> crate::
                         st.chunks.push(chunk.clone());
                     }
                 }
+                // Backfill as soon as the last byte has arrived: a reader that knows the
+                // length (an HTTP response with Content-Length) never polls for the end.
+                if st
+                    .backfill
+                    .as_ref()
+                    .is_some_and(|bf| st.hasher.size() == bf.meta.size)
+                {
+                    st.finish_backfill().await;
+                }
                 Some((Ok(chunk), st))
             }
             Some(Err(e)) => {
@@ -589,17 +599,24 @@ fn tee(body: crate::body::ByteStream, backfill: Backfill, limit: u64) -> crate::
                 Some((Err(e), st))
             }
             None => {
-                if let Some(bf) = st.backfill.take() {
-                    let (etag, size) = std::mem::take(&mut st.hasher).finish();
-                    if etag.strong_eq(&bf.meta.etag) && size == bf.meta.size {
-                        bf.run(std::mem::take(&mut st.chunks)).await;
-                    }
-                }
+                st.finish_backfill().await;
                 None
             }
         }
     })
     .boxed()
+}
+
+impl TeeState {
+    /// Backfills from the chunks kept, if they hash to the authoritative ETag and size.
+    async fn finish_backfill(&mut self) {
+        if let Some(bf) = self.backfill.take() {
+            let (etag, size) = std::mem::take(&mut self.hasher).finish();
+            if etag.strong_eq(&bf.meta.etag) && size == bf.meta.size {
+                bf.run(std::mem::take(&mut self.chunks)).await;
+            }
+        }
+    }
 }
 
 #[async_trait]
