@@ -115,7 +115,7 @@ fn emit(group: &str, case: &str, imp: &str, xs: Vec<f64>, unit: &str) {
 async fn timed<F, Fut>(tasks: usize, ops: usize, f: F) -> f64
 where
     F: Fn(usize, usize) -> Fut + Send + Sync + 'static + Clone,
-    Fut: std::future::Future<Output = ()> + Send,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let t0 = Instant::now();
     let mut hs = Vec::new();
@@ -258,7 +258,7 @@ impl Kv for RawFs {
 
 async fn fs() {
     let base = std::env::var("BENCH_TMP").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
-    for (size, ops) in [(4096usize, 2_000usize), (1 << 20, 200)] {
+    for (size, ops) in [(4096usize, 400usize), (1 << 20, 40)] {
         let mk = || tempfile::tempdir_in(&base).unwrap();
         let (d1, d2, d3, d4, d5, d6) = (mk(), mk(), mk(), mk(), mk(), mk());
         let impls: Vec<(&str, Arc<dyn Kv>)> = vec![
