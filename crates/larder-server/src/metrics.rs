@@ -5,6 +5,13 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
+/// A per-tier counter: name, help text, and how to read it from a snapshot.
+type TierSeries = (
+    &'static str,
+    &'static str,
+    fn(&larder::tiered::TierStatsSnapshot) -> u64,
+);
+
 /// The server's metrics, in their own registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -95,7 +102,7 @@ impl Metrics {
         if let Some(tiered) = &self.tiers {
             // The store keeps these counters itself; they are read at scrape time.
             let stats = tiered.stats();
-            let series: [(&str, &str, fn(&larder::tiered::TierStatsSnapshot) -> u64); 5] = [
+            let series: [TierSeries; 5] = [
                 ("hits", "Reads a tier answered", |s| s.hits),
                 ("misses", "Reads a tier could not answer", |s| s.misses),
                 (

@@ -14,6 +14,7 @@ pub struct Server {
 
 impl Server {
     /// A server over a fresh memory store, without auth.
+    #[allow(dead_code)]
     pub fn start() -> Server {
         Self::start_with(&["--store", "memory://"])
     }
@@ -24,6 +25,15 @@ impl Server {
         let path = dir.join("larder.toml");
         std::fs::write(&path, toml).unwrap();
         Self::start_with(&["--store", "memory://", "--config", path.to_str().unwrap()])
+    }
+
+    /// A server whose store comes only from a TOML config file (written to `dir`): tiers,
+    /// mounts and invalidation included.
+    #[allow(dead_code)]
+    pub fn with_config_only(dir: &Path, toml: &str) -> Server {
+        let path = dir.join("larder.toml");
+        std::fs::write(&path, toml).unwrap();
+        Self::start_with(&["--config", path.to_str().unwrap()])
     }
 
     fn start_with(args: &[&str]) -> Server {
