@@ -14,6 +14,8 @@ use crate::store::Store;
 /// | `sqlite:///abs/path.db`, `sqlite://rel/path.db`, `sqlite::memory:`, `?table=larder_objects&sweep=60&max_connections=8&synchronous=full` | one SQLite file | `sqlite` |
 /// | `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000&connect_timeout_ms=5000&list_batch=256`, `rediss://…` (TLS) | Redis, Lua-script CAS | `redis` |
 /// | `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000&tls=true` (bucket created if missing) | NATS JetStream KV, revision CAS | `nats` |
+/// | `s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&allow_http=true&access_key_id=…&secret_access_key=…&session_token=…&virtual_hosted=false&max_object_size=N` (rest from `AWS_*` env) | S3 / S3-compatible, conditional PUT | `s3` |
+/// | `azure://container/prefix?account=NAME&access_key=…&endpoint=https://…&use_emulator=true&max_object_size=N` (rest from `AZURE_*` env; emulator at `AZURITE_BLOB_STORAGE_URL`) | Azure Blob Storage, conditional PUT | `azure` |
 /// | `null://` | keeps nothing | always |
 ///
 /// A scheme whose driver was not compiled in is `Unsupported`.
@@ -47,6 +49,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "redis" | "rediss" => Arc::new(crate::drivers::redis::RedisStore::from_url(&parsed).await?),
         #[cfg(feature = "nats")]
         "nats" => Arc::new(crate::drivers::nats::NatsStore::from_url(&parsed).await?),
+        #[cfg(feature = "s3")]
+        "s3" => Arc::new(crate::drivers::objstore::s3::from_url(&parsed)?),
+        #[cfg(feature = "azure")]
+        "azure" => Arc::new(crate::drivers::objstore::azure::from_url(&parsed)?),
         "null" => Arc::new(crate::drivers::null::NullStore),
         other => {
             return Err(Error::unsupported(format!(
