@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 /// `&use_emulator=true&max_object_size=N`. Anything not in the URL comes from the `AZURE_*`
 /// environment variables. With `use_emulator=true` the store talks to Azurite at
 /// `AZURITE_BLOB_STORAGE_URL` (default `http://127.0.0.1:10000`) with its well-known account
-/// and key, and `endpoint` is refused (`object_store` does not take one for the emulator).
+/// and key; an `endpoint` given with it must name that same emulator (`object_store` takes the
+/// emulator's address only from that variable).
 pub fn from_url(url: &url::Url) -> Result<ObjStore> {
     let container = url
         .host_str()
@@ -20,13 +21,17 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
     let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(container);
     let mut max = DEFAULT_MAX_OBJECT_SIZE;
     let mut emulator = false;
-    let mut endpoint = false;
+    let mut endpoint: Option<String> = None;
+    let mut account = "devstoreaccount1".to_owned();
     for (k, v) in url.query_pairs() {
         builder = match &*k {
-            "account" => builder.with_account(v.as_ref()),
+            "account" => {
+                account = v.to_string();
+                builder.with_account(v.as_ref())
+            }
             "access_key" => builder.with_access_key(v.as_ref()),
             "endpoint" => {
-                endpoint = true;
+                endpoint = Some(v.to_string());
                 builder.with_endpoint(v.to_string())
             }
             "allow_http" => builder.with_allow_http(super::parse_bool(&k, &v)?),
@@ -47,12 +52,20 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
             }
         };
     }
-    if emulator && endpoint {
-        return Err(Error::InvalidInput(
-            "azure URL: with use_emulator=true the endpoint is AZURITE_BLOB_STORAGE_URL, not \
-             the endpoint parameter"
-                .into(),
-        ));
+    if let (true, Some(given)) = (emulator, &endpoint) {
+        let emulator_url = std::env::var("AZURITE_BLOB_STORAGE_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:10000".to_owned());
+        let trim = |u: &str| u.trim_end_matches('/').to_owned();
+        let given = trim(given);
+        let given = given
+            .strip_suffix(&format!("/{account}"))
+            .map_or(given.clone(), str::to_owned);
+        if trim(&given) != trim(&emulator_url) {
+            return Err(Error::InvalidInput(format!(
+                "azure URL: with use_emulator=true the emulator is at {emulator_url} \
+                 (AZURITE_BLOB_STORAGE_URL), not {given}"
+            )));
+        }
     }
     let client = builder
         .build()

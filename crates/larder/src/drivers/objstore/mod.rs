@@ -17,6 +17,10 @@
 //! does not change it; content-ETag conditions are unaffected (same bytes, same content ETag),
 //! `If-Unmodified-Since` and expiry decisions could see the older metadata.
 //!
+//! object_store retries a PUT after a 5xx or a timeout; when a retried conditional PUT is refused,
+//! the next head checks whether the blob is the one this write made (a unique write id in the
+//! metadata entry) and then reports success.
+//!
 //! Unsupported: conditional delete (`object_store` has no conditional delete), and bodies over
 //! the size limit (bodies are buffered and sent as one conditional PUT, because a multipart
 //! upload's completion cannot carry a condition through `object_store`).
@@ -96,12 +100,26 @@ struct Stored {
     content_type: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     metadata: BTreeMap<String, String>,
+    /// Unique per write: tells a write that landed from an equal one by another writer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    write_id: String,
 }
 
 /// A blob as a head saw it: the backend's view, and Larder's metadata (`None`: foreign blob).
 struct Blob {
     backend: ObjectMeta,
     meta: Option<Meta>,
+    write_id: String,
+}
+
+/// An id no other write (in this or another process) uses.
+fn write_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}-{nanos:x}-{n:x}", std::process::id())
 }
 
 impl ObjStore {
@@ -158,13 +176,14 @@ impl ObjStore {
         Key::new(rest).ok()
     }
 
-    fn attributes(meta: &Meta) -> Attributes {
+    fn attributes(meta: &Meta, write_id: &str) -> Attributes {
         let stored = Stored {
             etag: meta.etag.clone(),
             modified_ms: to_millis(meta.last_modified),
             expires_ms: meta.expires_at.map(to_millis),
             content_type: meta.content_type.clone(),
             metadata: meta.metadata.clone(),
+            write_id: write_id.to_owned(),
         };
         let json = serde_json::to_string(&stored).expect("metadata always serializes");
         let mut attrs = Attributes::new();
@@ -181,6 +200,15 @@ impl ObjStore {
 
     /// Larder's metadata of a blob, `None` if it has none.
     fn decode(key: &Key, backend: &ObjectMeta, attrs: &Attributes) -> Result<Option<Meta>> {
+        Ok(Self::decode_write(key, backend, attrs)?.map(|(m, _)| m))
+    }
+
+    /// Larder's metadata of a blob and the id of the write that made it.
+    fn decode_write(
+        key: &Key,
+        backend: &ObjectMeta,
+        attrs: &Attributes,
+    ) -> Result<Option<(Meta, String)>> {
         let Some(value) = attrs.get(&Attribute::Metadata(META_ATTR.into())) else {
             return Ok(None);
         };
@@ -191,7 +219,7 @@ impl ObjStore {
             .decode_utf8()
             .map_err(|e| corrupt(&e))?;
         let s: Stored = serde_json::from_str(&json).map_err(|e| corrupt(&e))?;
-        Ok(Some(Meta {
+        let meta = Meta {
             key: key.clone(),
             etag: s.etag,
             size: backend.size,
@@ -199,7 +227,8 @@ impl ObjStore {
             expires_at: s.expires_ms.map(from_millis),
             content_type: s.content_type,
             metadata: s.metadata,
-        }))
+        };
+        Ok(Some((meta, s.write_id)))
     }
 
     fn foreign(key: &Key) -> Error {
@@ -218,10 +247,15 @@ impl ObjStore {
         };
         match self.inner.get_opts(&path, opts).await {
             Ok(r) => {
-                let meta = Self::decode(key, &r.meta, &r.attributes)?;
+                let decoded = Self::decode_write(key, &r.meta, &r.attributes)?;
+                let (meta, write_id) = match decoded {
+                    Some((m, id)) => (Some(m), id),
+                    None => (None, String::new()),
+                };
                 Ok(Some(Blob {
                     backend: r.meta,
                     meta,
+                    write_id,
                 }))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -379,7 +413,8 @@ impl Store for ObjStore {
             content_type: opts.content_type.clone(),
             metadata: opts.metadata.clone(),
         };
-        let attributes = Self::attributes(&meta);
+        let this_write = write_id();
+        let attributes = Self::attributes(&meta, &this_write);
         let payload = PutPayload::from(bytes);
         let put = |mode: PutMode| object_store::PutOptions {
             mode,
@@ -407,6 +442,9 @@ impl Store for ObjStore {
 
         // Create-only is tried directly first: when the key is free, no head is needed.
         let mut try_create = opts.preconditions == crate::Preconditions::if_absent();
+        // `created` of the last refused attempt: object_store retries a PUT after a 5xx or a
+        // timeout, so a refusal may answer the retry of our own write that landed.
+        let mut refused: Option<bool> = None;
         for _ in 0..MAX_ATTEMPTS {
             let (mode, created) = if std::mem::take(&mut try_create) {
                 (PutMode::Create, true)
@@ -418,6 +456,10 @@ impl Store for ObjStore {
                     }
                     Some(blob) => {
                         let m = blob.meta.ok_or_else(|| Self::foreign(key))?;
+                        if let Some(created) = refused.filter(|_| blob.write_id == this_write) {
+                            // Our write landed (the refusal answered a retry of it).
+                            return Ok(PutResult { meta, created });
+                        }
                         let current = (!m.is_expired()).then_some(&m);
                         opts.preconditions.evaluate_write(current)?;
                         if blob.backend.e_tag.is_none() {
@@ -435,7 +477,7 @@ impl Store for ObjStore {
             };
             match self.inner.put_opts(&path, payload.clone(), put(mode)).await {
                 Ok(_) => return Ok(PutResult { meta, created }),
-                Err(e) if changed(&e) => continue,
+                Err(e) if changed(&e) => refused = Some(created),
                 Err(e) => return Err(map_err(e)),
             }
         }
