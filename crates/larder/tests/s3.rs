@@ -92,7 +92,8 @@ async fn backend_guard(store: &ObjStore, k: &Key) {
     );
     assert_eq!(&store.get_bytes(k).await.unwrap().0[..], b"two");
     // A blob another tool wrote is refused, not served with a made-up ETag.
-    let foreign = key(&fresh_prefix("s3_foreign"), "f");
+    let foreign_prefix = fresh_prefix("s3_foreign");
+    let foreign = key(&foreign_prefix, "f");
     backend
         .put(&store.path(&foreign).unwrap(), "x".into())
         .await
@@ -101,4 +102,10 @@ async fn backend_guard(store: &ObjStore, k: &Key) {
         store.head(&foreign, Default::default()).await,
         Err(Error::Backend { .. })
     ));
+    // ... and listing skips it.
+    let page = store
+        .list(larder::ListOptions::prefix(format!("{foreign_prefix}/")))
+        .await
+        .unwrap();
+    assert!(page.objects.is_empty(), "{page:?}");
 }

@@ -238,28 +238,36 @@ impl ObjStore {
         ))
     }
 
-    /// Heads the blob at `key`: `None` when there is none.
-    async fn stat(&self, key: &Key) -> Result<Option<Blob>> {
+    /// Heads the blob at `key`: its backend metadata and attributes, `None` when there is none.
+    async fn stat_raw(&self, key: &Key) -> Result<Option<(ObjectMeta, Attributes)>> {
         let path = self.path(key)?;
         let opts = object_store::GetOptions {
             head: true,
             ..Default::default()
         };
         match self.inner.get_opts(&path, opts).await {
-            Ok(r) => {
-                let decoded = Self::decode_write(key, &r.meta, &r.attributes)?;
+            Ok(r) => Ok(Some((r.meta, r.attributes))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Heads the blob at `key`: `None` when there is none.
+    async fn stat(&self, key: &Key) -> Result<Option<Blob>> {
+        match self.stat_raw(key).await? {
+            Some((backend, attrs)) => {
+                let decoded = Self::decode_write(key, &backend, &attrs)?;
                 let (meta, write_id) = match decoded {
                     Some((m, id)) => (Some(m), id),
                     None => (None, String::new()),
                 };
                 Ok(Some(Blob {
-                    backend: r.meta,
+                    backend,
                     meta,
                     write_id,
                 }))
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(map_err(e)),
+            None => Ok(None),
         }
     }
 
@@ -275,16 +283,14 @@ impl ObjStore {
 
     /// The metadata of a listed blob, `None` when it vanished, is foreign or has expired.
     async fn list_entry(&self, key: Key) -> Result<Option<Meta>> {
-        match self.stat(&key).await {
-            Ok(Some(Blob {
-                meta: Some(meta), ..
-            })) if !meta.is_expired() => Ok(Some(meta)),
-            Ok(_) => Ok(None),
-            // A blob with unreadable metadata is skipped like a foreign one.
-            Err(Error::Backend {
-                retryable: false, ..
-            }) => Ok(None),
-            Err(e) => Err(e),
+        let Some((backend, attrs)) = self.stat_raw(&key).await? else {
+            return Ok(None);
+        };
+        // A blob with unreadable metadata is skipped like a foreign one; backend failures are
+        // not (a listing must not silently come back short).
+        match Self::decode(&key, &backend, &attrs) {
+            Ok(Some(meta)) if !meta.is_expired() => Ok(Some(meta)),
+            Ok(_) | Err(_) => Ok(None),
         }
     }
 }
