@@ -72,3 +72,27 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
         .map_err(|e| Error::InvalidInput(format!("azure URL {url}: {e}")))?;
     ObjStore::new("azure", Arc::new(client), url.path(), max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(u: &str) -> Result<ObjStore> {
+        from_url(&url::Url::parse(u).unwrap())
+    }
+
+    #[test]
+    fn url_parameters() {
+        let s = open("azure://c/p?account=devstoreaccount1&use_emulator=true&endpoint=http://127.0.0.1:10000/devstoreaccount1").unwrap();
+        let k = crate::Key::new("k").unwrap();
+        assert_eq!(s.path(&k).unwrap().as_ref(), "p/k");
+        assert!(matches!(
+            open("azure://c?use_emulator=true&endpoint=http://127.0.0.1:1"),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            open("azure://c?use_emulator=true&x=1"),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+}

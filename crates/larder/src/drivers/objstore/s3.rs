@@ -49,3 +49,26 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
         .map_err(|e| Error::InvalidInput(format!("s3 URL {url}: {e}")))?;
     ObjStore::new("s3", Arc::new(client), url.path(), max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(u: &str) -> Result<ObjStore> {
+        from_url(&url::Url::parse(u).unwrap())
+    }
+
+    #[test]
+    fn url_parameters() {
+        let s = open("s3://b/p/q?endpoint=http://127.0.0.1:1&region=r&allow_http=true&access_key_id=a&secret_access_key=s&max_object_size=10").unwrap();
+        let k = crate::Key::new("k/x").unwrap();
+        assert_eq!(s.path(&k).unwrap().as_ref(), "p/q/k/x");
+        assert_eq!(crate::Store::capabilities(&s).max_object_size, Some(10));
+        assert!(matches!(open("s3://b?nope=1"), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            open("s3://b?allow_http=yes"),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(open("s3://b/a//c"), Err(Error::InvalidInput(_))));
+    }
+}
