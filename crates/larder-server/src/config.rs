@@ -92,6 +92,18 @@ pub struct FileConfig {
     /// Bearer tokens; none means no authentication.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// A tiered store instead of `store`: nearest first, the last authoritative.
+    #[serde(default)]
+    pub tiers: Vec<larder::tiered::TierEntry>,
+    /// Default freshness window of nearer tiers, in seconds.
+    pub freshness_secs: Option<u64>,
+    /// Largest object kept in nearer tiers, in bytes.
+    pub max_cached_bytes: Option<u64>,
+    /// Cross-replica invalidation of nearer tiers.
+    pub invalidation: Option<larder::tiered::InvalidationConfig>,
+    /// Key prefixes routed to other stores.
+    #[serde(default)]
+    pub mounts: Vec<larder::tiered::MountConfig>,
 }
 
 /// The resolved configuration of a server.
@@ -111,6 +123,9 @@ pub struct Config {
     pub insecure: bool,
     /// Bearer tokens; empty means no authentication.
     pub tokens: Vec<TokenConfig>,
+    /// Tiers and mounts, when the file has `[[tiers]]` or `[[mounts]]` (and no `--store`
+    /// overrides them); `store` is then unused.
+    pub tiered: Option<larder::tiered::TierConfig>,
 }
 
 impl Default for Config {
@@ -123,6 +138,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
             insecure: false,
             tokens: Vec::new(),
+            tiered: None,
         }
     }
 }
@@ -140,6 +156,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let d = Config::default();
+        let tiered = Self::tier_config(&file, args.store.is_some())?;
         let config = Config {
             listen: args.listen.or(file.listen).unwrap_or(d.listen),
             store: args.store.clone().or(file.store).unwrap_or(d.store),
@@ -157,9 +174,45 @@ impl Config {
                 .map_or(d.request_timeout, Duration::from_secs),
             insecure: args.insecure || file.insecure.unwrap_or(false),
             tokens: file.tokens,
+            tiered,
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The tiered store the file describes, if any. `--store` on the command line replaces it.
+    fn tier_config(
+        file: &FileConfig,
+        store_flag: bool,
+    ) -> Result<Option<larder::tiered::TierConfig>, ServerError> {
+        let tiered_keys = !file.tiers.is_empty()
+            || !file.mounts.is_empty()
+            || file.invalidation.is_some()
+            || file.freshness_secs.is_some()
+            || file.max_cached_bytes.is_some();
+        if store_flag || !tiered_keys {
+            return Ok(None);
+        }
+        let tiers = match (&file.store, file.tiers.is_empty()) {
+            (Some(_), false) => {
+                return Err(ServerError::Config(
+                    "give either `store` or [[tiers]], not both".into(),
+                ))
+            }
+            // Mounts around a single store.
+            (store, true) => vec![larder::tiered::TierEntry {
+                store: store.clone().unwrap_or_else(|| DEFAULT_STORE.into()),
+                freshness_secs: None,
+            }],
+            (None, false) => file.tiers.clone(),
+        };
+        Ok(Some(larder::tiered::TierConfig {
+            tiers,
+            freshness_secs: file.freshness_secs,
+            max_cached_bytes: file.max_cached_bytes,
+            invalidation: file.invalidation.clone(),
+            mounts: file.mounts.clone(),
+        }))
     }
 
     /// Parses the TOML file format.
@@ -198,6 +251,46 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiers_and_mounts_from_toml() {
+        let file = Config::parse_file(
+            r#"
+            freshness_secs = 10
+            [[tiers]]
+            store = "memory://?max_bytes=1000000"
+            freshness_secs = 2
+            [[tiers]]
+            store = "fs:///tmp/larder-auth"
+            [invalidation]
+            url = "redis://127.0.0.1:6379"
+            [[mounts]]
+            prefix = "cache/"
+            store = "memory://"
+            "#,
+        )
+        .unwrap();
+        let t = Config::tier_config(&file, false).unwrap().unwrap();
+        assert_eq!(t.tiers.len(), 2);
+        assert_eq!(t.tiers[0].freshness_secs, Some(2));
+        assert_eq!(t.freshness_secs, Some(10));
+        assert_eq!(t.mounts[0].prefix, "cache/");
+        assert_eq!(t.invalidation.unwrap().url, "redis://127.0.0.1:6379");
+        assert!(
+            Config::tier_config(&file, true).unwrap().is_none(),
+            "--store wins"
+        );
+
+        let both = Config::parse_file("store = \"memory://\"\n[[tiers]]\nstore = \"memory://\"\n")
+            .unwrap();
+        assert!(Config::tier_config(&both, false).is_err());
+        let mounts_only = Config::parse_file(
+            "store = \"null://\"\n[[mounts]]\nprefix = \"c/\"\nstore = \"memory://\"\n",
+        )
+        .unwrap();
+        let t = Config::tier_config(&mounts_only, false).unwrap().unwrap();
+        assert_eq!(t.tiers[0].store, "null://");
+    }
 
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {

@@ -71,11 +71,21 @@ impl AppState {
 
 /// The router of the native API over `store`.
 pub fn router(store: Arc<dyn Store>, config: Config) -> Router {
+    router_with_tiers(store, None, config)
+}
+
+/// The router of the native API over `store`, exporting the per-tier counters of `tiers` (the
+/// tiered store inside it, if any) at `/metrics`.
+pub fn router_with_tiers(
+    store: Arc<dyn Store>,
+    tiers: Option<larder::tiered::TieredStore>,
+    config: Config,
+) -> Router {
     let state = Arc::new(AppState {
         store,
         uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads)),
         config,
-        metrics: Metrics::new(),
+        metrics: Metrics::new().with_tiers(tiers),
     });
     Router::new()
         .route("/v1/objects", get(objects::list))
@@ -89,6 +99,11 @@ pub fn router(store: Arc<dyn Store>, config: Config) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(render_metrics))
+        .fallback(|| async {
+            ApiError::Store(larder::Error::NotFound {
+                key: "no such route".into(),
+            })
+        })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -172,11 +187,29 @@ impl ServerHandle {
 
 /// Serves `store` on `listener` until [`ServerHandle::shutdown`].
 pub fn spawn(listener: TcpListener, store: Arc<dyn Store>, config: Config) -> ServerHandle {
+    let opened = OpenedStore {
+        store,
+        tiered: None,
+    };
+    spawn_opened(listener, opened, config)
+}
+
+/// Opens the store `config` names (its tiers and mounts included, with their metrics) and
+/// serves it on `listener` until [`ServerHandle::shutdown`].
+pub async fn spawn_configured(
+    listener: TcpListener,
+    config: Config,
+) -> Result<ServerHandle, ServerError> {
+    let opened = open_configured(&config).await?;
+    Ok(spawn_opened(listener, opened, config))
+}
+
+fn spawn_opened(listener: TcpListener, opened: OpenedStore, config: Config) -> ServerHandle {
     let addr = listener
         .local_addr()
         .expect("a bound listener has an address");
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(run(listener, store, config, async {
+    let task = tokio::spawn(run(listener, opened, config, async {
         let _ = stopped.await;
     }));
     ServerHandle {
@@ -188,7 +221,7 @@ pub fn spawn(listener: TcpListener, store: Arc<dyn Store>, config: Config) -> Se
 
 async fn run(
     listener: TcpListener,
-    store: Arc<dyn Store>,
+    opened: OpenedStore,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -197,27 +230,77 @@ async fn run(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(store, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // Requests in flight get at most one request timeout to finish after the signal, so a
+    // stalled download can't hold the process forever.
+    let grace = config.request_timeout;
+    let (signalled, on_signal) = oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        router_with_tiers(opened.store, opened.tiered, config),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = signalled.send(());
+    });
+    tokio::select! {
+        r = server => r,
+        () = async {
+            if on_signal.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(?grace, "requests still in flight after the grace period; stopping");
+            Ok(())
+        }
+    }
 }
 
 /// Runs `larder serve`: opens the configured store, listens, and serves until SIGTERM or
 /// Ctrl-C, then finishes the requests in flight.
 pub async fn serve(config: Config) -> Result<(), ServerError> {
     config.validate()?;
-    let store = larder::open(&config.store).await?;
+    let opened = open_configured(&config).await?;
     let listener = TcpListener::bind(config.listen).await?;
     tracing::info!(
         listen = %listener.local_addr()?,
         store = %redact(&config.store),
-        driver = store.capabilities().name,
+        driver = opened.store.capabilities().name,
+        tiers = opened.tiered.is_some(),
         auth = !config.tokens.is_empty(),
         "larder serving"
     );
-    run(listener, store, config, shutdown_signal()).await?;
+    run(listener, opened, config, shutdown_signal()).await?;
     tracing::info!("larder stopped");
     Ok(())
+}
+
+/// Opens the configured store: the tiers and mounts when configured, else the store URL.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
+    Ok(open_configured(config).await?.store)
+}
+
+/// A store to serve, and the tiered store inside it (for its per-tier metrics).
+struct OpenedStore {
+    store: Arc<dyn Store>,
+    tiered: Option<larder::tiered::TieredStore>,
+}
+
+async fn open_configured(config: &Config) -> Result<OpenedStore, ServerError> {
+    Ok(match &config.tiered {
+        Some(t) => {
+            let parts = larder::tiered::open_config_parts(t).await?;
+            OpenedStore {
+                store: parts.store,
+                tiered: parts.tiered,
+            }
+        }
+        None => OpenedStore {
+            store: larder::open(&config.store).await?,
+            tiered: None,
+        },
+    })
 }
 
 /// The store URL without a password, for logs.

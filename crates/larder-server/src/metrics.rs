@@ -9,6 +9,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// The tiered store being served, whose per-tier counters are exported too.
+    tiers: Option<larder::tiered::TieredStore>,
     /// Requests by route, method and status.
     pub requests: IntCounterVec,
     /// Conditional outcomes: `not_modified` (304) and `precondition_failed` (412), by method.
@@ -68,11 +70,19 @@ impl Metrics {
         }
         Metrics {
             registry,
+            tiers: None,
             requests,
             preconditions,
             bytes,
             latency,
         }
+    }
+
+    /// Also exports the per-tier counters of `tiers` (hits, misses, backfills, invalidations,
+    /// stale reads refused), labelled by tier index, nearest first.
+    pub fn with_tiers(mut self, tiers: Option<larder::tiered::TieredStore>) -> Self {
+        self.tiers = tiers;
+        self
     }
 
     /// The text exposition format.
@@ -81,7 +91,40 @@ impl Metrics {
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding never fails");
-        String::from_utf8(out).expect("the text format is UTF-8")
+        let mut text = String::from_utf8(out).expect("the text format is UTF-8");
+        if let Some(tiered) = &self.tiers {
+            // The store keeps these counters itself; they are read at scrape time.
+            let stats = tiered.stats();
+            let series: [(&str, &str, fn(&larder::tiered::TierStatsSnapshot) -> u64); 5] = [
+                ("hits", "Reads a tier answered", |s| s.hits),
+                ("misses", "Reads a tier could not answer", |s| s.misses),
+                (
+                    "backfills",
+                    "Copies written into a tier after a deeper read",
+                    |s| s.backfills,
+                ),
+                ("invalidations", "Copies removed from a tier", |s| {
+                    s.invalidations
+                }),
+                (
+                    "stale_reads_refused",
+                    "Copies not served because their ETag disagreed with the authoritative one",
+                    |s| s.stale_reads_refused,
+                ),
+            ];
+            for (name, help, value) in series {
+                text.push_str(&format!(
+                    "# HELP larder_tier_{name}_total {help}\n# TYPE larder_tier_{name}_total counter\n"
+                ));
+                for (i, s) in stats.iter().enumerate() {
+                    text.push_str(&format!(
+                        "larder_tier_{name}_total{{tier=\"{i}\"}} {}\n",
+                        value(s)
+                    ));
+                }
+            }
+        }
+        text
     }
 }
 

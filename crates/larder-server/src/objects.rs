@@ -4,14 +4,16 @@
 use std::sync::Arc;
 
 use axum::body::Body as HttpBody;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use larder::range::content_range;
 use larder::{Body, DeleteOptions, Error, HeadOptions, Key, ListOptions};
+use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
 use crate::auth::Access;
@@ -22,32 +24,53 @@ use crate::AppState;
 
 type Shared = State<Arc<AppState>>;
 
-fn parse_key(raw: String) -> Result<Key, ApiError> {
-    Ok(Key::new(raw)?)
+/// Path prefix of the object routes.
+pub const OBJECTS_PREFIX: &str = "/v1/objects/";
+
+/// The key of an object route, from the raw request path: each `/`-separated segment is
+/// percent-decoded, then the whole is validated by `Key` (so `%2E%2E` is refused like `..`).
+/// Decoding here rather than with axum's `Path` keeps every bad key (invalid UTF-8 too) a
+/// JSON `invalid_key` 400.
+pub fn parse_key(uri: &Uri) -> Result<Key, ApiError> {
+    let rest = uri.path().strip_prefix(OBJECTS_PREFIX).unwrap_or_default();
+    let mut key = String::with_capacity(rest.len());
+    for (i, segment) in rest.split('/').enumerate() {
+        if i > 0 {
+            key.push('/');
+        }
+        let decoded = percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| Error::InvalidKey {
+                key: rest.to_owned(),
+                reason: "key is not UTF-8 once percent-decoded",
+            })?;
+        key.push_str(&decoded);
+    }
+    Ok(Key::new(key)?)
 }
 
 /// GET: the object, a range of it (206), or 304/412/416.
-pub async fn get(
-    State(s): Shared,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let key = parse_key(key)?;
+pub async fn get(State(s): Shared, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+    let key = parse_key(&uri)?;
     s.authorize(&headers, Access::Read, key.as_str())?;
     let (opts, multiple) = get_options(&headers)?;
     if multiple {
-        // No multipart responses: 416 with the size, once the conditions have had their say.
+        // No multipart responses: 416 with the size, once the conditions have had their say,
+        // unless If-Range fails, which means "ignore the Range" (RFC 9110 13.1.5).
         let meta = s
             .store
             .head(
                 &key,
                 HeadOptions {
-                    preconditions: opts.preconditions,
+                    preconditions: opts.preconditions.clone(),
                 },
             )
             .await?;
-        return Err(Error::RangeNotSatisfiable { size: meta.size }.into());
+        if opts.if_range.as_ref().is_none_or(|c| c.holds(&meta)) {
+            return Err(Error::RangeNotSatisfiable { size: meta.size }.into());
+        }
     }
+    // (After a failed If-Range on a multi-range request, `opts.range` is None: the whole object.)
     let got = s.store.get(&key, opts).await?;
     let mut h = HeaderMap::new();
     validator_headers(&mut h, &got.meta);
@@ -71,12 +94,8 @@ pub async fn get(
 }
 
 /// HEAD: the object's fields, no body.
-pub async fn head(
-    State(s): Shared,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let key = parse_key(key)?;
+pub async fn head(State(s): Shared, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+    let key = parse_key(&uri)?;
     s.authorize(&headers, Access::Read, key.as_str())?;
     let meta = s
         .store
@@ -97,11 +116,11 @@ pub async fn head(
 /// PUT (and POST): streams the body into the store; 201 created, 200 replaced, 412, 413.
 pub async fn put(
     State(s): Shared,
-    Path(key): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: HttpBody,
 ) -> Result<Response, ApiError> {
-    let key = parse_key(key)?;
+    let key = parse_key(&uri)?;
     s.authorize(&headers, Access::Write, key.as_str())?;
     let opts = put_options(&headers)?;
     let limit = s.config.max_object_size;
@@ -150,12 +169,8 @@ pub async fn put(
 }
 
 /// DELETE: 204, 404, 412.
-pub async fn delete(
-    State(s): Shared,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let key = parse_key(key)?;
+pub async fn delete(State(s): Shared, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+    let key = parse_key(&uri)?;
     s.authorize(&headers, Access::Write, key.as_str())?;
     s.store
         .delete(
@@ -181,9 +196,11 @@ pub struct ListQuery {
 /// GET /v1/objects?prefix=&delimiter=&limit=&cursor=: one page, as JSON.
 pub async fn list(
     State(s): Shared,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // A malformed query is a JSON 400 like every other bad input.
+    let Query(q) = q.map_err(|e| Error::InvalidInput(format!("query: {}", e.body_text())))?;
     s.authorize(&headers, Access::List, &q.prefix)?;
     let delimiter = match q.delimiter.as_deref() {
         None | Some("") => None,

@@ -42,6 +42,9 @@ pub mod precondition;
 pub mod range;
 pub mod store;
 
+#[cfg(feature = "tiered")]
+pub use drivers::tiered;
+
 pub use body::{Body, BodyReader, ByteStream};
 pub use capabilities::{AtomicScope, Capabilities, ConditionSupport};
 pub use error::{Error, Result};

@@ -14,11 +14,17 @@ use crate::store::Store;
 /// | `sqlite:///abs/path.db`, `sqlite://rel/path.db`, `sqlite::memory:`, `?table=larder_objects&sweep=60&max_connections=8&synchronous=full` | one SQLite file | `sqlite` |
 /// | `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000&connect_timeout_ms=5000&list_batch=256`, `rediss://…` (TLS) | Redis, Lua-script CAS | `redis` |
 /// | `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000&tls=true` (bucket created if missing) | NATS JetStream KV, revision CAS | `nats` |
+/// | `postgres://user@host:5432/db` (or `postgresql://`), `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=30000` | PostgreSQL, row-locked decisions | `postgres` |
+/// | `mysql://user@host:3306/db` (or `mariadb://`), same options | MySQL / MariaDB (InnoDB) | `mysql` |
+/// | `http://HOST:PORT[/key/prefix]?token=T&timeout=SECS&retries=N`, `https://…`, `larder+http://…`, `larder+https://…` | a Larder server (native HTTP API) | `http` |
 /// | `s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&allow_http=true&access_key_id=…&secret_access_key=…&session_token=…&virtual_hosted=false&max_object_size=N` (rest from `AWS_*` env) | S3 / S3-compatible, conditional PUT | `s3` |
 /// | `azure://container/prefix?account=NAME&access_key=…&endpoint=https://…&use_emulator=true&max_object_size=N` (rest from `AZURE_*` env; emulator at `AZURITE_BLOB_STORAGE_URL`) | Azure Blob Storage, conditional PUT | `azure` |
 /// | `null://` | keeps nothing | always |
 ///
 /// A scheme whose driver was not compiled in is `Unsupported`.
+///
+/// Tiered stacks and prefix mounts are described by a config struct rather than a URL:
+/// `larder::tiered::open_config(&TierConfig)` (feature `tiered`).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     // The fs path is taken verbatim (`fs://./data` is the relative `./data`), not URL-parsed.
     #[cfg(feature = "fs")]
@@ -40,6 +46,16 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
             crate::drivers::sqlite::SqliteStore::from_url(url).await?,
         ));
     }
+    #[cfg(feature = "http")]
+    if ["http://", "https://", "larder+http://", "larder+https://"]
+        .iter()
+        .any(|s| {
+            url.get(..s.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(s))
+        })
+    {
+        return Ok(Arc::new(crate::drivers::http::HttpStore::from_url(url)?));
+    }
     let parsed =
         url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("store URL {url:?}: {e}")))?;
     let store: Arc<dyn Store> = match parsed.scheme() {
@@ -49,6 +65,14 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "redis" | "rediss" => Arc::new(crate::drivers::redis::RedisStore::from_url(&parsed).await?),
         #[cfg(feature = "nats")]
         "nats" => Arc::new(crate::drivers::nats::NatsStore::from_url(&parsed).await?),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            Arc::new(crate::drivers::sql::postgres::PostgresStore::from_url(&parsed).await?)
+        }
+        #[cfg(feature = "mysql")]
+        "mysql" | "mariadb" => {
+            Arc::new(crate::drivers::sql::mysql::MysqlStore::from_url(&parsed).await?)
+        }
         #[cfg(feature = "s3")]
         "s3" => Arc::new(crate::drivers::objstore::s3::from_url(&parsed)?),
         #[cfg(feature = "azure")]

@@ -2,6 +2,8 @@
 
 #[cfg(feature = "fs")]
 pub mod fs;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "nats")]
@@ -11,5 +13,9 @@ pub mod null;
 pub mod objstore;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "tiered")]
+pub mod tiered;

@@ -1,0 +1,396 @@
+//! Side-by-side benchmarks: Larder vs object_store vs OpenDAL vs a plain floor.
+//!
+//! Each subcommand prints TSV lines `group\tcase\timpl\tmin\tmedian\tunit` that `bench/run` turns
+//! into BENCHMARKS.md. Timings: one warm-up pass, then `RUNS` timed passes; min and median.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use larder::{Body, ContentHasher, ETag, Key, Store, StoreExt};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
+
+const RUNS: usize = 5;
+
+/// One key/blob backend under test. `cas` is a compare-and-swap on the caller's last tag.
+#[async_trait]
+trait Kv: Send + Sync {
+    async fn put(&self, k: &str, v: Bytes) -> String;
+    async fn get(&self, k: &str) -> usize;
+    /// `None` when the backend has no atomic conditional write.
+    async fn cas(&self, k: &str, tag: &str, v: Bytes) -> Option<String>;
+}
+
+struct LarderKv(Arc<dyn Store>);
+#[async_trait]
+impl Kv for LarderKv {
+    async fn put(&self, k: &str, v: Bytes) -> String {
+        self.0.put_bytes(&Key::new(k).unwrap(), v).await.unwrap().etag.to_string()
+    }
+    async fn get(&self, k: &str) -> usize {
+        self.0.get_bytes(&Key::new(k).unwrap()).await.unwrap().0.len()
+    }
+    async fn cas(&self, k: &str, tag: &str, v: Bytes) -> Option<String> {
+        let t = ETag::parse(tag).unwrap();
+        Some(self.0.swap(&Key::new(k).unwrap(), &t, v).await.unwrap().etag.to_string())
+    }
+}
+
+struct OsKv(Arc<dyn ObjectStore>);
+#[async_trait]
+impl Kv for OsKv {
+    async fn put(&self, k: &str, v: Bytes) -> String {
+        let r = self.0.put(&k.into(), PutPayload::from(v)).await.unwrap();
+        r.e_tag.unwrap_or_default()
+    }
+    async fn get(&self, k: &str) -> usize {
+        self.0.get(&k.into()).await.unwrap().bytes().await.unwrap().len()
+    }
+    async fn cas(&self, k: &str, tag: &str, v: Bytes) -> Option<String> {
+        let opts = PutOptions {
+            mode: PutMode::Update(UpdateVersion { e_tag: Some(tag.to_string()), version: None }),
+            ..Default::default()
+        };
+        let r = self.0.put_opts(&k.into(), PutPayload::from(v), opts).await.ok()?;
+        Some(r.e_tag.unwrap_or_default())
+    }
+}
+
+struct DalKv(opendal::Operator);
+#[async_trait]
+impl Kv for DalKv {
+    async fn put(&self, k: &str, v: Bytes) -> String {
+        self.0.write(k, v).await.unwrap();
+        String::new()
+    }
+    async fn get(&self, k: &str) -> usize {
+        self.0.read(k).await.unwrap().len()
+    }
+    async fn cas(&self, _k: &str, _tag: &str, _v: Bytes) -> Option<String> {
+        // OpenDAL's memory and fs services declare no write_with_if_match: no atomic CAS.
+        None
+    }
+}
+
+/// The floor: a HashMap behind a lock, CAS by comparing a counter under the same lock.
+struct MapKv(Mutex<HashMap<String, (u64, Bytes)>>);
+#[async_trait]
+impl Kv for MapKv {
+    async fn put(&self, k: &str, v: Bytes) -> String {
+        let mut m = self.0.lock().unwrap();
+        let e = m.entry(k.to_string()).or_insert((0, Bytes::new()));
+        e.0 += 1;
+        e.1 = v;
+        e.0.to_string()
+    }
+    async fn get(&self, k: &str) -> usize {
+        self.0.lock().unwrap().get(k).unwrap().1.len()
+    }
+    async fn cas(&self, k: &str, tag: &str, v: Bytes) -> Option<String> {
+        let mut m = self.0.lock().unwrap();
+        let e = m.get_mut(k)?;
+        if e.0.to_string() != tag {
+            return None;
+        }
+        e.0 += 1;
+        e.1 = v;
+        Some(e.0.to_string())
+    }
+}
+
+fn stats(mut xs: Vec<f64>) -> (f64, f64) {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (xs[0], xs[xs.len() / 2])
+}
+
+fn emit(group: &str, case: &str, imp: &str, xs: Vec<f64>, unit: &str) {
+    let (min, med) = stats(xs);
+    println!("{group}\t{case}\t{imp}\t{min:.3}\t{med:.3}\t{unit}");
+}
+
+/// Runs `ops` operations split over `tasks` tasks; returns microseconds per operation
+/// (wall time / total ops, so lower is better and concurrency shows as throughput).
+async fn timed<F, Fut>(tasks: usize, ops: usize, f: F) -> f64
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static + Clone,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let t0 = Instant::now();
+    let mut hs = Vec::new();
+    for t in 0..tasks {
+        let f = f.clone();
+        hs.push(tokio::spawn(async move {
+            for i in 0..ops / tasks {
+                f(t, i).await;
+            }
+        }));
+    }
+    for h in hs {
+        h.await.unwrap();
+    }
+    t0.elapsed().as_secs_f64() * 1e6 / ops as f64
+}
+
+async fn bench_kv(group: &str, imp: &str, kv: Arc<dyn Kv>, size: usize, ops: usize, do_cas: bool) {
+    let val = Bytes::from(vec![7u8; size]);
+    for tasks in [1usize, 8] {
+        // put: each task overwrites its own 64 keys round-robin.
+        let mut xs = Vec::new();
+        for run in 0..=RUNS {
+            let (kv, val) = (kv.clone(), val.clone());
+            let us = timed(tasks, ops, move |t, i| {
+                let (kv, val) = (kv.clone(), val.clone());
+                async move {
+                    kv.put(&format!("k{t}/{}", i % 64), val).await;
+                }
+            })
+            .await;
+            if run > 0 {
+                xs.push(us);
+            }
+        }
+        emit(group, &format!("put {size}B x{tasks}"), imp, xs, "us/op");
+        let mut xs = Vec::new();
+        for run in 0..=RUNS {
+            let kv2 = kv.clone();
+            let us = timed(tasks, ops, move |t, i| {
+                let kv = kv2.clone();
+                async move {
+                    kv.get(&format!("k{t}/{}", i % 64)).await;
+                }
+            })
+            .await;
+            if run > 0 {
+                xs.push(us);
+            }
+        }
+        emit(group, &format!("get {size}B x{tasks}"), imp, xs, "us/op");
+        if !do_cas {
+            continue;
+        }
+        // CAS: each task swaps its own key, carrying the tag it got back (uncontended If-Match).
+        let mut xs = Vec::new();
+        for run in 0..=RUNS {
+            let mut tags = Vec::new();
+            for t in 0..tasks {
+                tags.push(Arc::new(Mutex::new(kv.put(&format!("c{t}"), val.clone()).await)));
+            }
+            let tags = Arc::new(tags);
+            let (kv2, val2) = (kv.clone(), val.clone());
+            let us = timed(tasks, ops, move |t, _i| {
+                let (kv, val, tags) = (kv2.clone(), val2.clone(), tags.clone());
+                async move {
+                    let cur = tags[t].lock().unwrap().clone();
+                    let new = kv.cas(&format!("c{t}"), &cur, val).await.expect("cas lost");
+                    *tags[t].lock().unwrap() = new;
+                }
+            })
+            .await;
+            if run > 0 {
+                xs.push(us);
+            }
+        }
+        emit(group, &format!("cas {size}B x{tasks}"), imp, xs, "us/op");
+    }
+}
+
+fn object_store_fs(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
+    Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap())
+}
+
+fn dal_mem() -> opendal::Operator {
+    opendal::Operator::new(opendal::services::Memory::default()).unwrap().finish()
+}
+
+fn dal_fs(dir: &std::path::Path) -> opendal::Operator {
+    opendal::Operator::new(opendal::services::Fs::default().root(dir.to_str().unwrap()))
+        .unwrap()
+        .finish()
+}
+
+async fn mem() {
+    let ops = 20_000;
+    let impls: Vec<(&str, Arc<dyn Kv>, bool)> = vec![
+        ("hashmap+lock (floor)", Arc::new(MapKv(Mutex::new(HashMap::new()))), true),
+        ("larder memory", Arc::new(LarderKv(larder::open("memory://").await.unwrap())), true),
+        ("object_store InMemory", Arc::new(OsKv(Arc::new(object_store::memory::InMemory::new()))), true),
+        ("opendal memory (no CAS)", Arc::new(DalKv(dal_mem())), false),
+    ];
+    for (name, kv, cas) in impls {
+        bench_kv("memory", name, kv, 4096, ops, cas).await;
+    }
+}
+
+/// Raw std::fs write + rename, with or without fsync of file and directory: the fs floor.
+struct RawFs(std::path::PathBuf, bool);
+#[async_trait]
+impl Kv for RawFs {
+    async fn put(&self, k: &str, v: Bytes) -> String {
+        let (dir, sync) = (self.0.clone(), self.1);
+        let k = k.replace('/', "_");
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let tmp = dir.join(format!("{k}.tmp"));
+            let mut f = std::fs::File::create(&tmp).unwrap();
+            f.write_all(&v).unwrap();
+            if sync {
+                f.sync_all().unwrap();
+            }
+            std::fs::rename(&tmp, dir.join(&k)).unwrap();
+            if sync {
+                std::fs::File::open(&dir).unwrap().sync_all().unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        String::new()
+    }
+    async fn get(&self, k: &str) -> usize {
+        let p = self.0.join(k.replace('/', "_"));
+        tokio::task::spawn_blocking(move || std::fs::read(p).unwrap().len()).await.unwrap()
+    }
+    async fn cas(&self, _: &str, _: &str, _: Bytes) -> Option<String> {
+        None
+    }
+}
+
+async fn fs() {
+    let base = std::env::var("BENCH_TMP").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    for (size, ops) in [(4096usize, 400usize), (1 << 20, 40)] {
+        let mk = || tempfile::tempdir_in(&base).unwrap();
+        let (d1, d2, d3, d4, d5, d6) = (mk(), mk(), mk(), mk(), mk(), mk());
+        let impls: Vec<(&str, Arc<dyn Kv>)> = vec![
+            ("std::fs write+rename, no fsync (floor)", Arc::new(RawFs(d1.path().into(), false))),
+            ("std::fs write+fsync+rename+dir fsync (floor)", Arc::new(RawFs(d2.path().into(), true))),
+            ("larder fs fsync=false", Arc::new(LarderKv(larder::open(&format!("fs://{}?fsync=false", d3.path().display())).await.unwrap()))),
+            ("larder fs (fsync)", Arc::new(LarderKv(larder::open(&format!("fs://{}", d4.path().display())).await.unwrap()))),
+            ("object_store LocalFileSystem", Arc::new(OsKv(object_store_fs(d5.path())))),
+            ("opendal fs", Arc::new(DalKv(dal_fs(d6.path())))),
+        ];
+        for (name, kv) in impls {
+            bench_kv("fs", name, kv, size, ops, false).await;
+        }
+    }
+}
+
+async fn hash() {
+    let buf: Vec<u8> = (0..64u32 << 20).map(|i| i as u8).collect(); // 64 MiB
+    let mb = buf.len() as f64 / (1 << 20) as f64;
+    let mut flat = Vec::new();
+    let mut chunked = Vec::new();
+    let mut reader = Vec::new();
+    for run in 0..=RUNS {
+        let t = Instant::now();
+        use sha2::Digest;
+        std::hint::black_box(sha2::Sha256::digest(&buf));
+        let a = mb / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut h = ContentHasher::new();
+        for c in buf.chunks(64 << 10) {
+            h.update(c);
+        }
+        std::hint::black_box(h.finish());
+        let b = mb / t.elapsed().as_secs_f64();
+        let chunks: Vec<larder::Result<Bytes>> =
+            buf.chunks(64 << 10).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let t = Instant::now();
+        let mut r = Body::from_stream(futures::stream::iter(chunks)).reader(None);
+        while let Some(c) = r.next_chunk().await.unwrap() {
+            std::hint::black_box(c);
+        }
+        std::hint::black_box(r.finish(None).unwrap());
+        let c = mb / t.elapsed().as_secs_f64();
+        if run > 0 {
+            flat.push(a);
+            chunked.push(b);
+            reader.push(c);
+        }
+    }
+    // Throughput: higher is better; `stats` min is the worst run here.
+    emit("hash", "sha256 64 MiB", "sha2 flat buffer (baseline)", flat, "MiB/s");
+    emit("hash", "sha256 64 MiB", "larder ContentHasher 64 KiB chunks", chunked, "MiB/s");
+    emit("hash", "sha256 64 MiB", "larder Body::reader 64 KiB chunks", reader, "MiB/s");
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Bytes of RSS per entry after writing 1,000,000 100-byte entries (run in its own process).
+async fn rss(imp: &str) {
+    let n = 1_000_000usize;
+    let kv: Arc<dyn Kv> = match imp {
+        "hashmap" => Arc::new(MapKv(Mutex::new(HashMap::new()))),
+        "larder" => Arc::new(LarderKv(larder::open("memory://").await.unwrap())),
+        "object_store" => Arc::new(OsKv(Arc::new(object_store::memory::InMemory::new()))),
+        "opendal" => Arc::new(DalKv(dal_mem())),
+        _ => panic!("unknown impl {imp}"),
+    };
+    let before = rss_kib();
+    for i in 0..n {
+        // Distinct content per entry, as real data would be.
+        let mut v = vec![b'x'; 100];
+        v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        kv.put(&format!("key/{i:08}"), Bytes::from(v)).await;
+    }
+    let after = rss_kib();
+    println!("{}", (after - before) * 1024 / n as u64);
+}
+
+/// 8 clients incrementing one key by CAS over HTTP (GET, PUT If-Match, retry on 412).
+async fn cas_http(base: &str, secs: u64) {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/counter");
+    let r = client.put(&url).body("0").send().await.unwrap();
+    assert!(r.status().is_success(), "seed PUT: {}", r.status());
+    let deadline = Instant::now() + std::time::Duration::from_secs(secs);
+    let mut hs = Vec::new();
+    for _ in 0..8 {
+        let (client, url) = (client.clone(), url.clone());
+        hs.push(tokio::spawn(async move {
+            let (mut ok, mut lost) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                let r = client.get(&url).send().await.unwrap();
+                let tag = r.headers()["etag"].to_str().unwrap().to_string();
+                let n: u64 = r.text().await.unwrap().trim().parse().unwrap();
+                let r = client.put(&url).header("if-match", tag).body((n + 1).to_string()).send().await.unwrap();
+                match r.status().as_u16() {
+                    200..=299 => ok += 1,
+                    412 => lost += 1,
+                    s => panic!("unexpected status {s}"),
+                }
+            }
+            (ok, lost)
+        }));
+    }
+    let (mut ok, mut lost) = (0, 0);
+    for h in hs {
+        let (a, b) = h.await.unwrap();
+        ok += a;
+        lost += b;
+    }
+    let final_n: u64 = client.get(&url).send().await.unwrap().text().await.unwrap().trim().parse().unwrap();
+    assert_eq!(final_n, ok, "lost update: counter {final_n} != successful CAS {ok}");
+    println!("{:.1}\t{:.1}", ok as f64 / secs as f64, lost as f64 / secs as f64);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("mem") => mem().await,
+        Some("fs") => fs().await,
+        Some("hash") => hash().await,
+        Some("rss") => rss(&args[2]).await,
+        Some("cas-http") => cas_http(&args[2], args.get(3).map_or(10, |s| s.parse().unwrap())).await,
+        _ => eprintln!("usage: larder-bench mem|fs|hash|rss <hashmap|larder|object_store|opendal>|cas-http <base-url> [secs]"),
+    }
+}

@@ -1,0 +1,519 @@
+//! A store in one MySQL or MariaDB (InnoDB) table.
+//!
+//! URL: `mysql://user[:pass]@host[:port]/db` (or `mariadb://`), with Larder's options
+//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=30000`; any other query
+//! option is the MySQL client's.
+//!
+//! # Layout
+//!
+//! One InnoDB table (default `larder_objects`): `key VARBINARY(1024) PRIMARY KEY` (bytes, so the
+//! order is the keys' code point order and no collation pads or folds), `etag, size,
+//! last_modified (ms), expires_at (ms, NULL = never), content_type, meta (the whole
+//! `Meta::encode` JSON), body LONGBLOB`. `larder_schema` records each table's layout version.
+//!
+//! # Atomicity ([`AtomicScope::Cluster`])
+//!
+//! See [the module](super): sessions run at READ COMMITTED (no gap locks), `SELECT … FOR
+//! UPDATE` locks the row for the decision by the shared evaluator (every condition is
+//! supported), the write is guarded by the etag decided on, and a create races on the primary
+//! key (a duplicate-key error or deadlock rolls back and the decision is made again).
+//!
+//! Bodies are buffered in memory both ways; a range read transfers only the range
+//! (`SUBSTRING`). One statement carries the whole body, so objects are bounded by the server's
+//! `max_allowed_packet` (read at open, less room for the statement): larger bodies are
+//! `TooLarge` before anything is sent.
+//!
+//! # TTL
+//!
+//! Expired rows are absent for every read, listing and condition; a background task deletes
+//! them every `sweep` seconds (default 60; 0 = never) while the store lives.
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::Row;
+
+use super::{successor, Bound, SqlOptions, DECISION_ATTEMPTS};
+use crate::body::Body;
+use crate::capabilities::{AtomicScope, Capabilities};
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::list::{paginate, ListOptions, ListPage};
+use crate::meta::{now_millis, to_millis, Meta};
+use crate::store::{
+    DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
+};
+
+/// Room left in `max_allowed_packet` for the statement around the body (meta, metadata).
+const PACKET_HEADROOM: u64 = 256 * 1024;
+
+/// The layout version this driver writes.
+const SCHEMA_VERSION: i32 = 1;
+
+/// A store in a PostgreSQL table.
+#[derive(Debug)]
+pub struct MysqlStore {
+    pool: MySqlPool,
+    table: String,
+    max_object_size: u64,
+    sweeper: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for MysqlStore {
+    fn drop(&mut self) {
+        if let Some(s) = &self.sweeper {
+            s.abort();
+        }
+    }
+}
+
+/// The server's error number, if it is a MySQL error.
+fn number(e: &sqlx::Error) -> Option<u16> {
+    match e {
+        sqlx::Error::Database(d) => d
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|m| m.number()),
+        _ => None,
+    }
+}
+
+/// Connection and pool trouble, lock waits and deadlocks are worth retrying; everything else
+/// is permanent.
+fn db_error(e: sqlx::Error) -> Error {
+    match (&e, number(&e)) {
+        (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_), _) => {
+            Error::transient(e)
+        }
+        // too many connections, shutdown, lock wait timeout, deadlock, gone away, lost.
+        (_, Some(1040 | 1053 | 1205 | 1213 | 2006 | 2013)) => Error::transient(e),
+        _ => Error::backend(e),
+    }
+}
+
+/// A failed commit has an unknown outcome: never reported as safe to retry.
+fn commit_error(e: sqlx::Error) -> Error {
+    Error::backend(e)
+}
+
+/// Errors after which the decision is simply made again (duplicate key: another writer
+/// created the row; deadlock: InnoDB rolled the transaction back).
+fn redecide(e: &sqlx::Error) -> bool {
+    matches!(number(e), Some(1062 | 1213))
+}
+
+impl MysqlStore {
+    /// Connects to `url` (a `postgres://` URL sqlx understands) with `opts`, creating the table
+    /// if missing.
+    pub async fn open(url: &str, opts: SqlOptions) -> Result<Self> {
+        opts.validate("mysql")?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.acquire_timeout)
+            // No gap locks: a locking read of a missing key locks nothing, racing creators
+            // meet on the primary key instead of deadlocking.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .execute(conn)
+                        .await
+                        .map(|_| ())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(db_error)?;
+        let table = opts.table.clone();
+        Self::migrate(&pool, &table).await?;
+        let packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
+            .fetch_one(&pool)
+            .await
+            .map_err(db_error)?;
+        let max_object_size = packet.saturating_sub(PACKET_HEADROOM);
+        let sweeper = opts.sweep_interval.filter(|d| !d.is_zero()).map(|every| {
+            let pool = pool.clone();
+            let sql = format!("DELETE FROM {table} WHERE expires_at <= ?");
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let now = to_millis(now_millis());
+                    if let Err(e) = sqlx::query(&sql).bind(now).execute(&pool).await {
+                        tracing::warn!(error = %e, "mysql store: sweeping expired objects");
+                    }
+                }
+            })
+        });
+        Ok(MysqlStore {
+            pool,
+            table,
+            max_object_size,
+            sweeper,
+        })
+    }
+
+    /// From a parsed `postgres://` / `postgresql://` URL with the options in the module docs.
+    pub async fn from_url(url: &url::Url) -> Result<Self> {
+        let (opts, rest) = SqlOptions::from_url("mysql", url)?;
+        Self::open(rest.as_str(), opts).await
+    }
+
+    async fn migrate(pool: &MySqlPool, table: &str) -> Result<()> {
+        // DDL commits implicitly in MySQL, so concurrent openers are serialized by a named lock.
+        let mut conn = pool.acquire().await.map_err(db_error)?;
+        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('larder_schema', 60)")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        if got != Some(1) {
+            return Err(Error::transient(
+                "mysql store: timed out waiting for the schema lock",
+            ));
+        }
+        let result = Self::migrate_locked(&mut conn, table).await;
+        let _ = sqlx::query("SELECT RELEASE_LOCK('larder_schema')")
+            .execute(&mut *conn)
+            .await;
+        result
+    }
+
+    async fn migrate_locked(conn: &mut sqlx::MySqlConnection, table: &str) -> Result<()> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS larder_schema (tbl VARCHAR(64) PRIMARY KEY, version INTEGER NOT NULL) ENGINE=InnoDB",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        let version: Option<i32> =
+            sqlx::query_scalar("SELECT version FROM larder_schema WHERE tbl = ?")
+                .bind(table)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        match version {
+            Some(SCHEMA_VERSION) => Ok(()),
+            Some(v) => Err(Error::backend(format!(
+                "mysql table {table} has layout version {v}; this build reads {SCHEMA_VERSION}"
+            ))),
+            None => {
+                sqlx::query(&format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (
+                        `key` VARBINARY(1024) NOT NULL PRIMARY KEY,
+                        etag VARCHAR(128) NOT NULL,
+                        size BIGINT NOT NULL,
+                        last_modified BIGINT NOT NULL,
+                        expires_at BIGINT NULL,
+                        content_type TEXT NULL,
+                        meta LONGTEXT NOT NULL,
+                        body LONGBLOB NOT NULL,
+                        INDEX {table}_expires (expires_at)
+                    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+                ))
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+                sqlx::query("INSERT INTO larder_schema (tbl, version) VALUES (?, ?)")
+                    .bind(table)
+                    .bind(SCHEMA_VERSION)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The live object's metadata at `key`.
+    async fn current(&self, key: &Key) -> Result<Option<Meta>> {
+        let meta: Option<Vec<u8>> = sqlx::query_scalar(&format!(
+            "SELECT meta FROM {} WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)",
+            self.table
+        ))
+        .bind(key.as_str())
+        .bind(to_millis(now_millis()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        meta.map(|m| Meta::decode(&m)).transpose()
+    }
+
+    /// Locks `key`'s row (expired or not) for the rest of `tx`: `(row exists, live meta)`.
+    async fn lock(
+        &self,
+        tx: &mut sqlx::MySqlConnection,
+        key: &Key,
+    ) -> std::result::Result<(Option<String>, Option<Meta>), Error> {
+        // `_bin` collations make text columns read as bytes.
+        let row: Option<(Vec<u8>, Option<i64>, Vec<u8>)> = sqlx::query_as(&format!(
+            "SELECT etag, expires_at, meta FROM {} WHERE `key` = ? FOR UPDATE",
+            self.table
+        ))
+        .bind(key.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let now = to_millis(now_millis());
+        match row {
+            None => Ok((None, None)),
+            Some((etag, exp, _)) if exp.is_some_and(|e| e <= now) => {
+                Ok((Some(String::from_utf8_lossy(&etag).into_owned()), None))
+            }
+            Some((etag, _, meta)) => Ok((
+                Some(String::from_utf8_lossy(&etag).into_owned()),
+                Some(Meta::decode(&meta)?),
+            )),
+        }
+    }
+
+    async fn read_body(&self, meta: &Meta, range: &Option<Range<u64>>) -> Result<Option<Bytes>> {
+        let (start, len) = match range {
+            Some(r) => (r.start, r.end - r.start),
+            None => (0, meta.size),
+        };
+        let body: Option<Vec<u8>> = sqlx::query_scalar(&format!(
+            "SELECT SUBSTRING(body, ?, ?) FROM {} WHERE `key` = ? AND etag = ?",
+            self.table
+        ))
+        .bind(start as i64 + 1)
+        .bind(len as i64)
+        .bind(meta.key.as_str())
+        .bind(meta.etag.opaque())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(body.map(Bytes::from))
+    }
+
+    /// One decision and write; `Ok(None)`: lost a race that rolled the transaction back.
+    async fn try_put(
+        &self,
+        key: &Key,
+        data: &[u8],
+        meta_in: &Meta,
+        opts: &PutOptions,
+    ) -> Result<Option<PutResult>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let (row_etag, current) = self.lock(&mut tx, key).await?;
+        opts.preconditions.evaluate_write(current.as_ref())?;
+        let now = match &current {
+            Some(c) => now_millis().max(c.last_modified),
+            None => now_millis(),
+        };
+        let meta = Meta {
+            last_modified: now,
+            expires_at: opts.ttl.map(|t| now + t),
+            ..meta_in.clone()
+        };
+        let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
+        let t = &self.table;
+        let update = format!(
+            "UPDATE {t} SET etag = ?, size = ?, last_modified = ?, expires_at = ?,
+               content_type = ?, meta = ?, body = ? WHERE `key` = ? AND etag = ?"
+        );
+        // Nothing to lock yet: the primary key decides between racing creators.
+        let insert = format!(
+            "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, `key`)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        );
+        let q = match &row_etag {
+            Some(old) => sqlx::query(&update)
+                .bind(meta.etag.opaque())
+                .bind(meta.size as i64)
+                .bind(to_millis(now))
+                .bind(meta.expires_at.map(to_millis))
+                .bind(meta.content_type.as_deref())
+                .bind(&encoded)
+                .bind(data)
+                .bind(key.as_str())
+                .bind(old.as_str()),
+            None => sqlx::query(&insert)
+                .bind(meta.etag.opaque())
+                .bind(meta.size as i64)
+                .bind(to_millis(now))
+                .bind(meta.expires_at.map(to_millis))
+                .bind(meta.content_type.as_deref())
+                .bind(&encoded)
+                .bind(data)
+                .bind(key.as_str()),
+        };
+        let done = match q.execute(&mut *tx).await {
+            Ok(d) => d,
+            Err(e) if redecide(&e) => return Ok(None),
+            Err(e) => return Err(db_error(e)),
+        };
+        // An update of the locked row cannot miss (and reports 0 rows when nothing changed).
+        if row_etag.is_none() && done.rows_affected() != 1 {
+            // Another writer created the row after our lock read found none: decide again.
+            return Ok(None);
+        }
+        tx.commit().await.map_err(commit_error)?;
+        Ok(Some(PutResult {
+            meta,
+            created: current.is_none(),
+        }))
+    }
+}
+
+#[async_trait]
+impl Store for MysqlStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_object_size: Some(self.max_object_size),
+            ..Capabilities::full("mysql", AtomicScope::Cluster, true)
+        }
+    }
+
+    async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
+        let meta = self
+            .current(key)
+            .await?
+            .ok_or_else(|| Error::not_found(key))?;
+        opts.preconditions.evaluate_read(&meta)?;
+        Ok(meta)
+    }
+
+    async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
+        // Decide on one read of the meta, then read the bytes only if still that version.
+        for _ in 0..DECISION_ATTEMPTS {
+            let meta = self
+                .current(key)
+                .await?
+                .ok_or_else(|| Error::not_found(key))?;
+            let range = opts.evaluate(&meta)?;
+            if let Some(data) = self.read_body(&meta, &range).await? {
+                return Ok(GetResult {
+                    meta,
+                    range,
+                    body: futures::stream::once(async move { Ok(data) }).boxed(),
+                });
+            }
+        }
+        Err(Error::transient(format!(
+            "{key} kept changing while being read"
+        )))
+    }
+
+    async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
+        let caps = self.capabilities();
+        caps.check_put(&opts)?;
+        let (data, etag, size) = body
+            .reader(caps.max_object_size)
+            .collect(opts.expected_etag.as_ref())
+            .await?;
+        let template = Meta {
+            key: key.clone(),
+            etag,
+            size,
+            last_modified: now_millis(),
+            expires_at: None,
+            content_type: opts.content_type.clone(),
+            metadata: opts.metadata.clone(),
+        };
+        for _ in 0..DECISION_ATTEMPTS {
+            if let Some(done) = self.try_put(key, &data, &template, &opts).await? {
+                return Ok(done);
+            }
+        }
+        Err(Error::transient(format!(
+            "{key}: lost {DECISION_ATTEMPTS} creation races in a row"
+        )))
+    }
+
+    async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
+        self.capabilities().check_delete(&opts)?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let (_, current) = self.lock(&mut tx, key).await?;
+        let current = current.ok_or_else(|| Error::not_found(key))?;
+        opts.preconditions.evaluate_write(Some(&current))?;
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE `key` = ? AND etag = ?",
+            self.table
+        ))
+        .bind(key.as_str())
+        .bind(current.etag.opaque())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(commit_error)
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
+        opts.validate()?;
+        let limit = opts.page_size();
+        let now = to_millis(now_millis());
+        let end = successor(&opts.prefix);
+        let mut from = match &opts.cursor {
+            Some(c) if *c >= opts.prefix => Bound::After(c.clone()),
+            _ => Bound::From(opts.prefix.clone()),
+        };
+        if let (Bound::After(c), Some(d)) = (&from, opts.delimiter) {
+            if c.ends_with(d) {
+                // The cursor is a common prefix: the next entry is past everything under it.
+                match successor(c) {
+                    Some(next) => from = Bound::From(next),
+                    None => return Ok(ListPage::default()),
+                }
+            }
+        }
+        let mut rows: Vec<Meta> = Vec::new();
+        let mut entries = 0usize;
+        let mut last_entry: Option<String> = None;
+        'scan: loop {
+            let (op, start) = match &from {
+                Bound::After(s) => (">", s.as_str()),
+                Bound::From(s) => (">=", s.as_str()),
+            };
+            let batch: Vec<Vec<u8>> = sqlx::query(&format!(
+                "SELECT meta FROM {} WHERE `key` {op} ? AND (? IS NULL OR `key` < ?)
+                 AND (expires_at IS NULL OR expires_at > ?) ORDER BY `key` LIMIT ?",
+                self.table
+            ))
+            .bind(start)
+            .bind(end.as_deref())
+            .bind(end.as_deref())
+            .bind(now)
+            .bind((limit + 1) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|r| r.get::<Vec<u8>, _>(0))
+            .collect();
+            let exhausted = batch.len() <= limit;
+            for json in batch {
+                let meta = Meta::decode(&json)?;
+                let key = meta.key.as_str().to_owned();
+                let group = opts.delimiter.and_then(|d| {
+                    key[opts.prefix.len()..]
+                        .find(d)
+                        .map(|i| key[..opts.prefix.len() + i + d.len_utf8()].to_owned())
+                });
+                let entry = group.clone().unwrap_or_else(|| key.clone());
+                if last_entry.as_deref() != Some(entry.as_str()) {
+                    entries += 1;
+                    last_entry = Some(entry);
+                }
+                rows.push(meta);
+                if entries > limit {
+                    break 'scan;
+                }
+                if let Some(g) = group {
+                    // Everything else under this common prefix is one entry: jump past it.
+                    match successor(&g) {
+                        Some(next) => from = Bound::From(next),
+                        None => break 'scan,
+                    }
+                    continue 'scan;
+                }
+                from = Bound::After(key);
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(paginate(rows, &opts))
+    }
+}

@@ -1,0 +1,483 @@
+//! A store in one PostgreSQL table.
+//!
+//! URL: `postgres://user[:pass]@host[:port]/db` (or `postgresql://`), with Larder's options
+//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=30000`; any other query
+//! option is the PostgreSQL client's (e.g. `sslmode`, though this build has no TLS).
+//!
+//! # Layout
+//!
+//! One table (default `larder_objects`): `key TEXT COLLATE "C" PRIMARY KEY, etag, size,
+//! last_modified (ms), expires_at (ms, NULL = never), content_type, meta (the whole
+//! `Meta::encode` JSON), body BYTEA`. The `C` collation makes the primary key's order the
+//! keys' code point order, so prefix listing is an index range scan. `larder_schema` records
+//! each table's layout version; a table written by a newer layout is refused, not misread.
+//! Creation is serialized by an advisory lock, so stores opening at once don't collide.
+//!
+//! # Atomicity ([`AtomicScope::Cluster`])
+//!
+//! See [the module](super): `SELECT … FOR UPDATE` locks the row for the decision (made by the
+//! shared evaluator, so every condition is supported) and the write is guarded by the etag
+//! decided on; a create races on the primary key (`INSERT … ON CONFLICT DO NOTHING`, 0 rows →
+//! decide again). Every client of the database sees one order of versions.
+//!
+//! Bodies are buffered in memory on the way in and out (a row is one value); a range read
+//! transfers only the range (`substring`), checked against the ETag decided on. Objects are
+//! bounded at [`MAX_OBJECT_SIZE`] (a `bytea` value is at most 1 GB).
+//!
+//! # TTL
+//!
+//! Expired rows are absent for every read, listing and condition; a background task deletes
+//! them every `sweep` seconds (default 60; 0 = never) while the store lives.
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Row;
+
+use super::{successor, Bound, SqlOptions, DECISION_ATTEMPTS};
+use crate::body::Body;
+use crate::capabilities::{AtomicScope, Capabilities};
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::list::{paginate, ListOptions, ListPage};
+use crate::meta::{now_millis, to_millis, Meta};
+use crate::store::{
+    DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
+};
+
+/// Largest object: below PostgreSQL's 1 GB limit on one field, with room for the protocol.
+pub const MAX_OBJECT_SIZE: u64 = 512 * 1024 * 1024;
+
+/// The layout version this driver writes.
+const SCHEMA_VERSION: i32 = 1;
+
+/// A store in a PostgreSQL table.
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    table: String,
+    sweeper: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(s) = &self.sweeper {
+            s.abort();
+        }
+    }
+}
+
+/// Connection and pool trouble, serialization failures and deadlocks are worth retrying;
+/// everything else is permanent.
+fn db_error(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            Error::transient(e)
+        }
+        sqlx::Error::Database(d)
+            if d.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
+            }) =>
+        {
+            Error::transient(e)
+        }
+        _ => Error::backend(e),
+    }
+}
+
+/// A failed commit has an unknown outcome: never reported as safe to retry.
+fn commit_error(e: sqlx::Error) -> Error {
+    Error::backend(e)
+}
+
+/// Errors after which the decision is simply made again (the transaction was rolled back).
+fn redecide(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40001" | "40P01" | "23505")))
+}
+
+impl PostgresStore {
+    /// Connects to `url` (a `postgres://` URL sqlx understands) with `opts`, creating the table
+    /// if missing.
+    pub async fn open(url: &str, opts: SqlOptions) -> Result<Self> {
+        opts.validate("postgres")?;
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.acquire_timeout)
+            .connect(url)
+            .await
+            .map_err(db_error)?;
+        let table = opts.table.clone();
+        Self::migrate(&pool, &table).await?;
+        let sweeper = opts.sweep_interval.filter(|d| !d.is_zero()).map(|every| {
+            let pool = pool.clone();
+            let sql = format!("DELETE FROM {table} WHERE expires_at <= $1");
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let now = to_millis(now_millis());
+                    if let Err(e) = sqlx::query(&sql).bind(now).execute(&pool).await {
+                        tracing::warn!(error = %e, "postgres store: sweeping expired objects");
+                    }
+                }
+            })
+        });
+        Ok(PostgresStore {
+            pool,
+            table,
+            sweeper,
+        })
+    }
+
+    /// From a parsed `postgres://` / `postgresql://` URL with the options in the module docs.
+    pub async fn from_url(url: &url::Url) -> Result<Self> {
+        let (opts, rest) = SqlOptions::from_url("postgres", url)?;
+        Self::open(rest.as_str(), opts).await
+    }
+
+    async fn migrate(pool: &PgPool, table: &str) -> Result<()> {
+        let mut tx = pool.begin().await.map_err(db_error)?;
+        // Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog: serialize.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('larder_schema'))")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS larder_schema (tbl TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let version: Option<i32> =
+            sqlx::query_scalar("SELECT version FROM larder_schema WHERE tbl = $1")
+                .bind(table)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        match version {
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(Error::backend(format!(
+                "postgres table {table} has layout version {v}; this build reads {SCHEMA_VERSION}"
+            )))
+            }
+            None => {
+                sqlx::query(&format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (
+                        key TEXT COLLATE \"C\" PRIMARY KEY,
+                        etag TEXT NOT NULL,
+                        size BIGINT NOT NULL,
+                        last_modified BIGINT NOT NULL,
+                        expires_at BIGINT,
+                        content_type TEXT,
+                        meta TEXT NOT NULL,
+                        body BYTEA NOT NULL
+                    )"
+                ))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                sqlx::query(&format!(
+                    "CREATE INDEX IF NOT EXISTS {table}_expires ON {table} (expires_at) WHERE expires_at IS NOT NULL"
+                ))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                sqlx::query("INSERT INTO larder_schema (tbl, version) VALUES ($1, $2)")
+                    .bind(table)
+                    .bind(SCHEMA_VERSION)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// The live object's metadata at `key`.
+    async fn current(&self, key: &Key) -> Result<Option<Meta>> {
+        let meta: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT meta FROM {} WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)",
+            self.table
+        ))
+        .bind(key.as_str())
+        .bind(to_millis(now_millis()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        meta.map(|m| Meta::decode(m.as_bytes())).transpose()
+    }
+
+    /// Locks `key`'s row (expired or not) for the rest of `tx`: `(row exists, live meta)`.
+    async fn lock(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        key: &Key,
+    ) -> std::result::Result<(Option<String>, Option<Meta>), Error> {
+        let row: Option<(String, Option<i64>, String)> = sqlx::query_as(&format!(
+            "SELECT etag, expires_at, meta FROM {} WHERE key = $1 FOR UPDATE",
+            self.table
+        ))
+        .bind(key.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let now = to_millis(now_millis());
+        match row {
+            None => Ok((None, None)),
+            Some((etag, exp, _)) if exp.is_some_and(|e| e <= now) => Ok((Some(etag), None)),
+            Some((etag, _, meta)) => Ok((Some(etag), Some(Meta::decode(meta.as_bytes())?))),
+        }
+    }
+
+    async fn read_body(&self, meta: &Meta, range: &Option<Range<u64>>) -> Result<Option<Bytes>> {
+        let (start, len) = match range {
+            Some(r) => (r.start, r.end - r.start),
+            None => (0, meta.size),
+        };
+        let body: Option<Vec<u8>> = sqlx::query_scalar(&format!(
+            "SELECT substring(body FROM $1::int FOR $2::int) FROM {} WHERE key = $3 AND etag = $4",
+            self.table
+        ))
+        .bind(start as i64 + 1)
+        .bind(len as i64)
+        .bind(meta.key.as_str())
+        .bind(meta.etag.opaque())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(body.map(Bytes::from))
+    }
+
+    /// One decision and write; `Ok(None)`: lost a race that rolled the transaction back.
+    async fn try_put(
+        &self,
+        key: &Key,
+        data: &[u8],
+        meta_in: &Meta,
+        opts: &PutOptions,
+    ) -> Result<Option<PutResult>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let (row_etag, current) = self.lock(&mut tx, key).await?;
+        opts.preconditions.evaluate_write(current.as_ref())?;
+        let now = match &current {
+            Some(c) => now_millis().max(c.last_modified),
+            None => now_millis(),
+        };
+        let meta = Meta {
+            last_modified: now,
+            expires_at: opts.ttl.map(|t| now + t),
+            ..meta_in.clone()
+        };
+        let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
+        let t = &self.table;
+        let update = format!(
+            "UPDATE {t} SET etag = $1, size = $2, last_modified = $3, expires_at = $4,
+               content_type = $5, meta = $6, body = $7 WHERE key = $8 AND etag = $9"
+        );
+        // Nothing to lock yet: the primary key decides between racing creators.
+        let insert = format!(
+            "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING"
+        );
+        let q = match &row_etag {
+            Some(old) => sqlx::query(&update)
+                .bind(meta.etag.opaque())
+                .bind(meta.size as i64)
+                .bind(to_millis(now))
+                .bind(meta.expires_at.map(to_millis))
+                .bind(meta.content_type.as_deref())
+                .bind(&encoded)
+                .bind(data)
+                .bind(key.as_str())
+                .bind(old.as_str()),
+            None => sqlx::query(&insert)
+                .bind(meta.etag.opaque())
+                .bind(meta.size as i64)
+                .bind(to_millis(now))
+                .bind(meta.expires_at.map(to_millis))
+                .bind(meta.content_type.as_deref())
+                .bind(&encoded)
+                .bind(data)
+                .bind(key.as_str()),
+        };
+        let done = match q.execute(&mut *tx).await {
+            Ok(d) => d,
+            Err(e) if redecide(&e) => return Ok(None),
+            Err(e) => return Err(db_error(e)),
+        };
+        if done.rows_affected() != 1 {
+            // Another writer created the row after our lock read found none: decide again.
+            return Ok(None);
+        }
+        tx.commit().await.map_err(commit_error)?;
+        Ok(Some(PutResult {
+            meta,
+            created: current.is_none(),
+        }))
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_object_size: Some(MAX_OBJECT_SIZE),
+            ..Capabilities::full("postgres", AtomicScope::Cluster, true)
+        }
+    }
+
+    async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
+        let meta = self
+            .current(key)
+            .await?
+            .ok_or_else(|| Error::not_found(key))?;
+        opts.preconditions.evaluate_read(&meta)?;
+        Ok(meta)
+    }
+
+    async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
+        // Decide on one read of the meta, then read the bytes only if still that version.
+        for _ in 0..DECISION_ATTEMPTS {
+            let meta = self
+                .current(key)
+                .await?
+                .ok_or_else(|| Error::not_found(key))?;
+            let range = opts.evaluate(&meta)?;
+            if let Some(data) = self.read_body(&meta, &range).await? {
+                return Ok(GetResult {
+                    meta,
+                    range,
+                    body: futures::stream::once(async move { Ok(data) }).boxed(),
+                });
+            }
+        }
+        Err(Error::transient(format!(
+            "{key} kept changing while being read"
+        )))
+    }
+
+    async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
+        let caps = self.capabilities();
+        caps.check_put(&opts)?;
+        let (data, etag, size) = body
+            .reader(caps.max_object_size)
+            .collect(opts.expected_etag.as_ref())
+            .await?;
+        let template = Meta {
+            key: key.clone(),
+            etag,
+            size,
+            last_modified: now_millis(),
+            expires_at: None,
+            content_type: opts.content_type.clone(),
+            metadata: opts.metadata.clone(),
+        };
+        for _ in 0..DECISION_ATTEMPTS {
+            if let Some(done) = self.try_put(key, &data, &template, &opts).await? {
+                return Ok(done);
+            }
+        }
+        Err(Error::transient(format!(
+            "{key}: lost {DECISION_ATTEMPTS} creation races in a row"
+        )))
+    }
+
+    async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
+        self.capabilities().check_delete(&opts)?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let (_, current) = self.lock(&mut tx, key).await?;
+        let current = current.ok_or_else(|| Error::not_found(key))?;
+        opts.preconditions.evaluate_write(Some(&current))?;
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE key = $1 AND etag = $2",
+            self.table
+        ))
+        .bind(key.as_str())
+        .bind(current.etag.opaque())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(commit_error)
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
+        opts.validate()?;
+        let limit = opts.page_size();
+        let now = to_millis(now_millis());
+        let end = successor(&opts.prefix);
+        let mut from = match &opts.cursor {
+            Some(c) if *c >= opts.prefix => Bound::After(c.clone()),
+            _ => Bound::From(opts.prefix.clone()),
+        };
+        if let (Bound::After(c), Some(d)) = (&from, opts.delimiter) {
+            if c.ends_with(d) {
+                // The cursor is a common prefix: the next entry is past everything under it.
+                match successor(c) {
+                    Some(next) => from = Bound::From(next),
+                    None => return Ok(ListPage::default()),
+                }
+            }
+        }
+        let mut rows: Vec<Meta> = Vec::new();
+        let mut entries = 0usize;
+        let mut last_entry: Option<String> = None;
+        'scan: loop {
+            let (op, start) = match &from {
+                Bound::After(s) => (">", s.as_str()),
+                Bound::From(s) => (">=", s.as_str()),
+            };
+            let batch: Vec<String> = sqlx::query(&format!(
+                "SELECT meta FROM {} WHERE key {op} $1 AND ($2::text IS NULL OR key < $2)
+                 AND (expires_at IS NULL OR expires_at > $3) ORDER BY key LIMIT $4",
+                self.table
+            ))
+            .bind(start)
+            .bind(end.as_deref())
+            .bind(now)
+            .bind((limit + 1) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect();
+            let exhausted = batch.len() <= limit;
+            for json in batch {
+                let meta = Meta::decode(json.as_bytes())?;
+                let key = meta.key.as_str().to_owned();
+                let group = opts.delimiter.and_then(|d| {
+                    key[opts.prefix.len()..]
+                        .find(d)
+                        .map(|i| key[..opts.prefix.len() + i + d.len_utf8()].to_owned())
+                });
+                let entry = group.clone().unwrap_or_else(|| key.clone());
+                if last_entry.as_deref() != Some(entry.as_str()) {
+                    entries += 1;
+                    last_entry = Some(entry);
+                }
+                rows.push(meta);
+                if entries > limit {
+                    break 'scan;
+                }
+                if let Some(g) = group {
+                    // Everything else under this common prefix is one entry: jump past it.
+                    match successor(&g) {
+                        Some(next) => from = Bound::From(next),
+                        None => break 'scan,
+                    }
+                    continue 'scan;
+                }
+                from = Bound::After(key);
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(paginate(rows, &opts))
+    }
+}

@@ -1,0 +1,810 @@
+//! Tiered stores: a list of stores, nearest first, the last one authoritative; and
+//! [`MountStore`], which routes key prefixes to different stores.
+//!
+//! Writes go to the authoritative tier only, with their preconditions passed through, so they
+//! are exactly as atomic as that tier's writes. Only after the authoritative write succeeded do
+//! nearer tiers get the new object (write-through, same bytes so same ETag) or lose theirs
+//! (invalidation); a nearer tier that fails is invalidated, and if even that fails its copy is
+//! never served unrevalidated, because serving a nearer copy needs a record in this store's
+//! side table saying the authoritative ETag was seen within the freshness window.
+//!
+//! Reads: a nearer tier answers only while the key's authoritative metadata was validated
+//! within that tier's freshness window and the tier's copy has that same ETag; otherwise the
+//! authoritative tier is asked (a `head` to revalidate a nearer copy, or the read itself).
+//! Conditions (`If-Match`, `If-None-Match`, dates, `If-Range`) are always decided against the
+//! authoritative metadata. Backfill happens only from a complete body that hashed to the
+//! authoritative ETag, written with `expected_etag` and `If-None-Match: *`, and never from a
+//! range.
+//!
+//! Replicas: each write or delete publishes the key through an [`Invalidator`] before it
+//! returns; other replicas drop their side-table record and nearer copies on receipt.
+
+mod config;
+mod invalidate;
+mod mount;
+
+pub use config::{
+    open_config, open_config_parts, InvalidationConfig, MountConfig, OpenedConfig, TierConfig,
+    TierEntry,
+};
+#[cfg(feature = "tiered-redis")]
+pub use invalidate::RedisInvalidator;
+pub use invalidate::{Invalidator, MemoryInvalidator, Message};
+pub use mount::MountStore;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::body::Body;
+use crate::capabilities::Capabilities;
+use crate::error::{Error, Result};
+use crate::etag::ContentHasher;
+use crate::key::Key;
+use crate::list::{ListOptions, ListPage};
+use crate::meta::Meta;
+use crate::precondition::Preconditions;
+use crate::store::{
+    DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
+};
+
+/// Counters of one tier. Hits, misses and stale refusals count reads; backfills and
+/// invalidations count writes into the tier.
+#[derive(Debug, Default)]
+pub struct TierStats {
+    /// Reads this tier answered.
+    pub hits: AtomicU64,
+    /// Reads this tier could not answer (no copy, or no fresh copy).
+    pub misses: AtomicU64,
+    /// Copies written into this tier after a read of a deeper tier.
+    pub backfills: AtomicU64,
+    /// Copies removed from this tier (after writes, disagreements, or remote invalidations).
+    pub invalidations: AtomicU64,
+    /// Copies found but not served because their ETag disagreed with the authoritative one.
+    pub stale_reads_refused: AtomicU64,
+}
+
+/// A plain copy of [`TierStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierStatsSnapshot {
+    /// See [`TierStats::hits`].
+    pub hits: u64,
+    /// See [`TierStats::misses`].
+    pub misses: u64,
+    /// See [`TierStats::backfills`].
+    pub backfills: u64,
+    /// See [`TierStats::invalidations`].
+    pub invalidations: u64,
+    /// See [`TierStats::stale_reads_refused`].
+    pub stale_reads_refused: u64,
+}
+
+impl TierStats {
+    fn snapshot(&self) -> TierStatsSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TierStatsSnapshot {
+            hits: l(&self.hits),
+            misses: l(&self.misses),
+            backfills: l(&self.backfills),
+            invalidations: l(&self.invalidations),
+            stale_reads_refused: l(&self.stale_reads_refused),
+        }
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One tier of a [`TieredStore`].
+#[derive(Clone, Debug)]
+pub struct Tier {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// How long after a validation against the authoritative tier this tier's copy may be
+    /// served without asking it again. Ignored for the authoritative (last) tier.
+    pub freshness: Duration,
+}
+
+impl Tier {
+    /// A tier with the given freshness window.
+    pub fn new(store: Arc<dyn Store>, freshness: Duration) -> Self {
+        Tier { store, freshness }
+    }
+}
+
+/// What this replica knows about a key.
+#[derive(Debug)]
+struct KeyState {
+    /// Renewed (from [`SideTable::counter`]) by every write, delete and invalidation of the
+    /// key, so that a read that began before one does not record what it saw as fresh.
+    epoch: u64,
+    /// The authoritative metadata and when it was seen.
+    fresh: Option<(Meta, Instant)>,
+}
+
+/// When each key was last validated against the authoritative tier.
+#[derive(Debug, Default)]
+struct SideTable {
+    keys: HashMap<Key, KeyState>,
+    /// Source of epochs: only grows.
+    counter: u64,
+    /// The epoch of every key not in `keys`. Raised past every earlier epoch whenever keys are
+    /// dropped from the table, so a read that began before the drop cannot record.
+    floor: u64,
+}
+
+/// Keys the side table holds before it drops those without a fresh validation.
+const SIDE_TABLE_KEYS: usize = 1 << 16;
+
+impl SideTable {
+    fn state(&mut self, key: &Key) -> &mut KeyState {
+        if self.keys.len() >= SIDE_TABLE_KEYS && !self.keys.contains_key(key) {
+            self.prune();
+        }
+        let floor = self.floor;
+        self.keys.entry(key.clone()).or_insert(KeyState {
+            epoch: floor,
+            fresh: None,
+        })
+    }
+
+    fn prune(&mut self) {
+        self.counter += 1;
+        self.floor = self.counter;
+        self.keys
+            .retain(|_, s| s.fresh.as_ref().is_some_and(|(m, _)| !m.is_expired()));
+        if self.keys.len() >= SIDE_TABLE_KEYS / 2 {
+            // Mostly fresh: forget them all (they are revalidated on their next read).
+            self.keys.clear();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    tiers: Vec<Tier>,
+    stats: Vec<TierStats>,
+    state: Mutex<SideTable>,
+    /// Identifies this replica's own invalidation messages.
+    replica_id: String,
+    /// Largest object kept in nearer tiers (write-through and backfill).
+    max_cached_bytes: u64,
+    /// Numbers this replica's invalidation messages.
+    seq: AtomicU64,
+    /// Acknowledgements counted per message in flight.
+    pending: Mutex<HashMap<u64, tokio::sync::watch::Sender<usize>>>,
+    /// How long a write waits for every subscriber to acknowledge its invalidation.
+    ack_timeout: Duration,
+}
+
+/// A stack of stores, nearest first, the last one authoritative. See the [module
+/// docs](self).
+#[derive(Debug, Clone)]
+pub struct TieredStore {
+    shared: Arc<Shared>,
+    invalidator: Option<Arc<dyn Invalidator>>,
+}
+
+/// Default [`TieredStore::ack_timeout`].
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default [`TieredStore`] limit on objects kept in nearer tiers: 64 MiB.
+pub const DEFAULT_MAX_CACHED_BYTES: u64 = 64 << 20;
+
+impl TieredStore {
+    /// A tiered store over `tiers` (nearest first, last authoritative), without cross-replica
+    /// invalidation.
+    pub fn new(tiers: Vec<Tier>) -> Result<Self> {
+        if tiers.is_empty() {
+            return Err(Error::InvalidInput(
+                "a tiered store needs at least one tier".into(),
+            ));
+        }
+        let stats = tiers.iter().map(|_| TierStats::default()).collect();
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        static N: AtomicU64 = AtomicU64::new(0);
+        let replica_id = format!(
+            "{}-{nanos:x}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        Ok(TieredStore {
+            shared: Arc::new(Shared {
+                tiers,
+                stats,
+                state: Mutex::default(),
+                replica_id,
+                max_cached_bytes: DEFAULT_MAX_CACHED_BYTES,
+                seq: AtomicU64::new(0),
+                pending: Mutex::default(),
+                ack_timeout: DEFAULT_ACK_TIMEOUT,
+            }),
+            invalidator: None,
+        })
+    }
+
+    /// Stores nearest first with one freshness window for every nearer tier.
+    pub fn with_stores(stores: Vec<Arc<dyn Store>>, freshness: Duration) -> Result<Self> {
+        Self::new(
+            stores
+                .into_iter()
+                .map(|s| Tier::new(s, freshness))
+                .collect(),
+        )
+    }
+
+    /// Limits the objects kept in nearer tiers to `bytes` (bigger ones are only invalidated
+    /// there, and read from the authoritative tier). Call before sharing the store.
+    pub fn max_cached_bytes(mut self, bytes: u64) -> Self {
+        if let Some(s) = Arc::get_mut(&mut self.shared) {
+            s.max_cached_bytes = bytes;
+        }
+        self
+    }
+
+    /// How long a write waits for every subscriber of the invalidation channel to acknowledge
+    /// (after invalidating its nearer tiers) before returning anyway. Call before sharing the
+    /// store.
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(s) = Arc::get_mut(&mut self.shared) {
+            s.ack_timeout = timeout;
+        }
+        self
+    }
+
+    /// Publishes every write and delete through `invalidator`, and invalidates this replica's
+    /// nearer tiers on the keys other replicas publish. Subscribes before returning, so no
+    /// message published after this returns is missed.
+    ///
+    /// A write returns once every subscription the message reached has acknowledged it (each
+    /// replica acknowledges after invalidating), or after [`TieredStore::ack_timeout`]: so a
+    /// read through any replica that started after the write returned sees the write.
+    pub async fn with_invalidator(mut self, invalidator: Arc<dyn Invalidator>) -> Result<Self> {
+        let mut messages = invalidator.subscribe().await?;
+        let weak = Arc::downgrade(&self.shared);
+        let inv = invalidator.clone();
+        tokio::spawn(async move {
+            loop {
+                while let Some(msg) = messages.next().await {
+                    let Some(shared) = weak.upgrade() else {
+                        // The store is gone and caches nothing, but the publisher counted
+                        // this subscription: acknowledge so it need not wait.
+                        if let Message::Key { replica, seq, .. } = msg {
+                            let _ = inv.publish(&Message::Ack { replica, seq }.encode()).await;
+                        }
+                        return;
+                    };
+                    match msg {
+                        Message::Key { replica, seq, key } => {
+                            if replica != shared.replica_id {
+                                shared.invalidate_nearer(&key).await;
+                            }
+                            let ack = Message::Ack { replica, seq }.encode();
+                            if let Err(e) = inv.publish(&ack).await {
+                                tracing::warn!("tiered: acknowledging an invalidation: {e}");
+                            }
+                        }
+                        Message::Ack { replica, seq } => {
+                            if replica == shared.replica_id {
+                                if let Some(tx) = shared.pending_lock().get(&seq) {
+                                    tx.send_modify(|n| *n += 1);
+                                }
+                            }
+                        }
+                        // The subscription was interrupted: messages may have been lost, so
+                        // nothing this replica saw may be served without revalidation.
+                        Message::Gap => shared.forget_all(),
+                    }
+                }
+                let Some(shared) = weak.upgrade() else { return };
+                shared.forget_all();
+                drop(shared);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match inv.subscribe().await {
+                    Ok(m) => messages = m,
+                    Err(e) => tracing::warn!("tiered: resubscribing for invalidations: {e}"),
+                }
+            }
+        });
+        self.invalidator = Some(invalidator);
+        Ok(self)
+    }
+
+    /// The tiers, nearest first.
+    pub fn tiers(&self) -> &[Tier] {
+        &self.shared.tiers
+    }
+
+    /// Per-tier counters, nearest first.
+    pub fn stats(&self) -> Vec<TierStatsSnapshot> {
+        self.shared.stats.iter().map(TierStats::snapshot).collect()
+    }
+
+    /// Drops every nearer copy of `key` (the authoritative tier is never touched), and forgets
+    /// that it was validated.
+    pub async fn invalidate(&self, key: &Key) {
+        self.shared.invalidate_nearer(key).await;
+    }
+
+    fn auth(&self) -> &Arc<dyn Store> {
+        &self.shared.tiers.last().expect("at least one tier").store
+    }
+
+    fn nearer(&self) -> usize {
+        self.shared.tiers.len() - 1
+    }
+
+    /// Publishes the key and waits for every subscription to acknowledge it. Failures are
+    /// logged, not returned: the write itself succeeded, and other replicas fall back to their
+    /// freshness window.
+    async fn publish(&self, key: &Key) {
+        let Some(inv) = &self.invalidator else { return };
+        let shared = &self.shared;
+        let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = tokio::sync::watch::channel(0usize);
+        shared.pending_lock().insert(seq, tx);
+        let msg = Message::Key {
+            replica: shared.replica_id.clone(),
+            seq,
+            key: key.clone(),
+        };
+        match inv.publish(&msg.encode()).await {
+            Ok(n) => {
+                let acked = rx.wait_for(|acks| *acks >= n);
+                if tokio::time::timeout(shared.ack_timeout, acked)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("tiered: invalidation of {key} not acknowledged by all {n}");
+                }
+            }
+            Err(e) => tracing::warn!("tiered: publishing the invalidation of {key}: {e}"),
+        }
+        shared.pending_lock().remove(&seq);
+    }
+
+    /// Serves from nearer tier `i` using the authoritative metadata `auth`, which is known to be
+    /// current. `None`: the tier has no copy with that ETag (it is dropped if it has another).
+    async fn serve_from(
+        &self,
+        i: usize,
+        key: &Key,
+        opts: &GetOptions,
+        auth: &Meta,
+    ) -> Result<Option<GetResult>> {
+        // Conditions and If-Range are decided on the authoritative metadata, never the tier's.
+        let range = opts.evaluate(auth)?;
+        let tier_opts = GetOptions {
+            range: range.as_ref().and(opts.range),
+            ..Default::default()
+        };
+        match self.shared.tiers[i].store.get(key, tier_opts).await {
+            Ok(r) if r.meta.etag.strong_eq(&auth.etag) && r.range == range => {
+                bump(&self.shared.stats[i].hits);
+                Ok(Some(GetResult {
+                    meta: auth.clone(),
+                    range: r.range,
+                    body: r.body,
+                }))
+            }
+            Ok(_) => {
+                bump(&self.shared.stats[i].stale_reads_refused);
+                self.shared.drop_copy(i, key).await;
+                Ok(None)
+            }
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => {
+                tracing::warn!("tiered: tier {i} read of {key}: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The key's authoritative metadata if validated within tier `i`'s window.
+    fn fresh_for(&self, i: usize, key: &Key) -> Option<Meta> {
+        let state = self.shared.lock();
+        let (meta, at) = state.keys.get(key)?.fresh.as_ref()?;
+        (at.elapsed() < self.shared.tiers[i].freshness && !meta.is_expired()).then(|| meta.clone())
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SideTable> {
+        // Every change under this lock is a single assignment: a poisoned lock is consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, tokio::sync::watch::Sender<usize>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn epoch(&self, key: &Key) -> u64 {
+        let t = self.lock();
+        t.keys.get(key).map_or(t.floor, |s| s.epoch)
+    }
+
+    /// Forgets the key's validation and renews its epoch; returns the new epoch.
+    fn forget(&self, key: &Key) -> u64 {
+        let mut t = self.lock();
+        t.counter += 1;
+        let epoch = t.counter;
+        let s = t.state(key);
+        s.epoch = epoch;
+        s.fresh = None;
+        epoch
+    }
+
+    fn forget_all(&self) {
+        let mut t = self.lock();
+        t.counter += 1;
+        t.floor = t.counter;
+        t.keys.clear();
+    }
+
+    /// Records `meta` as the validated authoritative metadata, unless the key changed since
+    /// `epoch`. Returns whether it was recorded.
+    fn record(&self, key: &Key, epoch: u64, meta: &Meta, seen: Instant) -> bool {
+        let mut t = self.lock();
+        let s = t.state(key);
+        if s.epoch != epoch {
+            return false;
+        }
+        s.fresh = Some((meta.clone(), seen));
+        true
+    }
+
+    /// Removes nearer tier `i`'s copy (a missing one is fine).
+    async fn drop_copy(&self, i: usize, key: &Key) {
+        match self.tiers[i]
+            .store
+            .delete(key, DeleteOptions::default())
+            .await
+        {
+            Ok(()) => bump(&self.stats[i].invalidations),
+            Err(Error::NotFound { .. }) => {}
+            // The copy stays, but without a fresh record it is revalidated before any use.
+            Err(e) => tracing::warn!("tiered: invalidating {key} in tier {i}: {e}"),
+        }
+    }
+
+    /// Invalidates every nearer tier, deepest first, so a concurrent read cannot refill a nearer
+    /// tier from a deeper one that still has the old copy.
+    async fn invalidate_nearer(&self, key: &Key) {
+        self.forget(key);
+        for i in (0..self.tiers.len() - 1).rev() {
+            self.drop_copy(i, key).await;
+        }
+    }
+}
+
+/// The nearer tiers to backfill after a full read, with what is needed to do it.
+struct Backfill {
+    shared: Arc<Shared>,
+    key: Key,
+    meta: Meta,
+    tiers: Vec<usize>,
+    epoch: u64,
+    started: Instant,
+}
+
+impl Backfill {
+    /// Writes the complete, verified body into the tiers that missed, only if absent there.
+    async fn run(self, chunks: Vec<Bytes>) {
+        let ttl = match self.meta.expires_at {
+            None => None,
+            Some(t) => match t.duration_since(SystemTime::now()) {
+                Ok(d) if !d.is_zero() => Some(d),
+                _ => return,
+            },
+        };
+        for &i in self.tiers.iter().rev() {
+            let store = &self.shared.tiers[i].store;
+            let caps = store.capabilities();
+            let opts = PutOptions {
+                // Never overwrite: a write-through that got there first is newer.
+                preconditions: if caps.put_conditions.if_none_match_any {
+                    Preconditions::if_absent()
+                } else {
+                    Preconditions::none()
+                },
+                ttl: ttl.filter(|_| caps.ttl),
+                content_type: self.meta.content_type.clone(),
+                metadata: self.meta.metadata.clone(),
+                // The nearer tier hashes the body again and refuses it unless it is exactly the
+                // authoritative content.
+                expected_etag: Some(self.meta.etag.clone()),
+            };
+            let body = Body::from_stream(futures::stream::iter(
+                chunks.clone().into_iter().map(Ok::<_, Error>),
+            ));
+            match store.put(&self.key, body, opts).await {
+                Ok(_) => bump(&self.shared.stats[i].backfills),
+                Err(Error::PreconditionFailed { .. }) => {}
+                Err(e) => tracing::warn!("tiered: backfilling {} into tier {i}: {e}", self.key),
+            }
+        }
+        if !self
+            .shared
+            .record(&self.key, self.epoch, &self.meta, self.started)
+        {
+            // A write or invalidation raced this read: what was just copied may be old.
+            let opts = DeleteOptions {
+                preconditions: Preconditions::if_match(self.meta.etag.clone()),
+            };
+            for &i in self.tiers.iter().rev() {
+                let _ = self.shared.tiers[i]
+                    .store
+                    .delete(&self.key, opts.clone())
+                    .await;
+            }
+        }
+    }
+}
+
+struct TeeState {
+    body: crate::body::ByteStream,
+    hasher: ContentHasher,
+    chunks: Vec<Bytes>,
+    backfill: Option<Backfill>,
+    limit: u64,
+}
+
+/// Passes the authoritative body through to the reader, hashing it and keeping its chunks;
+/// after the last chunk, if the digest is the authoritative ETag, backfills before ending.
+fn tee(body: crate::body::ByteStream, backfill: Backfill, limit: u64) -> crate::body::ByteStream {
+    let state = TeeState {
+        body,
+        hasher: ContentHasher::new(),
+        chunks: Vec::new(),
+        backfill: Some(backfill),
+        limit,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        match st.body.next().await {
+            Some(Ok(chunk)) => {
+                if st.backfill.is_some() {
+                    if st.hasher.size() + chunk.len() as u64 > st.limit {
+                        st.backfill = None;
+                        st.chunks = Vec::new();
+                    } else {
+                        st.hasher.update(&chunk);
+                        st.chunks.push(chunk.clone());
+                    }
+                }
+                // Backfill as soon as the last byte has arrived: a reader that knows the
+                // length (an HTTP response with Content-Length) never polls for the end.
+                if st
+                    .backfill
+                    .as_ref()
+                    .is_some_and(|bf| st.hasher.size() == bf.meta.size)
+                {
+                    st.finish_backfill().await;
+                }
+                Some((Ok(chunk), st))
+            }
+            Some(Err(e)) => {
+                // A broken body is never cached.
+                st.backfill = None;
+                st.chunks = Vec::new();
+                Some((Err(e), st))
+            }
+            None => {
+                st.finish_backfill().await;
+                None
+            }
+        }
+    })
+    .boxed()
+}
+
+impl TeeState {
+    /// Backfills from the chunks kept, if they hash to the authoritative ETag and size.
+    async fn finish_backfill(&mut self) {
+        if let Some(bf) = self.backfill.take() {
+            let (etag, size) = std::mem::take(&mut self.hasher).finish();
+            if etag.strong_eq(&bf.meta.etag) && size == bf.meta.size {
+                bf.run(std::mem::take(&mut self.chunks)).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for TieredStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: "tiered",
+            ..self.auth().capabilities()
+        }
+    }
+
+    async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
+        for i in 0..self.nearer() {
+            if let Some(meta) = self.fresh_for(i, key) {
+                bump(&self.shared.stats[i].hits);
+                opts.preconditions.evaluate_read(&meta)?;
+                return Ok(meta);
+            }
+            bump(&self.shared.stats[i].misses);
+        }
+        let epoch = self.shared.epoch(key);
+        let started = Instant::now();
+        match self.auth().head(key, HeadOptions::default()).await {
+            Ok(meta) => {
+                self.shared.record(key, epoch, &meta, started);
+                opts.preconditions.evaluate_read(&meta)?;
+                Ok(meta)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
+        let mut missed = Vec::new();
+        for i in 0..self.nearer() {
+            if let Some(auth) = self.fresh_for(i, key) {
+                if let Some(r) = self.serve_from(i, key, &opts, &auth).await? {
+                    return Ok(r);
+                }
+                bump(&self.shared.stats[i].misses);
+                missed.push(i);
+                continue;
+            }
+            // No fresh record: a copy here is served only after the authoritative tier
+            // confirms its ETag.
+            let copy = match self.shared.tiers[i]
+                .store
+                .head(key, HeadOptions::default())
+                .await
+            {
+                Ok(m) => m,
+                Err(_) => {
+                    bump(&self.shared.stats[i].misses);
+                    missed.push(i);
+                    continue;
+                }
+            };
+            let epoch = self.shared.epoch(key);
+            let started = Instant::now();
+            let auth = match self.auth().head(key, HeadOptions::default()).await {
+                Ok(m) => m,
+                Err(Error::NotFound { .. }) => {
+                    bump(&self.shared.stats[i].stale_reads_refused);
+                    self.shared.invalidate_nearer(key).await;
+                    return Err(Error::not_found(key));
+                }
+                Err(e) => return Err(e),
+            };
+            if auth.etag.strong_eq(&copy.etag) {
+                self.shared.record(key, epoch, &auth, started);
+                if let Some(r) = self.serve_from(i, key, &opts, &auth).await? {
+                    return Ok(r);
+                }
+            } else {
+                bump(&self.shared.stats[i].stale_reads_refused);
+                self.shared.drop_copy(i, key).await;
+            }
+            bump(&self.shared.stats[i].misses);
+            missed.push(i);
+        }
+        let epoch = self.shared.epoch(key);
+        let started = Instant::now();
+        let last = self.nearer();
+        let r = self.auth().get(key, opts).await?;
+        bump(&self.shared.stats[last].hits);
+        // Only a whole body is copied nearer; a range never is.
+        if r.range.is_some() || missed.is_empty() || r.meta.size > self.shared.max_cached_bytes {
+            return Ok(r);
+        }
+        let backfill = Backfill {
+            shared: self.shared.clone(),
+            key: key.clone(),
+            meta: r.meta.clone(),
+            tiers: missed,
+            epoch,
+            started,
+        };
+        Ok(GetResult {
+            meta: r.meta,
+            range: None,
+            body: tee(r.body, backfill, self.shared.max_cached_bytes),
+        })
+    }
+
+    async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
+        self.capabilities().check_put(&opts)?;
+        let through = match &body {
+            Body::Bytes(b) if (b.len() as u64) <= self.shared.max_cached_bytes => Some(b.clone()),
+            _ => None,
+        };
+        let (content_type, metadata) = (opts.content_type.clone(), opts.metadata.clone());
+        // Stop serving nearer copies while the write is in flight.
+        self.shared.forget(key);
+        let res = match self.auth().put(key, body, opts).await {
+            Ok(r) => r,
+            // These change nothing in the authoritative tier.
+            Err(
+                e @ (Error::PreconditionFailed { .. }
+                | Error::InvalidInput(_)
+                | Error::InvalidKey { .. }
+                | Error::TooLarge { .. }
+                | Error::Unsupported { .. }),
+            ) => return Err(e),
+            Err(e) => {
+                // The write may or may not have happened: no nearer copy may survive.
+                self.shared.invalidate_nearer(key).await;
+                self.publish(key).await;
+                return Err(e);
+            }
+        };
+        let epoch = self.shared.forget(key);
+        self.publish(key).await;
+        let ttl = res
+            .meta
+            .expires_at
+            .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default());
+        let mut all_through = through.is_some();
+        for i in (0..self.nearer()).rev() {
+            let store = &self.shared.tiers[i].store;
+            let caps = store.capabilities();
+            let fits = caps.max_object_size.is_none_or(|m| res.meta.size <= m)
+                && (ttl.is_none() || caps.ttl)
+                && ttl.is_none_or(|t| !t.is_zero());
+            let written = match (&through, fits) {
+                (Some(data), true) => {
+                    let o = PutOptions {
+                        ttl,
+                        content_type: content_type.clone(),
+                        metadata: metadata.clone(),
+                        expected_etag: Some(res.meta.etag.clone()),
+                        ..Default::default()
+                    };
+                    match store.put(key, Body::Bytes(data.clone()), o).await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::warn!("tiered: write-through of {key} to tier {i}: {e}");
+                            false
+                        }
+                    }
+                }
+                _ => false,
+            };
+            if !written {
+                all_through = false;
+                self.shared.drop_copy(i, key).await;
+            }
+        }
+        if all_through {
+            self.shared.record(key, epoch, &res.meta, Instant::now());
+        }
+        Ok(res)
+    }
+
+    async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
+        self.capabilities().check_delete(&opts)?;
+        self.shared.forget(key);
+        let r = self.auth().delete(key, opts).await;
+        if matches!(r, Err(Error::PreconditionFailed { .. })) {
+            return r;
+        }
+        // Deleted (or already gone, or unknown): nearer tiers must not keep a copy. Deepest
+        // first, so no nearer tier is refilled from a deeper one still holding it.
+        self.shared.invalidate_nearer(key).await;
+        self.publish(key).await;
+        r
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
+        self.auth().list(opts).await
+    }
+}
