@@ -17,6 +17,8 @@ use crate::store::Store;
 /// | `postgres://user@host:5432/db` (or `postgresql://`), `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=30000` | PostgreSQL, row-locked decisions | `postgres` |
 /// | `mysql://user@host:3306/db` (or `mariadb://`), same options | MySQL / MariaDB (InnoDB) | `mysql` |
 /// | `http://HOST:PORT[/key/prefix]?token=T&timeout=SECS&retries=N`, `https://…`, `larder+http://…`, `larder+https://…` | a Larder server (native HTTP API) | `http` |
+/// | `s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&allow_http=true&access_key_id=…&secret_access_key=…&session_token=…&virtual_hosted=false&max_object_size=N` (rest from `AWS_*` env) | S3 / S3-compatible, conditional PUT | `s3` |
+/// | `azure://container/prefix?account=NAME&access_key=…&endpoint=https://…&use_emulator=true&max_object_size=N` (rest from `AZURE_*` env; emulator at `AZURITE_BLOB_STORAGE_URL`) | Azure Blob Storage, conditional PUT | `azure` |
 /// | `null://` | keeps nothing | always |
 ///
 /// A scheme whose driver was not compiled in is `Unsupported`.
@@ -71,6 +73,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "mysql" | "mariadb" => {
             Arc::new(crate::drivers::sql::mysql::MysqlStore::from_url(&parsed).await?)
         }
+        #[cfg(feature = "s3")]
+        "s3" => Arc::new(crate::drivers::objstore::s3::from_url(&parsed)?),
+        #[cfg(feature = "azure")]
+        "azure" => Arc::new(crate::drivers::objstore::azure::from_url(&parsed)?),
         "null" => Arc::new(crate::drivers::null::NullStore),
         other => {
             return Err(Error::unsupported(format!(

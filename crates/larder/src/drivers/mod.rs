@@ -9,6 +9,8 @@ pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod null;
+#[cfg(any(feature = "s3", feature = "azure"))]
+pub mod objstore;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(feature = "postgres", feature = "mysql"))]

@@ -1,0 +1,558 @@
+//! Object stores (S3 and Azure Blob Storage) through the `object_store` crate: the logic both
+//! drivers share. [`s3`] and [`azure`] only build the backend client from a URL.
+//!
+//! Layout: the object at key `k` is the blob `<prefix>/k`. Larder's metadata (content ETag,
+//! write time, expiry, content type, user metadata) is one user-metadata entry named `larder`
+//! (`x-amz-meta-larder` / `x-ms-meta-larder`): percent-encoded JSON, so any UTF-8 survives
+//! HTTP headers and signing. The key and size are not repeated there (the blob has both), which
+//! keeps the entry well under S3's 2 KiB user-metadata limit.
+//!
+//! Atomicity (cluster-wide, held by the backend): a write heads the blob (backend ETag and
+//! Larder metadata), decides with [`Preconditions::evaluate_write`], and then writes with the
+//! backend's own condition: `If-None-Match: *` when there was no blob, `If-Match: <backend
+//! ETag>` when there was one. If the blob changed in between, the backend answers 412/409 and
+//! the write is decided again from a fresh head (at most [`MAX_ATTEMPTS`] times); no write after
+//! a head is ever unguarded. Caveat on S3: its ETag is the MD5 of the bytes, so a concurrent
+//! rewrite with the same bytes and different Larder metadata (content type, expiry, write time)
+//! does not change it; content-ETag conditions are unaffected (same bytes, same content ETag),
+//! `If-Unmodified-Since` and expiry decisions could see the older metadata.
+//!
+//! object_store retries a PUT after a 5xx or a timeout; when a retried conditional PUT is refused,
+//! the next head checks whether the blob is the one this write made (a unique write id in the
+//! metadata entry) and then reports success.
+//!
+//! Unsupported: conditional delete (`object_store` has no conditional delete), and bodies over
+//! the size limit (bodies are buffered and sent as one conditional PUT, because a multipart
+//! upload's completion cannot carry a condition through `object_store`).
+//!
+//! TTL: the expiry is in the metadata; an expired blob is absent to every read, condition and
+//! listing, and is overwritten or deleted like a missing one. Nothing sweeps expired blobs
+//! (use a bucket lifecycle rule for that).
+//!
+//! Foreign blobs (without the `larder` entry, written by other tools) are refused with a
+//! backend error naming the key, and skipped by listing.
+//!
+//! Listing heads every listed blob (its metadata is not in the listing): one request per object
+//! on the page, run 16 at a time.
+
+#[cfg(feature = "azure")]
+pub mod azure;
+#[cfg(feature = "s3")]
+pub mod s3;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    Attribute, AttributeValue, Attributes, GetRange, ObjectMeta, ObjectStore, PutMode, PutPayload,
+    UpdateVersion,
+};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
+use serde::{Deserialize, Serialize};
+
+use crate::body::Body;
+use crate::capabilities::{AtomicScope, Capabilities, ConditionSupport};
+use crate::error::{Error, Result};
+use crate::etag::ETag;
+use crate::key::Key;
+use crate::list::{paginate, ListOptions, ListPage};
+use crate::meta::{from_millis, now_millis, to_millis, Meta};
+use crate::store::{
+    DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
+};
+
+/// How many times a write is decided again after the backend refused it because the blob
+/// changed since it was read.
+pub const MAX_ATTEMPTS: usize = 16;
+
+/// Default largest object: bodies are buffered in memory for one conditional PUT.
+pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 256 * 1024 * 1024;
+
+/// The user-metadata entry holding Larder's metadata.
+const META_ATTR: &str = "larder";
+
+/// Heads run concurrently while listing.
+const LIST_HEADS: usize = 16;
+
+/// A store on any `object_store` backend whose conditional PUT (`PutMode::Create` and
+/// `PutMode::Update`) is atomic on the server, as S3's and Azure's are.
+#[derive(Debug)]
+pub struct ObjStore {
+    name: &'static str,
+    inner: Arc<dyn ObjectStore>,
+    /// Blob-name prefix, without slashes at either end; empty for the bucket root.
+    prefix: String,
+    max_object_size: u64,
+}
+
+/// Larder's metadata as stored in the `larder` entry.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    etag: ETag,
+    modified_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<String, String>,
+    /// Unique per write: tells a write that landed from an equal one by another writer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    write_id: String,
+}
+
+/// A blob as a head saw it: the backend's view, and Larder's metadata (`None`: foreign blob).
+struct Blob {
+    backend: ObjectMeta,
+    meta: Option<Meta>,
+    write_id: String,
+}
+
+/// An id no other write (in this or another process) uses.
+fn write_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}-{nanos:x}-{n:x}", std::process::id())
+}
+
+impl ObjStore {
+    /// Wraps a backend. `name` is the driver name in capabilities; `prefix` is prepended (with
+    /// `/`) to every key; `max_object_size` bounds the buffered body.
+    pub fn new(
+        name: &'static str,
+        inner: Arc<dyn ObjectStore>,
+        prefix: &str,
+        max_object_size: u64,
+    ) -> Result<Self> {
+        let prefix = prefix.trim_matches('/').to_owned();
+        if !prefix.is_empty() {
+            Key::new(prefix.as_str())
+                .map_err(|e| Error::InvalidInput(format!("store prefix: {e}")))?;
+        }
+        Ok(ObjStore {
+            name,
+            inner,
+            prefix,
+            max_object_size,
+        })
+    }
+
+    /// The backend client.
+    pub fn backend(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    /// The blob path of `key` (exposed for tests that inspect the backend).
+    pub fn path(&self, key: &Key) -> Result<Path> {
+        self.join(key.as_str())
+    }
+
+    fn join(&self, rest: &str) -> Result<Path> {
+        let full = if self.prefix.is_empty() {
+            rest.to_owned()
+        } else if rest.is_empty() {
+            self.prefix.clone()
+        } else {
+            format!("{}/{rest}", self.prefix)
+        };
+        Path::parse(&full).map_err(|e| Error::InvalidInput(format!("blob path {full:?}: {e}")))
+    }
+
+    /// The key of a listed blob, if it lies under the prefix.
+    fn key_of(&self, location: &Path) -> Option<Key> {
+        let s = location.as_ref();
+        let rest = if self.prefix.is_empty() {
+            s
+        } else {
+            s.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?
+        };
+        Key::new(rest).ok()
+    }
+
+    fn attributes(meta: &Meta, write_id: &str) -> Attributes {
+        let stored = Stored {
+            etag: meta.etag.clone(),
+            modified_ms: to_millis(meta.last_modified),
+            expires_ms: meta.expires_at.map(to_millis),
+            content_type: meta.content_type.clone(),
+            metadata: meta.metadata.clone(),
+            write_id: write_id.to_owned(),
+        };
+        let json = serde_json::to_string(&stored).expect("metadata always serializes");
+        let mut attrs = Attributes::new();
+        attrs.insert(
+            Attribute::Metadata(META_ATTR.into()),
+            AttributeValue::from(utf8_percent_encode(&json, NON_ALPHANUMERIC).to_string()),
+        );
+        if let Some(ct) = &meta.content_type {
+            // Also the blob's own Content-Type, for tools reading the bucket directly.
+            attrs.insert(Attribute::ContentType, AttributeValue::from(ct.clone()));
+        }
+        attrs
+    }
+
+    /// Larder's metadata of a blob, `None` if it has none.
+    fn decode(key: &Key, backend: &ObjectMeta, attrs: &Attributes) -> Result<Option<Meta>> {
+        Ok(Self::decode_write(key, backend, attrs)?.map(|(m, _)| m))
+    }
+
+    /// Larder's metadata of a blob and the id of the write that made it.
+    fn decode_write(
+        key: &Key,
+        backend: &ObjectMeta,
+        attrs: &Attributes,
+    ) -> Result<Option<(Meta, String)>> {
+        let Some(value) = attrs.get(&Attribute::Metadata(META_ATTR.into())) else {
+            return Ok(None);
+        };
+        let corrupt = |e: &dyn std::fmt::Display| {
+            Error::backend(format!("{key}: corrupt Larder metadata on the blob: {e}"))
+        };
+        let json = percent_decode_str(value.as_ref())
+            .decode_utf8()
+            .map_err(|e| corrupt(&e))?;
+        let s: Stored = serde_json::from_str(&json).map_err(|e| corrupt(&e))?;
+        let meta = Meta {
+            key: key.clone(),
+            etag: s.etag,
+            size: backend.size,
+            last_modified: from_millis(s.modified_ms),
+            expires_at: s.expires_ms.map(from_millis),
+            content_type: s.content_type,
+            metadata: s.metadata,
+        };
+        Ok(Some((meta, s.write_id)))
+    }
+
+    fn foreign(key: &Key) -> Error {
+        Error::backend(format!(
+            "{key}: the blob has no Larder metadata (written by another tool); Larder does not \
+             serve or overwrite it conditionally"
+        ))
+    }
+
+    /// Heads the blob at `key`: its backend metadata and attributes, `None` when there is none.
+    async fn stat_raw(&self, key: &Key) -> Result<Option<(ObjectMeta, Attributes)>> {
+        let path = self.path(key)?;
+        let opts = object_store::GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.inner.get_opts(&path, opts).await {
+            Ok(r) => Ok(Some((r.meta, r.attributes))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Heads the blob at `key`: `None` when there is none.
+    async fn stat(&self, key: &Key) -> Result<Option<Blob>> {
+        match self.stat_raw(key).await? {
+            Some((backend, attrs)) => {
+                let decoded = Self::decode_write(key, &backend, &attrs)?;
+                let (meta, write_id) = match decoded {
+                    Some((m, id)) => (Some(m), id),
+                    None => (None, String::new()),
+                };
+                Ok(Some(Blob {
+                    backend,
+                    meta,
+                    write_id,
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The live (unexpired, Larder-written) object at `key`, with its backend view.
+    async fn live(&self, key: &Key) -> Result<(Meta, ObjectMeta)> {
+        let blob = self.stat(key).await?.ok_or_else(|| not_found(key))?;
+        let meta = blob.meta.ok_or_else(|| Self::foreign(key))?;
+        if meta.is_expired() {
+            return Err(not_found(key));
+        }
+        Ok((meta, blob.backend))
+    }
+
+    /// The metadata of a listed blob, `None` when it vanished, is foreign or has expired.
+    async fn list_entry(&self, key: Key) -> Result<Option<Meta>> {
+        let Some((backend, attrs)) = self.stat_raw(&key).await? else {
+            return Ok(None);
+        };
+        // A blob with unreadable metadata is skipped like a foreign one; backend failures are
+        // not (a listing must not silently come back short).
+        match Self::decode(&key, &backend, &attrs) {
+            Ok(Some(meta)) if !meta.is_expired() => Ok(Some(meta)),
+            Ok(_) | Err(_) => Ok(None),
+        }
+    }
+}
+
+/// A boolean URL parameter.
+#[allow(dead_code)] // used by whichever of the s3 and azure features is on
+fn parse_bool(k: &str, v: &str) -> Result<bool> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(Error::InvalidInput(format!(
+            "store URL: {k}={v:?} is not true or false"
+        ))),
+    }
+}
+
+fn not_found(key: &Key) -> Error {
+    Error::NotFound {
+        key: key.to_string(),
+    }
+}
+
+/// Maps a backend error that is not a decision (missing, changed) to `Backend`.
+fn map_err(e: object_store::Error) -> Error {
+    match e {
+        // Network and server errors come back as `Generic`: repeating may pass.
+        object_store::Error::Generic { .. } => Error::transient(e),
+        _ => Error::backend(e),
+    }
+}
+
+/// Whether the backend refused a conditional write because the blob changed since it was read.
+fn changed(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::Precondition { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::NotFound { .. }
+    )
+}
+
+#[async_trait]
+impl Store for ObjStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: self.name,
+            atomic_scope: AtomicScope::Cluster,
+            put_conditions: ConditionSupport::ALL,
+            delete_conditions: ConditionSupport::NONE,
+            ttl: true,
+            list_delimiter: true,
+            max_object_size: Some(self.max_object_size),
+            persistent: true,
+        }
+    }
+
+    async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
+        let (meta, _) = self.live(key).await?;
+        opts.preconditions.evaluate_read(&meta)?;
+        Ok(meta)
+    }
+
+    async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
+        let path = self.path(key)?;
+        if opts.range.is_none() {
+            // One GET: metadata and body come in the same response, so from the same version.
+            let r = match self.inner.get_opts(&path, Default::default()).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => return Err(not_found(key)),
+                Err(e) => return Err(map_err(e)),
+            };
+            let meta =
+                Self::decode(key, &r.meta, &r.attributes)?.ok_or_else(|| Self::foreign(key))?;
+            if meta.is_expired() {
+                return Err(not_found(key));
+            }
+            opts.evaluate(&meta)?;
+            let body = r.into_stream().map_err(map_err).boxed();
+            return Ok(GetResult {
+                meta,
+                range: None,
+                body,
+            });
+        }
+        // A range is decided on the metadata, then read with `If-Match` on the backend ETag
+        // seen, so the bytes are of the version the decision was made on.
+        for _ in 0..MAX_ATTEMPTS {
+            let (meta, backend) = self.live(key).await?;
+            let range = opts.evaluate(&meta)?;
+            let get = object_store::GetOptions {
+                if_match: backend.e_tag.clone(),
+                range: range.clone().map(GetRange::Bounded),
+                ..Default::default()
+            };
+            match self.inner.get_opts(&path, get).await {
+                Ok(r) => {
+                    return Ok(GetResult {
+                        meta,
+                        range,
+                        body: r.into_stream().map_err(map_err).boxed(),
+                    })
+                }
+                Err(e) if changed(&e) => continue,
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(Error::transient(format!(
+            "{key}: the object kept changing while being read"
+        )))
+    }
+
+    async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
+        self.capabilities().check_put(&opts)?;
+        let path = self.path(key)?;
+        let (bytes, etag, size) = body
+            .reader(Some(self.max_object_size))
+            .collect(opts.expected_etag.as_ref())
+            .await?;
+        let now = now_millis();
+        let meta = Meta {
+            key: key.clone(),
+            etag,
+            size,
+            last_modified: now,
+            expires_at: opts.ttl.map(|t: Duration| now + t),
+            content_type: opts.content_type.clone(),
+            metadata: opts.metadata.clone(),
+        };
+        let this_write = write_id();
+        let attributes = Self::attributes(&meta, &this_write);
+        let payload = PutPayload::from(bytes);
+        let put = |mode: PutMode| object_store::PutOptions {
+            mode,
+            attributes: attributes.clone(),
+            ..Default::default()
+        };
+
+        if opts.preconditions.is_empty() {
+            // Unconditional: the head only tells `created`, which is therefore informative,
+            // not atomic with the write.
+            let existed = match self.stat(key).await? {
+                Some(Blob { meta: Some(m), .. }) => !m.is_expired(),
+                Some(Blob { meta: None, .. }) => true,
+                None => false,
+            };
+            self.inner
+                .put_opts(&path, payload, put(PutMode::Overwrite))
+                .await
+                .map_err(map_err)?;
+            return Ok(PutResult {
+                meta,
+                created: !existed,
+            });
+        }
+
+        // Create-only is tried directly first: when the key is free, no head is needed.
+        let mut try_create = opts.preconditions == crate::Preconditions::if_absent();
+        // `created` of the last refused attempt: object_store retries a PUT after a 5xx or a
+        // timeout, so a refusal may answer the retry of our own write that landed.
+        let mut refused: Option<bool> = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let (mode, created) = if std::mem::take(&mut try_create) {
+                (PutMode::Create, true)
+            } else {
+                match self.stat(key).await? {
+                    None => {
+                        opts.preconditions.evaluate_write(None)?;
+                        (PutMode::Create, true)
+                    }
+                    Some(blob) => {
+                        let m = blob.meta.ok_or_else(|| Self::foreign(key))?;
+                        if let Some(created) = refused.filter(|_| blob.write_id == this_write) {
+                            // Our write landed (the refusal answered a retry of it).
+                            return Ok(PutResult { meta, created });
+                        }
+                        let current = (!m.is_expired()).then_some(&m);
+                        opts.preconditions.evaluate_write(current)?;
+                        if blob.backend.e_tag.is_none() {
+                            return Err(Error::backend(format!(
+                                "{key}: the backend gave no ETag, so the write cannot be guarded"
+                            )));
+                        }
+                        let version = UpdateVersion {
+                            e_tag: blob.backend.e_tag,
+                            version: blob.backend.version,
+                        };
+                        (PutMode::Update(version), current.is_none())
+                    }
+                }
+            };
+            match self.inner.put_opts(&path, payload.clone(), put(mode)).await {
+                Ok(_) => return Ok(PutResult { meta, created }),
+                Err(e) if changed(&e) => refused = Some(created),
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(Error::transient(format!(
+            "{key}: the object kept changing; the write was not done"
+        )))
+    }
+
+    async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
+        self.capabilities().check_delete(&opts)?;
+        let path = self.path(key)?;
+        // Unconditional: the head only decides `NotFound`.
+        let blob = self.stat(key).await?.ok_or_else(|| not_found(key))?;
+        let expired = match &blob.meta {
+            Some(m) => m.is_expired(),
+            None => return Err(Self::foreign(key)),
+        };
+        self.inner.delete(&path).await.map_err(map_err)?;
+        if expired {
+            return Err(not_found(key));
+        }
+        Ok(())
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
+        opts.validate()?;
+        // The backend lists by whole segments: list the deepest folder holding the prefix and
+        // let `paginate` filter by the string prefix.
+        let folder = match opts.prefix.rfind('/') {
+            Some(i) => &opts.prefix[..i],
+            None => "",
+        };
+        let folder = self.join(folder)?;
+        let folder = (!folder.as_ref().is_empty()).then_some(folder);
+        let offset = opts.cursor.as_deref().and_then(|c| self.join(c).ok());
+        let listing = match &offset {
+            Some(o) => self.inner.list_with_offset(folder.as_ref(), o),
+            None => self.inner.list(folder.as_ref()),
+        };
+        let cursor = opts.cursor.clone();
+        let delimiter = opts.delimiter;
+        let prefix = opts.prefix.clone();
+        let keys = listing.map_err(map_err).try_filter_map(move |o| {
+            let key = self.key_of(&o.location).filter(|k| {
+                k.starts_with(&prefix)
+                    && cursor.as_deref().is_none_or(|c| {
+                        // Past the cursor, and not inside the common prefix it names.
+                        k.as_str() > c
+                            && !(delimiter.is_some_and(|d| c.ends_with(d)) && k.starts_with(c))
+                    })
+            });
+            futures::future::ready(Ok(key))
+        });
+        let mut metas = keys
+            .map_ok(|k| self.list_entry(k))
+            .try_buffered(LIST_HEADS)
+            .try_filter_map(|m| futures::future::ready(Ok(m)))
+            .boxed();
+        let mut seen: Vec<Meta> = Vec::new();
+        while let Some(meta) = metas.try_next().await? {
+            seen.push(meta);
+            // Stop as soon as the page is full and one more entry proves there is a next page.
+            if seen.len().is_multiple_of(64) {
+                let page = paginate(seen.iter().cloned(), &opts);
+                if page.next_cursor.is_some() {
+                    return Ok(page);
+                }
+            }
+        }
+        Ok(paginate(seen, &opts))
+    }
+}
