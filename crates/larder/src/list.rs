@@ -105,6 +105,92 @@ pub fn paginate(objects: impl IntoIterator<Item = Meta>, opts: &ListOptions) -> 
     page
 }
 
+/// Where a [`scan_page`] batch starts: after a key, or at a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanFrom {
+    /// Keys strictly greater than this.
+    After(String),
+    /// Keys greater than or equal to this.
+    At(String),
+}
+
+/// Builds one page for a backend that can cheaply return, in key order, a batch of live objects
+/// whose keys are in a range (an SQL index scan). `fetch(from, end, n)` returns at most `n`
+/// objects with keys from `from` and below `end` (`None`: no upper bound). The scan reads
+/// batches until the page is full, and jumps over each common prefix instead of reading the keys
+/// under it; [`paginate`] then cuts the page.
+pub async fn scan_page<F, Fut>(opts: &ListOptions, mut fetch: F) -> Result<ListPage>
+where
+    F: FnMut(ScanFrom, Option<String>, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Meta>>>,
+{
+    let limit = opts.page_size();
+    let end = successor(&opts.prefix);
+    let mut from = match &opts.cursor {
+        Some(c) if *c >= opts.prefix => ScanFrom::After(c.clone()),
+        _ => ScanFrom::At(opts.prefix.clone()),
+    };
+    if let (ScanFrom::After(c), Some(d)) = (&from, opts.delimiter) {
+        if c.ends_with(d) {
+            // The cursor is a common prefix: the next entry is past everything under it.
+            match successor(c) {
+                Some(next) => from = ScanFrom::At(next),
+                None => return Ok(ListPage::default()),
+            }
+        }
+    }
+    let mut rows: Vec<Meta> = Vec::new();
+    let mut entries = 0usize;
+    let mut last_entry: Option<String> = None;
+    'scan: loop {
+        let batch = fetch(from.clone(), end.clone(), limit + 1).await?;
+        let exhausted = batch.len() <= limit;
+        for meta in batch {
+            let key = meta.key.as_str().to_owned();
+            let group = match opts.entry_name(&key) {
+                Entry::Prefix(p) => Some(p.to_owned()),
+                Entry::Object(_) => None,
+            };
+            let entry = group.clone().unwrap_or_else(|| key.clone());
+            if last_entry.as_deref() != Some(entry.as_str()) {
+                entries += 1;
+                last_entry = Some(entry);
+            }
+            rows.push(meta);
+            if entries > limit {
+                break 'scan;
+            }
+            if let Some(g) = group {
+                // Everything else under this common prefix is one entry: jump past it.
+                match successor(&g) {
+                    Some(next) => from = ScanFrom::At(next),
+                    None => break 'scan,
+                }
+                continue 'scan;
+            }
+            from = ScanFrom::After(key);
+        }
+        if exhausted {
+            break;
+        }
+    }
+    Ok(paginate(rows, opts))
+}
+
+/// The smallest string greater than every string that starts with `prefix` (`None`: there is
+/// none). UTF-8 byte order is code point order, so this bounds a prefix in any byte-ordered index.
+pub fn successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(c) = next {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +216,25 @@ mod tests {
         v.extend(p.common_prefixes.iter().cloned());
         v.sort();
         v
+    }
+
+    #[test]
+    fn successor_bounds_every_extension() {
+        assert_eq!(successor(""), None);
+        assert_eq!(successor("a/").as_deref(), Some("a0"));
+        assert_eq!(successor("ab").as_deref(), Some("ac"));
+        assert_eq!(
+            successor("a\u{D7FF}").as_deref(),
+            Some("a\u{E000}"),
+            "surrogates skipped"
+        );
+        assert_eq!(successor("a\u{10FFFF}").as_deref(), Some("b"));
+        for s in ["a/", "ab", "x\u{10FFFF}y"] {
+            let next = successor(s).unwrap();
+            for ext in ["", "\u{0}", "zzz", "\u{10FFFF}\u{10FFFF}"] {
+                assert!(format!("{s}{ext}") < next);
+            }
+        }
     }
 
     #[test]

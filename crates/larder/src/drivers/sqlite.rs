@@ -43,13 +43,12 @@ use futures::StreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Row;
 
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::list::{paginate, ListOptions, ListPage};
+use crate::list::{scan_page, ListOptions, ListPage, ScanFrom};
 use crate::meta::{now_millis, to_millis, Meta};
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
@@ -461,33 +460,13 @@ impl Store for SqliteStore {
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {
         opts.validate()?;
-        let limit = opts.page_size();
         let now = to_millis(now_millis());
-        let end = successor(&opts.prefix);
-        // Scan from the later of the cursor and the prefix, in batches, until the page is
-        // full; keys grouped under a common prefix are skipped in SQL, not read one by one.
-        let mut from = match &opts.cursor {
-            Some(c) if *c >= opts.prefix => Bound::After(c.clone()),
-            _ => Bound::From(opts.prefix.clone()),
-        };
-        if let (Bound::After(c), Some(d)) = (&from, opts.delimiter) {
-            if c.ends_with(d) {
-                // The cursor is a common prefix: the next entry is past everything under it.
-                match successor(c) {
-                    Some(next) => from = Bound::From(next),
-                    None => return Ok(ListPage::default()),
-                }
-            }
-        }
-        let mut rows: Vec<Meta> = Vec::new();
-        let mut entries = 0usize;
-        let mut last_entry: Option<String> = None;
-        'scan: loop {
-            let (op, start) = match &from {
-                Bound::After(s) => (">", s.as_str()),
-                Bound::From(s) => (">=", s.as_str()),
+        scan_page(&opts, |from, end, n| async move {
+            let (op, start) = match from {
+                ScanFrom::After(s) => (">", s),
+                ScanFrom::At(s) => (">=", s),
             };
-            let batch: Vec<String> = sqlx::query(&format!(
+            sqlx::query_scalar::<_, String>(&format!(
                 "SELECT meta FROM {} WHERE key {op} ? AND (? IS NULL OR key < ?)
                  AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
                 self.table
@@ -496,46 +475,15 @@ impl Store for SqliteStore {
             .bind(end.as_deref())
             .bind(end.as_deref())
             .bind(now)
-            .bind((limit + 1) as i64)
+            .bind(n as i64)
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?
             .iter()
-            .map(|r| r.get::<String, _>(0))
-            .collect();
-            let exhausted = batch.len() <= limit;
-            for json in batch {
-                let meta = Meta::decode(json.as_bytes())?;
-                let key = meta.key.as_str().to_owned();
-                let group = opts.delimiter.and_then(|d| {
-                    key[opts.prefix.len()..]
-                        .find(d)
-                        .map(|i| key[..opts.prefix.len() + i + d.len_utf8()].to_owned())
-                });
-                let entry = group.clone().unwrap_or_else(|| key.clone());
-                if last_entry.as_deref() != Some(entry.as_str()) {
-                    entries += 1;
-                    last_entry = Some(entry);
-                }
-                rows.push(meta);
-                if entries > limit {
-                    break 'scan;
-                }
-                if let Some(g) = group {
-                    // Everything else under this common prefix is one entry: jump past it.
-                    match successor(&g) {
-                        Some(next) => from = Bound::From(next),
-                        None => break 'scan,
-                    }
-                    continue 'scan;
-                }
-                from = Bound::After(key);
-            }
-            if exhausted {
-                break;
-            }
-        }
-        Ok(paginate(rows, &opts))
+            .map(|json| Meta::decode(json.as_bytes()))
+            .collect()
+        })
+        .await
     }
 }
 
@@ -562,52 +510,8 @@ impl Statements {
     }
 }
 
-enum Bound {
-    After(String),
-    From(String),
-}
-
-/// The smallest string greater than every string that starts with `prefix` (`None`: no such
-/// bound, every longer string qualifies). UTF-8 byte order is code point order, which is what
-/// SQLite's default (BINARY) collation compares.
-fn successor(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
-        if let Some(c) = next {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 /// `sqlite:` URL detection for [`open`](crate::open).
 pub(crate) fn is_sqlite_url(url: &str) -> bool {
     url.get(..7)
         .is_some_and(|s| s.eq_ignore_ascii_case("sqlite:"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn successor_bounds_every_extension() {
-        assert_eq!(successor(""), None);
-        assert_eq!(successor("a/").as_deref(), Some("a0"));
-        assert_eq!(successor("ab").as_deref(), Some("ac"));
-        assert_eq!(
-            successor("a\u{D7FF}").as_deref(),
-            Some("a\u{E000}"),
-            "surrogates skipped"
-        );
-        assert_eq!(successor("a\u{10FFFF}").as_deref(), Some("b"));
-        for s in ["a/", "ab", "x\u{10FFFF}y"] {
-            let next = successor(s).unwrap();
-            for ext in ["", "\u{0}", "zzz", "\u{10FFFF}\u{10FFFF}"] {
-                assert!(format!("{s}{ext}") < next);
-            }
-        }
-    }
 }

@@ -94,24 +94,3 @@ impl SqlOptions {
 
 /// How many times a write whose insert lost a creation race is decided again.
 pub(crate) const DECISION_ATTEMPTS: usize = 16;
-
-/// A listing scan's lower bound.
-pub(crate) enum Bound {
-    After(String),
-    From(String),
-}
-
-/// The smallest string greater than every string that starts with `prefix` (`None`: no such
-/// bound). UTF-8 byte order is code point order, which the key columns' binary collations
-/// compare.
-pub(crate) fn successor(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
-        if let Some(c) = next {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}

@@ -35,14 +35,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::Row;
 
-use super::{successor, Bound, SqlOptions, DECISION_ATTEMPTS};
+use super::{SqlOptions, DECISION_ATTEMPTS};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::list::{paginate, ListOptions, ListPage};
+use crate::list::{scan_page, ListOptions, ListPage, ScanFrom};
 use crate::meta::{now_millis, to_millis, Meta};
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
@@ -407,31 +406,13 @@ impl Store for PostgresStore {
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {
         opts.validate()?;
-        let limit = opts.page_size();
         let now = to_millis(now_millis());
-        let end = successor(&opts.prefix);
-        let mut from = match &opts.cursor {
-            Some(c) if *c >= opts.prefix => Bound::After(c.clone()),
-            _ => Bound::From(opts.prefix.clone()),
-        };
-        if let (Bound::After(c), Some(d)) = (&from, opts.delimiter) {
-            if c.ends_with(d) {
-                // The cursor is a common prefix: the next entry is past everything under it.
-                match successor(c) {
-                    Some(next) => from = Bound::From(next),
-                    None => return Ok(ListPage::default()),
-                }
-            }
-        }
-        let mut rows: Vec<Meta> = Vec::new();
-        let mut entries = 0usize;
-        let mut last_entry: Option<String> = None;
-        'scan: loop {
-            let (op, start) = match &from {
-                Bound::After(s) => (">", s.as_str()),
-                Bound::From(s) => (">=", s.as_str()),
+        scan_page(&opts, |from, end, n| async move {
+            let (op, start) = match from {
+                ScanFrom::After(s) => (">", s),
+                ScanFrom::At(s) => (">=", s),
             };
-            let batch: Vec<String> = sqlx::query(&format!(
+            sqlx::query_scalar::<_, String>(&format!(
                 "SELECT meta FROM {} WHERE key {op} $1 AND ($2::text IS NULL OR key < $2)
                  AND (expires_at IS NULL OR expires_at > $3) ORDER BY key LIMIT $4",
                 self.table
@@ -439,45 +420,14 @@ impl Store for PostgresStore {
             .bind(start)
             .bind(end.as_deref())
             .bind(now)
-            .bind((limit + 1) as i64)
+            .bind(n as i64)
             .fetch_all(&self.pool)
             .await
             .map_err(db_error)?
             .iter()
-            .map(|r| r.get::<String, _>(0))
-            .collect();
-            let exhausted = batch.len() <= limit;
-            for json in batch {
-                let meta = Meta::decode(json.as_bytes())?;
-                let key = meta.key.as_str().to_owned();
-                let group = opts.delimiter.and_then(|d| {
-                    key[opts.prefix.len()..]
-                        .find(d)
-                        .map(|i| key[..opts.prefix.len() + i + d.len_utf8()].to_owned())
-                });
-                let entry = group.clone().unwrap_or_else(|| key.clone());
-                if last_entry.as_deref() != Some(entry.as_str()) {
-                    entries += 1;
-                    last_entry = Some(entry);
-                }
-                rows.push(meta);
-                if entries > limit {
-                    break 'scan;
-                }
-                if let Some(g) = group {
-                    // Everything else under this common prefix is one entry: jump past it.
-                    match successor(&g) {
-                        Some(next) => from = Bound::From(next),
-                        None => break 'scan,
-                    }
-                    continue 'scan;
-                }
-                from = Bound::After(key);
-            }
-            if exhausted {
-                break;
-            }
-        }
-        Ok(paginate(rows, &opts))
+            .map(|json| Meta::decode(json.as_bytes()))
+            .collect()
+        })
+        .await
     }
 }
