@@ -32,6 +32,10 @@ use crate::StoreExt;
 
 mod checks;
 pub use checks::*;
+#[cfg(feature = "memory")]
+mod reference;
+#[cfg(feature = "memory")]
+pub use reference::listing_matches_reference;
 
 /// Expands to one `#[tokio::test]` per conformance check. `$factory` is an expression giving
 /// `impl Future<Output = Option<Arc<dyn Store>>>`; `None` skips the test (the factory prints
