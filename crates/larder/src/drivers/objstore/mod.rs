@@ -12,18 +12,26 @@
 //! backend's own condition: `If-None-Match: *` when there was no blob, `If-Match: <backend
 //! ETag>` when there was one. If the blob changed in between, the backend answers 412/409 and
 //! the write is decided again from a fresh head (at most [`MAX_ATTEMPTS`] times); no write after
-//! a head is ever unguarded. Caveat on S3: its ETag is the MD5 of the bytes, so a concurrent
+//! a head is ever unguarded. A conditional delete is the same: head, decide, then `DELETE` with
+//! `If-Match: <backend ETag>`. Caveat on S3: its ETag is the MD5 of the bytes, so a concurrent
 //! rewrite with the same bytes and different Larder metadata (content type, expiry, write time)
 //! does not change it; content-ETag conditions are unaffected (same bytes, same content ETag),
 //! `If-Unmodified-Since` and expiry decisions could see the older metadata.
 //!
+//! Large bodies: up to [`MULTIPART_THRESHOLD`] a body is held in memory and sent as one PUT.
+//! Beyond it, the body is hashed into a temporary file ([`spool`]), uploaded in parts, and the
+//! condition goes on the completion (S3 `CompleteMultipartUpload`, Azure `Put Block List`), the
+//! one request that makes the parts the blob. A refused completion is decided again and
+//! completed again with the new guard, without uploading the parts again (unless the backend
+//! dropped them).
+//!
 //! object_store retries a PUT after a 5xx or a timeout; when a retried conditional PUT is refused,
 //! the next head checks whether the blob is the one this write made (a unique write id in the
-//! metadata entry) and then reports success.
+//! metadata entry) and then reports success. The raw conditional requests ([`native`]) are sent
+//! once; an unknown outcome is settled the same way.
 //!
-//! Unsupported: conditional delete (`object_store` has no conditional delete), and bodies over
-//! the size limit (bodies are buffered and sent as one conditional PUT, because a multipart
-//! upload's completion cannot carry a condition through `object_store`).
+//! Unsupported: conditional delete on a backend configured without it (`conditional_delete=false`
+//! for S3-compatibles that ignore `If-Match` on `DELETE`), and bodies over the size limit.
 //!
 //! TTL: the expiry is in the metadata; an expired blob is absent to every read, condition and
 //! listing, and is overwritten or deleted like a missing one. Nothing sweeps expired blobs
@@ -37,15 +45,19 @@
 
 #[cfg(feature = "azure")]
 pub mod azure;
+pub mod native;
 #[cfg(feature = "s3")]
 pub mod s3;
+mod spool;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
+use object_store::multipart::PartId;
 use object_store::path::Path;
 use object_store::{
     Attribute, AttributeValue, Attributes, GetRange, ObjectMeta, ObjectStore, PutMode, PutPayload,
@@ -61,16 +73,33 @@ use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{paginate, ListOptions, ListPage};
 use crate::meta::{from_millis, now_millis, to_millis, Meta};
+use crate::precondition::Preconditions;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
+use native::{BlobHeaders, Guard, Native, NativeError};
+use spool::Spool;
 
 /// How many times a write is decided again after the backend refused it because the blob
 /// changed since it was read.
 pub const MAX_ATTEMPTS: usize = 16;
 
-/// Default largest object: bodies are buffered in memory for one conditional PUT.
-pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 256 * 1024 * 1024;
+/// Default largest object. Bodies over [`MULTIPART_THRESHOLD`] are spooled to a temporary file
+/// before upload, so this much temporary disk space is needed per concurrent large write.
+pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 64 * 1024 * 1024 * 1024;
+
+/// Bodies up to this size are held in memory and sent as one PUT; larger ones are uploaded in
+/// parts (when the backend has [`Native`] operations).
+pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
+
+/// Smallest part of a multipart upload (S3 wants at least 5 MiB for all but the last).
+const MIN_PART_SIZE: u64 = MULTIPART_THRESHOLD as u64;
+
+/// Most parts in one upload (S3's limit; Azure allows 50,000 blocks).
+const MAX_PARTS: u64 = 10_000;
+
+/// Parts uploaded concurrently: memory per large write is about this many parts.
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// The user-metadata entry holding Larder's metadata.
 const META_ATTR: &str = "larder";
@@ -78,15 +107,54 @@ const META_ATTR: &str = "larder";
 /// Heads run concurrently while listing.
 const LIST_HEADS: usize = 16;
 
+/// Runs between the decision and the completion request of a multipart upload.
+type CompletionHook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// A store on any `object_store` backend whose conditional PUT (`PutMode::Create` and
 /// `PutMode::Update`) is atomic on the server, as S3's and Azure's are.
-#[derive(Debug)]
 pub struct ObjStore {
     name: &'static str,
     inner: Arc<dyn ObjectStore>,
+    /// Guarded delete and multipart upload; without it, conditional deletes are `Unsupported`
+    /// and bodies are limited to one PUT.
+    native: Option<Arc<dyn Native>>,
     /// Blob-name prefix, without slashes at either end; empty for the bucket root.
     prefix: String,
     max_object_size: u64,
+    before_completion: Option<CompletionHook>,
+}
+
+impl std::fmt::Debug for ObjStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjStore")
+            .field("name", &self.name)
+            .field("inner", &self.inner)
+            .field("native", &self.native)
+            .field("prefix", &self.prefix)
+            .field("max_object_size", &self.max_object_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a fresh head decided about a guarded write.
+enum Decision {
+    /// This write already landed (a refusal answered a retry of it); `created` as first decided.
+    Landed { created: bool },
+    /// Write with this guard.
+    Write {
+        guard: Guard,
+        /// The backend version beside the ETag (for `object_store`'s `UpdateVersion`).
+        version: Option<String>,
+        created: bool,
+    },
+}
+
+/// A multipart upload whose parts are all uploaded.
+struct Upload {
+    id: String,
+    parts: Vec<PartId>,
+    /// The body's size.
+    size: u64,
 }
 
 /// Larder's metadata as stored in the `larder` entry.
@@ -139,14 +207,39 @@ impl ObjStore {
         Ok(ObjStore {
             name,
             inner,
+            native: None,
             prefix,
             max_object_size,
+            before_completion: None,
         })
+    }
+
+    /// Adds the backend's native operations: conditional delete and multipart upload with the
+    /// condition at completion.
+    pub fn with_native(mut self, native: Arc<dyn Native>) -> Self {
+        self.native = Some(native);
+        self
+    }
+
+    /// Test seam: `hook` runs after a multipart write is decided and before its completion is
+    /// sent, so a test can change the blob in that window and see the backend refuse.
+    #[doc(hidden)]
+    pub fn with_before_completion(
+        mut self,
+        hook: impl Fn() -> BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) -> Self {
+        self.before_completion = Some(Arc::new(hook));
+        self
     }
 
     /// The backend client.
     pub fn backend(&self) -> &Arc<dyn ObjectStore> {
         &self.inner
+    }
+
+    /// The backend's native operations (exposed for tests that check the backend's guards).
+    pub fn native(&self) -> Option<&Arc<dyn Native>> {
+        self.native.as_ref()
     }
 
     /// The blob path of `key` (exposed for tests that inspect the backend).
@@ -176,7 +269,8 @@ impl ObjStore {
         Key::new(rest).ok()
     }
 
-    fn attributes(meta: &Meta, write_id: &str) -> Attributes {
+    /// The `larder` metadata entry's value for `meta` written by `write_id`.
+    fn meta_value(meta: &Meta, write_id: &str) -> String {
         let stored = Stored {
             etag: meta.etag.clone(),
             modified_ms: to_millis(meta.last_modified),
@@ -186,10 +280,14 @@ impl ObjStore {
             write_id: write_id.to_owned(),
         };
         let json = serde_json::to_string(&stored).expect("metadata always serializes");
+        utf8_percent_encode(&json, NON_ALPHANUMERIC).to_string()
+    }
+
+    fn attributes(meta: &Meta, write_id: &str) -> Attributes {
         let mut attrs = Attributes::new();
         attrs.insert(
             Attribute::Metadata(META_ATTR.into()),
-            AttributeValue::from(utf8_percent_encode(&json, NON_ALPHANUMERIC).to_string()),
+            AttributeValue::from(Self::meta_value(meta, write_id)),
         );
         if let Some(ct) = &meta.content_type {
             // Also the blob's own Content-Type, for tools reading the bucket directly.
@@ -295,6 +393,269 @@ impl ObjStore {
     }
 }
 
+impl ObjStore {
+    /// Decides a guarded write from a fresh head. `refused` is `created` of the last attempt
+    /// the backend refused, if any: a refusal may answer the retry of a write that landed.
+    async fn decide(
+        &self,
+        key: &Key,
+        preconditions: &Preconditions,
+        this_write: &str,
+        refused: Option<bool>,
+    ) -> Result<Decision> {
+        let Some(blob) = self.stat(key).await? else {
+            preconditions.evaluate_write(None)?;
+            return Ok(Decision::Write {
+                guard: Guard::Absent,
+                version: None,
+                created: true,
+            });
+        };
+        let m = blob.meta.ok_or_else(|| Self::foreign(key))?;
+        if let Some(created) = refused.filter(|_| blob.write_id == this_write) {
+            return Ok(Decision::Landed { created });
+        }
+        let current = (!m.is_expired()).then_some(&m);
+        preconditions.evaluate_write(current)?;
+        let etag = blob.backend.e_tag.ok_or_else(|| {
+            Error::backend(format!(
+                "{key}: the backend gave no ETag, so the write cannot be guarded"
+            ))
+        })?;
+        Ok(Decision::Write {
+            guard: Guard::Match(etag),
+            version: blob.backend.version,
+            created: current.is_none(),
+        })
+    }
+
+    /// Whether a live object or a foreign blob is at `key` (for `created` of unguarded writes).
+    async fn occupied(&self, key: &Key) -> Result<bool> {
+        Ok(match self.stat(key).await? {
+            Some(Blob { meta: Some(m), .. }) => !m.is_expired(),
+            Some(Blob { meta: None, .. }) => true,
+            None => false,
+        })
+    }
+
+    /// A body held in memory: one PUT, guarded by the backend's condition.
+    async fn put_single(
+        &self,
+        key: &Key,
+        bytes: bytes::Bytes,
+        meta: Meta,
+        opts: &PutOptions,
+        this_write: &str,
+    ) -> Result<PutResult> {
+        let path = self.path(key)?;
+        let attributes = Self::attributes(&meta, this_write);
+        let payload = PutPayload::from(bytes);
+        let put = |mode: PutMode| object_store::PutOptions {
+            mode,
+            attributes: attributes.clone(),
+            ..Default::default()
+        };
+
+        if opts.preconditions.is_empty() {
+            // Unconditional: the head only tells `created`, which is therefore informative,
+            // not atomic with the write.
+            let existed = self.occupied(key).await?;
+            self.inner
+                .put_opts(&path, payload, put(PutMode::Overwrite))
+                .await
+                .map_err(map_err)?;
+            return Ok(PutResult {
+                meta,
+                created: !existed,
+            });
+        }
+
+        // Create-only is tried directly first: when the key is free, no head is needed.
+        let mut try_create = opts.preconditions == Preconditions::if_absent();
+        let mut refused: Option<bool> = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let (mode, created) = if std::mem::take(&mut try_create) {
+                (PutMode::Create, true)
+            } else {
+                match self
+                    .decide(key, &opts.preconditions, this_write, refused)
+                    .await?
+                {
+                    Decision::Landed { created } => return Ok(PutResult { meta, created }),
+                    Decision::Write {
+                        guard: Guard::Match(e_tag),
+                        version,
+                        created,
+                    } => (
+                        PutMode::Update(UpdateVersion {
+                            e_tag: Some(e_tag),
+                            version,
+                        }),
+                        created,
+                    ),
+                    Decision::Write { created, .. } => (PutMode::Create, created),
+                }
+            };
+            match self.inner.put_opts(&path, payload.clone(), put(mode)).await {
+                Ok(_) => return Ok(PutResult { meta, created }),
+                Err(e) if changed(&e) => refused = Some(created),
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(kept_changing(key))
+    }
+
+    /// A spooled body: a multipart upload, the condition on its completion.
+    async fn put_multipart(
+        &self,
+        native: &dyn Native,
+        key: &Key,
+        spool: &Spool,
+        meta: Meta,
+        opts: &PutOptions,
+        this_write: &str,
+    ) -> Result<PutResult> {
+        let path = self.path(key)?;
+        let headers = BlobHeaders {
+            larder: Self::meta_value(&meta, this_write),
+            content_type: meta.content_type.clone(),
+        };
+        if !opts.preconditions.is_empty() {
+            // Fail before uploading gigabytes; the decision that counts is the one at completion.
+            self.decide(key, &opts.preconditions, this_write, None)
+                .await?;
+        }
+        let mut upload = self
+            .upload_parts(native, &path, spool, meta.size, &headers)
+            .await?;
+        let result = self
+            .complete(
+                native,
+                key,
+                &path,
+                spool,
+                &headers,
+                &mut upload,
+                opts,
+                this_write,
+            )
+            .await;
+        match result {
+            Ok(created) => Ok(PutResult { meta, created }),
+            Err(e) => {
+                native.abort_upload(&path, &upload.id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts an upload and uploads every part of `spool` (`size` bytes).
+    async fn upload_parts(
+        &self,
+        native: &dyn Native,
+        path: &Path,
+        spool: &Spool,
+        size: u64,
+        headers: &BlobHeaders,
+    ) -> Result<Upload> {
+        let id = native.begin_upload(path, headers).await?;
+        let part_size = part_size(size);
+        let parts = futures::stream::iter(0..size.div_ceil(part_size))
+            .map(|i| {
+                let id = &id;
+                async move {
+                    let offset = i * part_size;
+                    let len = part_size.min(size - offset) as usize;
+                    let data = spool.read(offset, len).await?;
+                    native
+                        .put_part(path, id, i as usize, PutPayload::from(data))
+                        .await
+                }
+            })
+            .buffered(PARTS_IN_FLIGHT)
+            .try_collect()
+            .await;
+        match parts {
+            Ok(parts) => Ok(Upload { id, parts, size }),
+            Err(e) => {
+                native.abort_upload(path, &id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Completes `upload` under the guard decided from a fresh head, deciding again after each
+    /// refusal. Returns `created`.
+    #[allow(clippy::too_many_arguments)]
+    async fn complete(
+        &self,
+        native: &dyn Native,
+        key: &Key,
+        path: &Path,
+        spool: &Spool,
+        headers: &BlobHeaders,
+        upload: &mut Upload,
+        opts: &PutOptions,
+        this_write: &str,
+    ) -> Result<bool> {
+        let mut refused: Option<bool> = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let (guard, created) = if opts.preconditions.is_empty() {
+                (Guard::Always, !self.occupied(key).await?)
+            } else {
+                match self
+                    .decide(key, &opts.preconditions, this_write, refused)
+                    .await?
+                {
+                    Decision::Landed { created } => return Ok(created),
+                    Decision::Write { guard, created, .. } => (guard, created),
+                }
+            };
+            if let Some(hook) = &self.before_completion {
+                hook().await;
+            }
+            match native
+                .complete_upload(path, &upload.id, &upload.parts, &guard, headers)
+                .await
+            {
+                Ok(()) => return Ok(created),
+                Err(NativeError::Changed) => refused = Some(created),
+                Err(NativeError::UploadGone) => {
+                    // Another writer's commit discarded our parts (Azure), or the upload
+                    // expired: upload them again from the spool, then decide again.
+                    *upload = self
+                        .upload_parts(native, path, spool, upload.size, headers)
+                        .await?;
+                    refused = Some(created);
+                }
+                Err(NativeError::Failed(e)) if e.is_retryable() => {
+                    // Outcome unknown (timeout, 5xx): the completion is never sent again
+                    // blindly; the blob tells whether it landed.
+                    return match self.stat(key).await? {
+                        Some(blob) if blob.write_id == this_write => Ok(created),
+                        _ => Err(e),
+                    };
+                }
+                Err(NativeError::Failed(e)) => return Err(e),
+            }
+        }
+        Err(kept_changing(key))
+    }
+}
+
+/// Part size for a body of `size` bytes: at least [`MIN_PART_SIZE`], and large enough that the
+/// body fits in [`MAX_PARTS`] parts (whole MiB).
+fn part_size(size: u64) -> u64 {
+    const MIB: u64 = 1024 * 1024;
+    MIN_PART_SIZE.max(size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB)
+}
+
+fn kept_changing(key: &Key) -> Error {
+    Error::transient(format!(
+        "{key}: the object kept changing; the write was not done"
+    ))
+}
+
 /// A boolean URL parameter.
 #[allow(dead_code)] // used by whichever of the s3 and azure features is on
 fn parse_bool(k: &str, v: &str) -> Result<bool> {
@@ -339,7 +700,10 @@ impl Store for ObjStore {
             name: self.name,
             atomic_scope: AtomicScope::Cluster,
             put_conditions: ConditionSupport::ALL,
-            delete_conditions: ConditionSupport::NONE,
+            delete_conditions: match &self.native {
+                Some(n) if n.conditional_delete() => ConditionSupport::ALL,
+                _ => ConditionSupport::NONE,
+            },
             ttl: true,
             list_delimiter: true,
             max_object_size: Some(self.max_object_size),
@@ -404,11 +768,18 @@ impl Store for ObjStore {
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
         self.capabilities().check_put(&opts)?;
-        let path = self.path(key)?;
-        let (bytes, etag, size) = body
-            .reader(Some(self.max_object_size))
-            .collect(opts.expected_etag.as_ref())
-            .await?;
+        // Without native multipart, everything must fit one PUT.
+        let threshold = match self.native {
+            Some(_) => MULTIPART_THRESHOLD,
+            None => usize::try_from(self.max_object_size).unwrap_or(usize::MAX),
+        };
+        let (spool, etag, size) = spool::spool(
+            body,
+            self.max_object_size,
+            threshold,
+            opts.expected_etag.as_ref(),
+        )
+        .await?;
         let now = now_millis();
         let meta = Meta {
             key: key.clone(),
@@ -420,92 +791,66 @@ impl Store for ObjStore {
             metadata: opts.metadata.clone(),
         };
         let this_write = write_id();
-        let attributes = Self::attributes(&meta, &this_write);
-        let payload = PutPayload::from(bytes);
-        let put = |mode: PutMode| object_store::PutOptions {
-            mode,
-            attributes: attributes.clone(),
-            ..Default::default()
-        };
-
-        if opts.preconditions.is_empty() {
-            // Unconditional: the head only tells `created`, which is therefore informative,
-            // not atomic with the write.
-            let existed = match self.stat(key).await? {
-                Some(Blob { meta: Some(m), .. }) => !m.is_expired(),
-                Some(Blob { meta: None, .. }) => true,
-                None => false,
-            };
-            self.inner
-                .put_opts(&path, payload, put(PutMode::Overwrite))
-                .await
-                .map_err(map_err)?;
-            return Ok(PutResult {
-                meta,
-                created: !existed,
-            });
-        }
-
-        // Create-only is tried directly first: when the key is free, no head is needed.
-        let mut try_create = opts.preconditions == crate::Preconditions::if_absent();
-        // `created` of the last refused attempt: object_store retries a PUT after a 5xx or a
-        // timeout, so a refusal may answer the retry of our own write that landed.
-        let mut refused: Option<bool> = None;
-        for _ in 0..MAX_ATTEMPTS {
-            let (mode, created) = if std::mem::take(&mut try_create) {
-                (PutMode::Create, true)
-            } else {
-                match self.stat(key).await? {
-                    None => {
-                        opts.preconditions.evaluate_write(None)?;
-                        (PutMode::Create, true)
-                    }
-                    Some(blob) => {
-                        let m = blob.meta.ok_or_else(|| Self::foreign(key))?;
-                        if let Some(created) = refused.filter(|_| blob.write_id == this_write) {
-                            // Our write landed (the refusal answered a retry of it).
-                            return Ok(PutResult { meta, created });
-                        }
-                        let current = (!m.is_expired()).then_some(&m);
-                        opts.preconditions.evaluate_write(current)?;
-                        if blob.backend.e_tag.is_none() {
-                            return Err(Error::backend(format!(
-                                "{key}: the backend gave no ETag, so the write cannot be guarded"
-                            )));
-                        }
-                        let version = UpdateVersion {
-                            e_tag: blob.backend.e_tag,
-                            version: blob.backend.version,
-                        };
-                        (PutMode::Update(version), current.is_none())
-                    }
-                }
-            };
-            match self.inner.put_opts(&path, payload.clone(), put(mode)).await {
-                Ok(_) => return Ok(PutResult { meta, created }),
-                Err(e) if changed(&e) => refused = Some(created),
-                Err(e) => return Err(map_err(e)),
+        match (&spool, &self.native) {
+            (Spool::Memory(bytes), _) => {
+                self.put_single(key, bytes.clone(), meta, &opts, &this_write)
+                    .await
             }
+            (Spool::File(_), Some(native)) => {
+                self.put_multipart(native.as_ref(), key, &spool, meta, &opts, &this_write)
+                    .await
+            }
+            (Spool::File(_), None) => Err(Error::TooLarge {
+                limit: self.max_object_size,
+            }),
         }
-        Err(Error::transient(format!(
-            "{key}: the object kept changing; the write was not done"
-        )))
     }
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
         self.capabilities().check_delete(&opts)?;
         let path = self.path(key)?;
-        // Unconditional: the head only decides `NotFound`.
-        let blob = self.stat(key).await?.ok_or_else(|| not_found(key))?;
-        let expired = match &blob.meta {
-            Some(m) => m.is_expired(),
-            None => return Err(Self::foreign(key)),
+        let Some(native) = self
+            .native
+            .as_ref()
+            .filter(|_| !opts.preconditions.is_empty())
+        else {
+            // Unconditional: the head only decides `NotFound`.
+            let blob = self.stat(key).await?.ok_or_else(|| not_found(key))?;
+            let expired = match &blob.meta {
+                Some(m) => m.is_expired(),
+                None => return Err(Self::foreign(key)),
+            };
+            self.inner.delete(&path).await.map_err(map_err)?;
+            if expired {
+                return Err(not_found(key));
+            }
+            return Ok(());
         };
-        self.inner.delete(&path).await.map_err(map_err)?;
-        if expired {
-            return Err(not_found(key));
+        for _ in 0..MAX_ATTEMPTS {
+            let blob = self.stat(key).await?.ok_or_else(|| not_found(key))?;
+            let meta = blob.meta.ok_or_else(|| Self::foreign(key))?;
+            // An expired object is absent (to conditions too); the guarded delete below only
+            // removes the dead blob.
+            let expired = meta.is_expired();
+            if !expired {
+                opts.preconditions.evaluate_write(Some(&meta))?;
+            }
+            let etag = blob.backend.e_tag.ok_or_else(|| {
+                Error::backend(format!(
+                    "{key}: the backend gave no ETag, so the delete cannot be guarded"
+                ))
+            })?;
+            match native.delete(&path, &Guard::Match(etag)).await {
+                Ok(()) if expired => return Err(not_found(key)),
+                Ok(()) => return Ok(()),
+                Err(NativeError::Changed | NativeError::UploadGone) if !expired => continue,
+                Err(NativeError::Changed | NativeError::UploadGone) => return Err(not_found(key)),
+                Err(NativeError::Failed(e)) => return Err(e),
+            }
         }
-        Ok(())
+        Err(Error::transient(format!(
+            "{key}: the object kept changing; the delete was not done"
+        )))
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {

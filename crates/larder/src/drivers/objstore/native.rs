@@ -1,0 +1,240 @@
+//! What `object_store` cannot express and the object-store drivers need: a DELETE guarded by
+//! `If-Match`, and a multipart upload whose completion carries the condition (and, on S3, whose
+//! initiation carries the metadata). Each backend ([`super::s3`], [`super::azure`]) implements
+//! [`Native`] with raw requests signed by `object_store`'s own authorizers (`AwsAuthorizer`,
+//! `AzureAuthorizer`) and sent with `reqwest`; parts are uploaded through `object_store`'s
+//! `MultipartStore`, which needs no condition.
+//!
+//! Conditional requests here are sent exactly once: a timeout or a 5xx leaves the outcome
+//! unknown, and the caller settles it by reading the blob's write id, never by resending.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::client::{HttpRequest, HttpRequestBody};
+use object_store::multipart::PartId;
+use object_store::path::Path;
+use object_store::PutPayload;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::error::Error;
+
+/// The backend's own precondition on a mutation, on its own ETag (not Larder's content ETag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// No condition: the mutation is unconditional.
+    Always,
+    /// `If-None-Match: *`: only if there is no blob.
+    Absent,
+    /// `If-Match: <backend ETag>`: only if the blob is still this version.
+    Match(String),
+}
+
+/// Why a guarded request did not happen.
+#[derive(Debug)]
+pub enum NativeError {
+    /// The backend refused because the blob is no longer in the state the [`Guard`] names
+    /// (412, a conflicting concurrent conditional write's 409, or 404 for the blob): decide again.
+    Changed,
+    /// The upload's parts are gone (S3 `NoSuchUpload`; Azure `InvalidBlockList`, after another
+    /// writer's commit discarded our uncommitted blocks): upload them again.
+    UploadGone,
+    /// The request failed or its outcome is unknown.
+    Failed(Error),
+}
+
+impl From<Error> for NativeError {
+    fn from(e: Error) -> Self {
+        NativeError::Failed(e)
+    }
+}
+
+/// The blob headers a write carries: Larder's metadata entry and the content type.
+#[derive(Debug, Clone)]
+pub struct BlobHeaders {
+    /// The value of the `larder` user-metadata entry.
+    pub larder: String,
+    /// The blob's own `Content-Type`.
+    pub content_type: Option<String>,
+}
+
+/// The native operations of one backend.
+#[async_trait]
+pub trait Native: Send + Sync + std::fmt::Debug {
+    /// Whether the backend enforces `If-Match` on delete (when not, conditional deletes are
+    /// `Unsupported`).
+    fn conditional_delete(&self) -> bool;
+
+    /// Deletes the blob if `guard` holds.
+    async fn delete(&self, path: &Path, guard: &Guard) -> Result<(), NativeError>;
+
+    /// Starts a multipart upload of a blob that will carry `headers`; returns the upload id.
+    async fn begin_upload(&self, path: &Path, headers: &BlobHeaders) -> Result<String, Error>;
+
+    /// Uploads part `index` (from 0) of the upload.
+    async fn put_part(
+        &self,
+        path: &Path,
+        upload: &str,
+        index: usize,
+        data: PutPayload,
+    ) -> Result<PartId, Error>;
+
+    /// Makes the uploaded parts the blob, if `guard` holds at that moment.
+    async fn complete_upload(
+        &self,
+        path: &Path,
+        upload: &str,
+        parts: &[PartId],
+        guard: &Guard,
+        headers: &BlobHeaders,
+    ) -> Result<(), NativeError>;
+
+    /// Drops an upload that will not be completed (best effort).
+    async fn abort_upload(&self, path: &Path, upload: &str);
+}
+
+/// Characters left as they are in a blob path in a URL (as `object_store` encodes them, so
+/// both address the same blob).
+const PATH_ENCODE_SET: AsciiSet = NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// `base` (no trailing slash) joined with the percent-encoded blob path.
+pub(crate) fn blob_url(base: &str, path: &Path) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        utf8_percent_encode(path.as_ref(), &PATH_ENCODE_SET)
+    )
+}
+
+/// A raw request about to be signed and sent.
+pub(crate) fn request(
+    method: http::Method,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Result<HttpRequest, Error> {
+    let mut builder = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, value);
+    }
+    builder = builder.header(http::header::CONTENT_LENGTH, body.len());
+    builder
+        .body(HttpRequestBody::from(body))
+        .map_err(|e| Error::InvalidInput(format!("request to {url}: {e}")))
+}
+
+/// A response read whole: status, the error code (S3's and Azure's XML `<Code>`, or Azure's
+/// `x-ms-error-code`), and the body.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub status: http::StatusCode,
+    pub code: Option<String>,
+    pub body: String,
+}
+
+impl Response {
+    /// A backend error describing this response.
+    pub fn error(&self, what: &str) -> Error {
+        let msg = format!(
+            "{what}: HTTP {} {}",
+            self.status,
+            self.code.as_deref().unwrap_or("")
+        );
+        if self.status.is_server_error() || self.status == http::StatusCode::TOO_MANY_REQUESTS {
+            Error::transient(msg)
+        } else {
+            Error::backend(msg)
+        }
+    }
+}
+
+/// One HTTP client for the raw requests of every store (connection pool shared).
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // Completing a multi-gigabyte upload can take minutes on S3.
+            .timeout(Duration::from_secs(600))
+            .build()
+            .expect("HTTP client with default TLS settings")
+    })
+}
+
+/// Sends a signed request once (never retried: see the module doc).
+pub(crate) async fn send(request: HttpRequest) -> Result<Response, Error> {
+    let (parts, body) = request.into_parts();
+    let body = body.as_bytes().cloned().unwrap_or_default();
+    let url = parts.uri.to_string();
+    let response = client()
+        .request(parts.method, &url)
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| Error::transient(format!("{url}: {e}")))?;
+    let status = response.status();
+    let header_code = response
+        .headers()
+        .get("x-ms-error-code")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response
+        .text()
+        .await
+        .map_err(|e| Error::transient(format!("{url}: reading the response: {e}")))?;
+    let code = header_code.or_else(|| xml_text(&body, "Code"));
+    Ok(Response { status, code, body })
+}
+
+/// The text of the first `<tag>…</tag>` in `xml`, unescaped.
+pub(crate) fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&close)?;
+    Some(xml_unescape(&xml[start..end]))
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// `s` escaped for XML text.
+pub(crate) fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_round_trip() {
+        let x = format!("<R><UploadId>{}</UploadId></R>", xml_escape("a&b<c>\"d\""));
+        assert_eq!(xml_text(&x, "UploadId").as_deref(), Some("a&b<c>\"d\""));
+        assert_eq!(xml_text(&x, "Code"), None);
+    }
+
+    #[test]
+    fn blob_urls_encode_like_object_store() {
+        let p = Path::parse("pre/a b/ü+x").unwrap();
+        assert_eq!(
+            blob_url("http://h:1/bucket/", &p),
+            "http://h:1/bucket/pre/a%20b/%C3%BC%2Bx"
+        );
+    }
+}
