@@ -101,6 +101,15 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
             .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"))
     };
     let container_url = format!("{}/{container}", account_url.trim_end_matches('/'));
+    let no_retries = object_store::RetryConfig {
+        max_retries: 0,
+        ..Default::default()
+    };
+    let writer = builder
+        .clone()
+        .with_retry(no_retries)
+        .build()
+        .map_err(|e| Error::InvalidInput(format!("azure URL {url}: {e}")))?;
     let client = Arc::new(
         builder
             .build()
@@ -111,7 +120,9 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
         container_url,
         account,
     };
-    Ok(ObjStore::new("azure", client, url.path(), max)?.with_native(Arc::new(native)))
+    Ok(ObjStore::new("azure", client, url.path(), max)?
+        .with_writer(Arc::new(writer))
+        .with_native(Arc::new(native)))
 }
 
 /// Azure's guarded delete and block-list upload.

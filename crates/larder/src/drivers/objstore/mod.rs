@@ -25,10 +25,11 @@
 //! completed again with the new guard, without uploading the parts again (unless the backend
 //! dropped them).
 //!
-//! object_store retries a PUT after a 5xx or a timeout; when a retried conditional PUT is refused,
-//! the next head checks whether the blob is the one this write made (a unique write id in the
-//! metadata entry) and then reports success. The raw conditional requests ([`native`]) are sent
-//! once; an unknown outcome is settled the same way.
+//! Conditional requests are sent once: conditional PUTs through a second `object_store` client
+//! with retries turned off, the raw requests ([`native`]) by hand. When the outcome is unknown
+//! (a timeout, a 5xx), the blob tells whether this write landed (a unique write id in the
+//! metadata entry); the write is never sent again blindly. A refusal that turns out to answer a
+//! write of ours that landed (a retry below us) is also recognised by the write id.
 //!
 //! Unsupported: conditional delete on a backend configured without it (`conditional_delete=false`
 //! for S3-compatibles that ignore `If-Match` on `DELETE`), and bodies over the size limit.
@@ -115,6 +116,9 @@ type CompletionHook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 pub struct ObjStore {
     name: &'static str,
     inner: Arc<dyn ObjectStore>,
+    /// The same backend without retries, for conditional PUTs: a conditional write whose
+    /// outcome is unknown is settled by reading the blob, never by sending it again.
+    writer: Arc<dyn ObjectStore>,
     /// Guarded delete and multipart upload; without it, conditional deletes are `Unsupported`
     /// and bodies are limited to one PUT.
     native: Option<Arc<dyn Native>>,
@@ -206,12 +210,20 @@ impl ObjStore {
         }
         Ok(ObjStore {
             name,
+            writer: inner.clone(),
             inner,
             native: None,
             prefix,
             max_object_size,
             before_completion: None,
         })
+    }
+
+    /// Sends conditional PUTs through `writer`, a client of the same backend that does not
+    /// retry (by default they go through the main client).
+    pub fn with_writer(mut self, writer: Arc<dyn ObjectStore>) -> Self {
+        self.writer = writer;
+        self
     }
 
     /// Adds the backend's native operations: conditional delete and multipart upload with the
@@ -395,7 +407,8 @@ impl ObjStore {
 
 impl ObjStore {
     /// Decides a guarded write from a fresh head. `refused` is `created` of the last attempt
-    /// the backend refused, if any: a refusal may answer the retry of a write that landed.
+    /// the backend refused, if any: if a layer below us retried a write that landed, the
+    /// refusal answered the retry.
     async fn decide(
         &self,
         key: &Key,
@@ -436,6 +449,22 @@ impl ObjStore {
             Some(Blob { meta: None, .. }) => true,
             None => false,
         })
+    }
+
+    /// After a guarded write failed with `error`: when the outcome may be unknown (a timeout, a
+    /// 5xx), the blob tells whether this write landed (its write id). The write is never sent
+    /// again blindly; if it did not land, the error says the outcome was uncertain.
+    async fn settle(&self, key: &Key, this_write: &str, error: Error) -> Result<()> {
+        if !error.is_retryable() {
+            return Err(error);
+        }
+        match self.stat(key).await {
+            Ok(Some(blob)) if blob.write_id == this_write => Ok(()),
+            _ => Err(Error::transient(format!(
+                "{key}: the write's outcome is unknown and it is not the current object \
+                 (not written, or overwritten since): {error}"
+            ))),
+        }
     }
 
     /// A body held in memory: one PUT, guarded by the backend's condition.
@@ -496,10 +525,19 @@ impl ObjStore {
                     Decision::Write { created, .. } => (PutMode::Create, created),
                 }
             };
-            match self.inner.put_opts(&path, payload.clone(), put(mode)).await {
+            match self
+                .writer
+                .put_opts(&path, payload.clone(), put(mode))
+                .await
+            {
                 Ok(_) => return Ok(PutResult { meta, created }),
                 Err(e) if changed(&e) => refused = Some(created),
-                Err(e) => return Err(map_err(e)),
+                Err(e) => {
+                    return self
+                        .settle(key, this_write, map_err(e))
+                        .await
+                        .map(|()| PutResult { meta, created })
+                }
             }
         }
         Err(kept_changing(key))
@@ -628,15 +666,9 @@ impl ObjStore {
                         .await?;
                     refused = Some(created);
                 }
-                Err(NativeError::Failed(e)) if e.is_retryable() => {
-                    // Outcome unknown (timeout, 5xx): the completion is never sent again
-                    // blindly; the blob tells whether it landed.
-                    return match self.stat(key).await? {
-                        Some(blob) if blob.write_id == this_write => Ok(created),
-                        _ => Err(e),
-                    };
+                Err(NativeError::Failed(e)) => {
+                    return self.settle(key, this_write, e).await.map(|()| created)
                 }
-                Err(NativeError::Failed(e)) => return Err(e),
             }
         }
         Err(kept_changing(key))
@@ -899,5 +931,137 @@ impl Store for ObjStore {
             }
         }
         Ok(paginate(seen, &opts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use object_store::memory::InMemory;
+    use object_store::{ListResult, MultipartUpload, PutMultipartOptions};
+
+    use super::*;
+    use crate::StoreExt;
+
+    /// An in-memory backend whose next conditional PUT fails like a lost response: after
+    /// writing (`lands`) or without writing. Counts conditional PUTs.
+    #[derive(Debug, Default)]
+    struct LosesResponses {
+        inner: InMemory,
+        fail_next: std::sync::atomic::AtomicBool,
+        lands: bool,
+        conditional_puts: AtomicUsize,
+    }
+
+    impl std::fmt::Display for LosesResponses {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("LosesResponses")
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for LosesResponses {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            if matches!(opts.mode, PutMode::Overwrite) {
+                return self.inner.put_opts(location, payload, opts).await;
+            }
+            self.conditional_puts.fetch_add(1, Ordering::SeqCst);
+            if !self.fail_next.swap(false, Ordering::SeqCst) {
+                return self.inner.put_opts(location, payload, opts).await;
+            }
+            if self.lands {
+                self.inner.put_opts(location, payload, opts).await?;
+            }
+            Err(object_store::Error::Generic {
+                store: "test",
+                source: "connection reset".into(),
+            })
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        async fn delete(&self, location: &Path) -> object_store::Result<()> {
+            self.inner.delete(location).await
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+            self.inner.copy(from, to).await
+        }
+        async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+            self.inner.copy_if_not_exists(from, to).await
+        }
+    }
+
+    /// A conditional PUT whose response is lost is sent once; the blob's write id settles it:
+    /// success if it landed, an "outcome unknown" error if it did not.
+    #[tokio::test]
+    async fn lost_response_is_settled_by_the_write_id_not_resent() {
+        for lands in [true, false] {
+            let backend = Arc::new(LosesResponses {
+                lands,
+                ..Default::default()
+            });
+            let store = ObjStore::new("test", backend.clone(), "p", 1 << 20).unwrap();
+            let k = Key::new("k").unwrap();
+            let first = store.put_bytes(&k, "one".into()).await.unwrap();
+            backend.fail_next.store(true, Ordering::SeqCst);
+            let before = backend.conditional_puts.load(Ordering::SeqCst);
+            let opts = PutOptions {
+                preconditions: Preconditions::if_match(first.etag.clone()),
+                ..Default::default()
+            };
+            let r = store.put(&k, "two".into(), opts).await;
+            assert_eq!(backend.conditional_puts.load(Ordering::SeqCst) - before, 1);
+            let now = store.get_bytes(&k).await.unwrap().0;
+            if lands {
+                let r = r.unwrap();
+                assert_eq!((r.created, &now[..]), (false, &b"two"[..]));
+            } else {
+                let e = r.unwrap_err();
+                assert!(
+                    e.is_retryable() && e.to_string().contains("outcome is unknown"),
+                    "{e}"
+                );
+                assert_eq!(&now[..], b"one");
+            }
+        }
+    }
+
+    #[test]
+    fn part_sizes_fit_the_part_limit() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(part_size(9 * MIB), MIN_PART_SIZE);
+        assert_eq!(part_size(64 * MIB), MIN_PART_SIZE);
+        let huge = 5 * 1024 * 1024 * MIB; // 5 TiB
+        let p = part_size(huge);
+        assert!(huge.div_ceil(p) <= MAX_PARTS && p.is_multiple_of(MIB), "{p}");
     }
 }

@@ -78,6 +78,15 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
         (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
         (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
     };
+    let no_retries = object_store::RetryConfig {
+        max_retries: 0,
+        ..Default::default()
+    };
+    let writer = builder
+        .clone()
+        .with_retry(no_retries)
+        .build()
+        .map_err(|e| Error::InvalidInput(format!("s3 URL {url}: {e}")))?;
     let client = Arc::new(
         builder
             .build()
@@ -89,7 +98,9 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
         region,
         conditional_delete,
     };
-    Ok(ObjStore::new("s3", client, url.path(), max)?.with_native(Arc::new(native)))
+    Ok(ObjStore::new("s3", client, url.path(), max)?
+        .with_writer(Arc::new(writer))
+        .with_native(Arc::new(native)))
 }
 
 /// S3's guarded delete and multipart upload.
