@@ -1062,6 +1062,9 @@ mod tests {
         assert_eq!(part_size(64 * MIB), MIN_PART_SIZE);
         let huge = 5 * 1024 * 1024 * MIB; // 5 TiB
         let p = part_size(huge);
-        assert!(huge.div_ceil(p) <= MAX_PARTS && p.is_multiple_of(MIB), "{p}");
+        assert!(
+            huge.div_ceil(p) <= MAX_PARTS && p.is_multiple_of(MIB),
+            "{p}"
+        );
     }
 }
