@@ -46,6 +46,8 @@ fn main() {
         ("nats", "LARDER_TEST_NATS_URL"),
         #[cfg(feature = "s3")]
         ("s3", "LARDER_TEST_S3_URL"),
+        #[cfg(feature = "s3")]
+        ("s3_alt", "LARDER_TEST_S3_ALT_URL"),
         #[cfg(feature = "azure")]
         ("azure", "LARDER_TEST_AZURE_URL"),
     ];
