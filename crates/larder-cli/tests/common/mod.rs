@@ -19,6 +19,12 @@ impl Server {
         Self::start_with(&["--store", "memory://"])
     }
 
+    /// A server over the store at `url`, without auth.
+    #[allow(dead_code)]
+    pub fn with_store(url: &str) -> Server {
+        Self::start_with(&["--store", url])
+    }
+
     /// A server with a TOML config file (written to `dir`).
     #[allow(dead_code)]
     pub fn with_config(dir: &Path, toml: &str) -> Server {
