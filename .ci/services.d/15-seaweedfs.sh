@@ -3,6 +3,9 @@
 # completes over a changed or missing key with 200), so the multipart CAS path is only really
 # checked here; SeaweedFS enforces If-Match / If-None-Match on PutObject, CompleteMultipartUpload
 # and DeleteObject (412 PreconditionFailed; also 412, not AWS's 404, for If-Match on a missing key).
+# But its completion check is not atomic: of 3 concurrent completions with the same If-Match, 2 or 3
+# won in 7 of 8 rounds (same with If-None-Match: *), so that race is declared below as a known gap
+# and checked on Azurite only (PutObject and DeleteObject races were one winner every round).
 # Single node (`weed server` = master + volume + filer + S3), loopback only, data wiped at each start.
 # Ports: S3 8333; master, volume and filer on the next three (8334-8336, not the defaults
 # 9333/8080/8888, which other software likes); gRPC ports are these + 10000. Iceberg/Lance are off.
@@ -48,4 +51,5 @@ while [ "$SECONDS" -lt "$sw_deadline" ]; do
   sleep 1
 done
 [ -n "$sw_bucket_ok" ] || { echo "SeaweedFS: could not create bucket larder-test" >&2; return 1; }
+export LARDER_TEST_S3_ALT_GAPS="${LARDER_TEST_S3_ALT_GAPS-complete-race}"
 export LARDER_TEST_S3_ALT_URL="${LARDER_TEST_S3_ALT_URL:-s3://larder-test/ci?endpoint=http://127.0.0.1:$SW_S3_PORT&region=us-east-1&allow_http=true}"

@@ -20,7 +20,7 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::PutPayload;
 
-use super::native::{self, BlobHeaders, Guard, Native, NativeError, Response};
+use super::native::{self, BlobHeaders, Guard, ListedBlob, Native, NativeError, Response};
 use super::{map_err, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
 use crate::error::{Error, Result};
 
@@ -117,6 +117,7 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
     );
     let native = AzureNative {
         client: client.clone(),
+        http: native::new_client(),
         container_url,
         account,
     };
@@ -129,6 +130,8 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
 #[derive(Debug)]
 struct AzureNative {
     client: Arc<MicrosoftAzure>,
+    /// For the raw requests.
+    http: reqwest::Client,
     container_url: String,
     account: String,
 }
@@ -144,17 +147,30 @@ impl AzureNative {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Response> {
+        let mut url = native::blob_url(&self.container_url, path);
+        url.push_str(query);
+        self.send_to(method, url, headers, body, 1).await
+    }
+
+    /// Sends a request to `url`, signed, up to `attempts` times while the connection fails
+    /// (more than once only for reads).
+    async fn send_to(
+        &self,
+        method: Method,
+        url: String,
+        headers: &[(&str, String)],
+        body: Bytes,
+        attempts: usize,
+    ) -> Result<Response> {
         let credential = self
             .client
             .credentials()
             .get_credential()
             .await
             .map_err(map_err)?;
-        let mut url = native::blob_url(&self.container_url, path);
-        url.push_str(query);
         let mut request = native::request(method, &url, headers, body)?;
         AzureAuthorizer::new(&credential, &self.account).authorize(&mut request);
-        native::send(request).await
+        native::send_idempotent(&self.http, request, attempts).await
     }
 }
 
@@ -181,10 +197,55 @@ fn outcome(r: &Response, what: &str) -> std::result::Result<(), NativeError> {
     }
 }
 
+/// Most blobs per List Blobs page (Azure's limit).
+const LIST_PAGE: usize = 5000;
+
 #[async_trait]
 impl Native for AzureNative {
     fn conditional_delete(&self) -> bool {
         true
+    }
+
+    fn lists_metadata(&self) -> bool {
+        true
+    }
+
+    async fn list_metadata(
+        &self,
+        prefix: &str,
+        marker: Option<&str>,
+    ) -> Result<(Vec<ListedBlob>, Option<String>)> {
+        // List Blobs with include=metadata: a page of names and metadata in one request.
+        let mut url = format!(
+            "{}?restype=container&comp=list&include=metadata&maxresults={LIST_PAGE}&prefix={}",
+            self.container_url,
+            native::query_value(prefix)
+        );
+        if let Some(m) = marker {
+            url.push_str(&format!("&marker={}", native::query_value(m)));
+        }
+        let r = self.send_to(Method::GET, url, &[], Bytes::new(), 3).await?;
+        if !r.status.is_success() {
+            return Err(r.error("azure List Blobs"));
+        }
+        let mut blobs = Vec::new();
+        for entry in r.body.split("<Blob>").skip(1) {
+            let entry = entry.split("</Blob>").next().unwrap_or_default();
+            // A name Azure had to encode (`<Name Encoded="true">`) cannot be a Larder key.
+            let Some(name) = native::xml_text(entry, "Name") else {
+                continue;
+            };
+            let size = native::xml_text(entry, "Content-Length")
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Error::backend(format!("azure List Blobs: no size for {name}")))?;
+            blobs.push(ListedBlob {
+                name,
+                size,
+                larder: native::xml_text(entry, "larder"),
+            });
+        }
+        let next = native::xml_text(&r.body, "NextMarker").filter(|m| !m.is_empty());
+        Ok((blobs, next))
     }
 
     async fn delete(&self, path: &Path, guard: &Guard) -> std::result::Result<(), NativeError> {

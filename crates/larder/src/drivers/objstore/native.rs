@@ -59,9 +59,36 @@ pub struct BlobHeaders {
     pub content_type: Option<String>,
 }
 
+/// A blob as a listing with metadata returns it.
+#[derive(Debug, Clone)]
+pub struct ListedBlob {
+    /// The blob's full name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The value of its `larder` metadata entry, if it has one.
+    pub larder: Option<String>,
+}
+
 /// The native operations of one backend.
 #[async_trait]
 pub trait Native: Send + Sync + std::fmt::Debug {
+    /// Whether [`Native::list_metadata`] works (otherwise each listed blob is headed).
+    fn lists_metadata(&self) -> bool {
+        false
+    }
+
+    /// One page of the blobs whose names start with `prefix`, in name order, with their
+    /// metadata, and the marker of the next page (`None` after the last).
+    async fn list_metadata(
+        &self,
+        prefix: &str,
+        marker: Option<&str>,
+    ) -> Result<(Vec<ListedBlob>, Option<String>), Error> {
+        let _ = (prefix, marker);
+        Err(Error::unsupported("listing with metadata"))
+    }
+
     /// Whether the backend enforces `If-Match` on delete (when not, conditional deletes are
     /// `Unsupported`).
     fn conditional_delete(&self) -> bool;
@@ -103,6 +130,11 @@ const PATH_ENCODE_SET: AsciiSet = NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~')
     .remove(b'/');
+
+/// A query-string value, percent-encoded.
+pub(crate) fn query_value(v: &str) -> String {
+    utf8_percent_encode(v, NON_ALPHANUMERIC).to_string()
+}
 
 /// `base` (no trailing slash) joined with the percent-encoded blob path.
 pub(crate) fn blob_url(base: &str, path: &Path) -> String {
@@ -155,41 +187,104 @@ impl Response {
     }
 }
 
-/// One HTTP client for the raw requests of every store (connection pool shared).
-fn client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            // Completing a multi-gigabyte upload can take minutes on S3.
-            .timeout(Duration::from_secs(600))
-            .build()
-            .expect("HTTP client with default TLS settings")
-    })
+/// The HTTP client for one store's raw requests. One per store, not one per process: a
+/// pooled connection belongs to the tokio runtime that opened it.
+pub(crate) fn new_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        // Below the servers' own keep-alive timeouts (Node's, so Azurite's, is 5 s): a
+        // pooled connection the server is closing would fail a request that cannot be
+        // resent.
+        .pool_idle_timeout(Duration::from_secs(2))
+        // Completing a multi-gigabyte upload can take minutes on S3.
+        .timeout(Duration::from_secs(600))
+        .build()
+        .expect("HTTP client with default TLS settings")
 }
 
 /// Sends a signed request once (never retried: see the module doc).
-pub(crate) async fn send(request: HttpRequest) -> Result<Response, Error> {
+pub(crate) async fn send(
+    client: &reqwest::Client,
+    request: HttpRequest,
+) -> Result<Response, Error> {
+    send_idempotent(client, request, 1).await
+}
+
+/// Sends a signed request up to `attempts` times while the connection fails: more than once
+/// only for a request that is safe to repeat (a read).
+pub(crate) async fn send_idempotent(
+    client: &reqwest::Client,
+    request: HttpRequest,
+    attempts: usize,
+) -> Result<Response, Error> {
+    let mut last = None;
+    for attempt in 0..attempts.max(1) {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+        }
+        match send_one(client, clone_request(&request)).await {
+            Err(SendError::Connection(e)) => last = Some(e),
+            Err(SendError::Other(e)) => return Err(e),
+            Ok(r) => return Ok(r),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+fn clone_request(r: &HttpRequest) -> HttpRequest {
+    let mut c = http::Request::builder()
+        .method(r.method().clone())
+        .uri(r.uri().clone());
+    if let Some(h) = c.headers_mut() {
+        *h = r.headers().clone();
+    }
+    c.body(HttpRequestBody::from(
+        r.body().as_bytes().cloned().unwrap_or_default(),
+    ))
+    .expect("a copy of a valid request")
+}
+
+enum SendError {
+    /// The request may not have reached the server.
+    Connection(Error),
+    Other(Error),
+}
+
+/// `e` with its chain of causes (reqwest's own message hides them).
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+async fn send_one(client: &reqwest::Client, request: HttpRequest) -> Result<Response, SendError> {
     let (parts, body) = request.into_parts();
     let body = body.as_bytes().cloned().unwrap_or_default();
     let url = parts.uri.to_string();
-    let response = client()
+    let response = client
         .request(parts.method, &url)
         .headers(parts.headers)
         .body(body)
         .send()
         .await
-        .map_err(|e| Error::transient(format!("{url}: {e}")))?;
+        .map_err(|e| SendError::Connection(Error::transient(format!("{url}: {}", describe(&e)))))?;
     let status = response.status();
     let header_code = response
         .headers()
         .get("x-ms-error-code")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = response
-        .text()
-        .await
-        .map_err(|e| Error::transient(format!("{url}: reading the response: {e}")))?;
+    let body = response.text().await.map_err(|e| {
+        SendError::Other(Error::transient(format!(
+            "{url}: reading the response: {}",
+            describe(&e)
+        )))
+    })?;
     let code = header_code.or_else(|| xml_text(&body, "Code"));
     Ok(Response { status, code, body })
 }

@@ -21,7 +21,6 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthori
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::PutPayload;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use super::native::{self, BlobHeaders, Guard, Native, NativeError, Response};
 use super::{map_err, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
@@ -94,6 +93,7 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
     );
     let native = S3Native {
         client: client.clone(),
+        http: native::new_client(),
         bucket_endpoint,
         region,
         conditional_delete,
@@ -107,6 +107,8 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
 #[derive(Debug)]
 struct S3Native {
     client: Arc<AmazonS3>,
+    /// For the raw requests.
+    http: reqwest::Client,
     bucket_endpoint: String,
     region: String,
     conditional_delete: bool,
@@ -132,7 +134,7 @@ impl S3Native {
         url.push_str(query);
         let mut request = native::request(method, &url, headers, body)?;
         AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
-        native::send(request).await
+        native::send(&self.http, request).await
     }
 }
 
@@ -164,11 +166,6 @@ fn outcome(r: &Response, what: &str) -> std::result::Result<(), NativeError> {
         )))),
         _ => Err(NativeError::Failed(r.error(what))),
     }
-}
-
-/// A query value, encoded for the canonical request.
-fn query_value(v: &str) -> String {
-    utf8_percent_encode(v, NON_ALPHANUMERIC).to_string()
 }
 
 #[async_trait]
@@ -235,7 +232,7 @@ impl Native for S3Native {
         }
         xml.push_str("</CompleteMultipartUpload>");
         let headers: Vec<_> = guard_header(guard).into_iter().collect();
-        let query = format!("?uploadId={}", query_value(upload));
+        let query = format!("?uploadId={}", native::query_value(upload));
         let r = self
             .send(Method::POST, path, &query, &headers, Bytes::from(xml))
             .await?;
