@@ -18,7 +18,6 @@ use http::Method;
 use object_store::azure::{AzureAuthorizer, AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::PutPayload;
 
 use super::native::{self, BlobHeaders, Guard, ListedBlob, Native, NativeError, Response};
 use super::{map_err, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
@@ -101,20 +100,12 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
             .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"))
     };
     let container_url = format!("{}/{container}", account_url.trim_end_matches('/'));
-    let no_retries = object_store::RetryConfig {
-        max_retries: 0,
-        ..Default::default()
-    };
-    let writer = builder
-        .clone()
-        .with_retry(no_retries)
-        .build()
-        .map_err(|e| Error::InvalidInput(format!("azure URL {url}: {e}")))?;
-    let client = Arc::new(
-        builder
-            .build()
-            .map_err(|e| Error::InvalidInput(format!("azure URL {url}: {e}")))?,
-    );
+    let (client, writer) = super::clients(
+        builder,
+        MicrosoftAzureBuilder::with_retry,
+        MicrosoftAzureBuilder::build,
+        &format!("azure URL {url}"),
+    )?;
     let native = AzureNative {
         client: client.clone(),
         http: native::new_client(),
@@ -122,7 +113,7 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
         account,
     };
     Ok(ObjStore::new("azure", client, url.path(), max)?
-        .with_writer(Arc::new(writer))
+        .with_writer(writer)
         .with_native(Arc::new(native)))
 }
 
@@ -170,16 +161,7 @@ impl AzureNative {
             .map_err(map_err)?;
         let mut request = native::request(method, &url, headers, body)?;
         AzureAuthorizer::new(&credential, &self.account).authorize(&mut request);
-        native::send_idempotent(&self.http, request, attempts).await
-    }
-}
-
-/// The request header for a guard.
-fn guard_header(guard: &Guard) -> Option<(&'static str, String)> {
-    match guard {
-        Guard::Always => None,
-        Guard::Absent => Some(("if-none-match", "*".to_owned())),
-        Guard::Match(etag) => Some(("if-match", etag.clone())),
+        native::send(&self.http, request, attempts).await
     }
 }
 
@@ -249,7 +231,7 @@ impl Native for AzureNative {
     }
 
     async fn delete(&self, path: &Path, guard: &Guard) -> std::result::Result<(), NativeError> {
-        let headers: Vec<_> = guard_header(guard).into_iter().collect();
+        let headers: Vec<_> = guard.header().into_iter().collect();
         let r = self
             .send(Method::DELETE, path, "", &headers, Bytes::new())
             .await?;
@@ -261,17 +243,8 @@ impl Native for AzureNative {
         Ok(String::new())
     }
 
-    async fn put_part(
-        &self,
-        path: &Path,
-        upload: &str,
-        index: usize,
-        data: PutPayload,
-    ) -> Result<PartId> {
-        self.client
-            .put_part(path, &upload.to_owned(), index, data)
-            .await
-            .map_err(map_err)
+    fn parts(&self) -> &dyn MultipartStore {
+        self.client.as_ref()
     }
 
     async fn complete_upload(
@@ -289,7 +262,7 @@ impl Native for AzureNative {
             xml.push_str(&format!("<Latest>{id}</Latest>"));
         }
         xml.push_str("</BlockList>");
-        let mut h: Vec<_> = guard_header(guard).into_iter().collect();
+        let mut h: Vec<_> = guard.header().into_iter().collect();
         h.push(("x-ms-meta-larder", headers.larder.clone()));
         if let Some(ct) = &headers.content_type {
             h.push(("x-ms-blob-content-type", ct.clone()));

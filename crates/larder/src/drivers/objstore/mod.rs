@@ -696,6 +696,25 @@ fn kept_changing(key: &Key) -> Error {
     ))
 }
 
+/// The backend's client twice, from one builder: with `object_store`'s retries (reads,
+/// unconditional writes, parts) and without (conditional PUTs, see [`ObjStore::with_writer`]).
+#[allow(dead_code)] // used by whichever of the s3 and azure features is on
+fn clients<B: Clone, S>(
+    builder: B,
+    with_retry: fn(B, object_store::RetryConfig) -> B,
+    build: fn(B) -> object_store::Result<S>,
+    what: &str,
+) -> Result<(Arc<S>, Arc<S>)> {
+    let no_retries = object_store::RetryConfig {
+        max_retries: 0,
+        ..Default::default()
+    };
+    let invalid = |e: object_store::Error| Error::InvalidInput(format!("{what}: {e}"));
+    let writer = build(with_retry(builder.clone(), no_retries)).map_err(invalid)?;
+    let client = build(builder).map_err(invalid)?;
+    Ok((Arc::new(client), Arc::new(writer)))
+}
+
 /// A boolean URL parameter.
 #[allow(dead_code)] // used by whichever of the s3 and azure features is on
 fn parse_bool(k: &str, v: &str) -> Result<bool> {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::client::{HttpRequest, HttpRequestBody};
-use object_store::multipart::PartId;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::PutPayload;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -29,6 +29,17 @@ pub enum Guard {
     Absent,
     /// `If-Match: <backend ETag>`: only if the blob is still this version.
     Match(String),
+}
+
+impl Guard {
+    /// The request header that carries the guard (the same on S3 and Azure).
+    pub fn header(&self) -> Option<(&'static str, String)> {
+        match self {
+            Guard::Always => None,
+            Guard::Absent => Some(("if-none-match", "*".to_owned())),
+            Guard::Match(etag) => Some(("if-match", etag.clone())),
+        }
+    }
 }
 
 /// Why a guarded request did not happen.
@@ -99,6 +110,9 @@ pub trait Native: Send + Sync + std::fmt::Debug {
     /// Starts a multipart upload of a blob that will carry `headers`; returns the upload id.
     async fn begin_upload(&self, path: &Path, headers: &BlobHeaders) -> Result<String, Error>;
 
+    /// The backend's `object_store` client, which uploads the parts (no condition needed).
+    fn parts(&self) -> &dyn MultipartStore;
+
     /// Uploads part `index` (from 0) of the upload.
     async fn put_part(
         &self,
@@ -106,7 +120,12 @@ pub trait Native: Send + Sync + std::fmt::Debug {
         upload: &str,
         index: usize,
         data: PutPayload,
-    ) -> Result<PartId, Error>;
+    ) -> Result<PartId, Error> {
+        self.parts()
+            .put_part(path, &upload.to_owned(), index, data)
+            .await
+            .map_err(super::map_err)
+    }
 
     /// Makes the uploaded parts the blob, if `guard` holds at that moment.
     async fn complete_upload(
@@ -202,17 +221,9 @@ pub(crate) fn new_client() -> reqwest::Client {
         .expect("HTTP client with default TLS settings")
 }
 
-/// Sends a signed request once (never retried: see the module doc).
+/// Sends a signed request up to `attempts` times while the connection fails: once for a
+/// conditional request (see the module doc), more only for one safe to repeat (a read).
 pub(crate) async fn send(
-    client: &reqwest::Client,
-    request: HttpRequest,
-) -> Result<Response, Error> {
-    send_idempotent(client, request, 1).await
-}
-
-/// Sends a signed request up to `attempts` times while the connection fails: more than once
-/// only for a request that is safe to repeat (a read).
-pub(crate) async fn send_idempotent(
     client: &reqwest::Client,
     request: HttpRequest,
     attempts: usize,
@@ -307,6 +318,7 @@ fn xml_unescape(s: &str) -> String {
 }
 
 /// `s` escaped for XML text.
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
 pub(crate) fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -20,7 +20,6 @@ use http::Method;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::PutPayload;
 
 use super::native::{self, BlobHeaders, Guard, Native, NativeError, Response};
 use super::{map_err, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
@@ -77,20 +76,12 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
         (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
         (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
     };
-    let no_retries = object_store::RetryConfig {
-        max_retries: 0,
-        ..Default::default()
-    };
-    let writer = builder
-        .clone()
-        .with_retry(no_retries)
-        .build()
-        .map_err(|e| Error::InvalidInput(format!("s3 URL {url}: {e}")))?;
-    let client = Arc::new(
-        builder
-            .build()
-            .map_err(|e| Error::InvalidInput(format!("s3 URL {url}: {e}")))?,
-    );
+    let (client, writer) = super::clients(
+        builder,
+        AmazonS3Builder::with_retry,
+        AmazonS3Builder::build,
+        &format!("s3 URL {url}"),
+    )?;
     let native = S3Native {
         client: client.clone(),
         http: native::new_client(),
@@ -99,7 +90,7 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
         conditional_delete,
     };
     Ok(ObjStore::new("s3", client, url.path(), max)?
-        .with_writer(Arc::new(writer))
+        .with_writer(writer)
         .with_native(Arc::new(native)))
 }
 
@@ -134,16 +125,7 @@ impl S3Native {
         url.push_str(query);
         let mut request = native::request(method, &url, headers, body)?;
         AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
-        native::send(&self.http, request).await
-    }
-}
-
-/// The request header for a guard.
-fn guard_header(guard: &Guard) -> Option<(&'static str, String)> {
-    match guard {
-        Guard::Always => None,
-        Guard::Absent => Some(("if-none-match", "*".to_owned())),
-        Guard::Match(etag) => Some(("if-match", etag.clone())),
+        native::send(&self.http, request, 1).await
     }
 }
 
@@ -175,7 +157,7 @@ impl Native for S3Native {
     }
 
     async fn delete(&self, path: &Path, guard: &Guard) -> std::result::Result<(), NativeError> {
-        let headers: Vec<_> = guard_header(guard).into_iter().collect();
+        let headers: Vec<_> = guard.header().into_iter().collect();
         let r = self
             .send(Method::DELETE, path, "", &headers, Bytes::new())
             .await?;
@@ -198,17 +180,8 @@ impl Native for S3Native {
             .ok_or_else(|| Error::backend(format!("{what}: no UploadId in the answer")))
     }
 
-    async fn put_part(
-        &self,
-        path: &Path,
-        upload: &str,
-        index: usize,
-        data: PutPayload,
-    ) -> Result<PartId> {
-        self.client
-            .put_part(path, &upload.to_owned(), index, data)
-            .await
-            .map_err(map_err)
+    fn parts(&self) -> &dyn MultipartStore {
+        self.client.as_ref()
     }
 
     async fn complete_upload(
@@ -231,7 +204,7 @@ impl Native for S3Native {
             ));
         }
         xml.push_str("</CompleteMultipartUpload>");
-        let headers: Vec<_> = guard_header(guard).into_iter().collect();
+        let headers: Vec<_> = guard.header().into_iter().collect();
         let query = format!("?uploadId={}", native::query_value(upload));
         let r = self
             .send(Method::POST, path, &query, &headers, Bytes::from(xml))
