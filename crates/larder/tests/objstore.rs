@@ -187,12 +187,14 @@ macro_rules! objstore_tests {
                 };
                 let store = Arc::new(store);
                 let k = key(&fresh_prefix(&format!("{NAME}_multipart_race")), "k");
-                let race = |opts: fn(&larder::ETag) -> larder::PutOptions, base: larder::ETag| {
+                // Each round writes bodies of its own (`seed`): a swap that rewrote the current
+                // bytes would keep the ETag, and a second swap on it would rightly succeed too.
+                let race = |opts: fn(&larder::ETag) -> larder::PutOptions, base: larder::ETag, seed: u8| {
                     let tasks: Vec<_> = (0..3u8)
                         .map(|i| {
                             let (store, k, base) = (store.clone(), k.clone(), base.clone());
                             tokio::spawn(async move {
-                                let (body, data) = big_body((9 << 20) + i as usize, 10 + i);
+                                let (body, data) = big_body((9 << 20) + i as usize, seed + i);
                                 (store.put(&k, body, opts(&base)).await, data)
                             })
                         })
@@ -200,7 +202,7 @@ macro_rules! objstore_tests {
                     futures::future::join_all(tasks)
                 };
                 let base = store.put_bytes(&k, "base".into()).await.unwrap().etag;
-                let results = race(|_| larder::PutOptions::default(), base).await;
+                let results = race(|_| larder::PutOptions::default(), base, 10).await;
                 let (now, meta) = store.get_bytes(&k).await.unwrap();
                 let mut bodies = Vec::new();
                 for r in results {
@@ -214,7 +216,7 @@ macro_rules! objstore_tests {
                     return;
                 }
 
-                let results = race(|e| when(larder::Preconditions::if_match(e.clone())), meta.etag).await;
+                let results = race(|e| when(larder::Preconditions::if_match(e.clone())), meta.etag, 20).await;
                 let mut won = 0;
                 for r in results {
                     match r.unwrap() {
