@@ -32,14 +32,14 @@
 use std::ops::Range;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::StreamExt;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::{SqlOptions, DECISION_ATTEMPTS};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
+use crate::drivers::ranged::{bind_span, get_decided};
 use crate::error::{Error, Result};
+use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{scan_page, ListOptions, ListPage, ScanFrom};
 use crate::meta::{now_millis, to_millis, Meta};
@@ -233,23 +233,14 @@ impl PostgresStore {
         }
     }
 
-    async fn read_body(&self, meta: &Meta, range: &Option<Range<u64>>) -> Result<Option<Bytes>> {
-        let (start, len) = match range {
-            Some(r) => (r.start, r.end - r.start),
-            None => (0, meta.size),
-        };
-        let body: Option<Vec<u8>> = sqlx::query_scalar(&format!(
+    /// `span` of the body of `key`, if the object there still has `etag`.
+    async fn read_span(&self, key: &Key, etag: ETag, span: Range<u64>) -> Result<Option<Vec<u8>>> {
+        let sql = format!(
             "SELECT substring(body FROM $1::int FOR $2::int) FROM {} WHERE key = $3 AND etag = $4",
             self.table
-        ))
-        .bind(start as i64 + 1)
-        .bind(len as i64)
-        .bind(meta.key.as_str())
-        .bind(meta.etag.opaque())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(body.map(Bytes::from))
+        );
+        let q = bind_span(sqlx::query_scalar(&sql), key, &etag, span);
+        q.fetch_optional(&self.pool).await.map_err(db_error)
     }
 
     /// One decision and write; `Ok(None)`: lost a race that rolled the transaction back.
@@ -340,24 +331,8 @@ impl Store for PostgresStore {
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        // Decide on one read of the meta, then read the bytes only if still that version.
-        for _ in 0..DECISION_ATTEMPTS {
-            let meta = self
-                .current(key)
-                .await?
-                .ok_or_else(|| Error::not_found(key))?;
-            let range = opts.evaluate(&meta)?;
-            if let Some(data) = self.read_body(&meta, &range).await? {
-                return Ok(GetResult {
-                    meta,
-                    range,
-                    body: futures::stream::once(async move { Ok(data) }).boxed(),
-                });
-            }
-        }
-        Err(Error::transient(format!(
-            "{key} kept changing while being read"
-        )))
+        let bytes = |etag, span| self.read_span(key, etag, span);
+        get_decided(key, &opts, || self.current(key), bytes).await
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
