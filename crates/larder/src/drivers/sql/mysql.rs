@@ -300,12 +300,12 @@ impl Backend for MysqlStore {
         etag: &str,
     ) -> sqlx::Result<()> {
         let sql = format!("DELETE FROM {} WHERE `key` = ? AND etag = ?", self.table);
-        let done = sqlx::query(&sql)
+        sqlx::query(&sql)
             .bind(key.as_str())
             .bind(etag)
             .execute(tx)
-            .await;
-        done.map(|_| ())
+            .await?;
+        Ok(())
     }
 }
 

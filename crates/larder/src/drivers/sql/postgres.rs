@@ -266,12 +266,12 @@ impl Backend for PostgresStore {
         etag: &str,
     ) -> sqlx::Result<()> {
         let sql = format!("DELETE FROM {} WHERE key = $1 AND etag = $2", self.table);
-        let done = sqlx::query(&sql)
+        sqlx::query(&sql)
             .bind(key.as_str())
             .bind(etag)
             .execute(tx)
-            .await;
-        done.map(|_| ())
+            .await?;
+        Ok(())
     }
 }
 
