@@ -38,15 +38,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::StreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
+use crate::drivers::ranged::{bind_span, get_decided};
 use crate::error::{Error, Result};
+use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{scan_page, ListOptions, ListPage, ScanFrom};
 use crate::meta::{now_millis, to_millis, Meta};
@@ -310,25 +310,15 @@ impl SqliteStore {
         meta.map(|m| Meta::decode(m.as_bytes())).transpose()
     }
 
-    /// `range` of the body of `key`, if the object there still has `meta`'s ETag.
-    async fn read_body(&self, meta: &Meta, range: &Option<Range<u64>>) -> Result<Option<Bytes>> {
-        let (start, len) = match range {
-            Some(r) => (r.start, r.end - r.start),
-            None => (0, meta.size),
-        };
+    /// `span` of the body of `key`, if the object there still has `etag`.
+    async fn read_span(&self, key: &Key, etag: ETag, span: Range<u64>) -> Result<Option<Vec<u8>>> {
         // substr on a BLOB counts bytes, from 1.
-        let body: Option<Vec<u8>> = sqlx::query_scalar(&format!(
+        let sql = format!(
             "SELECT substr(body, ?, ?) FROM {} WHERE key = ? AND etag = ?",
             self.table
-        ))
-        .bind(start as i64 + 1)
-        .bind(len as i64)
-        .bind(meta.key.as_str())
-        .bind(meta.etag.opaque())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(body.map(Bytes::from))
+        );
+        let q = bind_span(sqlx::query_scalar(&sql), key, &etag, span);
+        q.fetch_optional(&self.pool).await.map_err(db_error)
     }
 }
 
@@ -351,25 +341,8 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        // The decision is made on one read of the meta; the bytes are then read only if the
-        // object is still that version (else decide again on the newer one).
-        for _ in 0..16 {
-            let meta = self
-                .current(&self.pool, key)
-                .await?
-                .ok_or_else(|| Error::not_found(key))?;
-            let range = opts.evaluate(&meta)?;
-            if let Some(data) = self.read_body(&meta, &range).await? {
-                return Ok(GetResult {
-                    meta,
-                    range,
-                    body: futures::stream::once(async move { Ok(data) }).boxed(),
-                });
-            }
-        }
-        Err(Error::transient(format!(
-            "{key} kept changing while being read"
-        )))
+        let bytes = |etag, span| self.read_span(key, etag, span);
+        get_decided(key, &opts, || self.current(&self.pool, key), bytes).await
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {

@@ -31,14 +31,14 @@
 use std::ops::Range;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::StreamExt;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 
-use super::{SqlOptions, DECISION_ATTEMPTS};
+use super::{bind_row, Backend, LockedRow, Row, SqlOptions};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
+use crate::drivers::ranged::{bind_span, get_decided};
 use crate::error::{Error, Result};
+use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{scan_page, ListOptions, ListPage, ScanFrom};
 use crate::meta::{now_millis, to_millis, Meta};
@@ -90,17 +90,6 @@ fn db_error(e: sqlx::Error) -> Error {
         (_, Some(1040 | 1053 | 1205 | 1213 | 2006 | 2013)) => Error::transient(e),
         _ => Error::backend(e),
     }
-}
-
-/// A failed commit has an unknown outcome: never reported as safe to retry.
-fn commit_error(e: sqlx::Error) -> Error {
-    Error::backend(e)
-}
-
-/// Errors after which the decision is simply made again (duplicate key: another writer
-/// created the row; deadlock: InnoDB rolled the transaction back).
-fn redecide(e: &sqlx::Error) -> bool {
-    matches!(number(e), Some(1062 | 1213))
 }
 
 impl MysqlStore {
@@ -239,120 +228,84 @@ impl MysqlStore {
         meta.map(|m| Meta::decode(&m)).transpose()
     }
 
-    /// Locks `key`'s row (expired or not) for the rest of `tx`: `(row exists, live meta)`.
-    async fn lock(
+    /// `span` of the body of `key`, if the object there still has `etag`.
+    async fn read_span(&self, key: &Key, etag: ETag, span: Range<u64>) -> Result<Option<Vec<u8>>> {
+        let sql = format!(
+            "SELECT SUBSTRING(body, ?, ?) FROM {} WHERE `key` = ? AND etag = ?",
+            self.table
+        );
+        let q = bind_span(sqlx::query_scalar(&sql), key, &etag, span);
+        q.fetch_optional(&self.pool).await.map_err(db_error)
+    }
+}
+
+#[async_trait]
+impl Backend for MysqlStore {
+    type Db = sqlx::MySql;
+
+    /// MySQL counts the rows an UPDATE changed: rewriting identical values counts 0.
+    const UPDATE_COUNTS_CHANGED_ROWS_ONLY: bool = true;
+
+    fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    fn db_error(e: sqlx::Error) -> Error {
+        db_error(e)
+    }
+
+    /// Duplicate key (another writer created the row) or deadlock (InnoDB rolled the
+    /// transaction back).
+    fn redecide(e: &sqlx::Error) -> bool {
+        matches!(number(e), Some(1062 | 1213))
+    }
+
+    async fn lock_row(
         &self,
         tx: &mut sqlx::MySqlConnection,
         key: &Key,
-    ) -> std::result::Result<(Option<String>, Option<Meta>), Error> {
+    ) -> Result<Option<LockedRow>> {
         // `_bin` collations make text columns read as bytes.
         let row: Option<(Vec<u8>, Option<i64>, Vec<u8>)> = sqlx::query_as(&format!(
             "SELECT etag, expires_at, meta FROM {} WHERE `key` = ? FOR UPDATE",
             self.table
         ))
         .bind(key.as_str())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx)
         .await
         .map_err(db_error)?;
-        let now = to_millis(now_millis());
-        match row {
-            None => Ok((None, None)),
-            Some((etag, exp, _)) if exp.is_some_and(|e| e <= now) => {
-                Ok((Some(String::from_utf8_lossy(&etag).into_owned()), None))
-            }
-            Some((etag, _, meta)) => Ok((
-                Some(String::from_utf8_lossy(&etag).into_owned()),
-                Some(Meta::decode(&meta)?),
-            )),
-        }
+        Ok(row.map(|(etag, exp, meta)| (String::from_utf8_lossy(&etag).into_owned(), exp, meta)))
     }
 
-    async fn read_body(&self, meta: &Meta, range: &Option<Range<u64>>) -> Result<Option<Bytes>> {
-        let (start, len) = match range {
-            Some(r) => (r.start, r.end - r.start),
-            None => (0, meta.size),
-        };
-        let body: Option<Vec<u8>> = sqlx::query_scalar(&format!(
-            "SELECT SUBSTRING(body, ?, ?) FROM {} WHERE `key` = ? AND etag = ?",
-            self.table
-        ))
-        .bind(start as i64 + 1)
-        .bind(len as i64)
-        .bind(meta.key.as_str())
-        .bind(meta.etag.opaque())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(body.map(Bytes::from))
-    }
-
-    /// One decision and write; `Ok(None)`: lost a race that rolled the transaction back.
-    async fn try_put(
-        &self,
-        key: &Key,
-        data: &[u8],
-        meta_in: &Meta,
-        opts: &PutOptions,
-    ) -> Result<Option<PutResult>> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let (row_etag, current) = self.lock(&mut tx, key).await?;
-        opts.preconditions.evaluate_write(current.as_ref())?;
-        let now = match &current {
-            Some(c) => now_millis().max(c.last_modified),
-            None => now_millis(),
-        };
-        let meta = Meta {
-            last_modified: now,
-            expires_at: opts.ttl.map(|t| now + t),
-            ..meta_in.clone()
-        };
-        let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
+    async fn write(&self, tx: &mut sqlx::MySqlConnection, row: &Row<'_>) -> sqlx::Result<u64> {
         let t = &self.table;
-        let update = format!(
-            "UPDATE {t} SET etag = ?, size = ?, last_modified = ?, expires_at = ?,
-               content_type = ?, meta = ?, body = ? WHERE `key` = ? AND etag = ?"
-        );
-        // Nothing to lock yet: the primary key decides between racing creators.
-        let insert = format!(
-            "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, `key`)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        );
-        let q = match &row_etag {
-            Some(old) => sqlx::query(&update)
-                .bind(meta.etag.opaque())
-                .bind(meta.size as i64)
-                .bind(to_millis(now))
-                .bind(meta.expires_at.map(to_millis))
-                .bind(meta.content_type.as_deref())
-                .bind(&encoded)
-                .bind(data)
-                .bind(key.as_str())
-                .bind(old.as_str()),
-            None => sqlx::query(&insert)
-                .bind(meta.etag.opaque())
-                .bind(meta.size as i64)
-                .bind(to_millis(now))
-                .bind(meta.expires_at.map(to_millis))
-                .bind(meta.content_type.as_deref())
-                .bind(&encoded)
-                .bind(data)
-                .bind(key.as_str()),
+        let sql = match row.guard {
+            Some(_) => format!(
+                "UPDATE {t} SET etag = ?, size = ?, last_modified = ?, expires_at = ?,
+                   content_type = ?, meta = ?, body = ? WHERE `key` = ? AND etag = ?"
+            ),
+            None => format!(
+                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, `key`)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
         };
-        let done = match q.execute(&mut *tx).await {
-            Ok(d) => d,
-            Err(e) if redecide(&e) => return Ok(None),
-            Err(e) => return Err(db_error(e)),
-        };
-        // An update of the locked row cannot miss (and reports 0 rows when nothing changed).
-        if row_etag.is_none() && done.rows_affected() != 1 {
-            // Another writer created the row after our lock read found none: decide again.
-            return Ok(None);
-        }
-        tx.commit().await.map_err(commit_error)?;
-        Ok(Some(PutResult {
-            meta,
-            created: current.is_none(),
-        }))
+        let done = bind_row(sqlx::query(&sql), row).execute(tx).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_row(
+        &self,
+        tx: &mut sqlx::MySqlConnection,
+        key: &Key,
+        etag: &str,
+    ) -> sqlx::Result<()> {
+        let sql = format!("DELETE FROM {} WHERE `key` = ? AND etag = ?", self.table);
+        sqlx::query(&sql)
+            .bind(key.as_str())
+            .bind(etag)
+            .execute(tx)
+            .await?;
+        Ok(())
     }
 }
 
@@ -375,68 +328,16 @@ impl Store for MysqlStore {
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        // Decide on one read of the meta, then read the bytes only if still that version.
-        for _ in 0..DECISION_ATTEMPTS {
-            let meta = self
-                .current(key)
-                .await?
-                .ok_or_else(|| Error::not_found(key))?;
-            let range = opts.evaluate(&meta)?;
-            if let Some(data) = self.read_body(&meta, &range).await? {
-                return Ok(GetResult {
-                    meta,
-                    range,
-                    body: futures::stream::once(async move { Ok(data) }).boxed(),
-                });
-            }
-        }
-        Err(Error::transient(format!(
-            "{key} kept changing while being read"
-        )))
+        let bytes = |etag, span| self.read_span(key, etag, span);
+        get_decided(key, &opts, || self.current(key), bytes).await
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
-        let caps = self.capabilities();
-        caps.check_put(&opts)?;
-        let (data, etag, size) = body
-            .reader(caps.max_object_size)
-            .collect(opts.expected_etag.as_ref())
-            .await?;
-        let template = Meta {
-            key: key.clone(),
-            etag,
-            size,
-            last_modified: now_millis(),
-            expires_at: None,
-            content_type: opts.content_type.clone(),
-            metadata: opts.metadata.clone(),
-        };
-        for _ in 0..DECISION_ATTEMPTS {
-            if let Some(done) = self.try_put(key, &data, &template, &opts).await? {
-                return Ok(done);
-            }
-        }
-        Err(Error::transient(format!(
-            "{key}: lost {DECISION_ATTEMPTS} creation races in a row"
-        )))
+        super::put(self, self.capabilities(), key, body, opts).await
     }
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
-        self.capabilities().check_delete(&opts)?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let (_, current) = self.lock(&mut tx, key).await?;
-        let current = current.ok_or_else(|| Error::not_found(key))?;
-        opts.preconditions.evaluate_write(Some(&current))?;
-        sqlx::query(&format!(
-            "DELETE FROM {} WHERE `key` = ? AND etag = ?",
-            self.table
-        ))
-        .bind(key.as_str())
-        .bind(current.etag.opaque())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(commit_error)
+        super::delete(self, self.capabilities(), key, opts).await
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {

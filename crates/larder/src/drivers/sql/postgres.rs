@@ -32,14 +32,14 @@
 use std::ops::Range;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::StreamExt;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::{SqlOptions, DECISION_ATTEMPTS};
+use super::{bind_row, Backend, LockedRow, Row, SqlOptions};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
+use crate::drivers::ranged::{bind_span, get_decided};
 use crate::error::{Error, Result};
+use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{scan_page, ListOptions, ListPage, ScanFrom};
 use crate::meta::{now_millis, to_millis, Meta};
@@ -85,16 +85,6 @@ fn db_error(e: sqlx::Error) -> Error {
         }
         _ => Error::backend(e),
     }
-}
-
-/// A failed commit has an unknown outcome: never reported as safe to retry.
-fn commit_error(e: sqlx::Error) -> Error {
-    Error::backend(e)
-}
-
-/// Errors after which the decision is simply made again (the transaction was rolled back).
-fn redecide(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40001" | "40P01" | "23505")))
 }
 
 impl PostgresStore {
@@ -211,113 +201,77 @@ impl PostgresStore {
         meta.map(|m| Meta::decode(m.as_bytes())).transpose()
     }
 
-    /// Locks `key`'s row (expired or not) for the rest of `tx`: `(row exists, live meta)`.
-    async fn lock(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        key: &Key,
-    ) -> std::result::Result<(Option<String>, Option<Meta>), Error> {
+    /// `span` of the body of `key`, if the object there still has `etag`.
+    async fn read_span(&self, key: &Key, etag: ETag, span: Range<u64>) -> Result<Option<Vec<u8>>> {
+        let sql = format!(
+            "SELECT substring(body FROM $1::int FOR $2::int) FROM {} WHERE key = $3 AND etag = $4",
+            self.table
+        );
+        let q = bind_span(sqlx::query_scalar(&sql), key, &etag, span);
+        q.fetch_optional(&self.pool).await.map_err(db_error)
+    }
+}
+
+#[async_trait]
+impl Backend for PostgresStore {
+    type Db = sqlx::Postgres;
+
+    const UPDATE_COUNTS_CHANGED_ROWS_ONLY: bool = false;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn db_error(e: sqlx::Error) -> Error {
+        db_error(e)
+    }
+
+    /// Serialization failure, deadlock, or a unique violation (another writer created the row).
+    fn redecide(e: &sqlx::Error) -> bool {
+        matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40001" | "40P01" | "23505")))
+    }
+
+    async fn lock_row(&self, tx: &mut sqlx::PgConnection, key: &Key) -> Result<Option<LockedRow>> {
         let row: Option<(String, Option<i64>, String)> = sqlx::query_as(&format!(
             "SELECT etag, expires_at, meta FROM {} WHERE key = $1 FOR UPDATE",
             self.table
         ))
         .bind(key.as_str())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx)
         .await
         .map_err(db_error)?;
-        let now = to_millis(now_millis());
-        match row {
-            None => Ok((None, None)),
-            Some((etag, exp, _)) if exp.is_some_and(|e| e <= now) => Ok((Some(etag), None)),
-            Some((etag, _, meta)) => Ok((Some(etag), Some(Meta::decode(meta.as_bytes())?))),
-        }
+        Ok(row.map(|(etag, exp, meta)| (etag, exp, meta.into_bytes())))
     }
 
-    async fn read_body(&self, meta: &Meta, range: &Option<Range<u64>>) -> Result<Option<Bytes>> {
-        let (start, len) = match range {
-            Some(r) => (r.start, r.end - r.start),
-            None => (0, meta.size),
-        };
-        let body: Option<Vec<u8>> = sqlx::query_scalar(&format!(
-            "SELECT substring(body FROM $1::int FOR $2::int) FROM {} WHERE key = $3 AND etag = $4",
-            self.table
-        ))
-        .bind(start as i64 + 1)
-        .bind(len as i64)
-        .bind(meta.key.as_str())
-        .bind(meta.etag.opaque())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(body.map(Bytes::from))
-    }
-
-    /// One decision and write; `Ok(None)`: lost a race that rolled the transaction back.
-    async fn try_put(
-        &self,
-        key: &Key,
-        data: &[u8],
-        meta_in: &Meta,
-        opts: &PutOptions,
-    ) -> Result<Option<PutResult>> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let (row_etag, current) = self.lock(&mut tx, key).await?;
-        opts.preconditions.evaluate_write(current.as_ref())?;
-        let now = match &current {
-            Some(c) => now_millis().max(c.last_modified),
-            None => now_millis(),
-        };
-        let meta = Meta {
-            last_modified: now,
-            expires_at: opts.ttl.map(|t| now + t),
-            ..meta_in.clone()
-        };
-        let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
+    async fn write(&self, tx: &mut sqlx::PgConnection, row: &Row<'_>) -> sqlx::Result<u64> {
         let t = &self.table;
-        let update = format!(
-            "UPDATE {t} SET etag = $1, size = $2, last_modified = $3, expires_at = $4,
-               content_type = $5, meta = $6, body = $7 WHERE key = $8 AND etag = $9"
-        );
-        // Nothing to lock yet: the primary key decides between racing creators.
-        let insert = format!(
-            "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING"
-        );
-        let q = match &row_etag {
-            Some(old) => sqlx::query(&update)
-                .bind(meta.etag.opaque())
-                .bind(meta.size as i64)
-                .bind(to_millis(now))
-                .bind(meta.expires_at.map(to_millis))
-                .bind(meta.content_type.as_deref())
-                .bind(&encoded)
-                .bind(data)
-                .bind(key.as_str())
-                .bind(old.as_str()),
-            None => sqlx::query(&insert)
-                .bind(meta.etag.opaque())
-                .bind(meta.size as i64)
-                .bind(to_millis(now))
-                .bind(meta.expires_at.map(to_millis))
-                .bind(meta.content_type.as_deref())
-                .bind(&encoded)
-                .bind(data)
-                .bind(key.as_str()),
+        let sql = match row.guard {
+            Some(_) => format!(
+                "UPDATE {t} SET etag = $1, size = $2, last_modified = $3, expires_at = $4,
+                   content_type = $5, meta = $6, body = $7 WHERE key = $8 AND etag = $9"
+            ),
+            None => format!(
+                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING"
+            ),
         };
-        let done = match q.execute(&mut *tx).await {
-            Ok(d) => d,
-            Err(e) if redecide(&e) => return Ok(None),
-            Err(e) => return Err(db_error(e)),
-        };
-        if done.rows_affected() != 1 {
-            // Another writer created the row after our lock read found none: decide again.
-            return Ok(None);
-        }
-        tx.commit().await.map_err(commit_error)?;
-        Ok(Some(PutResult {
-            meta,
-            created: current.is_none(),
-        }))
+        let done = bind_row(sqlx::query(&sql), row).execute(tx).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_row(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        key: &Key,
+        etag: &str,
+    ) -> sqlx::Result<()> {
+        let sql = format!("DELETE FROM {} WHERE key = $1 AND etag = $2", self.table);
+        sqlx::query(&sql)
+            .bind(key.as_str())
+            .bind(etag)
+            .execute(tx)
+            .await?;
+        Ok(())
     }
 }
 
@@ -340,68 +294,16 @@ impl Store for PostgresStore {
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        // Decide on one read of the meta, then read the bytes only if still that version.
-        for _ in 0..DECISION_ATTEMPTS {
-            let meta = self
-                .current(key)
-                .await?
-                .ok_or_else(|| Error::not_found(key))?;
-            let range = opts.evaluate(&meta)?;
-            if let Some(data) = self.read_body(&meta, &range).await? {
-                return Ok(GetResult {
-                    meta,
-                    range,
-                    body: futures::stream::once(async move { Ok(data) }).boxed(),
-                });
-            }
-        }
-        Err(Error::transient(format!(
-            "{key} kept changing while being read"
-        )))
+        let bytes = |etag, span| self.read_span(key, etag, span);
+        get_decided(key, &opts, || self.current(key), bytes).await
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
-        let caps = self.capabilities();
-        caps.check_put(&opts)?;
-        let (data, etag, size) = body
-            .reader(caps.max_object_size)
-            .collect(opts.expected_etag.as_ref())
-            .await?;
-        let template = Meta {
-            key: key.clone(),
-            etag,
-            size,
-            last_modified: now_millis(),
-            expires_at: None,
-            content_type: opts.content_type.clone(),
-            metadata: opts.metadata.clone(),
-        };
-        for _ in 0..DECISION_ATTEMPTS {
-            if let Some(done) = self.try_put(key, &data, &template, &opts).await? {
-                return Ok(done);
-            }
-        }
-        Err(Error::transient(format!(
-            "{key}: lost {DECISION_ATTEMPTS} creation races in a row"
-        )))
+        super::put(self, self.capabilities(), key, body, opts).await
     }
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
-        self.capabilities().check_delete(&opts)?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let (_, current) = self.lock(&mut tx, key).await?;
-        let current = current.ok_or_else(|| Error::not_found(key))?;
-        opts.preconditions.evaluate_write(Some(&current))?;
-        sqlx::query(&format!(
-            "DELETE FROM {} WHERE key = $1 AND etag = $2",
-            self.table
-        ))
-        .bind(key.as_str())
-        .bind(current.etag.opaque())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(commit_error)
+        super::delete(self, self.capabilities(), key, opts).await
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {
