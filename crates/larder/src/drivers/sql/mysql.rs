@@ -52,7 +52,7 @@ const PACKET_HEADROOM: u64 = 256 * 1024;
 /// The layout version this driver writes.
 const SCHEMA_VERSION: i32 = 1;
 
-/// A store in a PostgreSQL table.
+/// A store in a MySQL / MariaDB (InnoDB) table.
 #[derive(Debug)]
 pub struct MysqlStore {
     pool: MySqlPool,
@@ -93,7 +93,7 @@ fn db_error(e: sqlx::Error) -> Error {
 }
 
 impl MysqlStore {
-    /// Connects to `url` (a `postgres://` URL sqlx understands) with `opts`, creating the table
+    /// Connects to `url` (a `mysql://` URL sqlx understands) with `opts`, creating the table
     /// if missing.
     pub async fn open(url: &str, opts: SqlOptions) -> Result<Self> {
         opts.validate("mysql")?;
@@ -143,7 +143,7 @@ impl MysqlStore {
         })
     }
 
-    /// From a parsed `postgres://` / `postgresql://` URL with the options in the module docs.
+    /// From a parsed `mysql://` / `mariadb://` URL with the options in the module docs.
     pub async fn from_url(url: &url::Url) -> Result<Self> {
         let (opts, rest) = SqlOptions::from_url("mysql", url)?;
         Self::open(rest.as_str(), opts).await
