@@ -1,0 +1,80 @@
+//! The postgres and mysql drivers against the real servers named by `LARDER_TEST_POSTGRES_URL`
+//! and `LARDER_TEST_MYSQL_URL`: for each, the conformance kit, two separately opened stores,
+//! and invalid input.
+
+/// The tests of one SQL driver: `$module` names the test module, `$feature` the driver's
+/// feature and `$var` the variable naming the server.
+macro_rules! sql_tests {
+    ($module:ident, $feature:literal, $var:literal) => {
+        #[cfg(feature = $feature)]
+        mod $module {
+            use std::sync::Arc;
+
+            use larder::conformance::{fresh_prefix, skip_or_fail};
+            use larder::{Error, Key, Store, StoreExt};
+
+            const NAME: &str = stringify!($module);
+
+            fn url() -> Option<String> {
+                match std::env::var($var) {
+                    Ok(u) => Some(u),
+                    Err(_) => skip_or_fail(NAME, concat!($var, " is not set")),
+                }
+            }
+
+            async fn open_with(query: &str) -> Option<Arc<dyn Store>> {
+                let url = url()?;
+                let sep = if url.contains('?') { '&' } else { '?' };
+                match larder::open(&format!("{url}{sep}{query}")).await {
+                    Ok(s) => Some(s),
+                    Err(e) => skip_or_fail(NAME, e),
+                }
+            }
+
+            async fn store() -> Option<Arc<dyn Store>> {
+                open_with("table=larder_kit").await
+            }
+
+            larder::conformance_tests!(store());
+
+            fn k(s: &str) -> Key {
+                Key::new(s).unwrap()
+            }
+
+            #[tokio::test]
+            async fn separately_opened_stores_see_one_version() {
+                let Some(one) = open_with("table=larder_shared").await else {
+                    return;
+                };
+                let two = open_with("table=larder_shared").await.unwrap();
+                let key = k(&format!("{}/doc", fresh_prefix(&format!("{NAME}-shared"))));
+                let v1 = one.create(&key, "v1".into()).await.unwrap();
+                let seen = two.head(&key, Default::default()).await.unwrap();
+                assert_eq!(seen.etag, v1.etag);
+                assert_eq!(seen, v1);
+                let v2 = two.swap(&key, &v1.etag, "v2".into()).await.unwrap();
+                let stale = one.swap(&key, &v1.etag, "v3".into()).await;
+                match stale {
+                    Err(Error::PreconditionFailed { current, .. }) => {
+                        assert_eq!(current.map(|m| m.etag), Some(v2.etag.clone()))
+                    }
+                    other => panic!("expected 412, got {other:?}"),
+                }
+                let (bytes, meta) = one.get_bytes(&key).await.unwrap();
+                assert_eq!(&bytes[..], b"v2");
+                assert_eq!(meta.etag, v2.etag);
+            }
+
+            #[tokio::test]
+            async fn bad_table_names_are_refused() {
+                let Some(url) = url() else { return };
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let r = larder::open(&format!("{url}{sep}table=x;drop")).await;
+                assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+            }
+        }
+    };
+}
+
+sql_tests!(postgres, "postgres", "LARDER_TEST_POSTGRES_URL");
+sql_tests!(mysql, "mysql", "LARDER_TEST_MYSQL_URL");
