@@ -21,6 +21,8 @@ pub enum ApiError {
     Busy,
     /// The request took longer than the configured bound.
     Timeout,
+    /// A handler panicked (caught per request; the server goes on).
+    Panicked,
 }
 
 impl From<Error> for ApiError {
@@ -71,6 +73,13 @@ impl IntoResponse for ApiError {
                     StatusCode::REQUEST_TIMEOUT,
                     "timeout",
                     "the request took longer than the server allows".into(),
+                )
+            }
+            ApiError::Panicked => {
+                return json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server failed on this request".into(),
                 )
             }
             ApiError::Store(e) => e,

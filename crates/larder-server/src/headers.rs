@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
+use larder::meta::http_date;
 use larder::precondition::{parse_date_condition, parse_etag_condition};
 use larder::range::{parse_range_header, RangeHeader};
 use larder::{ETag, Error, GetOptions, IfRange, Meta, Preconditions, PutOptions, Result};
@@ -116,9 +117,17 @@ pub fn put_options(h: &HeaderMap) -> Result<PutOptions> {
     })
 }
 
+/// A TTL field's value: a positive number of seconds, at most [`larder::meta::MAX_TTL`].
 fn positive_seconds(what: &str, v: &str) -> Result<Duration> {
     match v.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+        Ok(n) if n > 0 => {
+            let ttl = Duration::from_secs(n);
+            larder::meta::check_ttl(ttl).map_err(|e| match e {
+                Error::InvalidInput(why) => Error::InvalidInput(format!("{what} {v:?}: {why}")),
+                e => e,
+            })?;
+            Ok(ttl)
+        }
         _ => Err(Error::InvalidInput(format!(
             "{what} {v:?}: a positive number of seconds"
         ))),
@@ -190,11 +199,9 @@ fn set(h: &mut HeaderMap, name: HeaderName, value: &str) {
 /// user metadata.
 pub fn validator_headers(h: &mut HeaderMap, meta: &Meta) {
     set(h, header::ETAG, &meta.etag.to_string());
-    set(
-        h,
-        header::LAST_MODIFIED,
-        &httpdate::fmt_http_date(meta.last_modified),
-    );
+    // Dates go through `http_date`, which clamps what no HTTP date can carry (a record stored
+    // with an expiry past the year 9999 is still served).
+    set(h, header::LAST_MODIFIED, &http_date(meta.last_modified));
     set(
         h,
         header::CONTENT_TYPE,
@@ -204,7 +211,7 @@ pub fn validator_headers(h: &mut HeaderMap, meta: &Meta) {
         let left = expires
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        set(h, header::EXPIRES, &httpdate::fmt_http_date(expires));
+        set(h, header::EXPIRES, &http_date(expires));
         set(
             h,
             header::CACHE_CONTROL,

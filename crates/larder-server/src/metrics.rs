@@ -5,6 +5,25 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
+/// The `method` label of a request: one of the methods of RFC 9110 (and `PATCH`), else
+/// `other`, so that no client can grow the label sets by inventing methods. (Routes are labelled
+/// by their template and statuses by their number, both from bounded sets too.)
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// A per-tier counter: name, help text, and how to read it from a snapshot.
 type TierSeries = (
     &'static str,

@@ -158,7 +158,7 @@ pub async fn put(
     );
     h.insert(
         header::LAST_MODIFIED,
-        HeaderValue::from_str(&httpdate::fmt_http_date(put.meta.last_modified)).expect("ascii"),
+        HeaderValue::from_str(&larder::meta::http_date(put.meta.last_modified)).expect("ascii"),
     );
     let status = if put.created {
         StatusCode::CREATED
@@ -193,13 +193,33 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+/// Refuses a query string with a name or value that is not UTF-8 once percent-decoded (`%FF`):
+/// the form decoder would replace it with U+FFFD and list another prefix than the one asked.
+pub fn check_query_utf8(uri: &Uri) -> Result<(), ApiError> {
+    let Some(query) = uri.query() else {
+        return Ok(());
+    };
+    for part in query.split(['&', '=']) {
+        let spaced = part.replace('+', " ");
+        if percent_decode_str(&spaced).decode_utf8().is_err() {
+            return Err(Error::InvalidInput(format!(
+                "query: {part:?} is not UTF-8 once percent-decoded"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// GET /v1/objects?prefix=&delimiter=&limit=&cursor=: one page, as JSON.
 pub async fn list(
     State(s): Shared,
+    uri: Uri,
     q: Result<Query<ListQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // A malformed query is a JSON 400 like every other bad input.
+    check_query_utf8(&uri)?;
     let Query(q) = q.map_err(|e| Error::InvalidInput(format!("query: {}", e.body_text())))?;
     s.authorize(&headers, Access::List, &q.prefix)?;
     let delimiter = match q.delimiter.as_deref() {

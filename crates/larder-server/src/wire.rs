@@ -25,8 +25,10 @@ pub struct MetaJson {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Clamped into what RFC 3339 can carry first, so a stored record with an odd time is still
+/// listed and described.
 fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    humantime::format_rfc3339_millis(larder::meta::renderable(t)).to_string()
 }
 
 impl From<&Meta> for MetaJson {

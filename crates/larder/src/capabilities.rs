@@ -114,7 +114,8 @@ impl Capabilities {
         }
     }
 
-    /// Refuses a `put` this store cannot do as asked.
+    /// Refuses a `put` this store cannot do as asked, or that asks for a TTL of zero or over
+    /// [`MAX_TTL`](crate::meta::MAX_TTL) (`InvalidInput`).
     pub fn check_put(&self, opts: &PutOptions) -> Result<()> {
         self.put_conditions.check(&opts.preconditions, "put")?;
         if opts.ttl.is_some() && !self.ttl {
@@ -123,9 +124,8 @@ impl Capabilities {
                 self.name
             )));
         }
-        if opts.ttl.is_some_and(|t| t.is_zero()) {
-            return Err(Error::InvalidInput("a TTL must be positive".into()));
-        }
+        // Positive and at most `MAX_TTL`: refused before any byte is read.
+        opts.ttl.map(crate::meta::check_ttl).transpose()?;
         Ok(())
     }
 

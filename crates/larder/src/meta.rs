@@ -8,6 +8,18 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
+use crate::store::PutOptions;
+
+/// The longest TTL a write may ask for: 100 years of 365 days (3,153,600,000 seconds).
+///
+/// Longer is refused with `InvalidInput` by every driver (through
+/// [`Capabilities::check_put`](crate::Capabilities::check_put)) and answered 400 by the server,
+/// so every expiry stays far inside what a date can be written as.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Milliseconds from the epoch to 9999-12-31T23:59:59.999Z, the last instant an HTTP date or an
+/// RFC 3339 timestamp can carry.
+const LATEST_MS: i64 = 253_402_300_799_999;
 
 /// What is known about a stored object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +51,41 @@ impl Meta {
         self.is_expired_at(SystemTime::now())
     }
 
+    /// The metadata of the version a write is about to store: the one constructor every driver
+    /// uses, so that the rules below hold in all of them.
+    ///
+    /// - `last_modified` is now (whole milliseconds), but never earlier than `replaces`, the
+    ///   `last_modified` of the version this one replaces (if any): a writer whose clock is
+    ///   behind, or that stamped its body before a faster writer committed, must not give the
+    ///   newer version an older date, or an `If-Modified-Since` taken from the older version
+    ///   would answer 304 for the newer one.
+    /// - `expires_at` is `last_modified + opts.ttl`, computed with checked arithmetic: a TTL of
+    ///   zero or over [`MAX_TTL`], or one that can't be added, is `InvalidInput`, never a panic.
+    /// - `content_type` and `metadata` come from `opts`.
+    pub fn next_version(
+        key: &Key,
+        etag: ETag,
+        size: u64,
+        replaces: Option<SystemTime>,
+        opts: &PutOptions,
+    ) -> Result<Meta> {
+        let now = now_millis();
+        let last_modified = replaces.map_or(now, |r| now.max(r));
+        let expires_at = opts
+            .ttl
+            .map(|ttl| expiry_after(last_modified, ttl))
+            .transpose()?;
+        Ok(Meta {
+            key: key.clone(),
+            etag,
+            size,
+            last_modified,
+            expires_at,
+            content_type: opts.content_type.clone(),
+            metadata: opts.metadata.clone(),
+        })
+    }
+
     /// Encodes the metadata (JSON) for drivers that store it beside the bytes.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(&StoredMeta::from(self)).expect("metadata always serializes")
@@ -52,21 +99,66 @@ impl Meta {
     }
 }
 
-/// Milliseconds since the Unix epoch (the storage resolution of times).
+/// Checks a TTL asked for by a caller: positive and at most [`MAX_TTL`].
+pub fn check_ttl(ttl: Duration) -> Result<()> {
+    if ttl.is_zero() {
+        return Err(Error::InvalidInput("a TTL must be positive".into()));
+    }
+    if ttl > MAX_TTL {
+        return Err(Error::InvalidInput(format!(
+            "a TTL of {} s is over the maximum of {} s (100 years)",
+            ttl.as_secs(),
+            MAX_TTL.as_secs()
+        )));
+    }
+    Ok(())
+}
+
+/// `from + ttl`, for a TTL a caller asked for: checked (see [`check_ttl`]), never a panic. An
+/// expiry past the last [`renderable`] time (only reachable from a stored `from` that is
+/// already far in the future) is that last time.
+pub fn expiry_after(from: SystemTime, ttl: Duration) -> Result<SystemTime> {
+    check_ttl(ttl)?;
+    let latest = from_millis(LATEST_MS);
+    Ok(from.checked_add(ttl).map_or(latest, |t| t.min(latest)))
+}
+
+/// `t` moved into the range every date format can carry: the Unix epoch to
+/// 9999-12-31T23:59:59.999Z. Times are rendered (HTTP dates, RFC 3339) only through this, so a
+/// stored record with an odd time is still served, with the nearest date that can be written.
+pub fn renderable(t: SystemTime) -> SystemTime {
+    from_millis(to_millis(t).clamp(0, LATEST_MS))
+}
+
+/// `t` as an HTTP date (IMF-fixdate), [`renderable`] first, so it never panics.
+pub fn http_date(t: SystemTime) -> String {
+    httpdate::fmt_http_date(renderable(t))
+}
+
+/// Milliseconds since the Unix epoch (the storage resolution of times), saturating at the
+/// ends of `i64`.
 pub fn to_millis(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
     }
 }
 
-/// The inverse of [`to_millis`].
+/// The inverse of [`to_millis`], for any `ms` (what a stored record says is not trusted): a time
+/// the platform cannot represent (only possible where `SystemTime` is narrower than Linux's)
+/// becomes the year 9999 or the epoch, never a panic.
 pub fn from_millis(ms: i64) -> SystemTime {
-    if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    let d = Duration::from_millis(ms.unsigned_abs());
+    let t = if ms >= 0 {
+        UNIX_EPOCH.checked_add(d)
     } else {
-        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
-    }
+        UNIX_EPOCH.checked_sub(d)
+    };
+    t.unwrap_or(if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(LATEST_MS as u64)
+    } else {
+        UNIX_EPOCH
+    })
 }
 
 /// The current time at storage resolution (whole milliseconds), so a time read back from any
@@ -135,5 +227,77 @@ mod tests {
         };
         assert_eq!(Meta::decode(&m.encode()).unwrap(), m);
         assert!(m.is_expired());
+    }
+
+    fn opts(ttl: Option<Duration>) -> PutOptions {
+        PutOptions {
+            ttl,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn next_version_checks_the_ttl_and_never_goes_back() {
+        let key = Key::new("k").unwrap();
+        let next = |replaces, ttl| Meta::next_version(&key, ETag::of(b""), 0, replaces, &opts(ttl));
+        for ttl in [
+            Duration::ZERO,
+            MAX_TTL + Duration::from_millis(1),
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+        ] {
+            assert!(
+                matches!(next(None, Some(ttl)), Err(Error::InvalidInput(_))),
+                "{ttl:?}"
+            );
+        }
+        let m = next(None, Some(MAX_TTL)).unwrap();
+        assert_eq!(m.expires_at, Some(m.last_modified + MAX_TTL));
+        // A version newer than now (a clock stepped back) is not gone back on.
+        let ahead = now_millis() + Duration::from_secs(3600);
+        let m = next(Some(ahead), Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(m.last_modified, ahead);
+        assert_eq!(m.expires_at, Some(ahead + Duration::from_secs(5)));
+        let m = next(Some(UNIX_EPOCH), None).unwrap();
+        assert!(m.last_modified > UNIX_EPOCH && m.expires_at.is_none());
+        // Even after a stored time at the end of what can be represented, no panic.
+        let m = next(Some(from_millis(i64::MAX)), Some(MAX_TTL)).unwrap();
+        assert!(m.expires_at.unwrap() <= m.last_modified);
+        assert_eq!(
+            http_date(m.expires_at.unwrap()),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
+    }
+
+    #[test]
+    fn any_stored_time_renders() {
+        assert_eq!(http_date(from_millis(-1)), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            http_date(from_millis(253_402_300_800_000)),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
+        assert_eq!(to_millis(from_millis(i64::MIN)), i64::MIN);
+        assert_eq!(to_millis(from_millis(i64::MAX)), i64::MAX);
+    }
+
+    proptest::proptest! {
+        /// Any stored millisecond count decodes, renders and round-trips without a panic.
+        #[test]
+        fn stored_times_never_panic(ms in proptest::num::i64::ANY, ttl_secs in proptest::num::u64::ANY) {
+            let t = from_millis(ms);
+            proptest::prop_assert_eq!(to_millis(t), ms);
+            let _ = http_date(t);
+            let r = renderable(t);
+            proptest::prop_assert!(r >= UNIX_EPOCH && to_millis(r) <= LATEST_MS);
+            let key = Key::new("k").unwrap();
+            let ttl = Some(Duration::from_secs(ttl_secs));
+            match Meta::next_version(&key, ETag::of(b""), 0, Some(t), &opts(ttl)) {
+                Ok(m) => {
+                    proptest::prop_assert!(m.last_modified >= t);
+                    proptest::prop_assert!(ttl_secs > 0 && ttl_secs <= MAX_TTL.as_secs());
+                }
+                Err(e) => proptest::prop_assert!(matches!(e, Error::InvalidInput(_))),
+            }
+        }
     }
 }

@@ -59,7 +59,8 @@ pub struct PutOptions {
     /// Conditions, evaluated atomically with the write: `If-None-Match: *` creates only,
     /// `If-Match` swaps.
     pub preconditions: Preconditions,
-    /// Expire the object this long after the write.
+    /// Expire the object this long after the write: positive and at most
+    /// [`MAX_TTL`](crate::meta::MAX_TTL) (100 years); otherwise the put is `InvalidInput`.
     pub ttl: Option<Duration>,
     /// Media type to store and serve back.
     pub content_type: Option<String>,
@@ -119,6 +120,13 @@ pub struct PutResult {
 /// [`GetOptions::evaluate`] (reads) inside the same atomic step as the operation, using the
 /// backend's own primitive, and return `Unsupported` for any condition they cannot honour
 /// atomically (see [`Capabilities`]). Convenience calls are in [`StoreExt`](crate::StoreExt).
+///
+/// The metadata of a version a `put` stores is made by [`Meta::next_version`], and by nothing
+/// else, so these hold in every driver:
+/// - **Last-Modified never goes backwards**: a new version's `last_modified` is never earlier than
+///   that of the version it replaces (a slower writer or a clock stepped back is restamped).
+/// - **Expiry arithmetic cannot overflow**: `expires_at` is `last_modified + ttl` with a TTL of
+///   at most [`MAX_TTL`](crate::meta::MAX_TTL), checked; a longer one is `InvalidInput`.
 #[async_trait]
 pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// What this store can do, and how atomically.

@@ -951,3 +951,100 @@ pub async fn cas_race(store: Arc<dyn Store>) {
         "lost updates ({conflicts} conflicts retried)"
     );
 }
+
+/// Every put stamps its version by [`Meta::next_version`]'s rules. A TTL over
+/// [`MAX_TTL`](crate::meta::MAX_TTL), up to `Duration::MAX`, is `InvalidInput` and stores nothing
+/// (it used to overflow the expiry arithmetic); `MAX_TTL` itself is stored with
+/// `expires_at = last_modified + MAX_TTL`. Last-Modified never goes backwards: along one
+/// writer's versions, and for concurrent compare-and-swap writers, where each version is at
+/// least as late as the one it replaced.
+pub async fn version_stamps(store: Arc<dyn Store>) {
+    use crate::meta::MAX_TTL;
+    let p = fresh_prefix("version_stamps");
+    if store.capabilities().ttl {
+        let k = key(&p, "ttl");
+        for ttl in [
+            MAX_TTL + Duration::from_secs(1),
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+        ] {
+            let opts = PutOptions {
+                ttl: Some(ttl),
+                ..Default::default()
+            };
+            let r = store.put(&k, Body::from("x"), opts).await;
+            assert!(
+                matches!(r, Err(Error::InvalidInput(_))),
+                "a TTL of {ttl:?}: expected InvalidInput, got {r:?}"
+            );
+            assert!(store.stat(&k).await.unwrap().is_none(), "nothing stored");
+        }
+        let opts = PutOptions {
+            ttl: Some(MAX_TTL),
+            ..Default::default()
+        };
+        let put = store.put(&k, Body::from("x"), opts).await.unwrap();
+        assert_eq!(
+            put.meta.expires_at,
+            Some(put.meta.last_modified + MAX_TTL),
+            "a TTL of MAX_TTL"
+        );
+        let head = store.head(&k, HeadOptions::default()).await.unwrap();
+        let stored = head.expires_at.expect("the expiry is kept");
+        assert!(
+            stored <= put.meta.last_modified + MAX_TTL
+                && stored + Duration::from_secs(1) > put.meta.last_modified + MAX_TTL,
+            "the stored expiry {stored:?} is the one returned (to the second)"
+        );
+    }
+
+    let k = key(&p, "one-writer");
+    let mut last = None;
+    for i in 0..10 {
+        let put = store
+            .put(&k, Body::from(i.to_string()), PutOptions::default())
+            .await
+            .unwrap();
+        if let Some(last) = last {
+            assert!(
+                put.meta.last_modified >= last,
+                "version {i} went back in time"
+            );
+        }
+        last = Some(put.meta.last_modified);
+    }
+
+    let k = key(&p, "swappers");
+    store.put_bytes(&k, "start".into()).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (store, k) = (store.clone(), k.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0;
+            for attempt in 0.. {
+                if done == 10 {
+                    break;
+                }
+                assert!(attempt < 1000, "swapper {w}: 1000 attempts for 10 swaps");
+                let replaced = store.head(&k, HeadOptions::default()).await.unwrap();
+                let body = Bytes::from(format!("{w}-{done}"));
+                match store.swap(&k, &replaced.etag, body).await {
+                    Ok(new) => {
+                        assert!(
+                            new.last_modified >= replaced.last_modified,
+                            "a swap's version ({:?}) is older than the one it replaced ({:?})",
+                            new.last_modified,
+                            replaced.last_modified
+                        );
+                        done += 1;
+                    }
+                    Err(Error::PreconditionFailed { .. }) => {}
+                    Err(e) => panic!("swap: {e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a swapper panicked");
+    }
+}

@@ -101,8 +101,7 @@ use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::list::{paginate, ListOptions, ListPage};
-use crate::meta::{now_millis, Meta};
-use crate::precondition::Preconditions;
+use crate::meta::Meta;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
@@ -342,22 +341,12 @@ impl FsStore {
                 }
             }
         }
-        let make_meta = |etag, size| {
-            let now = now_millis();
-            Meta {
-                key: key.clone(),
-                etag,
-                size,
-                last_modified: now,
-                expires_at: opts.ttl.map(|t| now + t),
-                content_type: opts.content_type.clone(),
-                metadata: opts.metadata.clone(),
-            }
-        };
+        // Stamped now; restamped under the lock if the version it replaces is newer.
+        let make_meta = |etag, size| Meta::next_version(key, etag, size, None, opts);
         let fsync = self.inner.config.fsync;
         if ended {
             let (etag, size) = reader.finish(opts.expected_etag.as_ref())?;
-            let meta = make_meta(etag, size);
+            let meta = make_meta(etag, size)?;
             let inner = self.inner.clone();
             let m = meta.clone();
             let temp = blocking(move || {
@@ -406,7 +395,7 @@ impl FsStore {
             }
         }
         let (etag, size) = reader.finish(opts.expected_etag.as_ref())?;
-        let meta = make_meta(etag, size);
+        let meta = make_meta(etag, size)?;
         let inner = self.inner.clone();
         let m = meta.clone();
         let temp = blocking(move || {
@@ -558,14 +547,8 @@ impl Inner {
     /// Under the lock: evaluates the write against the current object and renames the temp
     /// file (holding `meta`) over it. Returns whether no live object was there, and the
     /// written metadata.
-    fn commit(
-        &self,
-        key: &Key,
-        temp: Temp,
-        meta: Meta,
-        ttl: Option<Duration>,
-        preconditions: &Preconditions,
-    ) -> Result<(bool, Meta)> {
+    fn commit(&self, key: &Key, temp: Temp, meta: Meta, opts: &PutOptions) -> Result<(bool, Meta)> {
+        let preconditions = &opts.preconditions;
         let path = self.object_path(key)?;
         let found = match read_current(&path, key) {
             Ok(found) => found.map(|(_, meta, _)| meta),
@@ -586,8 +569,13 @@ impl Inner {
         // else an If-Modified-Since of the older version could answer 304 for the newer one.
         if let Some(previous) = &found {
             if previous.last_modified > meta.last_modified {
-                meta.last_modified = previous.last_modified.max(now_millis());
-                meta.expires_at = ttl.map(|t| meta.last_modified + t);
+                meta = Meta::next_version(
+                    key,
+                    meta.etag,
+                    meta.size,
+                    Some(previous.last_modified),
+                    opts,
+                )?;
                 temp = self.place_header(temp, &meta)?;
                 if self.config.fsync {
                     temp.file.sync_data()?;
@@ -805,11 +793,8 @@ impl Store for FsStore {
         self.inner.object_path(key)?; // refuse a key too long before reading the body
         let (temp, meta) = self.write_temp(key, body, &opts).await?;
         let k = key.clone();
-        let (ttl, preconditions) = (opts.ttl, opts.preconditions);
         let (created, meta) = self
-            .with_lock(key, move |inner| {
-                inner.commit(&k, temp, meta, ttl, &preconditions)
-            })
+            .with_lock(key, move |inner| inner.commit(&k, temp, meta, &opts))
             .await?;
         Ok(PutResult { meta, created })
     }
@@ -907,34 +892,60 @@ fn read_current(path: &Path, key: &Key) -> Result<Option<(File, Meta, u64)>> {
         Err(e) => return Err(io_context(e, "opening", path)),
     };
     let len = file.metadata()?.len();
+    let (meta, body_offset) =
+        decode_header(&mut file, len, key).map_err(|why| corrupt(path, why))?;
+    Ok(Some((file, meta, body_offset)))
+}
+
+/// Reads and checks the header of an object file of `len` bytes holding `key`, from its
+/// start: the metadata and the body's offset, or why the file is corrupt.
+fn decode_header(
+    file: &mut impl Read,
+    len: u64,
+    key: &Key,
+) -> std::result::Result<(Meta, u64), String> {
     let mut fixed = [0u8; FIXED_HEADER];
     file.read_exact(&mut fixed)
-        .map_err(|e| corrupt(path, format!("short header: {e}")))?;
+        .map_err(|e| format!("short header: {e}"))?;
     if &fixed[..8] != MAGIC {
-        return Err(corrupt(path, "bad magic"));
+        return Err("bad magic".into());
     }
     let meta_len = u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes")) as usize;
     let body_offset = u64::from_le_bytes(fixed[12..20].try_into().expect("8 bytes"));
     if meta_len > MAX_META_LEN || body_offset < (FIXED_HEADER + meta_len) as u64 {
-        return Err(corrupt(path, "bad header lengths"));
+        return Err("bad header lengths".into());
     }
     let mut encoded = vec![0u8; meta_len];
     file.read_exact(&mut encoded)
-        .map_err(|e| corrupt(path, format!("short metadata: {e}")))?;
-    let meta = Meta::decode(&encoded).map_err(|e| corrupt(path, e))?;
+        .map_err(|e| format!("short metadata: {e}"))?;
+    let meta = Meta::decode(&encoded).map_err(|e| e.to_string())?;
     if &meta.key != key {
-        return Err(corrupt(path, format!("it holds key {}", meta.key)));
+        return Err(format!("it holds key {}", meta.key));
     }
     if body_offset.checked_add(meta.size) != Some(len) {
-        return Err(corrupt(
-            path,
-            format!(
-                "file is {len} bytes, header says {} + {}",
-                body_offset, meta.size
-            ),
+        return Err(format!(
+            "file is {len} bytes, header says {} + {}",
+            body_offset, meta.size
         ));
     }
-    Ok(Some((file, meta, body_offset)))
+    Ok((meta, body_offset))
+}
+
+/// For the fuzz targets: [`decode_header`] of a whole object file held in memory, and
+/// [`decode_segment`]. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// The header of the object file `bytes` holding `key`.
+    pub fn decode_object_file(bytes: &[u8], key: &Key) -> std::result::Result<(Meta, u64), String> {
+        decode_header(&mut &bytes[..], bytes.len() as u64, key)
+    }
+
+    /// The key segment a file or directory name stands for.
+    pub fn decode_name(name: &str) -> Option<String> {
+        decode_segment(name)
+    }
 }
 
 /// Collects `(key, path)` of the object files under `dir` (whose keys start with `key_prefix`),

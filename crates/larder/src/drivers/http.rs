@@ -398,13 +398,13 @@ pub fn request_headers(
     if let Some(t) = pre.if_modified_since {
         h.insert(
             reqwest::header::IF_MODIFIED_SINCE,
-            value(httpdate::fmt_http_date(t))?,
+            value(crate::meta::http_date(t))?,
         );
     }
     if let Some(t) = pre.if_unmodified_since {
         h.insert(
             reqwest::header::IF_UNMODIFIED_SINCE,
-            value(httpdate::fmt_http_date(t))?,
+            value(crate::meta::http_date(t))?,
         );
     }
     if let Some((r, if_range)) = range {
@@ -416,7 +416,7 @@ pub fn request_headers(
             Some(IfRange::Date(d)) => {
                 h.insert(
                     reqwest::header::IF_RANGE,
-                    value(httpdate::fmt_http_date(*d))?,
+                    value(crate::meta::http_date(*d))?,
                 );
             }
             None => {}

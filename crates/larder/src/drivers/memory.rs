@@ -119,7 +119,11 @@ impl MemoryStore {
             })?;
             match &*k {
                 "max_bytes" => config.max_bytes = Some(n),
-                "ttl" => config.default_ttl = Some(Duration::from_secs(n)),
+                "ttl" => {
+                    let ttl = Duration::from_secs(n);
+                    crate::meta::check_ttl(ttl)?;
+                    config.default_ttl = Some(ttl);
+                }
                 _ => {
                     return Err(Error::InvalidInput(format!(
                         "memory store: unknown option {k}"
@@ -189,20 +193,16 @@ impl Store for MemoryStore {
             .reader(caps.max_object_size)
             .collect(opts.expected_etag.as_ref())
             .await?;
+        let opts = PutOptions {
+            ttl: opts.ttl.or(self.config.default_ttl),
+            ..opts
+        };
         let mut inner = self.lock();
         // Stamped under the lock, so a later write never gets an earlier Last-Modified.
-        let now = now_millis();
-        let current = inner.live(key, now).map(|e| &e.meta);
+        let current = inner.live(key, now_millis()).map(|e| &e.meta);
         opts.preconditions.evaluate_write(current)?;
-        let meta = Meta {
-            key: key.clone(),
-            etag,
-            size,
-            last_modified: now,
-            expires_at: opts.ttl.or(self.config.default_ttl).map(|t| now + t),
-            content_type: opts.content_type,
-            metadata: opts.metadata,
-        };
+        let replaces = current.map(|c| c.last_modified);
+        let meta = Meta::next_version(key, etag, size, replaces, &opts)?;
         let created = inner.remove(key).is_none();
         inner.bytes += size;
         inner.objects.insert(

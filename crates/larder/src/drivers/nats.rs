@@ -82,7 +82,7 @@ use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::list::{paginate, ListOptions, ListPage};
-use crate::meta::{now_millis, Meta};
+use crate::meta::Meta;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
@@ -520,19 +520,8 @@ impl Store for NatsStore {
             }
             let current = current.as_ref();
             // Last-Modified never goes backwards, even if this writer's clock is behind.
-            let now = match current {
-                Some(c) if c.last_modified > now_millis() => c.last_modified,
-                _ => now_millis(),
-            };
-            let meta = Meta {
-                key: key.clone(),
-                etag: etag.clone(),
-                size,
-                last_modified: now,
-                expires_at: opts.ttl.map(|t| now + t),
-                content_type: opts.content_type.clone(),
-                metadata: opts.metadata.clone(),
-            };
+            let replaces = current.map(|c| c.last_modified);
+            let meta = Meta::next_version(key, etag.clone(), size, replaces, &opts)?;
             let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
             if encoded.len() as u64 + 256 > HEADER_RESERVE {
                 return Err(Error::InvalidInput(format!(

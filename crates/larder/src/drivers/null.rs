@@ -8,7 +8,7 @@ use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::list::{ListOptions, ListPage};
-use crate::meta::{now_millis, Meta};
+use crate::meta::Meta;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
@@ -42,17 +42,8 @@ impl Store for NullStore {
         let mut reader = body.reader(None);
         while reader.next_chunk().await?.is_some() {}
         let (etag, size) = reader.finish(opts.expected_etag.as_ref())?;
-        let now = now_millis();
         Ok(PutResult {
-            meta: Meta {
-                key: key.clone(),
-                etag,
-                size,
-                last_modified: now,
-                expires_at: opts.ttl.map(|t| now + t),
-                content_type: opts.content_type,
-                metadata: opts.metadata,
-            },
+            meta: Meta::next_version(key, etag, size, None, &opts)?,
             created: true,
         })
     }

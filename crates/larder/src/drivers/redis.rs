@@ -89,7 +89,7 @@ use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{paginate, ListOptions, ListPage};
-use crate::meta::{from_millis, now_millis, to_millis, Meta};
+use crate::meta::{from_millis, to_millis, Meta};
 use crate::precondition::{http_seconds, ETagCondition, Preconditions};
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
@@ -499,17 +499,11 @@ impl RedisStore {
         size: u64,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        let mut now = now_millis();
+        // The Last-Modified of the current version, once the script has said it is newer.
+        let mut replaces = None;
         for _ in 0..MAX_ATTEMPTS {
-            let meta = Meta {
-                key: key.clone(),
-                etag: etag.clone(),
-                size,
-                last_modified: now,
-                expires_at: opts.ttl.map(|t| now + t),
-                content_type: opts.content_type.clone(),
-                metadata: opts.metadata.clone(),
-            };
+            let meta = Meta::next_version(key, etag.clone(), size, replaces, &opts)?;
+            let now = meta.last_modified;
             let mut inv = self.scripts.put.prepare_invoke();
             prepare(
                 &mut inv,
@@ -550,7 +544,7 @@ impl RedisStore {
                         .and_then(|b| std::str::from_utf8(b).ok())
                         .and_then(|s| s.parse::<i64>().ok())
                         .ok_or_else(|| unexpected("put", ms))?;
-                    now = now.max(from_millis(ms));
+                    replaces = Some(from_millis(ms));
                 }
                 [ok] if int_of(ok) == Some(4) => {
                     return Err(Error::transient(format!(

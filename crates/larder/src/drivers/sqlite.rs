@@ -360,28 +360,20 @@ impl Store for SqliteStore {
         let current = self.current(&mut *tx, key).await?;
         opts.preconditions.evaluate_write(current.as_ref())?;
         // Stamped under the write lock, and never before the version it replaces.
-        let now = match &current {
-            Some(c) => now_millis().max(c.last_modified),
-            None => now_millis(),
-        };
-        let meta = Meta {
-            key: key.clone(),
-            etag,
-            size,
-            last_modified: now,
-            expires_at: opts.ttl.map(|t| now + t),
-            content_type: opts.content_type,
-            metadata: opts.metadata,
-        };
+        let replaces = current.as_ref().map(|c| c.last_modified);
+        let meta = Meta::next_version(key, etag, size, replaces, &opts)?;
         let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
         let expires = meta.expires_at.map(to_millis);
+        // Bound as an owned buffer (taken from the collected body without a copy when it is
+        // the only reference): a borrowed one is copied again to cross to sqlx's worker thread.
+        let data = Vec::from(data);
         let done = match &current {
             // Guarded by the version decided on, as well as by the lock.
             Some(c) => sqlx::query(&self.sql.update)
                 .bind(meta.etag.opaque())
                 .bind(expires)
                 .bind(&encoded)
-                .bind(&data[..])
+                .bind(data)
                 .bind(key.as_str())
                 .bind(c.etag.opaque()),
             // No live object: a missing row, or an expired one that is replaced.
@@ -390,8 +382,8 @@ impl Store for SqliteStore {
                 .bind(meta.etag.opaque())
                 .bind(expires)
                 .bind(&encoded)
-                .bind(&data[..])
-                .bind(to_millis(now)),
+                .bind(data)
+                .bind(to_millis(meta.last_modified)),
         }
         .execute(&mut *tx)
         .await

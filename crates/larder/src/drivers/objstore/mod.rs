@@ -34,6 +34,13 @@
 //! Unsupported: conditional delete on a backend configured without it (`conditional_delete=false`
 //! for S3-compatibles that ignore `If-Match` on `DELETE`), and bodies over the size limit.
 //!
+//! Last-Modified never goes backwards: each decision's head gives the current version's write
+//! time, and the metadata written is stamped after it ([`Meta::next_version`]), so a guarded
+//! write's version is never older than the one it replaced. For a multipart upload the metadata
+//! travels with the upload, so it is stamped after the version seen when the upload starts: a
+//! version another writer commits while the parts upload may carry a later time than the one
+//! that replaces it (best effort there, as S3 itself dates a multipart object by its start).
+//!
 //! TTL: the expiry is in the metadata; an expired blob is absent to every read, condition and
 //! listing, and is overwritten or deleted like a missing one. Nothing sweeps expired blobs
 //! (use a bucket lifecycle rule for that).
@@ -54,7 +61,7 @@ mod spool;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
@@ -74,7 +81,7 @@ use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{paginate, ListOptions, ListPage};
-use crate::meta::{from_millis, now_millis, to_millis, Meta};
+use crate::meta::{from_millis, to_millis, Meta};
 use crate::precondition::Preconditions;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
@@ -151,6 +158,9 @@ enum Decision {
         /// The backend version beside the ETag (for `object_store`'s `UpdateVersion`).
         version: Option<String>,
         created: bool,
+        /// The Last-Modified of the version the write would replace (for
+        /// [`Meta::next_version`]).
+        replaces: Option<SystemTime>,
     },
 }
 
@@ -349,6 +359,16 @@ impl ObjStore {
         Ok(Some((meta, s.write_id)))
     }
 
+    /// For the fuzz targets: [`ObjStore::decode_value`]. Not an API.
+    #[doc(hidden)]
+    pub fn fuzz_decode_value(
+        key: &Key,
+        size: u64,
+        value: Option<&str>,
+    ) -> Result<Option<(Meta, String)>> {
+        Self::decode_value(key, size, value)
+    }
+
     fn foreign(key: &Key) -> Error {
         Error::backend(format!(
             "{key}: the blob has no Larder metadata (written by another tool); Larder does not \
@@ -430,6 +450,7 @@ impl ObjStore {
                 guard: Guard::Absent,
                 version: None,
                 created: true,
+                replaces: None,
             });
         };
         let m = blob.meta.ok_or_else(|| Self::foreign(key))?;
@@ -447,16 +468,24 @@ impl ObjStore {
             guard: Guard::Match(etag),
             version: blob.backend.version,
             created: current.is_none(),
+            replaces: Some(m.last_modified),
         })
     }
 
-    /// Whether a live object or a foreign blob is at `key` (for `created` of unguarded writes).
-    async fn occupied(&self, key: &Key) -> Result<bool> {
+    /// Whether a live object or a foreign blob is at `key` (for `created` of unguarded writes),
+    /// and the Last-Modified of the Larder version there (for [`Meta::next_version`]).
+    async fn occupied(&self, key: &Key) -> Result<(bool, Option<SystemTime>)> {
         Ok(match self.stat(key).await? {
-            Some(Blob { meta: Some(m), .. }) => !m.is_expired(),
-            Some(Blob { meta: None, .. }) => true,
-            None => false,
+            Some(Blob { meta: Some(m), .. }) => (!m.is_expired(), Some(m.last_modified)),
+            Some(Blob { meta: None, .. }) => (true, None),
+            None => (false, None),
         })
+    }
+
+    /// `meta` stamped again by [`Meta::next_version`], as the successor of a version last
+    /// modified at `replaces`.
+    fn restamp(meta: Meta, replaces: Option<SystemTime>, opts: &PutOptions) -> Result<Meta> {
+        Meta::next_version(&meta.key, meta.etag, meta.size, replaces, opts)
     }
 
     /// After a guarded write failed with `error`: when the outcome may be unknown (a timeout, a
@@ -485,20 +514,21 @@ impl ObjStore {
         this_write: &str,
     ) -> Result<PutResult> {
         let path = self.path(key)?;
-        let attributes = Self::attributes(&meta, this_write);
         let payload = PutPayload::from(bytes);
-        let put = |mode: PutMode| object_store::PutOptions {
+        let put = |meta: &Meta, mode: PutMode| object_store::PutOptions {
             mode,
-            attributes: attributes.clone(),
+            attributes: Self::attributes(meta, this_write),
             ..Default::default()
         };
+        let mut meta = meta;
 
         if opts.preconditions.is_empty() {
-            // Unconditional: the head only tells `created`, which is therefore informative,
-            // not atomic with the write.
-            let existed = self.occupied(key).await?;
+            // Unconditional: the head only tells `created` and the time not to stamp before,
+            // which are therefore informative, not atomic with the write.
+            let (existed, replaces) = self.occupied(key).await?;
+            meta = Self::restamp(meta, replaces, opts)?;
             self.inner
-                .put_opts(&path, payload, put(PutMode::Overwrite))
+                .put_opts(&path, payload, put(&meta, PutMode::Overwrite))
                 .await
                 .map_err(map_err)?;
             return Ok(PutResult {
@@ -523,19 +553,23 @@ impl ObjStore {
                         guard: Guard::Match(e_tag),
                         version,
                         created,
-                    } => (
-                        PutMode::Update(UpdateVersion {
-                            e_tag: Some(e_tag),
-                            version,
-                        }),
-                        created,
-                    ),
+                        replaces,
+                    } => {
+                        meta = Self::restamp(meta, replaces, opts)?;
+                        (
+                            PutMode::Update(UpdateVersion {
+                                e_tag: Some(e_tag),
+                                version,
+                            }),
+                            created,
+                        )
+                    }
                     Decision::Write { created, .. } => (PutMode::Create, created),
                 }
             };
             match self
                 .writer
-                .put_opts(&path, payload.clone(), put(mode))
+                .put_opts(&path, payload.clone(), put(&meta, mode))
                 .await
             {
                 Ok(_) => return Ok(PutResult { meta, created }),
@@ -562,15 +596,25 @@ impl ObjStore {
         this_write: &str,
     ) -> Result<PutResult> {
         let path = self.path(key)?;
+        // Fail before uploading gigabytes; the decision that counts is the one at completion.
+        // The metadata travels with the upload, so its time is stamped after the version seen
+        // now (best effort: a version committed during the upload may be newer).
+        let replaces = if opts.preconditions.is_empty() {
+            self.occupied(key).await?.1
+        } else {
+            match self
+                .decide(key, &opts.preconditions, this_write, None)
+                .await?
+            {
+                Decision::Write { replaces, .. } => replaces,
+                Decision::Landed { .. } => None,
+            }
+        };
+        let meta = Self::restamp(meta, replaces, opts)?;
         let headers = BlobHeaders {
             larder: Self::meta_value(&meta, this_write),
             content_type: meta.content_type.clone(),
         };
-        if !opts.preconditions.is_empty() {
-            // Fail before uploading gigabytes; the decision that counts is the one at completion.
-            self.decide(key, &opts.preconditions, this_write, None)
-                .await?;
-        }
         let mut upload = self
             .upload_parts(native, &path, spool, meta.size, &headers)
             .await?;
@@ -647,7 +691,7 @@ impl ObjStore {
         let mut refused: Option<bool> = None;
         for _ in 0..MAX_ATTEMPTS {
             let (guard, created) = if opts.preconditions.is_empty() {
-                (Guard::Always, !self.occupied(key).await?)
+                (Guard::Always, !self.occupied(key).await?.0)
             } else {
                 match self
                     .decide(key, &opts.preconditions, this_write, refused)
@@ -839,16 +883,8 @@ impl Store for ObjStore {
             opts.expected_etag.as_ref(),
         )
         .await?;
-        let now = now_millis();
-        let meta = Meta {
-            key: key.clone(),
-            etag,
-            size,
-            last_modified: now,
-            expires_at: opts.ttl.map(|t: Duration| now + t),
-            content_type: opts.content_type.clone(),
-            metadata: opts.metadata.clone(),
-        };
+        // Stamped again once a decision has seen the version it replaces.
+        let meta = Meta::next_version(key, etag, size, None, &opts)?;
         let this_write = write_id();
         match (&spool, &self.native) {
             (Spool::Memory(bytes), _) => {

@@ -221,15 +221,8 @@ pub(crate) async fn put<B: Backend>(
         .reader(caps.max_object_size)
         .collect(opts.expected_etag.as_ref())
         .await?;
-    let template = Meta {
-        key: key.clone(),
-        etag,
-        size,
-        last_modified: now_millis(),
-        expires_at: None,
-        content_type: opts.content_type.clone(),
-        metadata: opts.metadata.clone(),
-    };
+    // Stamped again under the row lock, by `Meta::next_version`.
+    let template = Meta::next_version(key, etag, size, None, &opts)?;
     for _ in 0..DECISION_ATTEMPTS {
         if let Some(done) = try_put(backend, &data, &template, &opts).await? {
             return Ok(done);
@@ -250,15 +243,14 @@ async fn try_put<B: Backend>(
     let mut tx = backend.pool().begin().await.map_err(B::db_error)?;
     let (row_etag, current) = lock(backend, &mut *tx, &template.key).await?;
     opts.preconditions.evaluate_write(current.as_ref())?;
-    let now = match &current {
-        Some(c) => now_millis().max(c.last_modified),
-        None => now_millis(),
-    };
-    let meta = Meta {
-        last_modified: now,
-        expires_at: opts.ttl.map(|t| now + t),
-        ..template.clone()
-    };
+    let replaces = current.as_ref().map(|c| c.last_modified);
+    let meta = Meta::next_version(
+        &template.key,
+        template.etag.clone(),
+        template.size,
+        replaces,
+        opts,
+    )?;
     let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
     let row = Row {
         meta: &meta,
