@@ -346,6 +346,11 @@ impl HttpStore {
                 limit: limit_from_message(&message).unwrap_or(0),
             },
             StatusCode::NOT_IMPLEMENTED => Error::unsupported(message),
+            StatusCode::INSUFFICIENT_STORAGE => Error::storage_full(HttpError {
+                status: status.as_u16(),
+                code: err.map(|e| e.code),
+                message,
+            }),
             _ => {
                 let retryable = matches!(
                     status,

@@ -83,6 +83,8 @@ fn number(e: &sqlx::Error) -> Option<u16> {
 /// is permanent.
 fn db_error(e: sqlx::Error) -> Error {
     match (&e, number(&e)) {
+        // disk full, table full.
+        (_, Some(1021 | 1114)) => Error::storage_full(e),
         (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_), _) => {
             Error::transient(e)
         }

@@ -73,6 +73,8 @@ impl Drop for PostgresStore {
 /// everything else is permanent.
 fn db_error(e: sqlx::Error) -> Error {
     match &e {
+        // disk_full.
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("53100") => Error::storage_full(e),
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             Error::transient(e)
         }
