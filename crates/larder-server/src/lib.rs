@@ -13,6 +13,7 @@ pub mod config;
 mod conn;
 pub mod error;
 pub mod headers;
+pub mod health;
 pub mod metrics;
 pub mod objects;
 pub mod wire;
@@ -99,6 +100,7 @@ pub fn router_with_tiers(
                 .delete(objects::delete),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", get(render_metrics))
         .fallback(|| async {
             ApiError::Store(larder::Error::NotFound {

@@ -1,7 +1,7 @@
 //! A store in one PostgreSQL table.
 //!
 //! URL: `postgres://user[:pass]@host[:port]/db` (or `postgresql://`), with Larder's options
-//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=30000`; any other query
+//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000`; any other query
 //! option is the PostgreSQL client's (e.g. `sslmode`, though this build has no TLS).
 //!
 //! # Layout
