@@ -16,6 +16,7 @@ pub mod headers;
 pub mod health;
 pub mod metrics;
 pub mod objects;
+pub mod openapi;
 pub mod wire;
 
 use std::future::Future;
@@ -101,6 +102,7 @@ pub fn router_with_tiers(
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(render_metrics))
         .fallback(|| async {
             ApiError::Store(larder::Error::NotFound {
