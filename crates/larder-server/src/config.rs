@@ -22,6 +22,13 @@ pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 5 << 30;
 pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 64;
 /// Default bound on one whole request, in seconds.
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 300;
+/// Default bound on receiving a request head, in seconds.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Default time a connection may sit with nothing in flight and no traffic, in seconds.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Default cap on open connections (below the usual 1024 open-file limit, leaving room for the
+/// store's own files and sockets).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// The flags of `larder serve`.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -45,6 +52,18 @@ pub struct ServeArgs {
     /// Bound on one whole request, in seconds [default: 300].
     #[arg(long, env = "LARDER_REQUEST_TIMEOUT")]
     pub request_timeout: Option<u64>,
+    /// A request head (from the connection's opening or its previous response) must arrive
+    /// within this many seconds, else the connection is closed [default: 10].
+    #[arg(long, env = "LARDER_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<u64>,
+    /// Close a connection with no request in flight and no traffic for this many seconds
+    /// [default: 60].
+    #[arg(long, env = "LARDER_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+    /// Connections open at once; at the cap a new one evicts the longest-idle one, or waits
+    /// [default: 512].
+    #[arg(long, env = "LARDER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Serve a non-loopback address without bearer tokens.
     #[arg(long, env = "LARDER_INSECURE")]
     pub insecure: bool,
@@ -87,6 +106,12 @@ pub struct FileConfig {
     pub max_concurrent_uploads: Option<usize>,
     /// Bound on one whole request, in seconds.
     pub request_timeout_secs: Option<u64>,
+    /// Bound on receiving a request head, in seconds.
+    pub header_read_timeout_secs: Option<u64>,
+    /// Idle connection timeout, in seconds.
+    pub idle_timeout_secs: Option<u64>,
+    /// Connections open at once.
+    pub max_connections: Option<usize>,
     /// Serve a non-loopback address without tokens.
     pub insecure: Option<bool>,
     /// Bearer tokens; none means no authentication.
@@ -119,6 +144,13 @@ pub struct Config {
     pub max_concurrent_uploads: usize,
     /// Bound on one whole request.
     pub request_timeout: Duration,
+    /// Bound on receiving a request head, from the connection's opening or its previous
+    /// response.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
     /// Serve a non-loopback address without tokens.
     pub insecure: bool,
     /// Bearer tokens; empty means no authentication.
@@ -136,6 +168,9 @@ impl Default for Config {
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
             request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
+            header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECS),
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             insecure: false,
             tokens: Vec::new(),
             tiered: None,
@@ -172,6 +207,18 @@ impl Config {
                 .request_timeout
                 .or(file.request_timeout_secs)
                 .map_or(d.request_timeout, Duration::from_secs),
+            header_read_timeout: args
+                .header_read_timeout
+                .or(file.header_read_timeout_secs)
+                .map_or(d.header_read_timeout, Duration::from_secs),
+            idle_timeout: args
+                .idle_timeout
+                .or(file.idle_timeout_secs)
+                .map_or(d.idle_timeout, Duration::from_secs),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
             insecure: args.insecure || file.insecure.unwrap_or(false),
             tokens: file.tokens,
             tiered,
@@ -230,6 +277,16 @@ impl Config {
         if self.request_timeout.is_zero() {
             return Err(ServerError::Config(
                 "request timeout must be positive".into(),
+            ));
+        }
+        if self.header_read_timeout.is_zero() || self.idle_timeout.is_zero() {
+            return Err(ServerError::Config(
+                "header read and idle timeouts must be positive".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ServerError::Config(
+                "max_connections must be at least 1".into(),
             ));
         }
         if let Some(t) = self.tokens.iter().find(|t| t.token.len() < 16) {

@@ -124,6 +124,10 @@ impl IntoResponse for ApiError {
             Error::InvalidInput(_) => json(StatusCode::BAD_REQUEST, "invalid_input", message),
             Error::TooLarge { .. } => json(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message),
             Error::Unsupported { .. } => json(StatusCode::NOT_IMPLEMENTED, "unsupported", message),
+            Error::StorageFull { .. } => {
+                tracing::warn!(error = %message, "storage full");
+                json(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message)
+            }
             Error::Backend { retryable, .. } => {
                 tracing::warn!(error = %message, retryable, "backend error");
                 if retryable {

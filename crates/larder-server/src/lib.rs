@@ -10,10 +10,13 @@
 
 pub mod auth;
 pub mod config;
+mod conn;
 pub mod error;
 pub mod headers;
+pub mod health;
 pub mod metrics;
 pub mod objects;
+pub mod openapi;
 pub mod wire;
 
 use std::future::Future;
@@ -109,6 +112,8 @@ pub fn router_with_tiers(
                 .delete(objects::delete),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(render_metrics))
         .fallback(|| async {
             ApiError::Store(larder::Error::NotFound {
@@ -273,36 +278,16 @@ async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Small responses go out at once rather than waiting on Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    // Requests in flight get at most one request timeout to finish after the signal, so a
-    // stalled download can't hold the process forever.
-    let grace = config.request_timeout;
-    let (signalled, on_signal) = oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        router_with_tiers(opened.store, opened.tiered, config),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = signalled.send(());
-    });
-    tokio::select! {
-        r = server => r,
-        () = async {
-            if on_signal.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            tracing::warn!(?grace, "requests still in flight after the grace period; stopping");
-            Ok(())
-        }
-    }
+    let limits = conn::Limits {
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+        // Requests in flight get at most one request timeout to finish after the signal, so a
+        // stalled download can't hold the process forever.
+        grace: config.request_timeout,
+    };
+    let router = router_with_tiers(opened.store, opened.tiered, config);
+    conn::serve(listener, router, limits, shutdown).await
 }
 
 /// Runs `larder serve`: opens the configured store, listens, and serves until SIGTERM or

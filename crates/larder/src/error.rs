@@ -56,6 +56,13 @@ pub enum Error {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// The backend is out of space: a full disk or file system quota, a full database. Nothing
+    /// was written; the previous version, if any, is intact. HTTP 507.
+    #[error("storage full: {source}")]
+    StorageFull {
+        /// The backend's own error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The backend failed. `retryable` says whether the same call may succeed if repeated (a
     /// conditional write is only retried by callers that re-read first).
     #[error("backend error: {source}")]
@@ -81,6 +88,13 @@ impl Error {
         Error::Backend {
             source: source.into(),
             retryable: true,
+        }
+    }
+
+    /// `StorageFull` from the backend's own error.
+    pub fn storage_full(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::StorageFull {
+            source: source.into(),
         }
     }
 
@@ -115,9 +129,20 @@ impl Error {
     }
 }
 
+/// Whether an I/O error means "no space left" (`ENOSPC`) or "quota exceeded" (`EDQUOT`).
+pub fn is_storage_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         use std::io::ErrorKind::*;
+        if is_storage_full(&e) {
+            return Error::storage_full(e);
+        }
         let retryable = matches!(
             e.kind(),
             Interrupted | TimedOut | WouldBlock | ConnectionReset | ConnectionAborted

@@ -56,4 +56,7 @@ pub use meta::Meta;
 pub use open::open;
 pub use precondition::{ETagCondition, IfRange, Preconditions};
 pub use range::ByteRange;
-pub use store::{DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store};
+pub use store::{
+    DeleteOptions, GetOptions, GetResult, HeadOptions, PartError, PutOptions, PutResult, Store,
+    READINESS_PROBE_KEY,
+};

@@ -147,4 +147,69 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
 
     /// One page of the objects whose keys start with the prefix, in key order.
     async fn list(&self, opts: ListOptions) -> Result<ListPage>;
+
+    /// Whether the store can serve requests now (a readiness check): its backend is reachable
+    /// and answering. The default reads the metadata of [`READINESS_PROBE_KEY`] (absent is
+    /// fine), which goes through the same path as a request; stores made of parts (tiers,
+    /// mounts) check each part and name the one that fails with a [`PartError`].
+    async fn check(&self) -> Result<()> {
+        let probe = Key::new(READINESS_PROBE_KEY).expect("a valid key");
+        match self.head(&probe, HeadOptions::default()).await {
+            Ok(_) | Err(crate::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The key [`Store::check`] reads by default (nothing needs to exist there).
+pub const READINESS_PROBE_KEY: &str = ".larder/readiness-probe";
+
+/// The part of a composite store (a tier, a mount) whose check failed: the `source` of the
+/// [`Error::Backend`](crate::Error::Backend) that [`Store::check`] returns for it.
+#[derive(Debug)]
+pub struct PartError {
+    /// Which part, e.g. `tier 2 of 2 (redis)` or `mount "cache/" (memory)`; nested parts are
+    /// joined with ` / `.
+    pub part: String,
+    /// Why it failed.
+    pub source: crate::Error,
+}
+
+impl std::fmt::Display for PartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.part, self.source)
+    }
+}
+
+impl std::error::Error for PartError {}
+
+impl PartError {
+    /// `error`, from the part named `part`, as the error of the whole: a retryable
+    /// `Backend` error when `error` is retryable (or not a backend error at all: a check
+    /// that fails for another reason is still an outage of that part).
+    pub fn wrap(part: impl Into<String>, error: crate::Error) -> crate::Error {
+        let mut part = part.into();
+        let retryable = !matches!(
+            error,
+            crate::Error::Backend {
+                retryable: false,
+                ..
+            }
+        );
+        // A part inside a part: one error naming the path to it.
+        let source = match error {
+            crate::Error::Backend { source, retryable } => match source.downcast::<PartError>() {
+                Ok(inner) => {
+                    part = format!("{part} / {}", inner.part);
+                    inner.source
+                }
+                Err(source) => crate::Error::Backend { source, retryable },
+            },
+            other => other,
+        };
+        crate::Error::Backend {
+            source: Box::new(PartError { part, source }),
+            retryable,
+        }
+    }
 }

@@ -862,6 +862,9 @@ where
 }
 
 fn io_context(e: io::Error, what: &str, path: &Path) -> Error {
+    if crate::error::is_storage_full(&e) {
+        return Error::storage_full(io::Error::new(e.kind(), format!("{what} {path:?}: {e}")));
+    }
     let retryable = Error::from(io::Error::from(e.kind())).is_retryable();
     let source = io::Error::new(e.kind(), format!("{what} {path:?}: {e}"));
     Error::Backend {

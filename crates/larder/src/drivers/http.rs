@@ -18,6 +18,11 @@
 //! supported at [`AtomicScope::Cluster`] (all clients of one server, on any host, go through
 //! that server's store); a condition the server's store cannot do atomically comes back as 501,
 //! which is [`Error::Unsupported`], never ignored.
+//!
+//! Timeouts: 5 s to connect, 30 s for any one read from the server (not the whole transfer);
+//! `?timeout=SECS` sets the read timeout (and caps the connect timeout). A server that cannot
+//! be reached, or answers 503, is a retryable [`Error::Backend`]; a 507 is
+//! [`Error::StorageFull`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -72,15 +77,15 @@ pub struct HttpConfig {
 }
 
 impl HttpConfig {
-    /// Defaults for a server URL: no prefix, no token, 10 s to connect, 60 s per read, 3
+    /// Defaults for a server URL: no prefix, no token, 5 s to connect, 30 s per read, 3
     /// retries from 100 ms.
     pub fn new(server: url::Url) -> Self {
         HttpConfig {
             server,
             prefix: String::new(),
             token: None,
-            connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(30),
             retries: 3,
             retry_backoff: Duration::from_millis(100),
         }
@@ -346,6 +351,11 @@ impl HttpStore {
                 limit: limit_from_message(&message).unwrap_or(0),
             },
             StatusCode::NOT_IMPLEMENTED => Error::unsupported(message),
+            StatusCode::INSUFFICIENT_STORAGE => Error::storage_full(HttpError {
+                status: status.as_u16(),
+                code: err.map(|e| e.code),
+                message,
+            }),
             _ => {
                 let retryable = matches!(
                     status,

@@ -1,7 +1,10 @@
 //! A store in a NATS JetStream key-value bucket.
 //!
-//! URL: `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=10000&tls=true`
-//! (`tls=true` requires TLS, over rustls). The bucket
+//! URL: `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=5000&connect_timeout_ms=5000&tls=true`
+//! (`tls=true` requires TLS, over rustls). `timeout_ms` bounds each request to the server (a
+//! read, a publish's acknowledgement; default 5 s), `connect_timeout_ms` each connection
+//! attempt (default 5 s): while the server is down or hung, requests fail within them with a
+//! retryable error, and the client reconnects in the background. The bucket
 //! is created if missing (a KV bucket: stream `KV_<bucket>`, history 1, file storage,
 //! `replicas` copies); an existing bucket is used as it is.
 //!
@@ -94,7 +97,10 @@ pub const HEADER_RESERVE: u64 = 8 << 10;
 pub const META_HEADER: &str = "Larder-Meta";
 
 /// Default timeout of one request (read, publish acknowledgement).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default bound on one connection attempt.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Remembered revisions: key → (revision, meta at that revision, `None` for no object).
 type Revisions = HashMap<Key, (u64, Option<Meta>)>;
@@ -216,6 +222,7 @@ impl NatsStore {
         let mut bucket = "larder".to_owned();
         let mut replicas = 1usize;
         let mut timeout = DEFAULT_TIMEOUT;
+        let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
         let mut tls = false;
         for (k, v) in url.query_pairs() {
             let bad = || Error::InvalidInput(format!("nats store: {k}={v}"));
@@ -223,6 +230,9 @@ impl NatsStore {
                 "bucket" => bucket = v.into_owned(),
                 "replicas" => replicas = v.parse().map_err(|_| bad())?,
                 "timeout_ms" => timeout = Duration::from_millis(v.parse().map_err(|_| bad())?),
+                "connect_timeout_ms" => {
+                    connect_timeout = Duration::from_millis(v.parse().map_err(|_| bad())?)
+                }
                 "tls" => tls = v.parse().map_err(|_| bad())?,
                 _ => {
                     return Err(Error::InvalidInput(format!(
@@ -249,7 +259,7 @@ impl NatsStore {
         server.set_query(None);
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(timeout))
-            .connection_timeout(Duration::from_secs(5))
+            .connection_timeout(connect_timeout)
             .require_tls(tls)
             .connect(server.as_str())
             .await

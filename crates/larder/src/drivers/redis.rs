@@ -1,8 +1,9 @@
 //! A store in Redis (standalone server, or any server that runs Lua scripts: Valkey, KeyDB).
 //!
-//! URL: `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=30000&connect_timeout_ms=5000&list_batch=256`
+//! URL: `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=5000&connect_timeout_ms=5000&list_batch=256`
 //! (also `rediss://` for TLS). `prefix` namespaces every key this store touches (default
-//! `larder`); `timeout_ms` is the response timeout of one command (default 30 s);
+//! `larder`); `timeout_ms` is the response timeout of one command (default 5 s, so a hung
+//! server fails a request fast, with a retryable error);
 //! `connect_timeout_ms` bounds each connection attempt (default 5 s, 3 attempts); `list_batch`
 //! is how many index entries a listing reads per script call (default 256). Any other query
 //! parameter is handed to the Redis client (e.g. `protocol=resp3`).
@@ -98,8 +99,11 @@ use crate::store::{
 /// Largest object: Redis's limit on one bulk string (`proto-max-bulk-len`, 512 MiB).
 pub const MAX_OBJECT_SIZE: u64 = 512 << 20;
 
-/// Default response timeout of one command.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default response timeout of one command: a hung server fails a request in seconds.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default bound on one connection attempt.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A read or write that found the object changed this many times in a row gives up with a
 /// retryable error.
@@ -275,22 +279,36 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// Maps a Redis error: connection trouble and server busy states may pass on a retry.
+/// Server states that pass: loading the dataset after a restart, a cluster or replica in
+/// failover.
+fn transient_server_error(kind: redis::ServerErrorKind) -> bool {
+    use redis::ServerErrorKind::*;
+    matches!(
+        kind,
+        TryAgain | BusyLoading | ClusterDown | MasterDown | ReadOnly
+    )
+}
+
+/// Maps a Redis error: connection trouble and server busy states may pass on a retry. A
+/// `MULTI`/`EXEC` refused with `EXECABORT` is as retryable as the errors that aborted it (a
+/// server still loading its dataset answers `LOADING` to each queued command).
 fn backend(e: redis::RedisError) -> Error {
     use redis::{ErrorKind, ServerErrorKind};
     let retryable = e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
-        || matches!(
-            e.kind(),
-            ErrorKind::Server(
-                ServerErrorKind::TryAgain
-                    | ServerErrorKind::BusyLoading
-                    | ServerErrorKind::ClusterDown
-                    | ServerErrorKind::MasterDown
-            )
-        );
+        || match e.kind() {
+            ErrorKind::Server(ServerErrorKind::ExecAbort) => {
+                e.clone().into_server_errors().is_some_and(|errors| {
+                    errors
+                        .iter()
+                        .any(|(_, se)| se.kind().is_some_and(transient_server_error))
+                })
+            }
+            ErrorKind::Server(kind) => transient_server_error(kind),
+            _ => false,
+        };
     Error::Backend {
         source: Box::new(e),
         retryable,
@@ -329,7 +347,7 @@ impl RedisStore {
         let mut prefix = "larder".to_owned();
         let mut timeout = DEFAULT_TIMEOUT;
         let mut list_batch = LIST_BATCH;
-        let mut connect_timeout = Duration::from_secs(5);
+        let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
         let mut rest = url.clone();
         rest.set_query(None);
         {

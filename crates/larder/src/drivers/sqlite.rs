@@ -38,9 +38,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::Connection;
 
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
@@ -107,6 +110,9 @@ impl Drop for SqliteStore {
 
 fn db_error(e: sqlx::Error) -> Error {
     match &e {
+        sqlx::Error::Io(io) if crate::error::is_storage_full(io) => Error::storage_full(e),
+        // SQLITE_FULL: "database or disk is full" (the disk, or max_page_count).
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("13") => Error::storage_full(e),
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Error::transient(e),
         // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout: another writer held the lock.
         sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "6" | "517")) => {
@@ -352,11 +358,72 @@ impl Store for SqliteStore {
             .reader(caps.max_object_size)
             .collect(opts.expected_etag.as_ref())
             .await?;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let result = self.put_in(&mut conn, key, data, etag, size, opts).await;
+        discard_if_failed(&mut conn, &result);
+        result
+    }
+
+    async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
+        self.capabilities().check_delete(&opts)?;
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let result = self.delete_in(&mut conn, key, opts).await;
+        discard_if_failed(&mut conn, &result);
+        result
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
+        opts.validate()?;
+        let now = to_millis(now_millis());
+        scan_page(&opts, |from, end, n| async move {
+            let (op, start) = match from {
+                ScanFrom::After(s) => (">", s),
+                ScanFrom::At(s) => (">=", s),
+            };
+            sqlx::query_scalar::<_, String>(&format!(
+                "SELECT meta FROM {} WHERE key {op} ? AND (? IS NULL OR key < ?)
+                 AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
+                self.table
+            ))
+            .bind(start)
+            .bind(end.as_deref())
+            .bind(end.as_deref())
+            .bind(now)
+            .bind(n as i64)
+            .fetch_all(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(db_error)?
+            .iter()
+            .map(|json| Meta::decode(json.as_bytes()))
+            .collect()
+        })
+        .await
+    }
+}
+
+/// A statement that failed inside a transaction may have ended it within SQLite (SQLITE_FULL
+/// and I/O errors roll it back), after which sqlx still counts it open and refuses every later
+/// `BEGIN` on that connection: such a connection is closed rather than returned to the pool.
+fn discard_if_failed<T>(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>, result: &Result<T>) {
+    if matches!(
+        result,
+        Err(Error::StorageFull { .. } | Error::Backend { .. })
+    ) {
+        conn.close_on_drop();
+    }
+}
+
+impl SqliteStore {
+    async fn put_in(
+        &self,
+        conn: &mut SqliteConnection,
+        key: &Key,
+        data: Bytes,
+        etag: ETag,
+        size: u64,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         let current = self.current(&mut *tx, key).await?;
         opts.preconditions.evaluate_write(current.as_ref())?;
         // Stamped under the write lock, and never before the version it replaces.
@@ -399,13 +466,13 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
-        self.capabilities().check_delete(&opts)?;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+    async fn delete_in(
+        &self,
+        conn: &mut SqliteConnection,
+        key: &Key,
+        opts: DeleteOptions,
+    ) -> Result<()> {
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         let current = self
             .current(&mut *tx, key)
             .await?
@@ -421,34 +488,6 @@ impl Store for SqliteStore {
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)
-    }
-
-    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
-        opts.validate()?;
-        let now = to_millis(now_millis());
-        scan_page(&opts, |from, end, n| async move {
-            let (op, start) = match from {
-                ScanFrom::After(s) => (">", s),
-                ScanFrom::At(s) => (">=", s),
-            };
-            sqlx::query_scalar::<_, String>(&format!(
-                "SELECT meta FROM {} WHERE key {op} ? AND (? IS NULL OR key < ?)
-                 AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
-                self.table
-            ))
-            .bind(start)
-            .bind(end.as_deref())
-            .bind(end.as_deref())
-            .bind(now)
-            .bind(n as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(|json| Meta::decode(json.as_bytes()))
-            .collect()
-        })
-        .await
     }
 }
 

@@ -39,7 +39,8 @@ pub struct SqlOptions {
     pub sweep_interval: Option<Duration>,
     /// Pool size.
     pub max_connections: u32,
-    /// How long to wait for a pooled connection.
+    /// How long to wait for a pooled connection, a new one's connection set-up included
+    /// (default 5 s: an unreachable server fails a request fast).
     pub acquire_timeout: Duration,
 }
 
@@ -49,7 +50,7 @@ impl Default for SqlOptions {
             table: "larder_objects".into(),
             sweep_interval: Some(Duration::from_secs(60)),
             max_connections: 8,
-            acquire_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A store in one MySQL or MariaDB (InnoDB) table.
 //!
 //! URL: `mysql://user[:pass]@host[:port]/db` (or `mariadb://`), with Larder's options
-//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=30000`; any other query
+//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000`; any other query
 //! option is the MySQL client's.
 //!
 //! # Layout
@@ -83,6 +83,8 @@ fn number(e: &sqlx::Error) -> Option<u16> {
 /// is permanent.
 fn db_error(e: sqlx::Error) -> Error {
     match (&e, number(&e)) {
+        // disk full, table full.
+        (_, Some(1021 | 1114)) => Error::storage_full(e),
         (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_), _) => {
             Error::transient(e)
         }

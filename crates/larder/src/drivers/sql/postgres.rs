@@ -1,7 +1,7 @@
 //! A store in one PostgreSQL table.
 //!
 //! URL: `postgres://user[:pass]@host[:port]/db` (or `postgresql://`), with Larder's options
-//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=30000`; any other query
+//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000`; any other query
 //! option is the PostgreSQL client's (e.g. `sslmode`, though this build has no TLS).
 //!
 //! # Layout
@@ -73,6 +73,8 @@ impl Drop for PostgresStore {
 /// everything else is permanent.
 fn db_error(e: sqlx::Error) -> Error {
     match &e {
+        // disk_full.
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("53100") => Error::storage_full(e),
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             Error::transient(e)
         }

@@ -628,6 +628,20 @@ impl Store for TieredStore {
         }
     }
 
+    /// Every tier, concurrently; the first failing one is named (`tier 2 of 3 (redis)`).
+    async fn check(&self) -> Result<()> {
+        let tiers = &self.shared.tiers;
+        let results = futures::future::join_all(tiers.iter().map(|t| t.store.check())).await;
+        for (i, r) in results.into_iter().enumerate() {
+            if let Err(e) = r {
+                let name = tiers[i].store.capabilities().name;
+                let part = format!("tier {} of {} ({name})", i + 1, tiers.len());
+                return Err(crate::PartError::wrap(part, e));
+            }
+        }
+        Ok(())
+    }
+
     async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
         for i in 0..self.nearer() {
             if let Some(meta) = self.fresh_for(i, key) {

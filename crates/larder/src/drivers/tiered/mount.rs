@@ -80,6 +80,19 @@ struct Source {
 
 #[async_trait]
 impl Store for MountStore {
+    /// Every mount, concurrently; the first failing one is named (`mount "cache/" (memory)`).
+    async fn check(&self) -> Result<()> {
+        let results = futures::future::join_all(self.mounts.iter().map(|(_, s)| s.check())).await;
+        for (i, r) in results.into_iter().enumerate() {
+            if let Err(e) = r {
+                let (prefix, store) = &self.mounts[i];
+                let part = format!("mount {prefix:?} ({})", store.capabilities().name);
+                return Err(crate::PartError::wrap(part, e));
+            }
+        }
+        Ok(())
+    }
+
     fn capabilities(&self) -> Capabilities {
         // What every mount can do: a caller cannot know which mount a future key lands in.
         let mut caps = match self.mounts.first() {

@@ -1,0 +1,200 @@
+//! Idle and slow connections: hundreds of clients that send nothing, a partial request line, an
+//! HTTP/2 preface and nothing more, or sit on a keep-alive connection, neither stop a normal
+//! client from being answered nor stay open past the server's timeouts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use larder_server::{Config, ServerHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bound on any single step a test waits for: generous, the machine may be loaded.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn config(max_connections: usize) -> Config {
+    Config {
+        header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(2),
+        max_connections,
+        ..Config::default()
+    }
+}
+
+async fn start(config: Config) -> ServerHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store = Arc::new(larder::drivers::memory::MemoryStore::new());
+    larder_server::spawn(listener, store, config)
+}
+
+/// The kinds of bad client.
+#[derive(Clone, Copy, Debug)]
+enum Slow {
+    /// Connects and sends nothing.
+    Silent,
+    /// Sends half a request line.
+    PartialLine,
+    /// Sends headers without the blank line that ends them.
+    PartialHeaders,
+    /// Gets one answer on a keep-alive connection, then sends nothing.
+    IdleKeepAlive,
+    /// Sends the HTTP/2 connection preface, then nothing.
+    Http2Preface,
+}
+
+const KINDS: [Slow; 5] = [
+    Slow::Silent,
+    Slow::PartialLine,
+    Slow::PartialHeaders,
+    Slow::IdleKeepAlive,
+    Slow::Http2Preface,
+];
+
+/// Opens a connection misbehaving as `kind`. `None` if the server closed it before it was set
+/// up (an eviction at the connection cap).
+async fn open(addr: SocketAddr, kind: Slow) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let sent: &[u8] = match kind {
+        Slow::Silent => b"",
+        Slow::PartialLine => b"GET /v1/obj",
+        Slow::PartialHeaders => b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1",
+        Slow::IdleKeepAlive => b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        Slow::Http2Preface => b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    };
+    s.write_all(sent).await.ok()?;
+    if let Slow::IdleKeepAlive = kind {
+        // Read the whole answer (`ok` is the body), so the connection is idle between requests.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\nok") {
+            let n = s.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    Some(s)
+}
+
+/// Waits for the server to close `s` (reading and discarding anything it sends first).
+/// Whether it did within `within`.
+async fn closed_by_server(mut s: TcpStream, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A normal client's GETs of /healthz, each on a new connection; how long the slowest took.
+async fn normal_client_answers(addr: SocketAddr, n: usize) -> Duration {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..n {
+        let started = Instant::now();
+        let r = tokio::time::timeout(
+            PATIENCE,
+            client.get(format!("http://{addr}/healthz")).send(),
+        )
+        .await
+        .expect("a normal client is answered")
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+        slowest = slowest.max(started.elapsed());
+    }
+    slowest
+}
+
+#[tokio::test]
+async fn hundreds_of_slow_connections_are_closed_and_do_not_block_others() {
+    let server = start(config(2048)).await;
+    let addr = server.local_addr();
+    let mut slow = Vec::new();
+    for i in 0..500 {
+        let kind = KINDS[i % KINDS.len()];
+        let s = open(addr, kind)
+            .await
+            .unwrap_or_else(|| panic!("{kind:?} connection {i} set up"));
+        slow.push((kind, s));
+    }
+    let slowest = normal_client_answers(addr, 20).await;
+    println!("500 slow connections open: the slowest of 20 normal requests took {slowest:?}");
+
+    // Every one of them is closed by the server, after its timeout (1 s for a request head,
+    // 2 s idle), well within PATIENCE.
+    let started = Instant::now();
+    let checks = slow
+        .into_iter()
+        .map(|(kind, s)| async move { (kind, closed_by_server(s, PATIENCE).await) });
+    for (kind, closed) in futures::future::join_all(checks).await {
+        assert!(
+            closed,
+            "a {kind:?} connection was still open after {PATIENCE:?}"
+        );
+    }
+    println!("all closed after {:?}", started.elapsed());
+    normal_client_answers(addr, 5).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_idle_connections_make_room() {
+    // Far more slow connections than the cap: each new one evicts the idlest, and a normal
+    // client still gets in.
+    let server = start(config(32)).await;
+    let addr = server.local_addr();
+    let mut slow = Vec::new();
+    for i in 0..300 {
+        if let Some(s) = open(addr, KINDS[i % KINDS.len()]).await {
+            slow.push(s);
+        }
+    }
+    let slowest = normal_client_answers(addr, 20).await;
+    println!("cap 32, 300 slow connections: the slowest of 20 normal requests took {slowest:?}");
+    for s in slow {
+        assert!(closed_by_server(s, PATIENCE).await);
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_in_flight_is_not_idle() {
+    // An upload whose body stalls longer than the idle timeout is still a request in flight:
+    // it is bounded by the request timeout, not cut off as idle.
+    let server = start(config(64)).await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    s.write_all(b"PUT /v1/objects/stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    s.write_all(b"56789").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-request: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    server.shutdown().await.unwrap();
+}
