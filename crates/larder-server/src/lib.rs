@@ -14,6 +14,7 @@ pub mod error;
 pub mod headers;
 pub mod metrics;
 pub mod objects;
+pub mod unstorage;
 pub mod wire;
 
 use std::future::Future;
@@ -97,6 +98,7 @@ pub fn router_with_tiers(
                 .post(objects::put)
                 .delete(objects::delete),
         )
+        .nest(unstorage::UNSTORAGE_PREFIX, unstorage::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(render_metrics))
         .fallback(|| async {
