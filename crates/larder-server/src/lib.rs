@@ -4,6 +4,7 @@
 //! - [`config`]: flags, environment, TOML; [`serve`] runs a server from a [`Config`].
 //! - [`headers`]: HTTP fields ↔ typed options; [`error`]: errors → statuses.
 //! - [`objects`]: the handlers; [`auth`], [`metrics`].
+//! - [`unstorage`]: unstorage's storage-server protocol at `/unstorage` (docs/unstorage.md).
 //! - [`spawn`]: a server on a listener you bound (tests, embedding).
 
 #![warn(missing_docs)]
