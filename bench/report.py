@@ -12,6 +12,7 @@ titles = {
     "hash": "SHA-256 throughput (MiB/s, higher is better)",
     "server": "HTTP server, 4 KiB body (wrk -t2 -c32, requests/s, higher is better)",
     "cas-http": "CAS contention over HTTP (8 clients, GET then PUT If-Match, retry on 412)",
+    "unstorage-driver": "unstorage's own http driver (node, 16 concurrent callers): unstorage's server against larder serve (operations/s, higher is better)",
 }
 print("# Benchmarks\n")
 print("Produced by `bench/run` (see [bench/README.md](bench/README.md)). Each figure is the median")

@@ -2,7 +2,8 @@
 # Server bench (issue 3), not run in CI:
 #  1. GET / PUT / conditional GET (304) throughput of `larder serve --store memory://` against a
 #     minimal hyper server returning the same bytes from memory
-#     (crates/larder-server/examples/baseline_hyper.rs), reported as ratios.
+#     (crates/larder-server/examples/baseline_hyper.rs), reported as ratios; and the same GET
+#     through `/unstorage` (unstorage's protocol).
 #  2. Streaming: a 1 GiB PUT and GET through the server on the fs store; the server's peak RSS
 #     (VmHWM) must stay under 100 MiB.
 #
@@ -91,14 +92,17 @@ got=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $ETAG" "http://1
 L=http://127.0.0.1:$LARDER_PORT/v1/objects/bench/obj
 B=http://127.0.0.1:$BASE_PORT/v1/objects/bench/obj
 printf '%-18s %14s %14s %8s\n' op "larder req/s" "hyper req/s" ratio
-for op in GET PUT GET-304; do
+for op in GET PUT GET-304 GET-unstorage; do
+  url=$L
   case $op in
     GET) s="" ;;
     PUT) s="$WORK/put.lua" ;;
     GET-304) s="$WORK/cond.lua" ;;
+    # The same object through unstorage's protocol (/unstorage, docs/unstorage.md).
+    GET-unstorage) s="" url=http://127.0.0.1:$LARDER_PORT/unstorage/bench/obj ;;
   esac
   # The PUT run writes the same key over and over; the GET runs read it.
-  l=$(rps "$L" "$s")
+  l=$(rps "$url" "$s")
   b=$(rps "$B" "$s")
   printf '%-18s %14.0f %14.0f %8.2f\n' "$op" "$l" "$b" "$(echo "$l / $b" | bc -l)"
 done

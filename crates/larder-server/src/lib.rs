@@ -4,6 +4,7 @@
 //! - [`config`]: flags, environment, TOML; [`serve`] runs a server from a [`Config`].
 //! - [`headers`]: HTTP fields ↔ typed options; [`error`]: errors → statuses.
 //! - [`objects`]: the handlers; [`auth`], [`metrics`].
+//! - [`unstorage`]: unstorage's storage-server protocol at `/unstorage` (docs/unstorage.md).
 //! - [`spawn`]: a server on a listener you bound (tests, embedding).
 
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod health;
 pub mod metrics;
 pub mod objects;
 pub mod openapi;
+pub mod unstorage;
 pub mod wire;
 
 use std::future::Future;
@@ -111,6 +113,7 @@ pub fn router_with_tiers(
                 .post(objects::put)
                 .delete(objects::delete),
         )
+        .nest(unstorage::UNSTORAGE_PREFIX, unstorage::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve))

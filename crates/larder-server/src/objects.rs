@@ -15,6 +15,7 @@ use larder::range::content_range;
 use larder::{Body, DeleteOptions, Error, HeadOptions, Key, ListOptions};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::Access;
 use crate::error::ApiError;
@@ -123,6 +124,33 @@ pub async fn put(
     let key = parse_key(&uri)?;
     s.authorize(&headers, Access::Write, key.as_str())?;
     let opts = put_options(&headers)?;
+    let (_permit, body) = upload_body(&s, &headers, body)?;
+    let put = s.store.put(&key, body, opts).await?;
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&put.meta.etag.to_string()).expect("ETags are ASCII"),
+    );
+    h.insert(
+        header::LAST_MODIFIED,
+        HeaderValue::from_str(&larder::meta::http_date(put.meta.last_modified)).expect("ascii"),
+    );
+    let status = if put.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, h, Json(MetaJson::from(&put.meta))).into_response())
+}
+
+/// The body of an upload, bounded as every upload is: refused with 413 past
+/// `max_object_size` (declared or streamed), 503 when `max_concurrent_uploads` are in flight
+/// (hold the permit until the store call returns), and counted in the `bytes{dir="in"}` metric.
+pub(crate) fn upload_body(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: HttpBody,
+) -> Result<(OwnedSemaphorePermit, Body), ApiError> {
     let limit = s.config.max_object_size;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -131,7 +159,7 @@ pub async fn put(
     if declared.is_some_and(|n| n > limit) {
         return Err(Error::TooLarge { limit }.into());
     }
-    let _permit = s
+    let permit = s
         .uploads
         .clone()
         .try_acquire_owned()
@@ -150,22 +178,7 @@ pub async fn put(
         bytes_in.inc_by(chunk.len() as u64);
         Ok(chunk)
     });
-    let put = s.store.put(&key, Body::from_stream(stream), opts).await?;
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::ETAG,
-        HeaderValue::from_str(&put.meta.etag.to_string()).expect("ETags are ASCII"),
-    );
-    h.insert(
-        header::LAST_MODIFIED,
-        HeaderValue::from_str(&larder::meta::http_date(put.meta.last_modified)).expect("ascii"),
-    );
-    let status = if put.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, h, Json(MetaJson::from(&put.meta))).into_response())
+    Ok((permit, Body::from_stream(stream)))
 }
 
 /// DELETE: 204, 404, 412.
