@@ -24,9 +24,10 @@
 //!   `if_unmodified_since`, every [`GetRange`](object_store::GetRange) form and `head` are
 //!   passed to the store, whose one evaluator decides them on the version it serves; bodies
 //!   stream. Dates compare at HTTP's whole-second resolution.
-//! - **Listing** pages through Larder's listing (`list`, `list_with_offset`, whose offset is
-//!   pushed down as the listing cursor, `list_with_delimiter`, and
-//!   [`PaginatedListStore::list_paginated`] with Larder's cursor as the page token).
+//! - **Listing** pages through Larder's listing (`list`, `list_with_offset`,
+//!   `list_with_delimiter`, and [`PaginatedListStore::list_paginated`] with Larder's cursor as
+//!   the page token). Larder resumes a listing only after a cursor one of its pages returned,
+//!   so offsets are applied to the listed keys, not sent as cursors.
 //! - **Copy and rename** stream the source version into the destination, checked against the
 //!   source's ETag; `copy_if_not_exists` / `rename_if_not_exists` are create-only writes, so
 //!   two racing renames onto one path cannot both win. A rename then deletes the source only
@@ -609,15 +610,10 @@ impl ObjectStore for LarderObjectStore {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
-        // Larder's cursor is a position in key order (listing resumes after it), so the
-        // offset's key is the cursor; the filter keeps the offset exclusive whatever it is.
-        let cursor = format!("{}{}", self.inner.mount.prefix(), offset.as_ref());
-        let opts = self.inner.mount.dir_prefix(prefix).map(|p| ListOptions {
-            cursor: Some(cursor),
-            ..ListOptions::prefix(p)
-        });
+        // Larder resumes a listing only after a cursor its own pages returned, so the offset
+        // is applied here, as object_store's default does, rather than passed as a cursor.
         let offset = offset.clone();
-        self.list_pages(opts)
+        self.list(prefix)
             .try_filter(move |m| futures::future::ready(m.location > offset))
             .boxed()
     }
@@ -706,21 +702,40 @@ impl PaginatedListStore for LarderObjectStore {
                 })
             }
         };
-        let cursor = opts
-            .page_token
-            .or_else(|| opts.offset.map(|o| format!("{}{o}", mount.prefix())));
-        let list = ListOptions {
+        let mut list = ListOptions {
             prefix: mount.raw_prefix(prefix.unwrap_or(""))?,
             delimiter,
             limit: opts.max_keys,
-            cursor,
+            cursor: opts.page_token.clone(),
         };
-        let page = self
-            .inner
-            .store
-            .list(list.clone())
-            .await
-            .map_err(|e| map(e, &list.prefix, Op::Other))?;
+        // Larder resumes only after cursors of its own pages, so a first page from an offset
+        // is found by reading pages until one has entries past it. (Later pages come after
+        // those entries, past the offset too.)
+        let offset = match opts.page_token {
+            None => opts.offset.map(|o| format!("{}{o}", mount.prefix())),
+            Some(_) => None,
+        };
+        let page = loop {
+            let mut page = self
+                .inner
+                .store
+                .list(list.clone())
+                .await
+                .map_err(|e| map(e, &list.prefix, Op::Other))?;
+            let Some(offset) = &offset else { break page };
+            page.objects.retain(|m| m.key.as_str() > offset.as_str());
+            // A common prefix may hold keys past the offset if it sorts after it or the offset
+            // lies inside it.
+            page.common_prefixes
+                .retain(|p| p.as_str() > offset.as_str() || offset.starts_with(p.as_str()));
+            if !page.objects.is_empty() || !page.common_prefixes.is_empty() {
+                break page;
+            }
+            match page.next_cursor {
+                Some(c) => list.cursor = Some(c),
+                None => break page,
+            }
+        };
         let mut result = ListResult {
             common_prefixes: Vec::new(),
             objects: Vec::new(),
