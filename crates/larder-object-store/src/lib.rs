@@ -21,7 +21,7 @@
 //!   `version` is always `None` (Larder keeps only the current version; a get asking for a
 //!   version is `NotSupported`).
 //! - **Reads.** `if_match`, `if_none_match` ([`Error::NotModified`]), `if_modified_since`,
-//!   `if_unmodified_since`, every [`GetRange`](object_store::GetRange) form and `head` are
+//!   `if_unmodified_since`, every [`GetRange`] form and `head` are
 //!   passed to the store, whose one evaluator decides them on the version it serves; bodies
 //!   stream. Dates compare at HTTP's whole-second resolution.
 //! - **Listing** pages through Larder's listing (`list`, `list_with_offset`,
@@ -187,7 +187,7 @@ impl LarderObjectStore {
     /// `sqlite://…`, `postgres://…`, `redis://…`, `nats://…`, `s3://…`, `azure://…`,
     /// `http://…`, with the drivers this crate's features enable). With the `tiered` feature,
     /// a path ending in `.toml` opens the tiered stack (and mounts) the file describes, in
-    /// the `[[tiers]]` / `[[mounts]]` form of [`larder::tiered::TierConfig`].
+    /// the `[[tiers]]` / `[[mounts]]` form of `larder::tiered::TierConfig`.
     pub async fn open(url: &str) -> Result<Self> {
         #[cfg(feature = "tiered")]
         if url.ends_with(".toml") {
