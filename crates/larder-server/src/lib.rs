@@ -14,6 +14,7 @@ pub mod error;
 pub mod headers;
 pub mod metrics;
 pub mod objects;
+pub mod s3;
 pub mod wire;
 
 use std::future::Future;
@@ -271,7 +272,11 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
         auth = !config.tokens.is_empty(),
         "larder serving"
     );
+    let s3 = s3::start(&config, opened.store.clone()).await?;
     run(listener, opened, config, shutdown_signal()).await?;
+    if let Some(s3) = s3 {
+        s3.shutdown().await?;
+    }
     tracing::info!("larder stopped");
     Ok(())
 }
