@@ -223,6 +223,75 @@ print("ALL OK")
     );
 }
 
+/// One object, one ETag, one Content-Type and one metadata map through both APIs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_object_through_both_apis() {
+    let Some(python) = tool("s3 endpoint and native API", "LARDER_TEST_S3_PYTHON") else {
+        return;
+    };
+    let server = S3Server::start("memory://", "none/");
+    let native = larder::open(&server.native).await.unwrap();
+    let written = native
+        .put(
+            &larder::Key::new("shared/native.txt").unwrap(),
+            larder::Body::from(b"written natively".to_vec()),
+            larder::PutOptions {
+                content_type: Some("text/plain".into()),
+                metadata: [("origin".to_string(), "native".to_string())].into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let out = Command::new(python)
+        .args([
+            "-c",
+            r#"
+import sys, boto3
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3],
+                  config=Config(signature_version="s3v4"))
+g = s3.get_object(Bucket="shared", Key="native.txt")
+assert g["Body"].read() == b"written natively"
+print(g["ETag"], g["ContentType"], g["Metadata"]["origin"])
+p = s3.put_object(Bucket="shared", Key="s3.txt", Body=b"written via s3", ContentType="text/x-s3",
+                  Metadata={"origin": "s3"})
+print(p["ETag"])
+"#,
+            &server.s3,
+            WRITER.0,
+            WRITER.1,
+        ])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("{} text/plain native", written.meta.etag)
+    );
+    let via_s3 = native
+        .head(
+            &larder::Key::new("shared/s3.txt").unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(lines.next().unwrap(), via_s3.etag.to_string());
+    assert_eq!(via_s3.etag, larder::ETag::of(b"written via s3"));
+    assert_eq!(via_s3.content_type.as_deref(), Some("text/x-s3"));
+    assert_eq!(
+        via_s3.metadata.get("origin").map(String::as_str),
+        Some("s3")
+    );
+}
+
 /// A non-loopback S3 listener without keys refuses to start.
 #[test]
 fn exposed_without_keys_refuses_to_start() {
