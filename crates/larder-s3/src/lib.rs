@@ -60,6 +60,9 @@ pub struct S3Options {
     pub max_object_size: Option<u64>,
     /// Where multipart parts are spooled until completion (default: the system temp dir).
     pub spool_dir: Option<PathBuf>,
+    /// Bound on one whole request (`None`: unbounded); past it the answer is 400
+    /// `RequestTimeout`.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for S3Options {
@@ -68,6 +71,7 @@ impl std::fmt::Debug for S3Options {
             .field("grants", &self.grants.is_some())
             .field("max_object_size", &self.max_object_size)
             .field("spool_dir", &self.spool_dir)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -101,12 +105,45 @@ pub fn router(store: Arc<dyn Store>, options: S3Options) -> std::io::Result<axum
         tracing::warn!(error = ?e, "s3 request failed");
         axum::http::StatusCode::INTERNAL_SERVER_ERROR
     });
-    let router = axum::Router::new().fallback_service(handled);
-    Ok(if open {
-        router.layer(axum::middleware::from_fn(accept_any_key))
-    } else {
-        router
-    })
+    let mut router = axum::Router::new().fallback_service(handled);
+    if open {
+        router = router.layer(axum::middleware::from_fn(accept_any_key));
+    }
+    if let Some(limit) = options.request_timeout {
+        router = router.layer(axum::middleware::from_fn(move |req, next| {
+            bounded(limit, req, next)
+        }));
+    }
+    Ok(router)
+}
+
+/// An S3 error body, for the answers given before s3s sees a request.
+fn s3_error_response(status: axum::http::StatusCode, code: &str, message: &str) -> Response {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/xml")],
+        xml,
+    )
+        .into_response()
+}
+
+/// Bounds a whole request by the configured timeout, as the native API does.
+async fn bounded(
+    limit: std::time::Duration,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => s3_error_response(
+            axum::http::StatusCode::BAD_REQUEST,
+            "RequestTimeout",
+            "the request took longer than the server allows",
+        ),
+    }
 }
 
 /// Serves the S3 API over `store` on `listener` until `shutdown` completes, then lets the
@@ -144,15 +181,12 @@ async fn accept_any_key(mut req: Request, next: axum::middleware::Next) -> Respo
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("STREAMING-"));
     if streaming {
-        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NotImplemented</Code>\
-<Message>aws-chunked request bodies need configured access keys ([[s3.keys]]): the \
-signature chain can only be checked with a known secret</Message></Error>";
-        return (
+        return s3_error_response(
             axum::http::StatusCode::NOT_IMPLEMENTED,
-            [(axum::http::header::CONTENT_TYPE, "application/xml")],
-            xml,
-        )
-            .into_response();
+            "NotImplemented",
+            "aws-chunked request bodies need configured access keys ([[s3.keys]]): the \
+             signature chain can only be checked with a known secret",
+        );
     }
     req.headers_mut().remove(axum::http::header::AUTHORIZATION);
     if let Some(query) = req.uri().query() {

@@ -974,6 +974,14 @@ impl S3 for LarderS3 {
             })
             .ok_or_else(|| s3_error!(NoSuchUpload))??;
         let (parts, content_type, metadata) = chosen;
+        // Until the put is decided, the upload is marked completing; if this request is dropped
+        // midway (the client went away), the guard clears the mark so it can be retried.
+        let mut guard = Completing {
+            uploads: &self.uploads,
+            id: &id,
+            key: &key,
+            armed: true,
+        };
         let total: u64 = parts.iter().map(|p| p.size).sum();
         let result = if self.max_object_size.is_some_and(|l| total > l) {
             Err(s3_error!(EntityTooLarge))
@@ -996,6 +1004,7 @@ impl S3 for LarderS3 {
         };
         match result {
             Ok(put) => {
+                guard.armed = false;
                 self.uploads.remove(&id, &key);
                 Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
                     bucket: Some(input.bucket.clone()),
@@ -1005,11 +1014,9 @@ impl S3 for LarderS3 {
                     ..Default::default()
                 }))
             }
-            Err(e) => {
-                // The upload stays, as in S3: the client may retry or abort it.
-                self.uploads.with(&id, &key, |u| u.completing = false);
-                Err(e)
-            }
+            // The upload stays, as in S3: the client may retry or abort it (the guard clears
+            // the mark).
+            Err(e) => Err(e),
         }
     }
 
@@ -1123,5 +1130,22 @@ impl futures::Stream for SyncBody {
             .get_mut()
             .unwrap_or_else(|e| e.into_inner());
         stream.poll_next_unpin(cx)
+    }
+}
+
+/// Clears an upload's `completing` mark when dropped armed.
+struct Completing<'a> {
+    uploads: &'a Uploads,
+    id: &'a str,
+    key: &'a Key,
+    armed: bool,
+}
+
+impl Drop for Completing<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.uploads
+                .with(self.id, self.key, |u| u.completing = false);
+        }
     }
 }

@@ -74,6 +74,7 @@ pub async fn start(
             .then(|| Arc::new(KeyGrants(s3.keys.clone())) as Arc<dyn larder_s3::Grants>),
         max_object_size: Some(config.max_object_size),
         spool_dir: s3.spool_dir.clone(),
+        request_timeout: Some(config.request_timeout),
     };
     tracing::info!(
         listen = %listener.local_addr()?,
