@@ -227,3 +227,88 @@ impl Hasher {
 pub(crate) fn body_failure(failure: &Arc<Mutex<Option<S3Error>>>) -> Option<S3Error> {
     failure.lock().expect("not poisoned").take()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    async fn run(
+        headers: &[(&'static str, &str)],
+        body: &'static [u8],
+        limit: Option<u64>,
+    ) -> Result<Vec<u8>, S3Error> {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, v.parse().unwrap());
+        }
+        let expect = Expectations::from_request(&h, None, limit)?;
+        let blob = StreamingBlob::wrap(futures::stream::iter(
+            body.chunks(3)
+                .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c)))
+                .collect::<Vec<_>>(),
+        ));
+        let mut out = Vec::new();
+        let mut s = std::pin::pin!(expect.check(Some(blob)));
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(_) => return Err(body_failure(&expect.failure).expect("a recorded failure")),
+            }
+        }
+        Ok(out)
+    }
+
+    fn b64(d: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(d)
+    }
+
+    #[tokio::test]
+    async fn digests_are_checked_at_the_end_of_the_body() {
+        let body = b"the quick brown fox";
+        let md5 = b64(Md5::checksum(body).as_ref());
+        let sha = b64(Sha256::checksum(body).as_ref());
+        let crc = b64(Crc32::checksum(body).as_ref());
+        let ok = run(
+            &[
+                ("content-md5", &md5),
+                ("x-amz-checksum-sha256", &sha),
+                ("x-amz-checksum-crc32", &crc),
+            ],
+            body,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok, body);
+
+        let wrong = b64(Sha256::checksum(b"other").as_ref());
+        let e = run(&[("x-amz-checksum-sha256", &wrong)], body, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), &s3s::S3ErrorCode::BadDigest);
+        let wrong_md5 = b64(Md5::checksum(b"other").as_ref());
+        let e = run(&[("content-md5", &wrong_md5)], body, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), &s3s::S3ErrorCode::BadDigest);
+        let e = run(&[("content-md5", "not base64!")], body, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), &s3s::S3ErrorCode::InvalidDigest);
+    }
+
+    #[tokio::test]
+    async fn a_promised_trailer_must_come_and_the_limit_holds() {
+        let e = run(&[("x-amz-trailer", "x-amz-checksum-crc32c")], b"abc", None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), &s3s::S3ErrorCode::InvalidRequest);
+        let e = run(&[], b"0123456789", Some(9)).await.unwrap_err();
+        assert_eq!(e.code(), &s3s::S3ErrorCode::EntityTooLarge);
+        assert_eq!(
+            run(&[], b"0123456789", Some(10)).await.unwrap(),
+            b"0123456789"
+        );
+    }
+}
