@@ -41,15 +41,21 @@ pub fn authorize(
         .iter()
         .find(|t| constant_time_eq(t.token.as_bytes(), presented.as_bytes()))
         .ok_or(ApiError::Unauthorized)?;
-    if access == Access::Write && token.scope != Scope::Write {
-        return Err(ApiError::Forbidden("this token is read-only".into()));
+    check_scope(token.scope, &token.prefix, access, target).map_err(ApiError::Forbidden)
+}
+
+/// Whether a credential with `scope` over keys under `prefix` grants `access` to `target`
+/// (a key, or a listing's prefix): the one scope rule of bearer tokens and S3 access keys.
+/// `Err` says why not.
+pub fn check_scope(scope: Scope, prefix: &str, access: Access, target: &str) -> Result<(), String> {
+    if access == Access::Write && scope != Scope::Write {
+        return Err("this credential is read-only".into());
     }
-    // A listing must stay inside the token's prefix too: its prefix must extend the token's.
-    if !target.starts_with(&token.prefix) {
-        return Err(ApiError::Forbidden(format!(
-            "this token is limited to keys under {:?}",
-            token.prefix
-        )));
+    // A listing must stay inside the prefix too: its prefix must extend the credential's.
+    if !target.starts_with(prefix) {
+        return Err(format!(
+            "this credential is limited to keys under {prefix:?}"
+        ));
     }
     Ok(())
 }

@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Serve a non-loopback address without bearer tokens.
     #[arg(long, env = "LARDER_INSECURE")]
     pub insecure: bool,
+    /// Also serve the S3 API on this address (docs/s3.md); access keys go in the config's
+    /// `[[s3.keys]]`.
+    #[arg(long, env = "LARDER_S3_LISTEN")]
+    pub s3_listen: Option<SocketAddr>,
 }
 
 /// What a bearer token may do.
@@ -90,6 +94,34 @@ pub struct TokenConfig {
     /// Keys the token may touch start with this (empty: every key).
     #[serde(default)]
     pub prefix: String,
+}
+
+/// An S3 access key and what it grants (scoped like a bearer token).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct S3KeyConfig {
+    /// The access key id.
+    pub access_key: String,
+    /// The secret the requests are signed with (SigV4).
+    pub secret_key: String,
+    /// Read-only or read-write.
+    pub scope: Scope,
+    /// Keys (`bucket/key`) the access key may touch start with this (empty: every key).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// The S3 endpoint: `[s3]` in the file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Address of the S3 listener; none means no S3 endpoint (`--s3-listen` wins).
+    pub listen: Option<SocketAddr>,
+    /// Access keys; none means any key is accepted (loopback only).
+    #[serde(default)]
+    pub keys: Vec<S3KeyConfig>,
+    /// Where multipart parts are spooled until completion (default: the temp dir).
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// The TOML file's shape.
@@ -129,6 +161,8 @@ pub struct FileConfig {
     /// Key prefixes routed to other stores.
     #[serde(default)]
     pub mounts: Vec<larder::tiered::MountConfig>,
+    /// The S3 endpoint.
+    pub s3: Option<S3Config>,
 }
 
 /// The resolved configuration of a server.
@@ -158,6 +192,8 @@ pub struct Config {
     /// Tiers and mounts, when the file has `[[tiers]]` or `[[mounts]]` (and no `--store`
     /// overrides them); `store` is then unused.
     pub tiered: Option<larder::tiered::TierConfig>,
+    /// The S3 endpoint, when it has a listen address.
+    pub s3: Option<S3Config>,
 }
 
 impl Default for Config {
@@ -174,6 +210,7 @@ impl Default for Config {
             insecure: false,
             tokens: Vec::new(),
             tiered: None,
+            s3: None,
         }
     }
 }
@@ -222,9 +259,17 @@ impl Config {
             insecure: args.insecure || file.insecure.unwrap_or(false),
             tokens: file.tokens,
             tiered,
+            s3: Self::s3_config(file.s3, args.s3_listen),
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The S3 endpoint, when `--s3-listen` or `[s3] listen` gives it an address.
+    fn s3_config(file: Option<S3Config>, flag: Option<SocketAddr>) -> Option<S3Config> {
+        let mut s3 = file.unwrap_or_default();
+        s3.listen = flag.or(s3.listen);
+        s3.listen.is_some().then_some(s3)
     }
 
     /// The tiered store the file describes, if any. `--store` on the command line replaces it.
@@ -294,6 +339,17 @@ impl Config {
                 "token for prefix {:?} is shorter than 16 characters",
                 t.prefix
             )));
+        }
+        if let Some(s3) = &self.s3 {
+            if let Some(k) = s3.keys.iter().find(|k| k.secret_key.len() < 16) {
+                return Err(ServerError::Config(format!(
+                    "the secret of S3 access key {:?} is shorter than 16 characters",
+                    k.access_key
+                )));
+            }
+            if let Some(listen) = s3.listen {
+                larder_s3::check_exposure(listen, s3.keys.len()).map_err(ServerError::Config)?;
+            }
         }
         if !self.listen.ip().is_loopback() && self.tokens.is_empty() && !self.insecure {
             return Err(ServerError::Config(format!(
@@ -400,5 +456,58 @@ mod tests {
             Config::parse_file("bogus = 1").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn s3_endpoint_from_flag_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("larder.toml");
+        std::fs::write(
+            &path,
+            r#"
+            [s3]
+            listen = "0.0.0.0:9100"
+            [[s3.keys]]
+            access_key = "AKIDREADER"
+            secret_key = "a-secret-of-sixteen-or-more"
+            scope = "read"
+            prefix = "photos/"
+            "#,
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let s3 = Config::resolve(&args).unwrap().s3.unwrap();
+        assert_eq!(s3.listen.unwrap().port(), 9100);
+        assert_eq!(s3.keys[0].scope, Scope::Read);
+        assert_eq!(s3.keys[0].prefix, "photos/");
+        let flag = ServeArgs {
+            s3_listen: Some("127.0.0.1:9200".parse().unwrap()),
+            ..args
+        };
+        assert_eq!(
+            Config::resolve(&flag)
+                .unwrap()
+                .s3
+                .unwrap()
+                .listen
+                .unwrap()
+                .port(),
+            9200
+        );
+        assert!(Config::resolve(&ServeArgs::default()).unwrap().s3.is_none());
+        // Without keys, only loopback.
+        let open = ServeArgs {
+            s3_listen: Some("0.0.0.0:9100".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&open).is_err());
+        let open = ServeArgs {
+            s3_listen: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&open).is_ok());
     }
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod objects;
 pub mod openapi;
 pub mod unstorage;
+pub mod s3;
 pub mod wire;
 
 use std::future::Future;
@@ -307,7 +308,11 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
         auth = !config.tokens.is_empty(),
         "larder serving"
     );
+    let s3 = s3::start(&config, opened.store.clone()).await?;
     run(listener, opened, config, shutdown_signal()).await?;
+    if let Some(s3) = s3 {
+        s3.shutdown().await?;
+    }
     tracing::info!("larder stopped");
     Ok(())
 }
