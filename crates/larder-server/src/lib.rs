@@ -5,6 +5,8 @@
 //! - [`headers`]: HTTP fields ↔ typed options; [`error`]: errors → statuses.
 //! - [`objects`]: the handlers; [`auth`], [`metrics`].
 //! - [`spawn`]: a server on a listener you bound (tests, embedding).
+//! - [`health`]: `/readyz`; [`openapi`]: `/openapi.json`. Connections are served with bounded
+//!   header-read and idle timeouts and a connection cap (`conn.rs`).
 
 #![warn(missing_docs)]
 
