@@ -5,8 +5,8 @@
 //!   client that sends nothing, a partial request line, or sits on a keep-alive connection is
 //!   closed.
 //! - A connection with no request being handled and no byte moving either way for the idle
-//!   timeout is closed: this also covers HTTP/2 connections (where hyper has no header timer)
-//!   and connections still waiting for their first byte to tell HTTP/1 from HTTP/2.
+//!   timeout is closed: this also covers HTTP/2 connections (where hyper has no header timer).
+//!   One that has sent nothing at all is closed after the header-read timeout.
 //! - At most `max_connections` are open. At the cap, a new connection evicts the open one that
 //!   has been idle longest (no request in flight), so a crowd of idle or slow connections cannot
 //!   lock out a client that sends a whole request; when every connection is busy, the new one
@@ -55,6 +55,8 @@ struct ConnState {
     in_flight: AtomicUsize,
     /// Told to close (evicted, or the grace period ran out).
     closing: AtomicBool,
+    /// The client has sent at least one byte.
+    spoke: AtomicBool,
     close: Notify,
     epoch: Instant,
 }
@@ -79,9 +81,16 @@ impl ConnState {
         self.close.notify_one();
     }
 
-    /// Resolves once the connection has had nothing in flight and no traffic for `limit`.
-    async fn idle_past(&self, limit: Duration) {
+    /// Resolves once the connection has had nothing in flight and no traffic for `limit`, or
+    /// for `silent` while the client has sent nothing at all (before its first byte the server
+    /// cannot yet tell HTTP/1 from HTTP/2, so hyper's header timer is not running).
+    async fn idle_past(&self, limit: Duration, silent: Duration) {
         loop {
+            let limit = if self.spoke.load(Ordering::Relaxed) {
+                limit
+            } else {
+                silent.min(limit)
+            };
             let idle = self.idle_for();
             let wait = if !self.is_idle() {
                 limit
@@ -137,6 +146,7 @@ impl Registry {
             last_active: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            spoke: AtomicBool::new(false),
             close: Notify::new(),
             epoch: self.epoch,
         });
@@ -202,6 +212,7 @@ impl AsyncRead for Watched {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.state.touch();
+            self.state.spoke.store(true, Ordering::Relaxed);
         }
         r
     }
@@ -366,7 +377,7 @@ async fn serve_one(
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            () = state.idle_past(limits.idle_timeout) => {
+            () = state.idle_past(limits.idle_timeout, limits.header_read_timeout) => {
                 tracing::debug!("closing an idle connection");
                 return;
             }

@@ -6,6 +6,8 @@
 //! - [`objects`]: the handlers; [`auth`], [`metrics`].
 //! - [`unstorage`]: unstorage's storage-server protocol at `/unstorage` (docs/unstorage.md).
 //! - [`spawn`]: a server on a listener you bound (tests, embedding).
+//! - [`health`]: `/readyz`; [`openapi`]: `/openapi.json`. Connections are served with bounded
+//!   header-read and idle timeouts and a connection cap (`conn.rs`).
 
 #![warn(missing_docs)]
 

@@ -198,3 +198,18 @@ async fn a_request_in_flight_is_not_idle() {
     assert!(text.starts_with("HTTP/1.1 201"), "{text}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_silent_connection_gets_the_header_timeout_not_the_idle_one() {
+    // Before its first byte a connection is neither HTTP/1 nor HTTP/2 yet; it must still be
+    // closed after the header-read timeout (1 s), long before the idle timeout (60 s).
+    let server = start(Config {
+        header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(60),
+        ..Config::default()
+    })
+    .await;
+    let s = open(server.local_addr(), Slow::Silent).await.unwrap();
+    assert!(closed_by_server(s, PATIENCE).await);
+    server.shutdown().await.unwrap();
+}

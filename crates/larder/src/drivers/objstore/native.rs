@@ -210,7 +210,7 @@ impl Response {
 /// pooled connection belongs to the tokio runtime that opened it.
 pub(crate) fn new_client() -> reqwest::Client {
     reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
         // Below the servers' own keep-alive timeouts (Node's, so Azurite's, is 5 s): a
         // pooled connection the server is closing would fail a request that cannot be
         // resent.
