@@ -103,7 +103,7 @@ fn run(rt: &tokio::runtime::Runtime, size: usize) {
     });
 
     let get = measure3(
-        &rt,
+        rt,
         |_| async {
             black_box(larder.get_bytes(&key).await.unwrap());
         },
@@ -116,7 +116,7 @@ fn run(rt: &tokio::runtime::Runtime, size: usize) {
     );
 
     let put = measure3(
-        &rt,
+        rt,
         |_| async {
             black_box(larder.put_bytes(&key, data.clone()).await.unwrap());
         },
@@ -158,7 +158,7 @@ fn run(rt: &tokio::runtime::Runtime, size: usize) {
             }
         };
         measure3(
-            &rt,
+            rt,
             |i| {
                 let body = bodies[(i % 2) as usize].clone();
                 let (larder, key, etag) = (&larder, &key, &etag);
