@@ -29,6 +29,23 @@ const SIZE: usize = 4096;
 const OPS: u32 = 5_000;
 const ROUNDS: usize = 21;
 
+/// `OPS` and `ROUNDS`, overridden by `LARDER_BENCH_OPS` / `LARDER_BENCH_ROUNDS` (e.g. one
+/// short round under `valgrind --tool=callgrind`, whose instruction counts per `round`
+/// instantiation do not depend on the machine's load).
+fn ops() -> u32 {
+    std::env::var("LARDER_BENCH_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(OPS)
+}
+
+fn rounds() -> usize {
+    std::env::var("LARDER_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ROUNDS)
+}
+
 /// Nanoseconds per call of `op` (given the call's index) over one round of `OPS` calls.
 fn round<F, Fut>(rt: &tokio::runtime::Runtime, op: &mut F) -> f64
 where
@@ -37,10 +54,10 @@ where
 {
     rt.block_on(async {
         let start = Instant::now();
-        for i in 0..OPS {
+        for i in 0..ops() {
             op(i).await;
         }
-        start.elapsed().as_nanos() as f64 / f64::from(OPS)
+        start.elapsed().as_nanos() as f64 / f64::from(ops())
     })
 }
 
@@ -60,15 +77,15 @@ where
     FB: Future<Output = ()>,
     FC: Future<Output = ()>,
 {
-    let mut rounds = [Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..ROUNDS {
-        rounds[0].push(round(rt, &mut a));
-        rounds[1].push(round(rt, &mut b));
-        rounds[2].push(round(rt, &mut c));
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..rounds() {
+        samples[0].push(round(rt, &mut a));
+        samples[1].push(round(rt, &mut b));
+        samples[2].push(round(rt, &mut c));
     }
-    rounds.map(|mut r| {
+    samples.map(|mut r| {
         r.sort_by(|x, y| x.total_cmp(y));
-        r[ROUNDS / 2]
+        r[r.len() / 2]
     })
 }
 
@@ -77,7 +94,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("ns/op (median of {ROUNDS} interleaved rounds of {OPS} ops, one thread)");
+    println!(
+        "ns/op (median of {} interleaved rounds of {} ops, one thread)",
+        rounds(),
+        ops()
+    );
     // 4 KiB, as asked; then 1 byte, where Larder's SHA-256 of the body costs next to nothing
     // and the adapter's own overhead stands out of the noise.
     for size in [SIZE, 1] {
