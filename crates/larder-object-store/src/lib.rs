@@ -455,19 +455,33 @@ fn byte_range(range: &GetRange) -> Result<ByteRange> {
     })
 }
 
+/// The wire form of a stored object's ETag, `"<hex>"` (as `Display` writes it, built directly:
+/// it is on every call's path, and the formatting machinery costs more than the copy).
+fn e_tag(etag: &ETag) -> String {
+    if etag.is_weak() {
+        return etag.to_string();
+    }
+    let opaque = etag.opaque();
+    let mut s = String::with_capacity(opaque.len() + 2);
+    s.push('"');
+    s.push_str(opaque);
+    s.push('"');
+    s
+}
+
 fn object_meta(location: Path, meta: &larder::Meta) -> ObjectMeta {
     ObjectMeta {
         location,
         last_modified: meta.last_modified.into(),
         size: meta.size,
-        e_tag: Some(meta.etag.to_string()),
+        e_tag: Some(e_tag(&meta.etag)),
         version: None,
     }
 }
 
 fn put_result(meta: &larder::Meta) -> PutResult {
     PutResult {
-        e_tag: Some(meta.etag.to_string()),
+        e_tag: Some(e_tag(&meta.etag)),
         version: None,
         extensions: Default::default(),
     }

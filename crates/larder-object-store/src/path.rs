@@ -48,7 +48,10 @@ impl Mount {
         if raw.is_empty() {
             return Err(invalid_path(raw, "the root path names no object"));
         }
-        Key::new(format!("{}{raw}", self.prefix)).map_err(|e| match e {
+        let mut key = String::with_capacity(self.prefix.len() + raw.len());
+        key.push_str(&self.prefix);
+        key.push_str(raw);
+        Key::new(key).map_err(|e| match e {
             larder::Error::InvalidKey { reason, .. } => invalid_path(raw, reason),
             other => invalid_path(raw, &other.to_string()),
         })
