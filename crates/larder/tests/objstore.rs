@@ -24,7 +24,7 @@ macro_rules! objstore_tests {
             use larder::drivers::objstore::native::{Guard, NativeError};
             use larder::drivers::objstore::{$driver, ObjStore};
             use larder::{Error, Key, Store, StoreExt};
-            use object_store::{PutMode, PutOptions, UpdateVersion};
+            use object_store::{ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
 
             const NAME: &str = stringify!($module);
 

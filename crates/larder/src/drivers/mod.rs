@@ -21,3 +21,5 @@ pub mod sql;
 pub mod sqlite;
 #[cfg(feature = "tiered")]
 pub mod tiered;
+#[cfg(any(feature = "redis", feature = "nats", feature = "tiered-redis"))]
+mod tls;

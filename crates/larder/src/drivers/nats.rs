@@ -257,6 +257,7 @@ impl NatsStore {
         }
         let mut server = url.clone();
         server.set_query(None);
+        crate::drivers::tls::ensure_crypto_provider();
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(timeout))
             .connection_timeout(connect_timeout)

@@ -386,6 +386,7 @@ impl RedisStore {
                 "redis store: prefix {prefix:?} must be non-empty, without braces"
             )));
         }
+        crate::drivers::tls::ensure_crypto_provider();
         let client = redis::Client::open(rest.as_str())
             .map_err(|e| Error::InvalidInput(format!("redis store URL: {e}")))?;
         let config = ConnectionManagerConfig::new()

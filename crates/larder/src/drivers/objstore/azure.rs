@@ -160,7 +160,9 @@ impl AzureNative {
             .await
             .map_err(map_err)?;
         let mut request = native::request(method, &url, headers, body)?;
-        AzureAuthorizer::new(&credential, &self.account).authorize(&mut request);
+        AzureAuthorizer::new(&credential, &self.account)
+            .try_authorize(&mut request)
+            .map_err(map_err)?;
         native::send(&self.http, request, attempts).await
     }
 }

@@ -69,8 +69,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::multipart::PartId;
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, GetRange, ObjectMeta, ObjectStore, PutMode, PutPayload,
-    UpdateVersion,
+    Attribute, AttributeValue, Attributes, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMode, PutPayload, UpdateVersion,
 };
 use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
@@ -1103,8 +1103,11 @@ mod tests {
         ) -> object_store::Result<object_store::GetResult> {
             self.inner.get_opts(location, options).await
         }
-        async fn delete(&self, location: &Path) -> object_store::Result<()> {
-            self.inner.delete(location).await
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
         }
         fn list(
             &self,
@@ -1118,11 +1121,13 @@ mod tests {
         ) -> object_store::Result<ListResult> {
             self.inner.list_with_delimiter(prefix).await
         }
-        async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-            self.inner.copy(from, to).await
-        }
-        async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-            self.inner.copy_if_not_exists(from, to).await
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
         }
     }
 

@@ -124,7 +124,9 @@ impl S3Native {
         let mut url = native::blob_url(&self.bucket_endpoint, path);
         url.push_str(query);
         let mut request = native::request(method, &url, headers, body)?;
-        AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
+        AwsAuthorizer::new(&credential, "s3", &self.region)
+            .try_authorize(&mut request, None)
+            .map_err(map_err)?;
         native::send(&self.http, request, 1).await
     }
 }

@@ -153,6 +153,7 @@ fn redis_err(e: redis::RedisError) -> crate::Error {
 impl RedisInvalidator {
     /// Connects to `url` (`redis://host:port/db`) and uses `channel`.
     pub async fn connect(url: &str, channel: &str) -> Result<Arc<Self>> {
+        crate::drivers::tls::ensure_crypto_provider();
         let client = redis::Client::open(url)
             .map_err(|e| crate::Error::InvalidInput(format!("invalidation URL {url:?}: {e}")))?;
         let conn = redis::aio::ConnectionManager::new(client.clone())
