@@ -13,7 +13,10 @@ fi
 export RUSTC_BOOTSTRAP=1
 # No sanitizer: the code under test is safe Rust, and what the fuzzer hunts is panics
 # (overflow checks and debug assertions are on); the build is much quicker without ASan.
+# CI builds the targets unoptimized (`--dev`): they run for seconds, so build time matters and
+# speed does not; long local runs use the default release build (fuzz/README.md).
 FLAGS=(--sanitizer none)
+if [ "${LARDER_FUZZ_DEV:-1}" = 1 ]; then FLAGS+=(--dev); fi
 echo "== cargo fuzz build"
 cargo fuzz build "${FLAGS[@]}"
 for target in $(cargo fuzz list); do
