@@ -20,8 +20,8 @@ pub mod health;
 pub mod metrics;
 pub mod objects;
 pub mod openapi;
-pub mod unstorage;
 pub mod s3;
+pub mod unstorage;
 pub mod wire;
 
 use std::future::Future;

@@ -514,7 +514,15 @@ mod tests {
         h.insert(X_TTL, HeaderValue::from_static("0"));
         assert_eq!(ttl(&h).unwrap(), None);
         // Past the 100-year maximum or what a Duration holds: a 400, never a panic.
-        for bad in ["-1", "soon", "NaN", "inf", "1e30", "18446744073709551616", "3155760001"] {
+        for bad in [
+            "-1",
+            "soon",
+            "NaN",
+            "inf",
+            "1e30",
+            "18446744073709551616",
+            "3155760001",
+        ] {
             h.insert(X_TTL, HeaderValue::from_static(bad));
             assert!(ttl(&h).is_err(), "{bad}");
         }
