@@ -194,6 +194,19 @@ fn set(h: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
+/// The fields of a write's answer, in every API that writes: the new version's `ETag` (the
+/// token for the next `If-Match`) and its `Last-Modified`.
+pub fn write_headers(meta: &Meta) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    set(&mut h, header::ETAG, &meta.etag.to_string());
+    set(
+        &mut h,
+        header::LAST_MODIFIED,
+        &http_date(meta.last_modified),
+    );
+    h
+}
+
 /// The fields that describe a stored object, sent with a 200, 206, 304 and HEAD: `ETag`,
 /// `Last-Modified`, `Content-Type`, `Cache-Control`/`Expires` for an object with a TTL, and the
 /// user metadata.

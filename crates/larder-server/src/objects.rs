@@ -19,7 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::headers::{get_options, preconditions, put_options, validator_headers};
+use crate::headers::{get_options, preconditions, put_options, validator_headers, write_headers};
 use crate::wire::{ListJson, MetaJson};
 use crate::AppState;
 
@@ -126,15 +126,7 @@ pub async fn put(
     let opts = put_options(&headers)?;
     let (_permit, body) = upload_body(&s, &headers, body)?;
     let put = s.store.put(&key, body, opts).await?;
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::ETAG,
-        HeaderValue::from_str(&put.meta.etag.to_string()).expect("ETags are ASCII"),
-    );
-    h.insert(
-        header::LAST_MODIFIED,
-        HeaderValue::from_str(&larder::meta::http_date(put.meta.last_modified)).expect("ascii"),
-    );
+    let h = write_headers(&put.meta);
     let status = if put.created {
         StatusCode::CREATED
     } else {

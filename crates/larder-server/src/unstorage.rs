@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::headers::{preconditions, validator_headers};
+use crate::headers::{preconditions, validator_headers, write_headers};
 use crate::objects::upload_body;
 use crate::AppState;
 
@@ -325,15 +325,7 @@ async fn put(
     };
     let (_permit, body) = upload_body(s, headers, body)?;
     let put = s.store.put(&key, body, opts).await?;
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::ETAG,
-        HeaderValue::from_str(&put.meta.etag.to_string()).expect("ETags are ASCII"),
-    );
-    h.insert(
-        header::LAST_MODIFIED,
-        HeaderValue::from_str(&larder::meta::http_date(put.meta.last_modified)).expect("ascii"),
-    );
+    let h = write_headers(&put.meta);
     Ok(ok(h))
 }
 
