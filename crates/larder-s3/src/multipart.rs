@@ -38,6 +38,10 @@ pub(crate) struct Upload {
     pub(crate) completing: bool,
 }
 
+/// How many multipart uploads may be in progress at once; past it, CreateMultipartUpload is
+/// refused with `SlowDown` (503) until uploads are completed or aborted.
+pub(crate) const MAX_UPLOADS: usize = 1024;
+
 /// The uploads in progress and where their parts are spooled.
 pub(crate) struct Uploads {
     dir: tempfile::TempDir,
@@ -67,11 +71,16 @@ impl Uploads {
         self.uploads.lock().expect("not poisoned")
     }
 
-    /// Starts an upload; returns its id.
-    pub(crate) fn create(&self, upload: Upload) -> String {
+    /// Starts an upload; returns its id, or `None` when [`MAX_UPLOADS`] are already in
+    /// progress (a client may not grow the table and the spool without bound).
+    pub(crate) fn create(&self, upload: Upload) -> Option<String> {
+        let mut uploads = self.lock();
+        if uploads.len() >= MAX_UPLOADS {
+            return None;
+        }
         let id = random_id();
-        self.lock().insert(id.clone(), upload);
-        id
+        uploads.insert(id.clone(), upload);
+        Some(id)
     }
 
     /// Runs `f` on the upload `id` of `key`, if there is one.
@@ -198,4 +207,34 @@ fn random_id() -> String {
     let mut b = std::collections::hash_map::RandomState::new().build_hasher();
     b.write_u64(a.finish());
     format!("{:016x}{:016x}", a.finish(), b.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload() -> Upload {
+        Upload {
+            key: Key::new("b/k").unwrap(),
+            object: "k".into(),
+            content_type: None,
+            metadata: BTreeMap::new(),
+            initiated: SystemTime::now(),
+            parts: BTreeMap::new(),
+            completing: false,
+        }
+    }
+
+    #[test]
+    fn uploads_in_progress_are_capped() {
+        let uploads = Uploads::new(None).unwrap();
+        let ids: Vec<String> = (0..MAX_UPLOADS)
+            .map(|_| uploads.create(upload()).expect("under the cap"))
+            .collect();
+        assert!(uploads.create(upload()).is_none(), "one past the cap");
+        // Finishing one makes room for one.
+        assert!(uploads.remove(&ids[0], &Key::new("b/k").unwrap()));
+        assert!(uploads.create(upload()).is_some());
+        assert!(uploads.create(upload()).is_none());
+    }
 }

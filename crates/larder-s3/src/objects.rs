@@ -860,15 +860,23 @@ impl S3 for LarderS3 {
         let input = req.input;
         let key = larder_key(&input.bucket, &input.key)?;
         self.authorize(req.credentials.as_ref(), Access::Write, key.as_str())?;
-        let id = self.uploads.create(Upload {
-            key,
-            object: input.key.clone(),
-            content_type: input.content_type,
-            metadata: metadata_in(input.metadata),
-            initiated: SystemTime::now(),
-            parts: BTreeMap::new(),
-            completing: false,
-        });
+        let id = self
+            .uploads
+            .create(Upload {
+                key,
+                object: input.key.clone(),
+                content_type: input.content_type,
+                metadata: metadata_in(input.metadata),
+                initiated: SystemTime::now(),
+                parts: BTreeMap::new(),
+                completing: false,
+            })
+            .ok_or_else(|| {
+                s3_error!(
+                    SlowDown,
+                    "too many multipart uploads in progress: complete or abort some first"
+                )
+            })?;
         Ok(S3Response::new(dto::CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
