@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::headers::{get_options, preconditions, put_options, validator_headers};
-use crate::wire::{ListJson, MetaJson};
+use crate::wire::{CapabilitiesJson, ListJson, MetaJson};
 use crate::AppState;
 
 type Shared = State<Arc<AppState>>;
@@ -227,4 +227,10 @@ pub async fn list(
         })
         .await?;
     Ok(Json(ListJson::from(&page)).into_response())
+}
+
+/// GET /v1/capabilities: what the served store can do (no token needed: it describes the
+/// store, not its objects).
+pub async fn capabilities(State(s): Shared) -> Response {
+    Json(CapabilitiesJson::from(&s.store.capabilities())).into_response()
 }
