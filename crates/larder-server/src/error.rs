@@ -32,14 +32,11 @@ impl From<Error> for ApiError {
 }
 
 fn json(status: StatusCode, code: &'static str, message: String) -> Response {
-    let body = ErrorJson {
-        error: ErrorDetail {
-            code,
-            message,
-            current: None,
-        },
-    };
-    (status, Json(body)).into_response()
+    detailed(status, ErrorDetail::new(code, message))
+}
+
+fn detailed(status: StatusCode, error: ErrorDetail) -> Response {
+    (status, Json(ErrorJson { error })).into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -100,9 +97,8 @@ impl IntoResponse for ApiError {
                 }
                 let body = ErrorJson {
                     error: ErrorDetail {
-                        code: "precondition_failed",
-                        message,
                         current: current.as_deref().map(MetaJson::from),
+                        ..ErrorDetail::new("precondition_failed", message)
                     },
                 };
                 (StatusCode::PRECONDITION_FAILED, headers, Json(body)).into_response()
@@ -120,9 +116,21 @@ impl IntoResponse for ApiError {
                 r
             }
             Error::NotFound { .. } => json(StatusCode::NOT_FOUND, "not_found", message),
-            Error::InvalidKey { .. } => json(StatusCode::BAD_REQUEST, "invalid_key", message),
+            Error::InvalidKey { reason, .. } => detailed(
+                StatusCode::BAD_REQUEST,
+                ErrorDetail {
+                    reason: Some(reason.to_owned()),
+                    ..ErrorDetail::new("invalid_key", message)
+                },
+            ),
             Error::InvalidInput(_) => json(StatusCode::BAD_REQUEST, "invalid_input", message),
-            Error::TooLarge { .. } => json(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message),
+            Error::TooLarge { limit } => detailed(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorDetail {
+                    limit: Some(limit),
+                    ..ErrorDetail::new("too_large", message)
+                },
+            ),
             Error::Unsupported { .. } => json(StatusCode::NOT_IMPLEMENTED, "unsupported", message),
             Error::StorageFull { .. } => {
                 tracing::warn!(error = %message, "storage full");

@@ -15,16 +15,7 @@ use larder::precondition::{parse_date_condition, parse_etag_condition};
 use larder::range::{parse_range_header, RangeHeader};
 use larder::{ETag, Error, GetOptions, IfRange, Meta, Preconditions, PutOptions, Result};
 
-/// Prefix of the fields that carry user metadata (`X-Larder-Meta-<name>: <value>`).
-pub const META_PREFIX: &str = "x-larder-meta-";
-/// TTL in seconds, beside `Cache-Control: max-age=N`.
-pub const TTL: &str = "x-larder-ttl";
-/// The ETag the body must hash to, beside `Repr-Digest`.
-pub const EXPECT_ETAG: &str = "x-larder-expect-etag";
-/// RFC 9530's digest of the representation.
-pub const REPR_DIGEST: &str = "repr-digest";
-/// Media type served for objects stored without one.
-pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+pub use larder::wire::header::{DEFAULT_CONTENT_TYPE, EXPECT_ETAG, META_PREFIX, REPR_DIGEST, TTL};
 
 /// Every value of a field, as text; a value that is not visible ASCII is malformed.
 fn values(h: &HeaderMap, name: impl header::AsHeaderName) -> Result<Vec<&str>> {

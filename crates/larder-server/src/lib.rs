@@ -98,6 +98,7 @@ pub fn router_with_tiers(
     });
     Router::new()
         .route("/v1/objects", get(objects::list))
+        .route(larder::wire::CAPABILITIES_PATH, get(objects::capabilities))
         .route(
             "/v1/objects/{*key}",
             get(objects::get)
@@ -324,21 +325,13 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> 
     Ok(open_configured(config).await?.store)
 }
 
-/// A store to serve, and the tiered store inside it (for its per-tier metrics).
-struct OpenedStore {
-    store: Arc<dyn Store>,
-    tiered: Option<larder::tiered::TieredStore>,
-}
+/// A store to serve, and the tiered store inside it (for its per-tier metrics): the tiered
+/// config's opened form, also for a store opened from a URL.
+use larder::tiered::OpenedConfig as OpenedStore;
 
 async fn open_configured(config: &Config) -> Result<OpenedStore, ServerError> {
     Ok(match &config.tiered {
-        Some(t) => {
-            let parts = larder::tiered::open_config_parts(t).await?;
-            OpenedStore {
-                store: parts.store,
-                tiered: parts.tiered,
-            }
-        }
+        Some(t) => larder::tiered::open_config_parts(t).await?,
         None => OpenedStore {
             store: larder::open(&config.store).await?,
             tiered: None,

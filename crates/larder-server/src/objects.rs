@@ -20,7 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::headers::{get_options, preconditions, put_options, validator_headers, write_headers};
-use crate::wire::{ListJson, MetaJson};
+use crate::wire::{CapabilitiesJson, ListJson, MetaJson};
 use crate::AppState;
 
 type Shared = State<Arc<AppState>>;
@@ -252,4 +252,10 @@ pub async fn list(
         })
         .await?;
     Ok(Json(ListJson::from(&page)).into_response())
+}
+
+/// GET /v1/capabilities: what the served store can do (no token needed: it describes the
+/// store, not its objects).
+pub async fn capabilities(State(s): Shared) -> Response {
+    Json(CapabilitiesJson::from(&s.store.capabilities())).into_response()
 }

@@ -168,6 +168,43 @@ async fn live_statuses_are_typed() {
     ));
 }
 
+/// The driver reports the served store's capabilities (asked from the server), and reads the
+/// 413's limit from the error's typed field: the server and the driver share `larder::wire`.
+#[tokio::test]
+async fn capabilities_and_limits_come_from_the_server() {
+    let served = Arc::new(larder::drivers::memory::MemoryStore::new());
+    let want = served.capabilities();
+    let config = Config {
+        max_object_size: 16,
+        ..Config::default()
+    };
+    let url = serve_with(served, config).await;
+    let store = larder::drivers::http::HttpStore::connect(
+        larder::drivers::http::HttpConfig::from_url(&url).unwrap(),
+    )
+    .await
+    .unwrap();
+    let caps = store.capabilities();
+    assert_eq!((caps.name, caps.atomic_scope), ("http", want.atomic_scope));
+    assert_eq!(
+        larder::Capabilities {
+            name: want.name,
+            ..caps.clone()
+        },
+        want
+    );
+    assert_eq!(store.fetch_capabilities().await.unwrap(), caps);
+    // A client made without asking claims what the server's store decides, at cluster scope.
+    let unasked = HttpStore::from_url(&url).unwrap();
+    assert_eq!(
+        unasked.capabilities().atomic_scope,
+        larder::AtomicScope::Cluster
+    );
+    let k = Key::new("limits/big").unwrap();
+    let r = store.put_bytes(&k, Bytes::from(vec![b'x'; 17])).await;
+    assert!(matches!(r, Err(Error::TooLarge { limit: 16 })), "{r:?}");
+}
+
 /// The token in the URL is sent as a bearer token; without it, or with a read-only token for
 /// a write, the server's 401/403 come back as non-retryable backend errors carrying the status.
 #[tokio::test]

@@ -13,6 +13,10 @@ use crate::meta::Meta;
 use crate::precondition::Preconditions;
 use crate::store::{DeleteOptions, GetOptions, HeadOptions, PutOptions, Store};
 
+/// How many times [`StoreExt::update`] reads, computes and writes before giving up: enough for
+/// heavy contention, and a bound on a livelock.
+pub const UPDATE_ATTEMPTS: u32 = 1000;
+
 /// Convenience calls, implemented for every [`Store`].
 #[async_trait]
 pub trait StoreExt: Store {
@@ -65,14 +69,22 @@ pub trait StoreExt: Store {
 
     /// Read-modify-write with optimistic concurrency: reads the object (or `None`), computes the
     /// new value, and writes it with `If-Match` (or `If-None-Match: *`), retrying from the read
-    /// whenever another writer got there first. Returns the written metadata and how many
-    /// attempts lost a race.
-    async fn update<F>(&self, key: &Key, mut f: F) -> Result<(Meta, u32)>
+    /// whenever another writer got there first, at most [`UPDATE_ATTEMPTS`] times. Returns the
+    /// written metadata and how many attempts lost a race.
+    async fn update<F>(&self, key: &Key, f: F) -> Result<(Meta, u32)>
     where
         F: FnMut(Option<&Bytes>) -> Bytes + Send,
     {
-        let mut conflicts = 0;
-        loop {
+        self.update_within(key, UPDATE_ATTEMPTS, f).await
+    }
+
+    /// [`StoreExt::update`] with at most `attempts` attempts; when every one lost its race, a
+    /// retryable [`Error::Backend`] saying so (nothing was written by this call).
+    async fn update_within<F>(&self, key: &Key, attempts: u32, mut f: F) -> Result<(Meta, u32)>
+    where
+        F: FnMut(Option<&Bytes>) -> Bytes + Send,
+    {
+        for lost in 0..attempts {
             let (current, preconditions) = match self.get_bytes(key).await {
                 Ok((data, meta)) => (Some(data), Preconditions::if_match(meta.etag)),
                 Err(Error::NotFound { .. }) => (None, Preconditions::if_absent()),
@@ -84,11 +96,14 @@ pub trait StoreExt: Store {
                 ..Default::default()
             };
             match self.put(key, Body::Bytes(next), opts).await {
-                Ok(r) => return Ok((r.meta, conflicts)),
-                Err(Error::PreconditionFailed { .. }) => conflicts += 1,
+                Ok(r) => return Ok((r.meta, lost)),
+                Err(Error::PreconditionFailed { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
+        Err(Error::transient(format!(
+            "{key}: every one of {attempts} read-modify-write attempts lost its race"
+        )))
     }
 
     /// Every object under `prefix`, following pages.

@@ -46,6 +46,26 @@ impl Key {
     }
 }
 
+/// Every reason [`Error::InvalidKey`] gives for a key Larder refuses, so that a reason received
+/// as text (from a Larder server) maps back to the same value.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+const REASONS: &[&str] = &[
+    "key is empty",
+    "key is longer than 1024 bytes",
+    "key contains a control character",
+    "key contains a backslash",
+    "key has an empty segment (leading, trailing or doubled '/')",
+    "key has a '.' or '..' segment",
+    "prefix is only '/'",
+    "key is not UTF-8 once percent-decoded",
+];
+
+/// The reason among [`REASONS`] equal to `reason`.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn known_reason(reason: &str) -> Option<&'static str> {
+    REASONS.iter().copied().find(|r| *r == reason)
+}
+
 /// Why a key is invalid, or `Ok` when it is valid.
 fn check(key: &str) -> std::result::Result<(), &'static str> {
     if key.is_empty() {
@@ -201,5 +221,19 @@ mod tests {
                 prop_assert!(!k.as_str().chars().any(|c| c.is_control() || c == '\\'));
             }
         }
+    }
+
+    #[test]
+    fn every_reason_is_known() {
+        let long = "a".repeat(MAX_KEY_LEN + 1);
+        for bad in ["", long.as_str(), "a\u{7}", "a\\b", "a//b", "a/../b"] {
+            match Key::new(bad) {
+                Err(Error::InvalidKey { reason, .. }) => {
+                    assert_eq!(known_reason(reason), Some(reason), "{bad:?}")
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        assert_eq!(known_reason("something else"), None);
     }
 }

@@ -41,6 +41,8 @@ mod open;
 pub mod precondition;
 pub mod range;
 pub mod store;
+#[cfg(feature = "wire")]
+pub mod wire;
 
 #[cfg(feature = "tiered")]
 pub use drivers::tiered;
@@ -49,7 +51,7 @@ pub use body::{Body, BodyReader, ByteStream};
 pub use capabilities::{AtomicScope, Capabilities, ConditionSupport};
 pub use error::{Error, Result};
 pub use etag::{ContentHasher, ETag};
-pub use ext::StoreExt;
+pub use ext::{StoreExt, UPDATE_ATTEMPTS};
 pub use key::Key;
 pub use list::{ListOptions, ListPage};
 pub use meta::Meta;

@@ -42,6 +42,19 @@ impl ListOptions {
             .clamp(1, DEFAULT_PAGE_SIZE)
     }
 
+    /// Whether `key` belongs on a page after the cursor: it is under the prefix, and the entry
+    /// it appears as (its key, or its common prefix) sorts after the cursor. The rule
+    /// [`paginate`] pages by, for drivers that filter keys before fetching their metadata.
+    pub fn after_cursor(&self, key: &str) -> bool {
+        key.starts_with(&self.prefix)
+            && self
+                .cursor
+                .as_deref()
+                .is_none_or(|c| match self.entry_name(key) {
+                    Entry::Object(name) | Entry::Prefix(name) => name > c,
+                })
+    }
+
     /// The entry an object appears as: its key, or its common prefix under the delimiter.
     fn entry_name<'a>(&self, key: &'a str) -> Entry<'a> {
         if let Some(d) = self.delimiter {

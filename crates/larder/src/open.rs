@@ -54,7 +54,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
                 .is_some_and(|p| p.eq_ignore_ascii_case(s))
         })
     {
-        return Ok(Arc::new(crate::drivers::http::HttpStore::from_url(url)?));
+        let config = crate::drivers::http::HttpConfig::from_url(url)?;
+        return Ok(Arc::new(
+            crate::drivers::http::HttpStore::connect(config).await?,
+        ));
     }
     let parsed =
         url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("store URL {url:?}: {e}")))?;

@@ -187,12 +187,16 @@ async fn statuses_become_typed_errors() {
                 &err("range_not_satisfiable", "range not satisfiable"),
             ),
             "missing" => response("404 Not Found", &[], &err("not_found", "not found")),
-            "badkey" => response("400 Bad Request", &[], &err("invalid_key", "bad key")),
+            "badkey" => response(
+                "400 Bad Request",
+                &[],
+                r#"{"error":{"code":"invalid_key","message":"bad key","reason":"key has a '.' or '..' segment"}}"#,
+            ),
             "badinput" => response("400 Bad Request", &[], &err("invalid_input", "bad header")),
             "big" => response(
                 "413 Payload Too Large",
                 &[],
-                &err("too_large", "too large: the limit is 1024 bytes"),
+                r#"{"error":{"code":"too_large","message":"worded any way","limit":1024}}"#,
             ),
             "unsup" => response("501 Not Implemented", &[], &err("unsupported", "unsupported: If-Match")),
             "noauth" => response(
@@ -264,9 +268,10 @@ async fn statuses_become_typed_errors() {
         get("missing", Preconditions::none()).await,
         Err(Error::NotFound { key }) if key == "missing"
     ));
+    // The typed fields are read, not the message.
     assert!(matches!(
         get("badkey", Preconditions::none()).await,
-        Err(Error::InvalidKey { .. })
+        Err(Error::InvalidKey { reason, .. }) if reason == "key has a '.' or '..' segment"
     ));
     assert!(matches!(
         get("badinput", Preconditions::none()).await,

@@ -14,10 +14,14 @@
 //! backoff. A PUT, and a conditional DELETE, is sent exactly once: whether a lost response
 //! means the write happened is for the caller to find out by re-reading.
 //!
-//! Atomicity: whatever the server's store provides. The driver declares every condition
-//! supported at [`AtomicScope::Cluster`] (all clients of one server, on any host, go through
-//! that server's store); a condition the server's store cannot do atomically comes back as 501,
-//! which is [`Error::Unsupported`], never ignored.
+//! Atomicity: whatever the server's store provides. [`HttpStore::connect`] (and
+//! [`crate::open`]) asks the server (`GET /v1/capabilities`) and the driver then reports the
+//! server store's capabilities. Until it has them (a store made with [`HttpStore::new`], or a
+//! server that could not be reached or predates the route), it declares every condition
+//! supported at [`AtomicScope::Cluster`]; a condition the server's store cannot do atomically
+//! then comes back as 501, which is [`Error::Unsupported`], never ignored.
+//!
+//! The wire format (header names, JSON bodies) is [`crate::wire`], which the server uses too.
 //!
 //! Timeouts: 5 s to connect, 30 s for any one read from the server (not the whole transfer);
 //! `?timeout=SECS` sets the read timeout (and caps the connect timeout). A server that cannot
@@ -25,7 +29,7 @@
 //! [`Error::StorageFull`].
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -33,7 +37,6 @@ use futures::StreamExt;
 use percent_encoding::percent_decode_str;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde::Deserialize;
 
 use crate::body::{Body, ByteStream};
 use crate::capabilities::{AtomicScope, Capabilities};
@@ -47,13 +50,7 @@ use crate::range::ByteRange;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
-
-/// Prefix of the request/response headers that carry user metadata.
-pub const META_HEADER_PREFIX: &str = "x-larder-meta-";
-/// Request header carrying the TTL in seconds.
-pub const TTL_HEADER: &str = "x-larder-ttl";
-/// Request header carrying the content ETag the body must hash to.
-pub const EXPECT_ETAG_HEADER: &str = "x-larder-expect-etag";
+use crate::wire::{self, header, CapabilitiesJson, ErrorJson, ListJson, MetaJson};
 
 /// Settings of an [`HttpStore`].
 #[derive(Clone, Debug)]
@@ -150,6 +147,8 @@ impl HttpConfig {
 pub struct HttpStore {
     config: HttpConfig,
     client: reqwest::Client,
+    /// The server store's capabilities, once the server has told them.
+    server_capabilities: OnceLock<Capabilities>,
 }
 
 /// What the server said when it refused a request with a status that has no [`Error`] variant
@@ -180,13 +179,50 @@ impl std::error::Error for HttpError {}
 impl HttpStore {
     /// A client for the server in `config`.
     pub fn new(config: HttpConfig) -> Result<Self> {
+        // `HttpConfig::from_url` checks this too; a config built by hand may not have.
+        if !matches!(config.server.scheme(), "http" | "https") || config.server.cannot_be_a_base() {
+            return Err(Error::InvalidInput(format!(
+                "http store: the server URL {} is not http(s)://host",
+                config.server
+            )));
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
             .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(Error::backend)?;
-        Ok(HttpStore { config, client })
+        Ok(HttpStore {
+            config,
+            client,
+            server_capabilities: OnceLock::new(),
+        })
+    }
+
+    /// A client for the server in `config` that reports the server store's capabilities: it
+    /// asks the server once, now. A server that cannot be reached, or that predates the
+    /// capabilities route, is not an error here (see the [module docs](self)).
+    pub async fn connect(config: HttpConfig) -> Result<Self> {
+        let store = Self::new(config)?;
+        if let Err(e) = store.fetch_capabilities().await {
+            tracing::debug!(error = %e, "http store: the server's capabilities are unknown");
+        }
+        Ok(store)
+    }
+
+    /// Asks the server what its store can do (`GET /v1/capabilities`, once: opening a store
+    /// is not held up by retries); from then on [`Store::capabilities`] reports that.
+    pub async fn fetch_capabilities(&self) -> Result<Capabilities> {
+        let mut url = self.config.server.clone();
+        url.set_path(wire::CAPABILITIES_PATH);
+        let resp = self.send_once(self.request(Method::GET, url)).await?;
+        if !resp.status().is_success() {
+            return Err(self.error_from_response(resp, None).await);
+        }
+        let caps = json::<CapabilitiesJson>(resp)
+            .await?
+            .into_capabilities("http")?;
+        Ok(self.server_capabilities.get_or_init(|| caps).clone())
     }
 
     /// From a store URL, as [`HttpConfig::from_url`] reads it.
@@ -279,7 +315,7 @@ impl HttpStore {
             })
     }
 
-    fn meta_from_wire(&self, w: WireMeta) -> Result<Meta> {
+    fn meta_from_wire(&self, w: MetaJson) -> Result<Meta> {
         let key = Key::new(self.strip_prefix(&w.key)?)?;
         w.into_meta(key)
     }
@@ -295,7 +331,7 @@ impl HttpStore {
         };
         let err = body
             .as_deref()
-            .and_then(|b| serde_json::from_slice::<WireErrorBody>(b).ok())
+            .and_then(|b| serde_json::from_slice::<ErrorJson>(b).ok())
             .map(|b| b.error);
         let message = err
             .as_ref()
@@ -340,15 +376,19 @@ impl HttpStore {
                 }
             }
             StatusCode::NOT_FOUND => Error::not_found(key_str()),
-            StatusCode::BAD_REQUEST => match err.as_ref().map(|e| e.code.as_str()) {
-                Some("invalid_key") => Error::InvalidKey {
+            StatusCode::BAD_REQUEST => match err.filter(|e| e.code == "invalid_key") {
+                Some(e) => Error::InvalidKey {
                     key: key_str(),
-                    reason: "refused by the server",
+                    reason: e
+                        .reason
+                        .as_deref()
+                        .and_then(crate::key::known_reason)
+                        .unwrap_or("refused by the server"),
                 },
-                _ => Error::InvalidInput(message),
+                None => Error::InvalidInput(message),
             },
             StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge {
-                limit: limit_from_message(&message).unwrap_or(0),
+                limit: err.and_then(|e| e.limit).unwrap_or(0),
             },
             StatusCode::NOT_IMPLEMENTED => Error::unsupported(message),
             StatusCode::INSUFFICIENT_STORAGE => Error::storage_full(HttpError {
@@ -439,10 +479,10 @@ pub fn request_headers(
         if let Some(ttl) = opts.ttl {
             // Whole seconds on the wire; rounded up so a short TTL never becomes none.
             let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-            h.insert(TTL_HEADER, value(secs.to_string())?);
+            h.insert(header::TTL, value(secs.to_string())?);
         }
         if let Some(etag) = &opts.expected_etag {
-            h.insert(EXPECT_ETAG_HEADER, value(etag.to_string())?);
+            h.insert(header::EXPECT_ETAG, value(etag.to_string())?);
         }
         for (k, v) in &opts.metadata {
             // The server lowercases names, so only lowercase token names round-trip.
@@ -454,7 +494,7 @@ pub fn request_headers(
                     "metadata name {k:?}: over HTTP, names are lowercase ASCII letters, digits, '-', '_' or '.'"
                 )));
             }
-            let name = HeaderName::from_bytes(format!("{META_HEADER_PREFIX}{k}").as_bytes())
+            let name = HeaderName::from_bytes(format!("{}{k}", header::META_PREFIX).as_bytes())
                 .map_err(|_| Error::InvalidInput(format!("metadata name {k:?}")))?;
             if v.bytes().any(|b| !(0x20..0x7f).contains(&b)) || v.trim() != v {
                 return Err(Error::InvalidInput(format!(
@@ -485,7 +525,7 @@ pub fn meta_from_headers(key: &Key, h: &HeaderMap, size: Option<u64>) -> Result<
     let date = |name: &str| header_str(h, name).and_then(|v| httpdate::parse_http_date(v).ok());
     let mut metadata = BTreeMap::new();
     for (name, v) in h {
-        if let Some(k) = name.as_str().strip_prefix(META_HEADER_PREFIX) {
+        if let Some(k) = name.as_str().strip_prefix(header::META_PREFIX) {
             if let Ok(v) = v.to_str() {
                 metadata.insert(k.to_owned(), v.to_owned());
             }
@@ -499,7 +539,7 @@ pub fn meta_from_headers(key: &Key, h: &HeaderMap, size: Option<u64>) -> Result<
         expires_at: date("expires"),
         // The server sends its default type for objects stored without one.
         content_type: header_str(h, "content-type")
-            .filter(|t| *t != "application/octet-stream")
+            .filter(|t| *t != header::DEFAULT_CONTENT_TYPE)
             .map(str::to_owned),
         metadata,
     })
@@ -515,13 +555,6 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// The byte limit in a 413's message ("… the limit is N bytes"), if it names one.
-fn limit_from_message(message: &str) -> Option<u64> {
-    let rest = &message[message.find("limit is ")? + 9..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
 /// A transport failure: retryable when the request never reached the server or timed out.
 fn transport_error(e: reqwest::Error) -> Error {
     let retryable = e.is_connect() || e.is_timeout();
@@ -529,70 +562,6 @@ fn transport_error(e: reqwest::Error) -> Error {
         source: Box::new(e),
         retryable,
     }
-}
-
-/// `{"error": {...}}`
-#[derive(Deserialize)]
-struct WireErrorBody {
-    error: WireError,
-}
-
-#[derive(Deserialize)]
-struct WireError {
-    code: String,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    current: Option<WireMeta>,
-}
-
-/// The contract's meta JSON.
-#[derive(Deserialize)]
-struct WireMeta {
-    key: String,
-    etag: ETag,
-    size: u64,
-    last_modified: String,
-    #[serde(default)]
-    expires_at: Option<String>,
-    #[serde(default)]
-    content_type: Option<String>,
-    #[serde(default)]
-    metadata: BTreeMap<String, String>,
-}
-
-impl WireMeta {
-    fn into_meta(self, key: Key) -> Result<Meta> {
-        Ok(Meta {
-            key,
-            etag: self.etag,
-            size: self.size,
-            last_modified: parse_rfc3339(&self.last_modified)?,
-            expires_at: self.expires_at.as_deref().map(parse_rfc3339).transpose()?,
-            content_type: self.content_type,
-            metadata: self.metadata,
-        })
-    }
-}
-
-/// RFC 3339 in UTC (`Z` or `+00:00`), as the server writes times.
-fn parse_rfc3339(s: &str) -> Result<SystemTime> {
-    let utc = match s.strip_suffix("+00:00") {
-        Some(rest) => format!("{rest}Z"),
-        None => s.to_owned(),
-    };
-    humantime::parse_rfc3339(&utc)
-        .map_err(|e| Error::backend(format!("the server sent a bad time {s:?}: {e}")))
-}
-
-#[derive(Deserialize)]
-struct WireListPage {
-    #[serde(default)]
-    objects: Vec<WireMeta>,
-    #[serde(default)]
-    common_prefixes: Vec<String>,
-    #[serde(default)]
-    next_cursor: Option<String>,
 }
 
 async fn json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T> {
@@ -604,9 +573,12 @@ async fn json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T> {
 #[async_trait]
 impl Store for HttpStore {
     fn capabilities(&self) -> Capabilities {
-        // The server's store decides; it answers 501 for what it cannot do atomically, which
-        // comes back as Unsupported. Persistence is the server store's, unknown here.
-        Capabilities::full("http", AtomicScope::Cluster, true)
+        // Until the server has told: its store decides, and answers 501 for what it cannot do
+        // atomically, which comes back as Unsupported.
+        self.server_capabilities
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Capabilities::full("http", AtomicScope::Cluster, true))
     }
 
     async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
@@ -692,7 +664,7 @@ impl Store for HttpStore {
             StatusCode::OK => false,
             _ => return Err(self.error_from_response(resp, Some(key)).await),
         };
-        let wire: WireMeta = json(resp).await?;
+        let wire: MetaJson = json(resp).await?;
         Ok(PutResult {
             meta: self.meta_from_wire(wire)?,
             created,
@@ -738,7 +710,7 @@ impl Store for HttpStore {
         if !resp.status().is_success() {
             return Err(self.error_from_response(resp, None).await);
         }
-        let page: WireListPage = json(resp).await?;
+        let page: ListJson = json(resp).await?;
         let objects = page
             .objects
             .into_iter()
@@ -804,6 +776,17 @@ mod tests {
     }
 
     #[test]
+    fn a_server_url_that_is_not_http_is_refused_not_a_panic() {
+        for bad in ["mailto:x", "ftp://h/", "data:text/plain,x"] {
+            let config = HttpConfig::new(url::Url::parse(bad).unwrap());
+            assert!(
+                matches!(HttpStore::new(config), Err(Error::InvalidInput(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn headers() {
         let tag = ETag::of(b"x");
         let pre = Preconditions {
@@ -854,14 +837,6 @@ mod tests {
         assert_eq!(parse_content_range("bytes 2-5/10"), Some((2, 5, 10)));
         assert_eq!(parse_content_range("bytes 2-10/10"), None);
         assert_eq!(parse_content_range("bytes */10"), None);
-        assert_eq!(
-            limit_from_message("too large: the limit is 1024 bytes"),
-            Some(1024)
-        );
-        assert_eq!(limit_from_message("too large"), None);
-        let t = parse_rfc3339("2026-11-23T08:00:00.123Z").unwrap();
-        assert_eq!(crate::meta::to_millis(t) % 1000, 123);
-        assert_eq!(parse_rfc3339("2026-11-23T08:00:00.123+00:00").unwrap(), t);
         let mut h = HeaderMap::new();
         h.insert(
             "etag",

@@ -560,12 +560,7 @@ impl Store for NatsStore {
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
         self.capabilities().check_delete(&opts)?;
         let mut use_memory = true;
-        for attempt in 0.. {
-            if attempt == MAX_ATTEMPTS {
-                return Err(Error::transient(format!(
-                    "nats store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
-                )));
-            }
+        for _ in 0..MAX_ATTEMPTS {
             let (revision, current, remembered) = self.state(key, use_memory).await?;
             use_memory = false;
             let decided = match &current {
@@ -574,6 +569,7 @@ impl Store for NatsStore {
             };
             match decided {
                 Ok(()) => {}
+                // A remembered state may be stale: only the server's current one can refuse.
                 Err(_) if remembered => continue,
                 Err(e) => return Err(e),
             }
@@ -582,7 +578,9 @@ impl Store for NatsStore {
                 return Ok(());
             }
         }
-        unreachable!("the loop returns")
+        Err(Error::transient(format!(
+            "nats store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
+        )))
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {

@@ -213,7 +213,7 @@ return out
 
 /// Preconditions as the put and delete scripts take them (ARGV 1-5), see the module docs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EncodedConditions {
+pub(crate) struct EncodedConditions {
     /// If-Match: `0` absent, `1` `*`, `2` the list in `if_match_tags`.
     pub if_match_mode: &'static str,
     /// The opaque values of the strong tags of If-Match (weak ones never match), space
@@ -228,7 +228,7 @@ pub struct EncodedConditions {
 }
 
 /// Encodes `p` for the scripts. If-Modified-Since is not encoded: writes ignore it.
-pub fn encode_conditions(p: &Preconditions) -> EncodedConditions {
+pub(crate) fn encode_conditions(p: &Preconditions) -> EncodedConditions {
     let mode = |c: &Option<ETagCondition>| match c {
         None => "0",
         Some(ETagCondition::Any) => "1",
@@ -430,7 +430,8 @@ impl RedisStore {
         format!("{{{}}}:idx", self.prefix)
     }
 
-    /// The Redis keys holding `key`'s meta and body (for tests and inspection).
+    /// Test seam (feature `test-util`): the Redis keys holding `key`'s meta and body.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn redis_keys(&self, key: &Key) -> (String, String) {
         (self.meta_key(key), self.body_key(key))
     }

@@ -208,7 +208,7 @@ impl Response {
 
 /// The HTTP client for one store's raw requests. One per store, not one per process: a
 /// pooled connection belongs to the tokio runtime that opened it.
-pub(crate) fn new_client() -> reqwest::Client {
+pub(crate) fn new_client() -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         // Below the servers' own keep-alive timeouts (Node's, so Azurite's, is 5 s): a
@@ -218,7 +218,7 @@ pub(crate) fn new_client() -> reqwest::Client {
         // Completing a multi-gigabyte upload can take minutes on S3.
         .timeout(Duration::from_secs(600))
         .build()
-        .expect("HTTP client with default TLS settings")
+        .map_err(|e| Error::backend(format!("HTTP client for the raw requests: {e}")))
 }
 
 /// Sends a signed request up to `attempts` times while the connection fails: once for a
@@ -233,16 +233,16 @@ pub(crate) async fn send(
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
         }
-        match send_one(client, clone_request(&request)).await {
+        match send_one(client, clone_request(&request)?).await {
             Err(SendError::Connection(e)) => last = Some(e),
             Err(SendError::Other(e)) => return Err(e),
             Ok(r) => return Ok(r),
         }
     }
-    Err(last.expect("at least one attempt"))
+    Err(last.unwrap_or_else(|| Error::transient("the request was not sent")))
 }
 
-fn clone_request(r: &HttpRequest) -> HttpRequest {
+fn clone_request(r: &HttpRequest) -> Result<HttpRequest, Error> {
     let mut c = http::Request::builder()
         .method(r.method().clone())
         .uri(r.uri().clone());
@@ -252,7 +252,7 @@ fn clone_request(r: &HttpRequest) -> HttpRequest {
     c.body(HttpRequestBody::from(
         r.body().as_bytes().cloned().unwrap_or_default(),
     ))
-    .expect("a copy of a valid request")
+    .map_err(|e| Error::InvalidInput(format!("request to {}: {e}", r.uri())))
 }
 
 enum SendError {

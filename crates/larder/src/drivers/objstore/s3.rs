@@ -65,17 +65,7 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
             }
         };
     }
-    let config = |k: AmazonS3ConfigKey| builder.get_config_value(&k);
-    let region = config(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".to_owned());
-    let virtual_hosted =
-        config(AmazonS3ConfigKey::VirtualHostedStyleRequest).is_some_and(|v| v == "true");
-    // The bucket's URL, as object_store derives it (for the raw requests).
-    let bucket_endpoint = match (config(AmazonS3ConfigKey::Endpoint), virtual_hosted) {
-        (Some(endpoint), true) => endpoint,
-        (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
-        (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
-        (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
-    };
+    let (bucket_endpoint, region) = bucket_endpoint(&builder, bucket);
     let (client, writer) = super::clients(
         builder,
         AmazonS3Builder::with_retry,
@@ -84,7 +74,7 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
     )?;
     let native = S3Native {
         client: client.clone(),
-        http: native::new_client(),
+        http: native::new_client()?,
         bucket_endpoint,
         region,
         conditional_delete,
@@ -92,6 +82,22 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
     Ok(ObjStore::new("s3", client, url.path(), max)?
         .with_writer(writer)
         .with_native(Arc::new(native)))
+}
+
+/// The bucket's URL as object_store derives it from the same settings (its own is private), for
+/// the raw requests, and the region. Tested against object_store's presigned URLs.
+fn bucket_endpoint(builder: &AmazonS3Builder, bucket: &str) -> (String, String) {
+    let config = |k: AmazonS3ConfigKey| builder.get_config_value(&k);
+    let region = config(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".to_owned());
+    let virtual_hosted =
+        config(AmazonS3ConfigKey::VirtualHostedStyleRequest).is_some_and(|v| v == "true");
+    let endpoint = match (config(AmazonS3ConfigKey::Endpoint), virtual_hosted) {
+        (Some(endpoint), true) => endpoint,
+        (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+        (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+    };
+    (endpoint, region)
 }
 
 /// S3's guarded delete and multipart upload.
@@ -246,5 +252,53 @@ mod tests {
         let caps = crate::Store::capabilities(&no_delete);
         assert_eq!(caps.delete_conditions, crate::ConditionSupport::NONE);
         assert_eq!(caps.put_conditions, crate::ConditionSupport::ALL);
+    }
+
+    /// The raw requests go where object_store sends its own: the blob URLs built from
+    /// [`bucket_endpoint`] equal those of object_store's presigned URLs, path style and virtual
+    /// hosted, with and without an endpoint.
+    #[tokio::test]
+    async fn blob_urls_are_object_stores() {
+        use object_store::signer::Signer;
+        // Both encodings name the same blob: the services decode the path (object_store
+        // leaves `+` as it is where Larder encodes it).
+        let decoded = |u: &str| {
+            percent_encoding::percent_decode_str(u)
+                .decode_utf8()
+                .unwrap()
+                .into_owned()
+        };
+        let path = Path::parse("pre/a b/ü+x~y").unwrap();
+        for endpoint in [
+            None,
+            Some("http://127.0.0.1:9000"),
+            Some("https://b.minio.example"),
+        ] {
+            for virtual_hosted in [false, true] {
+                let mut builder = AmazonS3Builder::new()
+                    .with_bucket_name("b")
+                    .with_region("eu-west-3")
+                    .with_access_key_id("a")
+                    .with_secret_access_key("s")
+                    .with_allow_http(true)
+                    .with_virtual_hosted_style_request(virtual_hosted);
+                if let Some(e) = endpoint {
+                    builder = builder.with_endpoint(e);
+                }
+                let (ours, region) = bucket_endpoint(&builder, "b");
+                assert_eq!(region, "eu-west-3");
+                let client = builder.build().unwrap();
+                let mut signed = client
+                    .signed_url(Method::PUT, &path, std::time::Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                signed.set_query(None);
+                assert_eq!(
+                    decoded(&native::blob_url(&ours, &path)),
+                    decoded(signed.as_str()),
+                    "endpoint {endpoint:?}, virtual_hosted {virtual_hosted}"
+                );
+            }
+        }
     }
 }
