@@ -71,9 +71,9 @@ impl Mount {
     /// The Larder listing prefix of the objects under `prefix`, segment-wise as object_store
     /// lists (`foo` lists `foo/x`, not `foo.bar/y`).
     pub(crate) fn dir_prefix(&self, prefix: Option<&Path>) -> Result<String, Error> {
-        match prefix.map(|p| p.as_ref()).unwrap_or("") {
-            "" => Ok(self.prefix.clone()),
-            _ => Ok(format!("{}/", self.key(prefix.expect("non-empty"))?)),
+        match prefix.filter(|p| !p.as_ref().is_empty()) {
+            None => Ok(self.prefix.clone()),
+            Some(p) => Ok(format!("{}/", self.key(p)?)),
         }
     }
 

@@ -63,6 +63,19 @@ impl LarderS3 {
             .map_err(|m| S3Error::with_message(S3ErrorCode::AccessDenied, m))
     }
 
+    /// HeadBucket and GetBucketLocation: the caller may list `bucket`, and it exists.
+    async fn visible_bucket(
+        &self,
+        credentials: Option<&Credentials>,
+        bucket: &str,
+    ) -> S3Result<()> {
+        self.authorize(credentials, Access::List, &format!("{bucket}/"))?;
+        if !self.bucket_exists(bucket).await? {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        Ok(())
+    }
+
     /// Whether a bucket exists: its marker, or any key under it.
     async fn bucket_exists(&self, bucket: &str) -> S3Result<bool> {
         let page = self
@@ -792,15 +805,8 @@ impl S3 for LarderS3 {
         &self,
         req: S3Request<dto::HeadBucketInput>,
     ) -> S3Result<S3Response<dto::HeadBucketOutput>> {
-        let bucket = req.input.bucket;
-        self.authorize(
-            req.credentials.as_ref(),
-            Access::List,
-            &format!("{bucket}/"),
-        )?;
-        if !self.bucket_exists(&bucket).await? {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        self.visible_bucket(req.credentials.as_ref(), &req.input.bucket)
+            .await?;
         Ok(S3Response::new(dto::HeadBucketOutput::default()))
     }
 
@@ -808,15 +814,8 @@ impl S3 for LarderS3 {
         &self,
         req: S3Request<dto::GetBucketLocationInput>,
     ) -> S3Result<S3Response<dto::GetBucketLocationOutput>> {
-        let bucket = req.input.bucket;
-        self.authorize(
-            req.credentials.as_ref(),
-            Access::List,
-            &format!("{bucket}/"),
-        )?;
-        if !self.bucket_exists(&bucket).await? {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        self.visible_bucket(req.credentials.as_ref(), &req.input.bucket)
+            .await?;
         Ok(S3Response::new(dto::GetBucketLocationOutput::default()))
     }
 
