@@ -75,6 +75,15 @@ struct Backend {
 }
 
 impl Backend {
+    fn new(program: PathBuf, args: Vec<String>, port: u16) -> Backend {
+        Backend {
+            program,
+            args,
+            port,
+            child: None,
+        }
+    }
+
     fn redis(program: PathBuf, dir: &Path) -> Backend {
         let port = free_port();
         let args = [
@@ -93,12 +102,7 @@ impl Backend {
         ]
         .map(String::from)
         .to_vec();
-        Backend {
-            program,
-            args,
-            port,
-            child: None,
-        }
+        Backend::new(program, args, port)
     }
 
     fn nats(program: PathBuf, dir: &Path) -> Backend {
@@ -114,12 +118,7 @@ impl Backend {
         ]
         .map(String::from)
         .to_vec();
-        Backend {
-            program,
-            args,
-            port,
-            child: None,
-        }
+        Backend::new(program, args, port)
     }
 
     async fn start(&mut self) {
@@ -250,6 +249,20 @@ impl Writer {
     }
 }
 
+/// A private instance of a backend, started, with the directory it keeps its files in; `None`
+/// (after printing why) when its program is not installed.
+async fn private(
+    env: &str,
+    name: &str,
+    backend: fn(PathBuf, &Path) -> Backend,
+) -> Option<(Backend, tempfile::TempDir)> {
+    let program = binary(env, name)?;
+    let dir = tempfile::tempdir().unwrap();
+    let mut instance = backend(program, dir.path());
+    instance.start().await;
+    Some((instance, dir))
+}
+
 async fn status_of(client: &reqwest::Client, url: &str) -> (StatusCode, String) {
     let r = client.get(url).send().await.unwrap();
     let status = r.status();
@@ -349,36 +362,44 @@ async fn outage(backend: &mut Backend, store_url: &str) {
 
 #[tokio::test]
 async fn redis_killed_or_stopped_fails_fast_and_recovers() {
-    let Some(program) = binary("LARDER_REDIS_SERVER", "redis-server") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut redis = Backend::redis(program, dir.path());
-    redis.start().await;
-    let url = format!("redis://127.0.0.1:{}/0?prefix=outage", redis.port);
-    outage(&mut redis, &url).await;
+    outage_of_private(
+        "LARDER_REDIS_SERVER",
+        "redis-server",
+        Backend::redis,
+        |port| format!("redis://127.0.0.1:{port}/0?prefix=outage"),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn nats_killed_or_stopped_fails_fast_and_recovers() {
-    let Some(program) = binary("LARDER_NATS_SERVER", "nats-server") else {
+    outage_of_private("LARDER_NATS_SERVER", "nats-server", Backend::nats, |port| {
+        format!("nats://127.0.0.1:{port}?bucket=outage")
+    })
+    .await;
+}
+
+/// [`outage`] over a private instance of a backend, reached at `store_url(port)`.
+async fn outage_of_private(
+    env: &str,
+    name: &str,
+    backend: fn(PathBuf, &Path) -> Backend,
+    store_url: fn(u16) -> String,
+) {
+    let Some((mut instance, _dir)) = private(env, name, backend).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mut nats = Backend::nats(program, dir.path());
-    nats.start().await;
-    let url = format!("nats://127.0.0.1:{}?bucket=outage", nats.port);
-    outage(&mut nats, &url).await;
+    let url = store_url(instance.port);
+    outage(&mut instance, &url).await;
 }
 
 #[tokio::test]
 async fn readyz_names_the_failing_tier() {
-    let Some(program) = binary("LARDER_REDIS_SERVER", "redis-server") else {
+    let Some((mut redis, dir)) =
+        private("LARDER_REDIS_SERVER", "redis-server", Backend::redis).await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mut redis = Backend::redis(program, dir.path());
-    redis.start().await;
     let file = format!(
         "[[tiers]]\nstore = \"memory://\"\n[[tiers]]\nstore = \"redis://127.0.0.1:{}/0?prefix=readyz\"\n[[mounts]]\nprefix = \"scratch/\"\nstore = \"memory://\"\n",
         redis.port

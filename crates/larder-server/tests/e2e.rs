@@ -925,68 +925,82 @@ async fn bearer_tokens() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(header(r.headers(), "www-authenticate").starts_with("Bearer"));
     assert_eq!(error_code(r).await, "unauthorized");
-    let r = s
-        .req(Method::GET, "pub/x")
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-
-    let r = s
-        .req(Method::PUT, "pub/x")
-        .bearer_auth("writer-token-0123456789")
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let r = s
-        .req(Method::GET, "pub/x")
-        .bearer_auth("reader-token-0123456789")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = s
-        .req(Method::PUT, "pub/x")
-        .bearer_auth("reader-token-0123456789")
-        .body("y")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert_eq!(error_code(r).await, "forbidden");
-    let r = s
-        .req(Method::DELETE, "pub/x")
-        .bearer_auth("reader-token-0123456789")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = s
-        .req(Method::GET, "private/x")
-        .bearer_auth("reader-token-0123456789")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = s
-        .req(Method::PUT, "team/doc")
-        .bearer_auth("team-token-0123456789")
-        .body("t")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let r = s
-        .req(Method::PUT, "pub/y")
-        .bearer_auth("team-token-0123456789")
-        .body("t")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    const READER: &str = "reader-token-0123456789";
+    const WRITER: &str = "writer-token-0123456789";
+    const TEAM: &str = "team-token-0123456789";
+    // (method, key, token, body, expected status, expected error code), in order: each row
+    // may depend on the writes before it.
+    let cases = [
+        (
+            Method::GET,
+            "pub/x",
+            "wrong",
+            None,
+            StatusCode::UNAUTHORIZED,
+            Some("unauthorized"),
+        ),
+        (
+            Method::PUT,
+            "pub/x",
+            WRITER,
+            Some("x"),
+            StatusCode::CREATED,
+            None,
+        ),
+        (Method::GET, "pub/x", READER, None, StatusCode::OK, None),
+        (
+            Method::PUT,
+            "pub/x",
+            READER,
+            Some("y"),
+            StatusCode::FORBIDDEN,
+            Some("forbidden"),
+        ),
+        (
+            Method::DELETE,
+            "pub/x",
+            READER,
+            None,
+            StatusCode::FORBIDDEN,
+            None,
+        ),
+        (
+            Method::GET,
+            "private/x",
+            READER,
+            None,
+            StatusCode::FORBIDDEN,
+            None,
+        ),
+        (
+            Method::PUT,
+            "team/doc",
+            TEAM,
+            Some("t"),
+            StatusCode::CREATED,
+            None,
+        ),
+        (
+            Method::PUT,
+            "pub/y",
+            TEAM,
+            Some("t"),
+            StatusCode::FORBIDDEN,
+            None,
+        ),
+    ];
+    for (method, key, token, body, status, code) in cases {
+        let what = format!("{method} {key} as {token}");
+        let mut req = s.req(method, key).bearer_auth(token);
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), status, "{what}");
+        if let Some(code) = code {
+            assert_eq!(error_code(r).await, code, "{what}");
+        }
+    }
 
     let list = |q: &str, token: &str| {
         s.client
@@ -994,28 +1008,15 @@ async fn bearer_tokens() {
             .bearer_auth(token)
             .send()
     };
-    assert_eq!(
-        list("?prefix=pub/", "reader-token-0123456789")
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        list("", "reader-token-0123456789").await.unwrap().status(),
-        403
-    );
-    assert_eq!(
-        list("?prefix=team/", "reader-token-0123456789")
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        list("", "writer-token-0123456789").await.unwrap().status(),
-        200
-    );
+    for (query, token, status) in [
+        ("?prefix=pub/", READER, 200),
+        ("", READER, 403),
+        ("?prefix=team/", READER, 403),
+        ("", WRITER, 200),
+    ] {
+        let r = list(query, token).await.unwrap();
+        assert_eq!(r.status(), status, "listing {query:?} as {token}");
+    }
     // Health and metrics stay open.
     let r = s.client.get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);

@@ -117,20 +117,22 @@ async fn unstorage_http_driver_over_memory_with_a_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unstorage_http_driver_over_fs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = larder::open(&format!("fs://{}/store", dir.path().display()))
-        .await
-        .unwrap();
-    run_client(store, "fs", false).await;
+    over_tempdir("fs", |dir| format!("fs://{}/store", dir.display())).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unstorage_http_driver_over_sqlite() {
+    over_tempdir("sqlite", |dir| {
+        format!("sqlite://{}/objects.db", dir.display())
+    })
+    .await;
+}
+
+/// The client against a store kept in a new temporary directory, opened at `url(dir)`.
+async fn over_tempdir(what: &str, url: fn(&std::path::Path) -> String) {
     let dir = tempfile::tempdir().unwrap();
-    let store = larder::open(&format!("sqlite://{}/objects.db", dir.path().display()))
-        .await
-        .unwrap();
-    run_client(store, "sqlite", false).await;
+    let store = larder::open(&url(dir.path())).await.unwrap();
+    run_client(store, what, false).await;
 }
 
 /// `url` with one more query parameter.
@@ -139,43 +141,34 @@ fn with_param(url: &str, param: &str) -> String {
     format!("{url}{sep}{param}")
 }
 
+/// The store at the URL in `env` with `param` added; `None` (skipped or failed, see
+/// `skip_or_fail`) when the variable is unset or the service does not answer.
+async fn service_store(service: &str, env: &str, param: &str) -> Option<Arc<dyn Store>> {
+    let url = match std::env::var(env) {
+        Ok(u) => u,
+        Err(_) => return skip_or_fail(service, format!("{env} is not set")),
+    };
+    match larder::open(&with_param(&url, param)).await {
+        Ok(s) => Some(s),
+        Err(e) => skip_or_fail(service, e),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unstorage_http_driver_over_redis() {
-    let url = match std::env::var("LARDER_TEST_REDIS_URL") {
-        Ok(u) => u,
-        Err(_) => {
-            skip_or_fail::<()>("redis", "LARDER_TEST_REDIS_URL is not set");
-            return;
-        }
-    };
     // Shared prefix; the client keeps to a namespace of its own and clears it at the end.
-    let store = match larder::open(&with_param(&url, "prefix=larder-unstorage-test")).await {
-        Ok(s) => s,
-        Err(e) => {
-            skip_or_fail::<()>("redis", e);
-            return;
-        }
-    };
-    run_client(store, "redis", false).await;
+    let param = "prefix=larder-unstorage-test";
+    if let Some(store) = service_store("redis", "LARDER_TEST_REDIS_URL", param).await {
+        run_client(store, "redis", false).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unstorage_http_driver_over_postgres() {
-    let url = match std::env::var("LARDER_TEST_POSTGRES_URL") {
-        Ok(u) => u,
-        Err(_) => {
-            skip_or_fail::<()>("postgres", "LARDER_TEST_POSTGRES_URL is not set");
-            return;
-        }
-    };
-    let store = match larder::open(&with_param(&url, "table=larder_unstorage_test")).await {
-        Ok(s) => s,
-        Err(e) => {
-            skip_or_fail::<()>("postgres", e);
-            return;
-        }
-    };
-    run_client(store, "postgres", false).await;
+    let param = "table=larder_unstorage_test";
+    if let Some(store) = service_store("postgres", "LARDER_TEST_POSTGRES_URL", param).await {
+        run_client(store, "postgres", false).await;
+    }
 }
 
 /// The refusals of the protocol, with plain HTTP: each is the status unstorage's server gives
