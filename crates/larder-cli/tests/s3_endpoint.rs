@@ -12,11 +12,11 @@
 //! (.ci/services.d/40-s3-clients.sh); without them the tests skip with a printed reason, unless
 //! `LARDER_REQUIRE_SERVICES=1`.
 
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+
+mod common;
 
 use larder::conformance::skip_or_fail;
 
@@ -25,7 +25,7 @@ const READER: (&str, &str) = ("AKIDLARDERREADER", "reader-secret-0123456789abcde
 
 /// A `larder serve` with an S3 listener, killed when dropped.
 struct S3Server {
-    child: Child,
+    server: common::Server,
     native: String,
     s3: String,
     _dir: tempfile::TempDir,
@@ -48,65 +48,23 @@ impl S3Server {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("larder.toml");
         std::fs::write(&config, toml).unwrap();
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .to_string()
-        };
-        for _ in 0..5 {
-            let (listen, s3) = (free(), free());
-            let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
-                .args(["serve", "--listen", &listen, "--s3-listen", &s3])
-                .args(["--store", store, "--config", config.to_str().unwrap()])
-                .env_remove("LARDER_STORE")
-                .env_remove("LARDER_LISTEN")
-                .env_remove("LARDER_CONFIG")
-                .env_remove("LARDER_S3_LISTEN")
-                // s3s logs every refused request (412, 403…) as an error.
-                .env("RUST_LOG", "warn,s3s=off")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn larder serve");
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(20) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                // The S3 listener is bound before the native one accepts.
-                if TcpStream::connect(&listen).is_ok() && TcpStream::connect(&s3).is_ok() {
-                    return S3Server {
-                        child,
-                        native: format!("http://{listen}"),
-                        s3: format!("http://{s3}"),
-                        _dir: dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        let server = common::Server::with_s3_listener(&[
+            "--store",
+            store,
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        S3Server {
+            native: server.url(),
+            s3: server.s3_url(),
+            server,
+            _dir: dir,
         }
-        panic!("larder serve --s3-listen did not start");
     }
 
     /// The server's peak resident memory, in KiB (Linux).
     fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.peak_rss_kib()
     }
 }
 
