@@ -237,11 +237,7 @@ async fn run(cmd: Command) -> CmdResult {
         } => {
             let store = connect(&client)?;
             let opts = GetOptions {
-                preconditions: Preconditions {
-                    if_match: etag_condition(if_match.as_deref(), "--if-match")?,
-                    if_none_match: etag_condition(if_none_match.as_deref(), "--if-none-match")?,
-                    ..Default::default()
-                },
+                preconditions: etag_preconditions(if_match.as_deref(), if_none_match.as_deref())?,
                 range: range.as_deref().map(parse_range).transpose()?,
                 if_range: None,
             };
@@ -259,11 +255,7 @@ async fn run(cmd: Command) -> CmdResult {
         } => {
             let store = connect(&client)?;
             let opts = PutOptions {
-                preconditions: Preconditions {
-                    if_match: etag_condition(if_match.as_deref(), "--if-match")?,
-                    if_none_match: etag_condition(if_none_match.as_deref(), "--if-none-match")?,
-                    ..Default::default()
-                },
+                preconditions: etag_preconditions(if_match.as_deref(), if_none_match.as_deref())?,
                 ttl,
                 content_type,
                 metadata: meta.into_iter().collect(),
@@ -321,6 +313,18 @@ fn parse_key(key: &str) -> Result<Key, Failure> {
 
 /// An ETag argument: `*`, a quoted tag (`"…"`, `W/"…"`), a bare hex tag (quotes added, as
 /// shells eat them), or a comma-separated list of those.
+/// `--if-match` / `--if-none-match` as preconditions.
+fn etag_preconditions(
+    if_match: Option<&str>,
+    if_none_match: Option<&str>,
+) -> Result<Preconditions, Failure> {
+    Ok(Preconditions {
+        if_match: etag_condition(if_match, "--if-match")?,
+        if_none_match: etag_condition(if_none_match, "--if-none-match")?,
+        ..Default::default()
+    })
+}
+
 fn etag_condition(arg: Option<&str>, flag: &str) -> Result<Option<ETagCondition>, Failure> {
     let Some(arg) = arg else { return Ok(None) };
     let quoted: Vec<String> = arg

@@ -469,6 +469,23 @@ fn e_tag(etag: &ETag) -> String {
     s
 }
 
+/// Adds a Larder listing page's objects and common prefixes to `result`, as paths under `mount`.
+fn append_page(
+    result: &mut ListResult,
+    mount: &Mount,
+    page: &larder::ListPage,
+) -> object_store::Result<()> {
+    for m in &page.objects {
+        result
+            .objects
+            .push(object_meta(mount.path(m.key.as_str())?, m));
+    }
+    for p in &page.common_prefixes {
+        result.common_prefixes.push(mount.path(p)?);
+    }
+    Ok(())
+}
+
 fn object_meta(location: Path, meta: &larder::Meta) -> ObjectMeta {
     ObjectMeta {
         location,
@@ -650,14 +667,7 @@ impl ObjectStore for LarderObjectStore {
                 .list(opts.clone())
                 .await
                 .map_err(|e| map(e, &opts.prefix, Op::Other))?;
-            for m in &page.objects {
-                result
-                    .objects
-                    .push(object_meta(mount.path(m.key.as_str())?, m));
-            }
-            for p in &page.common_prefixes {
-                result.common_prefixes.push(mount.path(p)?);
-            }
+            append_page(&mut result, mount, &page)?;
             match page.next_cursor {
                 Some(c) => opts.cursor = Some(c),
                 None => return Ok(result),
@@ -755,14 +765,7 @@ impl PaginatedListStore for LarderObjectStore {
             objects: Vec::new(),
             extensions: Default::default(),
         };
-        for m in &page.objects {
-            result
-                .objects
-                .push(object_meta(mount.path(m.key.as_str())?, m));
-        }
-        for p in &page.common_prefixes {
-            result.common_prefixes.push(mount.path(p)?);
-        }
+        append_page(&mut result, mount, &page)?;
         Ok(PaginatedListResult {
             result,
             page_token: page.next_cursor,
