@@ -69,7 +69,7 @@ struct Bodies {
 
 /// Body `n`: mostly small (24 B to 4 KiB), one in 16 of 16 to 64 KiB.
 fn make_body(n: usize) -> Bytes {
-    let len = if n % 16 == 0 {
+    let len = if n.is_multiple_of(16) {
         16 * 1024 + (n * 977) % (48 * 1024)
     } else {
         24 + (n * 131) % 4072
@@ -250,6 +250,10 @@ async fn client(run: Arc<Run>, id: usize) {
     let http = Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
+        // The server closes a keep-alive connection idle for its header-read timeout (10 s):
+        // a pooled connection must be retired sooner, or a request can cross the server's
+        // close and fail unsent (RFC 9112 9.3.1; docs/http-api.md). reqwest keeps them 90 s.
+        .pool_idle_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let mut c = Clerk {
