@@ -31,6 +31,17 @@ impl From<Error> for ApiError {
     }
 }
 
+/// Why a request failed on the server's side (a 5xx), attached to its response so that the
+/// request is logged once, with its route, status and this cause (see `observe` in lib.rs).
+#[derive(Clone, Debug)]
+pub struct ErrorCause(pub String);
+
+/// `response` with `cause` attached (see [`ErrorCause`]).
+fn with_cause(mut response: Response, cause: String) -> Response {
+    response.extensions_mut().insert(ErrorCause(cause));
+    response
+}
+
 fn json(status: StatusCode, code: &'static str, message: String) -> Response {
     detailed(status, ErrorDetail::new(code, message))
 }
@@ -132,25 +143,32 @@ impl IntoResponse for ApiError {
                 },
             ),
             Error::Unsupported { .. } => json(StatusCode::NOT_IMPLEMENTED, "unsupported", message),
-            Error::StorageFull { .. } => {
-                tracing::warn!(error = %message, "storage full");
-                json(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message)
-            }
+            Error::StorageFull { .. } => with_cause(
+                json(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    message.clone(),
+                ),
+                message,
+            ),
             Error::Backend { retryable, .. } => {
-                tracing::warn!(error = %message, retryable, "backend error");
-                if retryable {
-                    let mut r = json(StatusCode::SERVICE_UNAVAILABLE, "backend", message);
+                let r = if retryable {
+                    let mut r = json(StatusCode::SERVICE_UNAVAILABLE, "backend", message.clone());
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                     r
                 } else {
-                    json(StatusCode::BAD_GATEWAY, "backend", message)
-                }
+                    json(StatusCode::BAD_GATEWAY, "backend", message.clone())
+                };
+                with_cause(r, message)
             }
-            other => json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                other.to_string(),
+            _ => with_cause(
+                json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    message.clone(),
+                ),
+                message,
             ),
         }
     }

@@ -44,7 +44,11 @@ pub async fn readyz(State(s): State<Arc<AppState>>) -> Response {
             format!("the store did not answer within {READINESS_TIMEOUT:?}"),
         ),
     };
-    tracing::warn!(failing = failing.as_deref().unwrap_or("store"), %error, "not ready");
+    // Logged once, as every 503 is, by the router's `observe` (with this cause).
+    let cause = format!(
+        "not ready: {}: {error}",
+        failing.as_deref().unwrap_or("store")
+    );
     let body = Readiness {
         status: "unavailable",
         failing,
@@ -53,6 +57,7 @@ pub async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r.extensions_mut().insert(crate::error::ErrorCause(cause));
     r
 }
 

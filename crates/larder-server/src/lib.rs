@@ -186,13 +186,18 @@ async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Re
         Err(_) => ApiError::Timeout.into_response(),
     };
     let status = response.status();
+    // Each 5xx is logged once, here, with its route and (from the error) its cause.
+    let cause = response
+        .extensions()
+        .get::<error::ErrorCause>()
+        .map_or("", |c| c.0.as_str());
     if let Some(Panicked(what)) = response.extensions().get::<Panicked>() {
         tracing::error!(%route, %method, panic = %what, "a handler panicked; answered 500");
     } else if status == StatusCode::SERVICE_UNAVAILABLE {
         // Overload or a backend briefly away: the client is told to retry.
-        tracing::warn!(%route, %method, status = status.as_u16(), "unavailable; retry");
+        tracing::warn!(%route, %method, status = status.as_u16(), error = cause, "unavailable; retry");
     } else if status.is_server_error() {
-        tracing::error!(%route, %method, status = status.as_u16(), "server error");
+        tracing::error!(%route, %method, status = status.as_u16(), error = cause, "server error");
     }
     s.metrics
         .requests

@@ -546,3 +546,108 @@ async fn redis_loading_is_503_not_502() {
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     server.shutdown().await.unwrap();
 }
+
+/// A service that accepts connections and never answers (a hung S3 or Azure endpoint); the
+/// connections are held open until the task is dropped.
+async fn silent_service() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    (port, task)
+}
+
+/// Over a store whose backend never answers: a read, a write, a conditional write, a
+/// conditional delete and a listing each fail as `503` with `Retry-After`, within `within`.
+async fn hung_object_store(store_url: &str, within: Duration) {
+    let config = Config {
+        store: store_url.into(),
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = larder_server::spawn_configured(listener, config)
+        .await
+        .unwrap();
+    let base = server.url();
+    let client = reqwest::Client::new();
+    let object = format!("{base}/v1/objects/hung/k");
+    let tag = "\"0000000000000000000000000000000000000000000000000000000000000000\"";
+    let requests = [
+        ("GET", client.get(&object)),
+        ("PUT", client.put(&object).body("x")),
+        (
+            "PUT If-None-Match",
+            client.put(&object).header("if-none-match", "*").body("x"),
+        ),
+        (
+            "DELETE If-Match",
+            client.delete(&object).header("if-match", tag),
+        ),
+        (
+            "list",
+            client.get(format!("{base}/v1/objects?prefix=hung/")),
+        ),
+    ];
+    let answers = futures::future::join_all(requests.into_iter().map(|(what, req)| async move {
+        let started = Instant::now();
+        let r = req.send().await.unwrap();
+        let took = started.elapsed();
+        let retry_after = r.headers().contains_key("retry-after");
+        (what, r.status(), retry_after, took, r.text().await.unwrap())
+    }))
+    .await;
+    for (what, status, retry_after, took, body) in answers {
+        println!("{store_url}: {what}: {status} after {took:?}");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{what}: {body}");
+        assert!(retry_after, "{what}: a 503 carries Retry-After");
+        assert!(took < within, "{what} took {took:?}: {body}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// Valid base64, so that requests can be signed (nothing checks the signature here).
+const AZURE_KEY: &str = "c2VjcmV0LWtleS1mb3ItYS1zZXJ2aWNlLXRoYXQtbmV2ZXItYW5zd2Vycw==";
+
+#[tokio::test]
+async fn s3_on_a_hung_backend_fails_fast_by_default() {
+    let (port, _service) = silent_service().await;
+    let url = format!(
+        "s3://bucket?endpoint=http://127.0.0.1:{port}&allow_http=true&region=us-east-1\
+         &access_key_id=a&secret_access_key=s"
+    );
+    hung_object_store(&url, FAIL_WITHIN).await;
+}
+
+#[tokio::test]
+async fn azure_on_a_hung_backend_fails_fast_by_default() {
+    let (port, _service) = silent_service().await;
+    let url = format!(
+        "azure://container?account=acct&access_key={AZURE_KEY}&use_emulator=false\
+         &endpoint=http://127.0.0.1:{port}/acct&allow_http=true"
+    );
+    hung_object_store(&url, FAIL_WITHIN).await;
+}
+
+/// The bounds are the URL's: a few hundred milliseconds give failures in well under the
+/// default 5 s.
+#[tokio::test]
+async fn object_store_timeouts_come_from_the_url() {
+    let (port, _service) = silent_service().await;
+    let bounds = "connect_timeout_ms=300&timeout_ms=300&retry_timeout_ms=300";
+    let s3 = format!(
+        "s3://bucket?endpoint=http://127.0.0.1:{port}&allow_http=true&region=us-east-1\
+         &access_key_id=a&secret_access_key=s&{bounds}"
+    );
+    let azure = format!(
+        "azure://container?account=acct&access_key={AZURE_KEY}&use_emulator=false\
+         &endpoint=http://127.0.0.1:{port}/acct&allow_http=true&{bounds}"
+    );
+    // 300 ms, one retry after at most a 1 s wait, and room for a loaded machine.
+    let within = Duration::from_millis(3500);
+    hung_object_store(&s3, within).await;
+    hung_object_store(&azure, within).await;
+}

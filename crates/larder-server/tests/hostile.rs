@@ -458,7 +458,14 @@ async fn edges_answer_as_documented() {
             assert_eq!(a.code(), "invalid_key", "{method}");
         }
     }
-    for length in ["18446744073709551613", "99999999999999"] {
+    // The two largest lengths never reach Larder: hyper keeps them as markers (chunked,
+    // close-delimited) and refuses them in its parser with 431, as docs/http-api.md says.
+    for (length, status) in [
+        ("18446744073709551613", 413),
+        ("99999999999999", 413),
+        ("18446744073709551614", 431),
+        ("18446744073709551615", 431),
+    ] {
         let raw = format!(
             "PUT /v1/objects/big HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\n\r\nabc"
         );
@@ -470,6 +477,12 @@ async fn edges_answer_as_documented() {
             .unwrap()
             .unwrap();
         let head = String::from_utf8_lossy(&out[..n]);
-        assert!(head.starts_with("HTTP/1.1 413"), "{length}: {head}");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{length}: {head}"
+        );
     }
+    // Nothing was stored under any of them.
+    let a = c.send("GET", "/v1/objects/big", &[], b"").await;
+    assert_eq!(a.status, 404);
 }

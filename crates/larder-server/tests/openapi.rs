@@ -72,6 +72,22 @@ async fn the_document_is_served_and_matches_the_router() {
             );
         }
     }
+    // Every route of the native API (as `router` registers them) is documented; unstorage's
+    // protocol has its own page.
+    for path in [
+        "/v1/objects",
+        "/v1/objects/{key}",
+        larder::wire::CAPABILITIES_PATH,
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} is routed but not in docs/openapi.json"
+        );
+    }
     // Paths outside the document reach the fallback.
     for path in [
         "/",

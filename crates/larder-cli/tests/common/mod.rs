@@ -128,6 +128,12 @@ impl Server {
     pub fn url(&self) -> String {
         self.url.clone()
     }
+
+    /// The server's process id (for reading its `/proc` entries).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Server {

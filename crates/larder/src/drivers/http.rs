@@ -189,6 +189,9 @@ impl HttpStore {
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
+            // Retired before the server's keep-alive limit (its header-read timeout, 10 s by
+            // default), so that a write is never sent on a connection the server is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(Error::backend)?;

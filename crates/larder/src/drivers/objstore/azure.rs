@@ -20,12 +20,14 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 
 use super::native::{self, BlobHeaders, Guard, ListedBlob, Native, NativeError, Response};
-use super::{map_err, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
+use super::{map_err, NetworkBounds, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
 use crate::error::{Error, Result};
 
 /// Opens `azure://container/prefix?account=NAME&access_key=…&endpoint=https://…`
-/// `&use_emulator=true&max_object_size=N`. Anything not in the URL comes from the `AZURE_*`
-/// environment variables. With `use_emulator=true` the store talks to Azurite at
+/// `&use_emulator=true&max_object_size=N&connect_timeout_ms=5000&timeout_ms=5000`
+/// `&retry_timeout_ms=5000` (the timeouts: see [`NetworkBounds`]). Anything not in the URL
+/// comes from the `AZURE_*` environment variables. With `use_emulator=true` the store talks to
+/// Azurite at
 /// `AZURITE_BLOB_STORAGE_URL` (default `http://127.0.0.1:10000`) with its well-known account
 /// and key; an `endpoint` given with it must name that same emulator (`object_store` takes the
 /// emulator's address only from that variable).
@@ -39,8 +41,13 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
     let mut emulator = false;
     let mut endpoint: Option<String> = None;
     let mut account: Option<String> = None;
+    let mut bounds = NetworkBounds::default();
     for (k, v) in url.query_pairs() {
         builder = match &*k {
+            k if NetworkBounds::PARAMETERS.contains(&k) => {
+                bounds.set(k, &v)?;
+                builder
+            }
             "account" => {
                 account = Some(v.to_string());
                 builder.with_account(v.as_ref())
@@ -98,6 +105,10 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
         &account,
         container,
     );
+    for (key, value) in bounds.client_config() {
+        builder = builder.with_config(AzureConfigKey::Client(key), value);
+    }
+    let builder = builder.with_retry(bounds.retry_config());
     let (client, writer) = super::clients(
         builder,
         MicrosoftAzureBuilder::with_retry,
@@ -106,9 +117,10 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
     )?;
     let native = AzureNative {
         client: client.clone(),
-        http: native::new_client()?,
+        http: native::new_client(&bounds)?,
         container_url,
         account,
+        retry_timeout: bounds.retry_timeout,
     };
     Ok(ObjStore::new("azure", client, url.path(), max)?
         .with_writer(writer)
@@ -140,6 +152,8 @@ struct AzureNative {
     http: reqwest::Client,
     container_url: String,
     account: String,
+    /// How long a read is sent again while the connection fails ([`NetworkBounds`]).
+    retry_timeout: std::time::Duration,
 }
 
 impl AzureNative {
@@ -178,7 +192,7 @@ impl AzureNative {
         AzureAuthorizer::new(&credential, &self.account)
             .try_authorize(&mut request)
             .map_err(map_err)?;
-        native::send(&self.http, request, attempts).await
+        native::send(&self.http, request, attempts, self.retry_timeout).await
     }
 }
 

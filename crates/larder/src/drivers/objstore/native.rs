@@ -206,31 +206,42 @@ impl Response {
     }
 }
 
-/// The HTTP client for one store's raw requests. One per store, not one per process: a
-/// pooled connection belongs to the tokio runtime that opened it.
-pub(crate) fn new_client() -> Result<reqwest::Client, Error> {
+/// The HTTP client for one store's raw requests, within the store's `bounds` (a hung backend
+/// fails a request within `bounds.timeout`). One per store, not one per process: a pooled
+/// connection belongs to the tokio runtime that opened it.
+pub(crate) fn new_client(bounds: &super::NetworkBounds) -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(bounds.connect_timeout)
+        // Until the response starts, and then between two reads of it. (S3 answers a
+        // completion's headers at once and keeps the body moving while it works.)
+        .read_timeout(bounds.timeout)
         // Below the servers' own keep-alive timeouts (Node's, so Azurite's, is 5 s): a
         // pooled connection the server is closing would fail a request that cannot be
         // resent.
         .pool_idle_timeout(Duration::from_secs(2))
-        // Completing a multi-gigabyte upload can take minutes on S3.
+        // Completing a multi-gigabyte upload can take minutes on S3, with the body moving.
         .timeout(Duration::from_secs(600))
         .build()
         .map_err(|e| Error::backend(format!("HTTP client for the raw requests: {e}")))
 }
 
 /// Sends a signed request up to `attempts` times while the connection fails: once for a
-/// conditional request (see the module doc), more only for one safe to repeat (a read).
+/// conditional request (see the module doc), more only for one safe to repeat (a read), and
+/// not again once `retry_for` has passed since the first attempt (a hung backend fails the
+/// request within about `retry_for` plus one timeout).
 pub(crate) async fn send(
     client: &reqwest::Client,
     request: HttpRequest,
     attempts: usize,
+    retry_for: Duration,
 ) -> Result<Response, Error> {
+    let started = std::time::Instant::now();
     let mut last = None;
     for attempt in 0..attempts.max(1) {
         if attempt > 0 {
+            if started.elapsed() >= retry_for {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
         }
         match send_one(client, clone_request(&request)?).await {

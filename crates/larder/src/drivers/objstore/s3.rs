@@ -13,6 +13,7 @@
 //! retried, as S3 documents; a 412 is decided again from a fresh head.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -22,13 +23,15 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 
 use super::native::{self, BlobHeaders, Guard, Native, NativeError, Response};
-use super::{map_err, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
+use super::{map_err, NetworkBounds, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
 use crate::error::{Error, Result};
 
 /// Opens `s3://bucket/prefix?endpoint=http://host:port&region=us-east-1&allow_http=true`
 /// `&access_key_id=…&secret_access_key=…&session_token=…&virtual_hosted=false`
-/// `&max_object_size=N&conditional_delete=true`. Credentials and anything not in the URL come from the `AWS_*`
-/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, …).
+/// `&max_object_size=N&conditional_delete=true&connect_timeout_ms=5000&timeout_ms=5000`
+/// `&retry_timeout_ms=5000` (the timeouts: see [`NetworkBounds`]). Credentials and anything not
+/// in the URL come from the `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, …).
 pub fn from_url(url: &url::Url) -> Result<ObjStore> {
     let bucket = url
         .host_str()
@@ -37,8 +40,13 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     let mut max = DEFAULT_MAX_OBJECT_SIZE;
     let mut conditional_delete = true;
+    let mut bounds = NetworkBounds::default();
     for (k, v) in url.query_pairs() {
         builder = match &*k {
+            k if NetworkBounds::PARAMETERS.contains(&k) => {
+                bounds.set(k, &v)?;
+                builder
+            }
             "conditional_delete" => {
                 conditional_delete = super::parse_bool(&k, &v)?;
                 builder
@@ -65,6 +73,10 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
             }
         };
     }
+    for (key, value) in bounds.client_config() {
+        builder = builder.with_config(AmazonS3ConfigKey::Client(key), value);
+    }
+    let builder = builder.with_retry(bounds.retry_config());
     let (bucket_endpoint, region) = bucket_endpoint(&builder, bucket);
     let (client, writer) = super::clients(
         builder,
@@ -74,7 +86,7 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
     )?;
     let native = S3Native {
         client: client.clone(),
-        http: native::new_client()?,
+        http: native::new_client(&bounds)?,
         bucket_endpoint,
         region,
         conditional_delete,
@@ -133,7 +145,7 @@ impl S3Native {
         AwsAuthorizer::new(&credential, "s3", &self.region)
             .try_authorize(&mut request, None)
             .map_err(map_err)?;
-        native::send(&self.http, request, 1).await
+        native::send(&self.http, request, 1, Duration::ZERO).await
     }
 }
 
@@ -248,6 +260,18 @@ mod tests {
             Err(Error::InvalidInput(_))
         ));
         assert!(matches!(open("s3://b/a//c"), Err(Error::InvalidInput(_))));
+        open("s3://b?region=r&connect_timeout_ms=100&timeout_ms=200&retry_timeout_ms=300").unwrap();
+        for bad in [
+            "timeout_ms=0",
+            "timeout_ms=x",
+            "connect_timeout_ms=-1",
+            "retry_timeout_ms=",
+        ] {
+            assert!(
+                matches!(open(&format!("s3://b?{bad}")), Err(Error::InvalidInput(_))),
+                "{bad}"
+            );
+        }
         let no_delete = open("s3://b?conditional_delete=false&region=r").unwrap();
         let caps = crate::Store::capabilities(&no_delete);
         assert_eq!(caps.delete_conditions, crate::ConditionSupport::NONE);
