@@ -70,11 +70,11 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "nats" => Arc::new(crate::drivers::nats::NatsStore::from_url(&parsed).await?),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => {
-            Arc::new(crate::drivers::sql::postgres::PostgresStore::from_url(&parsed).await?)
+            Arc::new(crate::drivers::sql::postgres::PostgresStore::from_url(url).await?)
         }
         #[cfg(feature = "mysql")]
         "mysql" | "mariadb" => {
-            Arc::new(crate::drivers::sql::mysql::MysqlStore::from_url(&parsed).await?)
+            Arc::new(crate::drivers::sql::mysql::MysqlStore::from_url(url).await?)
         }
         #[cfg(feature = "s3")]
         "s3" => Arc::new(crate::drivers::objstore::s3::from_url(&parsed)?),

@@ -13,8 +13,9 @@
 //!
 //! # Atomicity
 //!
-//! Every conditional write runs in a `BEGIN IMMEDIATE` transaction: SQLite takes the database's
-//! write lock when the transaction begins, so reading the current row, deciding with the shared
+//! The decision is the one all SQL drivers share ([`sql`](super::sql)): every conditional write
+//! runs in a `BEGIN IMMEDIATE` transaction, so SQLite takes the database's write lock when the
+//! transaction begins, and reading the current row, deciding with the shared
 //! [`Preconditions::evaluate_write`](crate::Preconditions::evaluate_write) and writing are one
 //! step for every connection of every process on the host that opens the file
 //! ([`AtomicScope::Host`]; SQLite's locks don't hold over network file systems). The writes
@@ -38,16 +39,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::Connection;
 
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
-use crate::drivers::ranged::{bind_span, get_decided};
+use crate::drivers::sql::ranged::{bind_span, get_decided};
+use crate::drivers::sql::{
+    self, bind_row, validate_table, Backend, LockedRow, Row, Sweeper, TableOptions,
+};
 use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
@@ -83,11 +85,65 @@ impl Default for SqliteConfig {
     fn default() -> Self {
         SqliteConfig {
             path: None,
-            table: "larder_objects".into(),
-            sweep_interval: Some(Duration::from_secs(60)),
-            max_connections: 8,
+            table: sql::DEFAULT_TABLE.into(),
+            sweep_interval: Some(sql::DEFAULT_SWEEP),
+            max_connections: sql::DEFAULT_MAX_CONNECTIONS,
             synchronous_full: true,
         }
+    }
+}
+
+impl SqliteConfig {
+    /// Parses a URL: `sqlite:///abs.db`, `sqlite://rel.db` (the path verbatim),
+    /// `sqlite::memory:`, with the options in the module docs; an unknown option is refused.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let rest = url
+            .get(..7)
+            .filter(|s| s.eq_ignore_ascii_case("sqlite:"))
+            .map(|_| &url[7..])
+            .ok_or_else(|| Error::InvalidInput(format!("not a sqlite URL: {url}")))?;
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let path = match location {
+            ":memory:" | "//:memory:" => None,
+            l => match l.strip_prefix("//") {
+                Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "sqlite store URL {url:?}: expected sqlite:///abs/path.db, sqlite://rel.db or sqlite::memory:"
+                    )))
+                }
+            },
+        };
+        let mut config = SqliteConfig {
+            path,
+            ..Default::default()
+        };
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            let shared = TableOptions {
+                table: &mut config.table,
+                sweep_interval: &mut config.sweep_interval,
+                max_connections: &mut config.max_connections,
+            };
+            if shared.take("sqlite", &k, &v)? {
+                continue;
+            }
+            match (&*k, &*v) {
+                ("synchronous", "full") => config.synchronous_full = true,
+                ("synchronous", "normal") => config.synchronous_full = false,
+                ("synchronous", _) => {
+                    return Err(Error::InvalidInput(format!(
+                        "sqlite store: synchronous={v} (full or normal)"
+                    )))
+                }
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "sqlite store: unknown option {k}"
+                    )))
+                }
+            }
+        }
+        validate_table("sqlite", &config.table)?;
+        Ok(config)
     }
 }
 
@@ -97,15 +153,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     table: String,
     sql: Statements,
-    sweeper: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        if let Some(s) = &self.sweeper {
-            s.abort();
-        }
-    }
+    /// Deletes expired rows while the store lives.
+    _sweeper: Option<Sweeper>,
 }
 
 fn db_error(e: sqlx::Error) -> Error {
@@ -125,17 +174,7 @@ fn db_error(e: sqlx::Error) -> Error {
 impl SqliteStore {
     /// Opens (creating if missing) the database and table that `config` names.
     pub async fn open(config: SqliteConfig) -> Result<Self> {
-        if config.table.is_empty()
-            || !config
-                .table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(Error::InvalidInput(format!(
-                "sqlite store: table name {:?} must be letters, digits and _",
-                config.table
-            )));
-        }
+        validate_table("sqlite", &config.table)?;
         let mut opts = match &config.path {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -170,82 +209,23 @@ impl SqliteStore {
         let pool = pool_opts.connect_with(opts).await.map_err(db_error)?;
         let table = config.table.clone();
         Self::migrate(&pool, &table).await?;
-        let sweeper = config.sweep_interval.filter(|d| !d.is_zero()).map(|every| {
-            let pool = pool.clone();
-            let sql = format!("DELETE FROM {table} WHERE expires_at <= ?");
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let now = to_millis(now_millis());
-                    if let Err(e) = sqlx::query(&sql).bind(now).execute(&pool).await {
-                        tracing::warn!(error = %e, "sqlite store: sweeping expired objects");
-                    }
-                }
-            })
-        });
+        let sweeper = Sweeper::spawn(
+            "sqlite",
+            &pool,
+            format!("DELETE FROM {table} WHERE expires_at <= ?"),
+            config.sweep_interval,
+        );
         Ok(SqliteStore {
             pool,
             sql: Statements::new(&table),
             table,
-            sweeper,
+            _sweeper: sweeper,
         })
     }
 
-    /// From a URL: `sqlite:///abs.db`, `sqlite://rel.db`, `sqlite::memory:`, with the options
-    /// in the module docs.
+    /// Opens the store a `sqlite:` URL names (see [`SqliteConfig::from_url`]).
     pub async fn from_url(url: &str) -> Result<Self> {
-        let rest = url
-            .get(..7)
-            .filter(|s| s.eq_ignore_ascii_case("sqlite:"))
-            .map(|_| &url[7..])
-            .ok_or_else(|| Error::InvalidInput(format!("not a sqlite URL: {url}")))?;
-        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let path = match location {
-            ":memory:" | "//:memory:" => None,
-            l => match l.strip_prefix("//") {
-                Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-                _ => {
-                    return Err(Error::InvalidInput(format!(
-                        "sqlite store URL {url:?}: expected sqlite:///abs/path.db, sqlite://rel.db or sqlite::memory:"
-                    )))
-                }
-            },
-        };
-        let mut config = SqliteConfig {
-            path,
-            ..Default::default()
-        };
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            let number = || {
-                v.parse::<u64>().map_err(|_| {
-                    Error::InvalidInput(format!("sqlite store: {k}={v} is not a number"))
-                })
-            };
-            match &*k {
-                "table" => config.table = v.to_string(),
-                "sweep" => config.sweep_interval = Some(Duration::from_secs(number()?)),
-                "max_connections" => config.max_connections = number()?.clamp(1, 1024) as u32,
-                "synchronous" => {
-                    config.synchronous_full = match &*v {
-                        "full" => true,
-                        "normal" => false,
-                        _ => {
-                            return Err(Error::InvalidInput(format!(
-                                "sqlite store: synchronous={v} (full or normal)"
-                            )))
-                        }
-                    }
-                }
-                _ => {
-                    return Err(Error::InvalidInput(format!(
-                        "sqlite store: unknown option {k}"
-                    )))
-                }
-            }
-        }
-        Self::open(config).await
+        Self::open(SqliteConfig::from_url(url)?).await
     }
 
     async fn migrate(pool: &SqlitePool, table: &str) -> Result<()> {
@@ -352,24 +332,11 @@ impl Store for SqliteStore {
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
-        let caps = self.capabilities();
-        caps.check_put(&opts)?;
-        let (data, etag, size) = body
-            .reader(caps.max_object_size)
-            .collect(opts.expected_etag.as_ref())
-            .await?;
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        let result = self.put_in(&mut conn, key, data, etag, size, opts).await;
-        discard_if_failed(&mut conn, &result);
-        result
+        sql::put(self, self.capabilities(), key, body, opts).await
     }
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
-        self.capabilities().check_delete(&opts)?;
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        let result = self.delete_in(&mut conn, key, opts).await;
-        discard_if_failed(&mut conn, &result);
-        result
+        sql::delete(self, self.capabilities(), key, opts).await
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {
@@ -401,115 +368,90 @@ impl Store for SqliteStore {
     }
 }
 
-/// A statement that failed inside a transaction may have ended it within SQLite (SQLITE_FULL
-/// and I/O errors roll it back), after which sqlx still counts it open and refuses every later
-/// `BEGIN` on that connection: such a connection is closed rather than returned to the pool.
-fn discard_if_failed<T>(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>, result: &Result<T>) {
-    if matches!(
-        result,
-        Err(Error::StorageFull { .. } | Error::Backend { .. })
-    ) {
-        conn.close_on_drop();
+#[async_trait]
+impl Backend for SqliteStore {
+    type Db = sqlx::Sqlite;
+
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+
+    const DISCARD_FAILED_CONNECTIONS: bool = true;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn db_error(e: sqlx::Error) -> Error {
+        db_error(e)
+    }
+
+    /// A failed COMMIT of an embedded database did not commit: read like any other error.
+    fn commit_error(e: sqlx::Error) -> Error {
+        db_error(e)
+    }
+
+    /// Never: `BEGIN IMMEDIATE` holds the write lock across the decision, so no other writer
+    /// can create the row between the read and the insert.
+    fn redecide(_: &sqlx::Error) -> bool {
+        false
+    }
+
+    async fn lock_row(&self, tx: &mut SqliteConnection, key: &Key) -> Result<Option<LockedRow>> {
+        // Under the write lock `BEGIN IMMEDIATE` took: no one else can change the row.
+        let row: Option<(String, Option<i64>, String)> = sqlx::query_as(&self.sql.lock)
+            .bind(key.as_str())
+            .fetch_optional(tx)
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|(etag, exp, meta)| (etag, exp, meta.into_bytes())))
+    }
+
+    async fn write(&self, tx: &mut SqliteConnection, row: &Row<'_>) -> sqlx::Result<u64> {
+        let sql = match row.guard {
+            Some(_) => &self.sql.update,
+            None => &self.sql.insert,
+        };
+        let done = bind_row(sqlx::query(sql), row).execute(tx).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_row(
+        &self,
+        tx: &mut SqliteConnection,
+        key: &Key,
+        etag: &str,
+    ) -> sqlx::Result<()> {
+        sqlx::query(&self.sql.delete)
+            .bind(key.as_str())
+            .bind(etag)
+            .execute(tx)
+            .await?;
+        Ok(())
     }
 }
 
-impl SqliteStore {
-    async fn put_in(
-        &self,
-        conn: &mut SqliteConnection,
-        key: &Key,
-        data: Bytes,
-        etag: ETag,
-        size: u64,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-        let current = self.current(&mut *tx, key).await?;
-        opts.preconditions.evaluate_write(current.as_ref())?;
-        // Stamped under the write lock, and never before the version it replaces.
-        let replaces = current.as_ref().map(|c| c.last_modified);
-        let meta = Meta::next_version(key, etag, size, replaces, &opts)?;
-        let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
-        let expires = meta.expires_at.map(to_millis);
-        // Bound as an owned buffer (taken from the collected body without a copy when it is
-        // the only reference): a borrowed one is copied again to cross to sqlx's worker thread.
-        let data = Vec::from(data);
-        let done = match &current {
-            // Guarded by the version decided on, as well as by the lock.
-            Some(c) => sqlx::query(&self.sql.update)
-                .bind(meta.etag.opaque())
-                .bind(expires)
-                .bind(&encoded)
-                .bind(data)
-                .bind(key.as_str())
-                .bind(c.etag.opaque()),
-            // No live object: a missing row, or an expired one that is replaced.
-            None => sqlx::query(&self.sql.insert)
-                .bind(key.as_str())
-                .bind(meta.etag.opaque())
-                .bind(expires)
-                .bind(&encoded)
-                .bind(data)
-                .bind(to_millis(meta.last_modified)),
-        }
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        if done.rows_affected() != 1 {
-            // Only reachable if something wrote without taking the lock.
-            return Err(Error::precondition_failed(None));
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(PutResult {
-            meta,
-            created: current.is_none(),
-        })
-    }
-
-    async fn delete_in(
-        &self,
-        conn: &mut SqliteConnection,
-        key: &Key,
-        opts: DeleteOptions,
-    ) -> Result<()> {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-        let current = self
-            .current(&mut *tx, key)
-            .await?
-            .ok_or_else(|| Error::not_found(key))?;
-        opts.preconditions.evaluate_write(Some(&current))?;
-        sqlx::query(&format!(
-            "DELETE FROM {} WHERE key = ? AND etag = ?",
-            self.table
-        ))
-        .bind(key.as_str())
-        .bind(current.etag.opaque())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
-    }
-}
-
-/// The statements that name the table, formatted once.
+/// The statements that name the table, formatted once. The writes take their values in the
+/// order [`bind_row`] binds them (`?1` etag, `?4` expires_at, `?6` meta, `?7` body, `?8` key,
+/// `?9` the guard); this layout has no columns for the others (size, last_modified,
+/// content_type: they are in `meta`).
 #[derive(Debug)]
 struct Statements {
+    lock: String,
     update: String,
     insert: String,
+    delete: String,
 }
 
 impl Statements {
     fn new(t: &str) -> Self {
         Statements {
+            lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE key = ?"),
             update: format!(
-                "UPDATE {t} SET etag = ?, expires_at = ?, meta = ?, body = ? WHERE key = ? AND etag = ?"
+                "UPDATE {t} SET etag = ?1, expires_at = ?4, meta = ?6, body = ?7 WHERE key = ?8 AND etag = ?9"
             ),
             insert: format!(
-                "INSERT INTO {t} (key, etag, expires_at, meta, body) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, expires_at = excluded.expires_at,
-                   meta = excluded.meta, body = excluded.body
-                 WHERE {t}.expires_at IS NOT NULL AND {t}.expires_at <= ?"
+                "INSERT INTO {t} (etag, expires_at, meta, body, key) VALUES (?1, ?4, ?6, ?7, ?8)"
             ),
+            delete: format!("DELETE FROM {t} WHERE key = ? AND etag = ?"),
         }
     }
 }

@@ -33,10 +33,10 @@ use std::ops::Range;
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 
-use super::{bind_row, Backend, LockedRow, Row, SqlOptions};
+use super::ranged::{bind_span, get_decided};
+use super::{bind_row, Backend, LockedRow, Row, SqlConfig, Sweeper};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
-use crate::drivers::ranged::{bind_span, get_decided};
 use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
@@ -58,15 +58,8 @@ pub struct MysqlStore {
     pool: MySqlPool,
     table: String,
     max_object_size: u64,
-    sweeper: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for MysqlStore {
-    fn drop(&mut self) {
-        if let Some(s) = &self.sweeper {
-            s.abort();
-        }
-    }
+    /// Deletes expired rows while the store lives.
+    _sweeper: Option<Sweeper>,
 }
 
 /// The server's error number, if it is a MySQL error.
@@ -95,13 +88,12 @@ fn db_error(e: sqlx::Error) -> Error {
 }
 
 impl MysqlStore {
-    /// Connects to `url` (a `mysql://` URL sqlx understands) with `opts`, creating the table
-    /// if missing.
-    pub async fn open(url: &str, opts: SqlOptions) -> Result<Self> {
-        opts.validate("mysql")?;
+    /// Connects to the server `config` names, creating the table if missing.
+    pub async fn open(config: SqlConfig) -> Result<Self> {
+        super::validate_table("mysql", &config.table)?;
         let pool = MySqlPoolOptions::new()
-            .max_connections(opts.max_connections)
-            .acquire_timeout(opts.acquire_timeout)
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
             // No gap locks: a locking read of a missing key locks nothing, racing creators
             // meet on the primary key instead of deadlocking.
             .after_connect(|conn, _| {
@@ -112,43 +104,34 @@ impl MysqlStore {
                         .map(|_| ())
                 })
             })
-            .connect(url)
+            .connect(&config.url)
             .await
             .map_err(db_error)?;
-        let table = opts.table.clone();
+        let table = config.table.clone();
         Self::migrate(&pool, &table).await?;
         let packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
             .fetch_one(&pool)
             .await
             .map_err(db_error)?;
         let max_object_size = packet.saturating_sub(PACKET_HEADROOM);
-        let sweeper = opts.sweep_interval.filter(|d| !d.is_zero()).map(|every| {
-            let pool = pool.clone();
-            let sql = format!("DELETE FROM {table} WHERE expires_at <= ?");
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let now = to_millis(now_millis());
-                    if let Err(e) = sqlx::query(&sql).bind(now).execute(&pool).await {
-                        tracing::warn!(error = %e, "mysql store: sweeping expired objects");
-                    }
-                }
-            })
-        });
+        let sweeper = Sweeper::spawn(
+            "mysql",
+            &pool,
+            format!("DELETE FROM {table} WHERE expires_at <= ?"),
+            config.sweep_interval,
+        );
         Ok(MysqlStore {
             pool,
             table,
             max_object_size,
-            sweeper,
+            _sweeper: sweeper,
         })
     }
 
-    /// From a parsed `mysql://` / `mariadb://` URL with the options in the module docs.
-    pub async fn from_url(url: &url::Url) -> Result<Self> {
-        let (opts, rest) = SqlOptions::from_url("mysql", url)?;
-        Self::open(rest.as_str(), opts).await
+    /// Opens the store a `mysql://` / `mariadb://` URL names, with the options in the module docs
+    /// (see [`SqlConfig::from_url`]).
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::open(SqlConfig::from_url(url)?).await
     }
 
     async fn migrate(pool: &MySqlPool, table: &str) -> Result<()> {

@@ -34,10 +34,10 @@ use std::ops::Range;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::{bind_row, Backend, LockedRow, Row, SqlOptions};
+use super::ranged::{bind_span, get_decided};
+use super::{bind_row, Backend, LockedRow, Row, SqlConfig, Sweeper};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
-use crate::drivers::ranged::{bind_span, get_decided};
 use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
@@ -58,15 +58,8 @@ const SCHEMA_VERSION: i32 = 1;
 pub struct PostgresStore {
     pool: PgPool,
     table: String,
-    sweeper: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for PostgresStore {
-    fn drop(&mut self) {
-        if let Some(s) = &self.sweeper {
-            s.abort();
-        }
-    }
+    /// Deletes expired rows while the store lives.
+    _sweeper: Option<Sweeper>,
 }
 
 /// Connection and pool trouble, serialization failures and deadlocks are worth retrying;
@@ -90,44 +83,34 @@ fn db_error(e: sqlx::Error) -> Error {
 }
 
 impl PostgresStore {
-    /// Connects to `url` (a `postgres://` URL sqlx understands) with `opts`, creating the table
-    /// if missing.
-    pub async fn open(url: &str, opts: SqlOptions) -> Result<Self> {
-        opts.validate("postgres")?;
+    /// Connects to the server `config` names, creating the table if missing.
+    pub async fn open(config: SqlConfig) -> Result<Self> {
+        super::validate_table("postgres", &config.table)?;
         let pool = PgPoolOptions::new()
-            .max_connections(opts.max_connections)
-            .acquire_timeout(opts.acquire_timeout)
-            .connect(url)
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect(&config.url)
             .await
             .map_err(db_error)?;
-        let table = opts.table.clone();
+        let table = config.table.clone();
         Self::migrate(&pool, &table).await?;
-        let sweeper = opts.sweep_interval.filter(|d| !d.is_zero()).map(|every| {
-            let pool = pool.clone();
-            let sql = format!("DELETE FROM {table} WHERE expires_at <= $1");
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let now = to_millis(now_millis());
-                    if let Err(e) = sqlx::query(&sql).bind(now).execute(&pool).await {
-                        tracing::warn!(error = %e, "postgres store: sweeping expired objects");
-                    }
-                }
-            })
-        });
+        let sweeper = Sweeper::spawn(
+            "postgres",
+            &pool,
+            format!("DELETE FROM {table} WHERE expires_at <= $1"),
+            config.sweep_interval,
+        );
         Ok(PostgresStore {
             pool,
             table,
-            sweeper,
+            _sweeper: sweeper,
         })
     }
 
-    /// From a parsed `postgres://` / `postgresql://` URL with the options in the module docs.
-    pub async fn from_url(url: &url::Url) -> Result<Self> {
-        let (opts, rest) = SqlOptions::from_url("postgres", url)?;
-        Self::open(rest.as_str(), opts).await
+    /// Opens the store a `postgres://` / `postgresql://` URL names, with the options in the module docs
+    /// (see [`SqlConfig::from_url`]).
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::open(SqlConfig::from_url(url)?).await
     }
 
     async fn migrate(pool: &PgPool, table: &str) -> Result<()> {
