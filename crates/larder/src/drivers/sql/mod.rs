@@ -11,6 +11,17 @@
 //! created the row meanwhile. A rejected insert (or a deadlock victim) rolls back and the whole
 //! decision is made again on the new state: that re-decides, it never replays a write blindly.
 //!
+//! A put whose condition SQL can state (unconditional, one strong `If-Match` tag, `If-Match: *`,
+//! `If-None-Match: *`) is first tried where the backend allows it
+//! ([`Backend::ONE_STATEMENT_WRITES`]) as one guarded statement, one round trip, without a
+//! transaction: `UPDATE … WHERE key = ? [AND etag = ?] AND <live> AND last_modified <= <new
+//! version's>` or the primary key's `INSERT`. The guard on `last_modified` keeps the rule of
+//! [`Meta::next_version`] (a version is never dated before the one it replaces): a writer whose
+//! clock is behind the stored version's updates nothing. When the statement writes nothing, the
+//! live row is read: if the condition fails on it, that is the answer (412, linearized at that
+//! read); otherwise (a clock behind, an expired row in the way, a race) the row-lock decision
+//! below decides. Either way the condition is checked by the statement that writes.
+//!
 //! That decision is written once, here ([`put`], [`delete`]); each driver supplies its SQL and
 //! the meaning of its errors through [`Backend`], with its dialect's quirks as data.
 
@@ -25,6 +36,7 @@ use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::meta::{now_millis, to_millis, Meta};
+use crate::precondition::{ETagCondition, Preconditions};
 use crate::store::{DeleteOptions, PutOptions, PutResult};
 
 #[cfg(feature = "mysql")]
@@ -222,6 +234,11 @@ pub(crate) trait Backend: Sync {
     /// nothing about the row matched; otherwise an update must affect the one row.
     const UPDATE_COUNTS_CHANGED_ROWS_ONLY: bool = false;
 
+    /// Whether a put whose condition SQL can state is first tried as one guarded statement
+    /// (see [the module](self)); the backend's [`write`](Backend::write) then supports
+    /// [`Guard::Live`].
+    const ONE_STATEMENT_WRITES: bool = false;
+
     /// Whether a connection on which a write failed is closed rather than pooled again (SQLite:
     /// SQLITE_FULL and I/O errors end the transaction inside SQLite while sqlx still counts it
     /// open, and would refuse every later `BEGIN` on that connection).
@@ -246,7 +263,10 @@ pub(crate) trait Backend: Sync {
     /// Locks `key`'s row (expired or not) for the rest of the transaction and reads it.
     async fn lock_row(&self, conn: &mut Conn<Self>, key: &Key) -> Result<Option<LockedRow>>;
 
-    /// Writes `row`: the UPDATE guarded by `row.guard`, or without a guard the INSERT that the
+    /// The live (unexpired) object's metadata at `key`.
+    async fn read_live(&self, conn: &mut Conn<Self>, key: &Key) -> Result<Option<Meta>>;
+
+    /// Writes `row` as its [`Guard`] says: an UPDATE guarded by the etag, or the INSERT that the
     /// primary key rejects (by an error or 0 rows) if the row exists. Returns the rows affected.
     async fn write(&self, conn: &mut Conn<Self>, row: &Row<'_>) -> sqlx::Result<u64>;
 
@@ -281,12 +301,26 @@ pub(crate) struct Row<'a> {
     pub encoded: &'a str,
     /// The body.
     pub body: &'a [u8],
-    /// The etag of the locked row decided on, which guards the UPDATE (`None`: an INSERT).
-    pub guard: Option<&'a str>,
+    /// What the write is guarded by.
+    pub guard: Guard<'a>,
 }
 
-/// Binds `row` to its UPDATE or INSERT, in the order both drivers' statements take the values:
-/// etag, size, last_modified, expires_at, content_type, meta, body, key, then the guard (if any).
+/// What guards a write of a [`Row`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Guard<'a> {
+    /// An INSERT, which the primary key rejects (an error, or 0 rows) if the row exists.
+    Insert,
+    /// An UPDATE of the locked row decided on, which must still have this etag.
+    Locked(&'a str),
+    /// One statement, no lock: an UPDATE of the row if it is live, has this etag (if any), and
+    /// its `last_modified` is not after the new version's.
+    Live(Option<&'a str>),
+}
+
+/// Binds `row` to its UPDATE or INSERT, in the order every driver's statements take the values:
+/// etag, size, last_modified, expires_at, content_type, meta, body, key, then the guard's: the
+/// etag (if any), and for [`Guard::Live`] the new version's `last_modified` twice (the row is
+/// live if it expires after it, and must not be dated after it).
 pub(crate) fn bind_row<'q, DB: Database>(
     q: Query<'q, DB, <DB as Database>::Arguments<'q>>,
     row: &Row<'q>,
@@ -308,9 +342,104 @@ where
         .bind(row.encoded)
         .bind(row.body)
         .bind(meta.key.as_str());
+    let now = to_millis(meta.last_modified);
     match row.guard {
-        Some(old) => q.bind(old),
-        None => q,
+        Guard::Insert => q,
+        Guard::Locked(old) => q.bind(old),
+        Guard::Live(Some(old)) => q.bind(old).bind(now).bind(now),
+        Guard::Live(None) => q.bind(now).bind(now),
+    }
+}
+
+/// A put's condition, if one statement can state it.
+#[derive(Clone, Copy, Debug)]
+enum OneStatement<'a> {
+    /// Unconditional: replace the live row, else create.
+    Put,
+    /// `If-Match` with one strong tag (`Some`) or `*`: replace the live row.
+    Replace(Option<&'a str>),
+    /// `If-None-Match: *`: create.
+    Create,
+}
+
+impl<'a> OneStatement<'a> {
+    /// Writes ignore `If-Modified-Since`; dates, tag lists and weak tags are left to the
+    /// row-lock decision.
+    fn of(p: &'a Preconditions) -> Option<Self> {
+        if p.if_unmodified_since.is_some() {
+            return None;
+        }
+        match (&p.if_match, &p.if_none_match) {
+            (None, None) => Some(OneStatement::Put),
+            (Some(ETagCondition::Any), None) => Some(OneStatement::Replace(None)),
+            (Some(ETagCondition::Tags(tags)), None) => match &tags[..] {
+                [tag] if !tag.is_weak() => Some(OneStatement::Replace(Some(tag.opaque()))),
+                _ => None,
+            },
+            (None, Some(ETagCondition::Any)) => Some(OneStatement::Create),
+            _ => None,
+        }
+    }
+}
+
+/// A put as one guarded statement (see [the module](self)): `Ok(None)` when it wrote nothing
+/// and the live row does not fail the condition, so the row-lock decision must decide.
+async fn put_one_statement<B: Backend>(
+    backend: &B,
+    conn: &mut Conn<B>,
+    shape: OneStatement<'_>,
+    data: &[u8],
+    template: &Meta,
+    opts: &PutOptions,
+) -> Result<Option<PutResult>> {
+    // Dated now: the guard refuses the write if that is before the version it replaces.
+    let meta = Meta::next_version(
+        &template.key,
+        template.etag.clone(),
+        template.size,
+        None,
+        opts,
+    )?;
+    let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
+    let row = |guard| Row {
+        meta: &meta,
+        encoded: &encoded,
+        body: data,
+        guard,
+    };
+    let (first, then_insert) = match shape {
+        OneStatement::Put => (Some(Guard::Live(None)), true),
+        OneStatement::Replace(tag) => (Some(Guard::Live(tag)), false),
+        OneStatement::Create => (None, true),
+    };
+    if let Some(guard) = first {
+        if write_alone(backend, conn, &row(guard)).await? {
+            return Ok(Some(PutResult {
+                meta,
+                created: false,
+            }));
+        }
+    }
+    if then_insert && write_alone(backend, conn, &row(Guard::Insert)).await? {
+        return Ok(Some(PutResult {
+            meta,
+            created: true,
+        }));
+    }
+    let current = backend.read_live(conn, &meta.key).await?;
+    opts.preconditions.evaluate_write(current.as_ref())?;
+    Ok(None)
+}
+
+/// Runs one write outside a transaction: whether it wrote the row. The statement commits by
+/// itself, so an error the server answered with means nothing was written, but a connection
+/// lost on the way leaves the outcome unknown (never reported as safe to retry).
+async fn write_alone<B: Backend>(backend: &B, conn: &mut Conn<B>, row: &Row<'_>) -> Result<bool> {
+    match backend.write(conn, row).await {
+        Ok(n) => Ok(n == 1),
+        Err(e) if B::redecide(&e) => Ok(false),
+        Err(e @ sqlx::Error::Database(_)) => Err(B::db_error(e)),
+        Err(e) => Err(B::commit_error(e)),
     }
 }
 
@@ -330,6 +459,14 @@ pub(crate) async fn put<B: Backend>(
         .await?;
     // Stamped again under the row lock, by `Meta::next_version`.
     let template = Meta::next_version(key, etag, size, None, &opts)?;
+    if let Some(shape) = OneStatement::of(&opts.preconditions).filter(|_| B::ONE_STATEMENT_WRITES) {
+        let mut conn = backend.pool().acquire().await.map_err(B::db_error)?;
+        let result = put_one_statement(backend, &mut *conn, shape, &data, &template, &opts).await;
+        discard_if_failed::<B, _>(&mut conn, &result);
+        if let Some(done) = result? {
+            return Ok(done);
+        }
+    }
     for _ in 0..DECISION_ATTEMPTS {
         let mut conn = backend.pool().acquire().await.map_err(B::db_error)?;
         let result = try_put(backend, &mut *conn, &data, &template, &opts).await;
@@ -368,7 +505,7 @@ async fn try_put<B: Backend>(
         encoded: &encoded,
         body: data,
         // Nothing to lock yet without a row: the primary key decides between racing creators.
-        guard: row_etag.as_deref(),
+        guard: row_etag.as_deref().map_or(Guard::Insert, Guard::Locked),
     };
     let affected = match backend.write(&mut *tx, &row).await {
         Ok(n) => n,

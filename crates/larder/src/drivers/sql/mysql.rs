@@ -16,7 +16,9 @@
 //! See [the module](super): sessions run at READ COMMITTED (no gap locks), `SELECT … FOR
 //! UPDATE` locks the row for the decision by the shared evaluator (every condition is
 //! supported), the write is guarded by the etag decided on, and a create races on the primary
-//! key (a duplicate-key error or deadlock rolls back and the decision is made again).
+//! key (a duplicate-key error or deadlock rolls back and the decision is made again). A put whose
+//! condition SQL can state (unconditional, one strong `If-Match` tag, `If-Match: *`,
+//! `If-None-Match: *`) is first one guarded statement, one round trip (see [the module](super)).
 //!
 //! Bodies are buffered in memory both ways; a range read transfers only the range
 //! (`SUBSTRING`). One statement carries the whole body, so objects are bounded by the server's
@@ -33,8 +35,8 @@ use std::ops::Range;
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 
-use super::ranged::{bind_span, get_decided};
-use super::{bind_row, Backend, LockedRow, Row, SqlConfig, Sweeper};
+use super::ranged::{bind_span, get_decided, INLINE_MAX};
+use super::{bind_row, Backend, Guard, LockedRow, Row, SqlConfig, Sweeper};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
@@ -57,6 +59,7 @@ const SCHEMA_VERSION: i32 = 1;
 pub struct MysqlStore {
     pool: MySqlPool,
     table: String,
+    sql: Statements,
     max_object_size: u64,
     /// Deletes expired rows while the store lives.
     _sweeper: Option<Sweeper>,
@@ -122,6 +125,7 @@ impl MysqlStore {
         );
         Ok(MysqlStore {
             pool,
+            sql: Statements::new(&table),
             table,
             max_object_size,
             _sweeper: sweeper,
@@ -199,28 +203,83 @@ impl MysqlStore {
         }
     }
 
-    /// The live object's metadata at `key`.
-    async fn current(&self, key: &Key) -> Result<Option<Meta>> {
-        let meta: Option<Vec<u8>> = sqlx::query_scalar(&format!(
-            "SELECT meta FROM {} WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)",
-            self.table
-        ))
-        .bind(key.as_str())
-        .bind(to_millis(now_millis()))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
+    /// The live object's metadata at `key`, read with `exec`.
+    async fn current<'e, E>(&self, exec: E, key: &Key) -> Result<Option<Meta>>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::MySql>,
+    {
+        let meta: Option<Vec<u8>> = sqlx::query_scalar(&self.sql.current)
+            .bind(key.as_str())
+            .bind(to_millis(now_millis()))
+            .fetch_optional(exec)
+            .await
+            .map_err(db_error)?;
         meta.map(|m| Meta::decode(&m)).transpose()
+    }
+
+    /// The live object's metadata at `key`, with its body if that is at most [`INLINE_MAX`]
+    /// bytes: one round trip for a small object's get.
+    async fn current_inline(&self, key: &Key) -> Result<Option<(Meta, Option<Vec<u8>>)>> {
+        let row: Option<(Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(&self.sql.current_inline)
+            .bind(INLINE_MAX)
+            .bind(key.as_str())
+            .bind(to_millis(now_millis()))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|(m, body)| Ok((Meta::decode(&m)?, body)))
+            .transpose()
     }
 
     /// `span` of the body of `key`, if the object there still has `etag`.
     async fn read_span(&self, key: &Key, etag: ETag, span: Range<u64>) -> Result<Option<Vec<u8>>> {
-        let sql = format!(
-            "SELECT SUBSTRING(body, ?, ?) FROM {} WHERE `key` = ? AND etag = ?",
-            self.table
-        );
-        let q = bind_span(sqlx::query_scalar(&sql), key, &etag, span);
+        let q = bind_span(sqlx::query_scalar(&self.sql.span), key, &etag, span);
         q.fetch_optional(&self.pool).await.map_err(db_error)
+    }
+}
+
+/// The statements that name the table, formatted once. The writes take their values in the
+/// order [`bind_row`] binds them.
+#[derive(Debug)]
+struct Statements {
+    current: String,
+    current_inline: String,
+    span: String,
+    lock: String,
+    insert: String,
+    update_locked: String,
+    update_live_tag: String,
+    update_live: String,
+    delete: String,
+}
+
+impl Statements {
+    fn new(t: &str) -> Self {
+        let set = format!(
+            "UPDATE {t} SET etag = ?, size = ?, last_modified = ?, expires_at = ?,
+               content_type = ?, meta = ?, body = ? WHERE `key` = ?"
+        );
+        let live = "(expires_at IS NULL OR expires_at > ?) AND last_modified <= ?";
+        Statements {
+            current: format!(
+                "SELECT meta FROM {t} WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)"
+            ),
+            current_inline: format!(
+                "SELECT meta, IF(size <= ?, body, NULL) FROM {t}
+                 WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)"
+            ),
+            span: format!("SELECT SUBSTRING(body, ?, ?) FROM {t} WHERE `key` = ? AND etag = ?"),
+            // `_bin` collations make text columns read as bytes.
+            lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE `key` = ? FOR UPDATE"),
+            insert: format!(
+                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, `key`)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            update_locked: format!("{set} AND etag = ?"),
+            update_live_tag: format!("{set} AND etag = ? AND {live}"),
+            update_live: format!("{set} AND {live}"),
+            delete: format!("DELETE FROM {t} WHERE `key` = ? AND etag = ?"),
+        }
     }
 }
 
@@ -228,8 +287,13 @@ impl MysqlStore {
 impl Backend for MysqlStore {
     type Db = sqlx::MySql;
 
-    /// MySQL counts the rows an UPDATE changed: rewriting identical values counts 0.
+    /// sqlx connects with CLIENT_FOUND_ROWS, so an UPDATE counts the rows it matched; without
+    /// it MySQL would count only the rows it changed (rewriting identical values counts 0).
+    /// Counted as changed rows all the same: the row-lock path does not rely on the count, and
+    /// the one-statement path only reads 0 as "decide under the row lock".
     const UPDATE_COUNTS_CHANGED_ROWS_ONLY: bool = true;
+
+    const ONE_STATEMENT_WRITES: bool = true;
 
     fn pool(&self) -> &MySqlPool {
         &self.pool
@@ -250,31 +314,26 @@ impl Backend for MysqlStore {
         tx: &mut sqlx::MySqlConnection,
         key: &Key,
     ) -> Result<Option<LockedRow>> {
-        // `_bin` collations make text columns read as bytes.
-        let row: Option<(Vec<u8>, Option<i64>, Vec<u8>)> = sqlx::query_as(&format!(
-            "SELECT etag, expires_at, meta FROM {} WHERE `key` = ? FOR UPDATE",
-            self.table
-        ))
-        .bind(key.as_str())
-        .fetch_optional(tx)
-        .await
-        .map_err(db_error)?;
+        let row: Option<(Vec<u8>, Option<i64>, Vec<u8>)> = sqlx::query_as(&self.sql.lock)
+            .bind(key.as_str())
+            .fetch_optional(tx)
+            .await
+            .map_err(db_error)?;
         Ok(row.map(|(etag, exp, meta)| (String::from_utf8_lossy(&etag).into_owned(), exp, meta)))
     }
 
+    async fn read_live(&self, conn: &mut sqlx::MySqlConnection, key: &Key) -> Result<Option<Meta>> {
+        self.current(conn, key).await
+    }
+
     async fn write(&self, tx: &mut sqlx::MySqlConnection, row: &Row<'_>) -> sqlx::Result<u64> {
-        let t = &self.table;
         let sql = match row.guard {
-            Some(_) => format!(
-                "UPDATE {t} SET etag = ?, size = ?, last_modified = ?, expires_at = ?,
-                   content_type = ?, meta = ?, body = ? WHERE `key` = ? AND etag = ?"
-            ),
-            None => format!(
-                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, `key`)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            ),
+            Guard::Insert => &self.sql.insert,
+            Guard::Locked(_) => &self.sql.update_locked,
+            Guard::Live(Some(_)) => &self.sql.update_live_tag,
+            Guard::Live(None) => &self.sql.update_live,
         };
-        let done = bind_row(sqlx::query(&sql), row).execute(tx).await?;
+        let done = bind_row(sqlx::query(sql), row).execute(tx).await?;
         Ok(done.rows_affected())
     }
 
@@ -284,8 +343,7 @@ impl Backend for MysqlStore {
         key: &Key,
         etag: &str,
     ) -> sqlx::Result<()> {
-        let sql = format!("DELETE FROM {} WHERE `key` = ? AND etag = ?", self.table);
-        sqlx::query(&sql)
+        sqlx::query(&self.sql.delete)
             .bind(key.as_str())
             .bind(etag)
             .execute(tx)
@@ -305,7 +363,7 @@ impl Store for MysqlStore {
 
     async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
         let meta = self
-            .current(key)
+            .current(&self.pool, key)
             .await?
             .ok_or_else(|| Error::not_found(key))?;
         opts.preconditions.evaluate_read(&meta)?;
@@ -314,7 +372,7 @@ impl Store for MysqlStore {
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         let bytes = |etag, span| self.read_span(key, etag, span);
-        get_decided(key, &opts, || self.current(key), bytes).await
+        get_decided(key, &opts, || self.current_inline(key), bytes).await
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {

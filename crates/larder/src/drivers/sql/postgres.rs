@@ -18,7 +18,10 @@
 //! See [the module](super): `SELECT … FOR UPDATE` locks the row for the decision (made by the
 //! shared evaluator, so every condition is supported) and the write is guarded by the etag
 //! decided on; a create races on the primary key (`INSERT … ON CONFLICT DO NOTHING`, 0 rows →
-//! decide again). Every client of the database sees one order of versions.
+//! decide again). Every client of the database sees one order of versions. A put whose condition
+//! SQL can state (unconditional, one strong `If-Match` tag, `If-Match: *`, `If-None-Match: *`)
+//! is first one guarded statement, one round trip, with no lock held across round trips (see
+//! [the module](super)).
 //!
 //! Bodies are buffered in memory on the way in and out (a row is one value); a range read
 //! transfers only the range (`substring`), checked against the ETag decided on. Objects are
@@ -34,8 +37,8 @@ use std::ops::Range;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::ranged::{bind_span, get_decided};
-use super::{bind_row, Backend, LockedRow, Row, SqlConfig, Sweeper};
+use super::ranged::{bind_span, get_decided, INLINE_MAX};
+use super::{bind_row, Backend, Guard, LockedRow, Row, SqlConfig, Sweeper};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
@@ -58,6 +61,7 @@ const SCHEMA_VERSION: i32 = 1;
 pub struct PostgresStore {
     pool: PgPool,
     table: String,
+    sql: Statements,
     /// Deletes expired rows while the store lives.
     _sweeper: Option<Sweeper>,
 }
@@ -102,6 +106,7 @@ impl PostgresStore {
         );
         Ok(PostgresStore {
             pool,
+            sql: Statements::new(&table),
             table,
             _sweeper: sweeper,
         })
@@ -172,28 +177,86 @@ impl PostgresStore {
         tx.commit().await.map_err(db_error)
     }
 
-    /// The live object's metadata at `key`.
-    async fn current(&self, key: &Key) -> Result<Option<Meta>> {
-        let meta: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT meta FROM {} WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)",
-            self.table
-        ))
-        .bind(key.as_str())
-        .bind(to_millis(now_millis()))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
+    /// The live object's metadata at `key`, read with `exec`.
+    async fn current<'e, E>(&self, exec: E, key: &Key) -> Result<Option<Meta>>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+    {
+        let meta: Option<String> = sqlx::query_scalar(&self.sql.current)
+            .bind(key.as_str())
+            .bind(to_millis(now_millis()))
+            .fetch_optional(exec)
+            .await
+            .map_err(db_error)?;
         meta.map(|m| Meta::decode(m.as_bytes())).transpose()
+    }
+
+    /// The live object's metadata at `key`, with its body if that is at most [`INLINE_MAX`]
+    /// bytes: one round trip for a small object's get.
+    async fn current_inline(&self, key: &Key) -> Result<Option<(Meta, Option<Vec<u8>>)>> {
+        let row: Option<(String, Option<Vec<u8>>)> = sqlx::query_as(&self.sql.current_inline)
+            .bind(key.as_str())
+            .bind(to_millis(now_millis()))
+            .bind(INLINE_MAX)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|(m, body)| Ok((Meta::decode(m.as_bytes())?, body)))
+            .transpose()
     }
 
     /// `span` of the body of `key`, if the object there still has `etag`.
     async fn read_span(&self, key: &Key, etag: ETag, span: Range<u64>) -> Result<Option<Vec<u8>>> {
-        let sql = format!(
-            "SELECT substring(body FROM $1::int FOR $2::int) FROM {} WHERE key = $3 AND etag = $4",
-            self.table
-        );
-        let q = bind_span(sqlx::query_scalar(&sql), key, &etag, span);
+        let q = bind_span(sqlx::query_scalar(&self.sql.span), key, &etag, span);
         q.fetch_optional(&self.pool).await.map_err(db_error)
+    }
+}
+
+/// The statements that name the table, formatted once. The writes take their values in the
+/// order [`bind_row`] binds them.
+#[derive(Debug)]
+struct Statements {
+    current: String,
+    current_inline: String,
+    span: String,
+    lock: String,
+    insert: String,
+    update_locked: String,
+    update_live_tag: String,
+    update_live: String,
+    delete: String,
+}
+
+impl Statements {
+    fn new(t: &str) -> Self {
+        let set = format!(
+            "UPDATE {t} SET etag = $1, size = $2, last_modified = $3, expires_at = $4,
+               content_type = $5, meta = $6, body = $7 WHERE key = $8"
+        );
+        let live = |n: u8, m: u8| {
+            format!("(expires_at IS NULL OR expires_at > ${n}) AND last_modified <= ${m}")
+        };
+        Statements {
+            current: format!(
+                "SELECT meta FROM {t} WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)"
+            ),
+            current_inline: format!(
+                "SELECT meta, CASE WHEN size <= $3 THEN body END FROM {t}
+                 WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)"
+            ),
+            span: format!(
+                "SELECT substring(body FROM $1::int FOR $2::int) FROM {t} WHERE key = $3 AND etag = $4"
+            ),
+            lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE key = $1 FOR UPDATE"),
+            insert: format!(
+                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING"
+            ),
+            update_locked: format!("{set} AND etag = $9"),
+            update_live_tag: format!("{set} AND etag = $9 AND {}", live(10, 11)),
+            update_live: format!("{set} AND {}", live(9, 10)),
+            delete: format!("DELETE FROM {t} WHERE key = $1 AND etag = $2"),
+        }
     }
 }
 
@@ -201,7 +264,7 @@ impl PostgresStore {
 impl Backend for PostgresStore {
     type Db = sqlx::Postgres;
 
-    const UPDATE_COUNTS_CHANGED_ROWS_ONLY: bool = false;
+    const ONE_STATEMENT_WRITES: bool = true;
 
     fn pool(&self) -> &PgPool {
         &self.pool
@@ -217,30 +280,26 @@ impl Backend for PostgresStore {
     }
 
     async fn lock_row(&self, tx: &mut sqlx::PgConnection, key: &Key) -> Result<Option<LockedRow>> {
-        let row: Option<(String, Option<i64>, String)> = sqlx::query_as(&format!(
-            "SELECT etag, expires_at, meta FROM {} WHERE key = $1 FOR UPDATE",
-            self.table
-        ))
-        .bind(key.as_str())
-        .fetch_optional(tx)
-        .await
-        .map_err(db_error)?;
+        let row: Option<(String, Option<i64>, String)> = sqlx::query_as(&self.sql.lock)
+            .bind(key.as_str())
+            .fetch_optional(tx)
+            .await
+            .map_err(db_error)?;
         Ok(row.map(|(etag, exp, meta)| (etag, exp, meta.into_bytes())))
     }
 
+    async fn read_live(&self, conn: &mut sqlx::PgConnection, key: &Key) -> Result<Option<Meta>> {
+        self.current(conn, key).await
+    }
+
     async fn write(&self, tx: &mut sqlx::PgConnection, row: &Row<'_>) -> sqlx::Result<u64> {
-        let t = &self.table;
         let sql = match row.guard {
-            Some(_) => format!(
-                "UPDATE {t} SET etag = $1, size = $2, last_modified = $3, expires_at = $4,
-                   content_type = $5, meta = $6, body = $7 WHERE key = $8 AND etag = $9"
-            ),
-            None => format!(
-                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, key)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING"
-            ),
+            Guard::Insert => &self.sql.insert,
+            Guard::Locked(_) => &self.sql.update_locked,
+            Guard::Live(Some(_)) => &self.sql.update_live_tag,
+            Guard::Live(None) => &self.sql.update_live,
         };
-        let done = bind_row(sqlx::query(&sql), row).execute(tx).await?;
+        let done = bind_row(sqlx::query(sql), row).execute(tx).await?;
         Ok(done.rows_affected())
     }
 
@@ -250,8 +309,7 @@ impl Backend for PostgresStore {
         key: &Key,
         etag: &str,
     ) -> sqlx::Result<()> {
-        let sql = format!("DELETE FROM {} WHERE key = $1 AND etag = $2", self.table);
-        sqlx::query(&sql)
+        sqlx::query(&self.sql.delete)
             .bind(key.as_str())
             .bind(etag)
             .execute(tx)
@@ -271,7 +329,7 @@ impl Store for PostgresStore {
 
     async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
         let meta = self
-            .current(key)
+            .current(&self.pool, key)
             .await?
             .ok_or_else(|| Error::not_found(key))?;
         opts.preconditions.evaluate_read(&meta)?;
@@ -280,7 +338,7 @@ impl Store for PostgresStore {
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         let bytes = |etag, span| self.read_span(key, etag, span);
-        get_decided(key, &opts, || self.current(key), bytes).await
+        get_decided(key, &opts, || self.current_inline(key), bytes).await
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
