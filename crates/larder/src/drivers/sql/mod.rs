@@ -60,6 +60,13 @@ pub struct SqlConfig {
     /// How long to wait for a pooled connection, a new one's connection set-up included
     /// (default 5 s: an unreachable server fails a request fast).
     pub acquire_timeout: Duration,
+    /// The longest a statement may run or wait for a lock another connection holds, set on
+    /// every connection (PostgreSQL: `statement_timeout` and `lock_timeout`; MySQL:
+    /// `innodb_lock_wait_timeout`, in whole seconds, at least 1, and `max_execution_time`, or
+    /// MariaDB's `max_statement_time`). Past it the statement fails as a transient error
+    /// (503 through the server) instead of hanging the request. `None`: the server's defaults.
+    /// Default 5 s.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for SqlConfig {
@@ -70,6 +77,7 @@ impl Default for SqlConfig {
             sweep_interval: Some(DEFAULT_SWEEP),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -83,7 +91,8 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 8;
 
 impl SqlConfig {
     /// Parses a `postgres://`, `postgresql://`, `mysql://` or `mariadb://` URL: Larder's options
-    /// (`table`, `sweep`, `max_connections`, `acquire_timeout_ms`) are taken out of its query,
+    /// (`table`, `sweep`, `max_connections`, `acquire_timeout_ms`, `statement_timeout_ms`, 0 for
+    /// none) are taken out of its query,
     /// the rest is the client's [`url`](SqlConfig::url).
     pub fn from_url(url: &str) -> Result<Self> {
         let parsed = url::Url::parse(url)
@@ -113,6 +122,10 @@ impl SqlConfig {
             match &*k {
                 "acquire_timeout_ms" => {
                     config.acquire_timeout = Duration::from_millis(number(driver, &k, &v)?)
+                }
+                "statement_timeout_ms" => {
+                    config.statement_timeout = Some(Duration::from_millis(number(driver, &k, &v)?))
+                        .filter(|d| !d.is_zero())
                 }
                 // Anything else is the database client's own option (sslmode, …).
                 _ => kept.push((k.into_owned(), v.into_owned())),
@@ -579,7 +592,7 @@ mod tests {
     #[test]
     fn larder_options_are_taken_out_of_the_url() {
         let c = SqlConfig::from_url(
-            "postgres://u@h:5432/db?table=t_1&sslmode=disable&sweep=0&max_connections=3&acquire_timeout_ms=250",
+            "postgres://u@h:5432/db?table=t_1&sslmode=disable&sweep=0&max_connections=3&acquire_timeout_ms=250&statement_timeout_ms=0",
         )
         .unwrap();
         assert_eq!(c.url, "postgres://u@h:5432/db?sslmode=disable");
@@ -588,6 +601,9 @@ mod tests {
             ("t_1", None, 3)
         );
         assert_eq!(c.acquire_timeout, Duration::from_millis(250));
+        assert_eq!(c.statement_timeout, None);
+        let c = SqlConfig::from_url("mysql://h/db?statement_timeout_ms=1500").unwrap();
+        assert_eq!(c.statement_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(
             SqlConfig::from_url("mysql://h/db").unwrap().url,
             "mysql://h/db"

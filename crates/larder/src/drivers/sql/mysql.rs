@@ -1,8 +1,11 @@
 //! A store in one MySQL or MariaDB (InnoDB) table.
 //!
 //! URL: `mysql://user[:pass]@host[:port]/db` (or `mariadb://`), with Larder's options
-//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000`; any other query
-//! option is the MySQL client's.
+//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000&statement_timeout_ms=5000`;
+//! any other query option is the MySQL client's. `statement_timeout_ms` (0: the server's
+//! defaults) bounds every wait for a row lock (`innodb_lock_wait_timeout`, whole seconds, at
+//! least 1) and every statement's running time (MariaDB's `max_statement_time`; MySQL's
+//! `max_execution_time`, which covers SELECTs only): past it the request fails as transient.
 //!
 //! # Layout
 //!
@@ -31,6 +34,7 @@
 //! them every `sweep` seconds (default 60; 0 = never) while the store lives.
 
 use std::ops::Range;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
@@ -75,8 +79,8 @@ fn number(e: &sqlx::Error) -> Option<u16> {
     }
 }
 
-/// Connection and pool trouble, lock waits and deadlocks are worth retrying; everything else
-/// is permanent.
+/// Connection and pool trouble, lock waits, deadlocks and statement timeouts are worth
+/// retrying; everything else is permanent.
 fn db_error(e: sqlx::Error) -> Error {
     match (&e, number(&e)) {
         // disk full, table full.
@@ -84,27 +88,56 @@ fn db_error(e: sqlx::Error) -> Error {
         (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_), _) => {
             Error::transient(e)
         }
-        // too many connections, shutdown, lock wait timeout, deadlock, gone away, lost.
-        (_, Some(1040 | 1053 | 1205 | 1213 | 2006 | 2013)) => Error::transient(e),
+        // too many connections, shutdown, lock wait timeout, deadlock, gone away, lost,
+        // statement timeout (MariaDB's max_statement_time, MySQL's max_execution_time).
+        (_, Some(1040 | 1053 | 1205 | 1213 | 2006 | 2013 | 1969 | 3024)) => Error::transient(e),
         _ => Error::backend(e),
     }
+}
+
+/// Bounds every statement of `conn` by `t`: lock waits by `innodb_lock_wait_timeout` (whole
+/// seconds, at least 1), running time by MariaDB's `max_statement_time` (seconds) or, where that
+/// variable is unknown (MySQL), `max_execution_time` (ms; MySQL applies it to SELECTs only).
+async fn set_statement_timeout(conn: &mut sqlx::MySqlConnection, t: Duration) -> sqlx::Result<()> {
+    let secs = t.as_secs().max(1);
+    sqlx::query(&format!("SET SESSION innodb_lock_wait_timeout = {secs}"))
+        .execute(&mut *conn)
+        .await?;
+    let mariadb = format!("SET SESSION max_statement_time = {}", t.as_secs_f64());
+    match sqlx::query(&mariadb).execute(&mut *conn).await {
+        // ER_UNKNOWN_SYSTEM_VARIABLE: MySQL.
+        Err(e) if number(&e) == Some(1193) => {
+            let ms = t.as_millis().max(1);
+            sqlx::query(&format!("SET SESSION max_execution_time = {ms}"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(())
 }
 
 impl MysqlStore {
     /// Connects to the server `config` names, creating the table if missing.
     pub async fn open(config: SqlConfig) -> Result<Self> {
         super::validate_table("mysql", &config.table)?;
+        let timeout = config.statement_timeout;
         let pool = MySqlPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             // No gap locks: a locking read of a missing key locks nothing, racing creators
             // meet on the primary key instead of deadlocking.
-            .after_connect(|conn, _| {
+            .after_connect(move |conn, _| {
                 Box::pin(async move {
                     sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                        .execute(conn)
-                        .await
-                        .map(|_| ())
+                        .execute(&mut *conn)
+                        .await?;
+                    if let Some(t) = timeout {
+                        set_statement_timeout(conn, t).await?;
+                    }
+                    Ok(())
                 })
             })
             .connect(&config.url)

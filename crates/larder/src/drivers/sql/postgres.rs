@@ -1,8 +1,10 @@
 //! A store in one PostgreSQL table.
 //!
 //! URL: `postgres://user[:pass]@host[:port]/db` (or `postgresql://`), with Larder's options
-//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000`; any other query
-//! option is the PostgreSQL client's (e.g. `sslmode`, though this build has no TLS).
+//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000&statement_timeout_ms=5000`;
+//! any other query option is the PostgreSQL client's (e.g. `sslmode`, though this build has no
+//! TLS). `statement_timeout_ms` (0: the server's default) bounds every statement and every wait
+//! for a row lock (`statement_timeout`, `lock_timeout`): past it the request fails as transient.
 //!
 //! # Layout
 //!
@@ -35,7 +37,9 @@
 use std::ops::Range;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::ranged::{bind_span, get_decided, INLINE_MAX};
 use super::{bind_row, Backend, Guard, LockedRow, Row, SqlConfig, Sweeper};
@@ -66,8 +70,9 @@ pub struct PostgresStore {
     _sweeper: Option<Sweeper>,
 }
 
-/// Connection and pool trouble, serialization failures and deadlocks are worth retrying;
-/// everything else is permanent.
+/// Connection and pool trouble, serialization failures, deadlocks and timeouts (a statement
+/// cancelled by `statement_timeout`, a lock not granted within `lock_timeout`) are worth
+/// retrying; everything else is permanent.
 fn db_error(e: sqlx::Error) -> Error {
     match &e {
         // disk_full.
@@ -77,7 +82,9 @@ fn db_error(e: sqlx::Error) -> Error {
         }
         sqlx::Error::Database(d)
             if d.code().is_some_and(|c| {
-                c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
+                c.starts_with("08")
+                    || c.starts_with("57P")
+                    || matches!(&*c, "40001" | "40P01" | "57014" | "55P03")
             }) =>
         {
             Error::transient(e)
@@ -90,10 +97,16 @@ impl PostgresStore {
     /// Connects to the server `config` names, creating the table if missing.
     pub async fn open(config: SqlConfig) -> Result<Self> {
         super::validate_table("postgres", &config.table)?;
+        let mut connect = PgConnectOptions::from_str(&config.url).map_err(db_error)?;
+        if let Some(t) = config.statement_timeout {
+            // Sent with the connection's start-up message: no round trip of its own.
+            let ms = t.as_millis().max(1).to_string();
+            connect = connect.options([("statement_timeout", &ms), ("lock_timeout", &ms)]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
-            .connect(&config.url)
+            .connect_with(connect)
             .await
             .map_err(db_error)?;
         let table = config.table.clone();
