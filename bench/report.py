@@ -12,6 +12,7 @@ titles = {
     "hash": "SHA-256 throughput (MiB/s, higher is better)",
     "server": "HTTP server, 4 KiB body (wrk -t2 -c32, requests/s, higher is better)",
     "cas-http": "CAS contention over HTTP (8 clients, GET then PUT If-Match, retry on 412)",
+    "sql": "SQL drivers: swap (µs/op, lower is better) and contended CAS (incr/s, higher is better) against the same protocol written by hand; sqlite PUT peak RSS",
     "unstorage-driver": "unstorage's own http driver (node, 16 concurrent callers): unstorage's server against larder serve (operations/s, higher is better)",
 }
 print("# Benchmarks\n")

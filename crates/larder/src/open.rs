@@ -14,7 +14,7 @@ use crate::store::Store;
 /// | `sqlite:///abs/path.db`, `sqlite://rel/path.db`, `sqlite::memory:`, `?table=larder_objects&sweep=60&max_connections=8&synchronous=full` | one SQLite file | `sqlite` |
 /// | `redis://[user:pass@]host:port/db?prefix=larder&timeout_ms=5000&connect_timeout_ms=5000&list_batch=256`, `rediss://…` (TLS) | Redis, Lua-script CAS | `redis` |
 /// | `nats://[user:pass@]host:port?bucket=larder&replicas=1&timeout_ms=5000&connect_timeout_ms=5000&tls=true` (bucket created if missing) | NATS JetStream KV, revision CAS | `nats` |
-/// | `postgres://user@host:5432/db` (or `postgresql://`), `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000` | PostgreSQL, row-locked decisions | `postgres` |
+/// | `postgres://user@host:5432/db` (or `postgresql://`), `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000&statement_timeout_ms=5000` (statement and lock-wait bound, 0 = none) | PostgreSQL, one guarded statement or row-locked decisions | `postgres` |
 /// | `mysql://user@host:3306/db` (or `mariadb://`), same options | MySQL / MariaDB (InnoDB) | `mysql` |
 /// | `http://HOST:PORT[/key/prefix]?token=T&timeout=SECS&retries=N`, `https://…`, `larder+http://…`, `larder+https://…` | a Larder server (native HTTP API) | `http` |
 /// | `s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&allow_http=true&access_key_id=…&secret_access_key=…&session_token=…&virtual_hosted=false&max_object_size=N&conditional_delete=true&connect_timeout_ms=5000&timeout_ms=5000&retry_timeout_ms=5000` (rest from `AWS_*` env) | S3 / S3-compatible, conditional PUT | `s3` |
@@ -70,11 +70,11 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "nats" => Arc::new(crate::drivers::nats::NatsStore::from_url(&parsed).await?),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => {
-            Arc::new(crate::drivers::sql::postgres::PostgresStore::from_url(&parsed).await?)
+            Arc::new(crate::drivers::sql::postgres::PostgresStore::from_url(url).await?)
         }
         #[cfg(feature = "mysql")]
         "mysql" | "mariadb" => {
-            Arc::new(crate::drivers::sql::mysql::MysqlStore::from_url(&parsed).await?)
+            Arc::new(crate::drivers::sql::mysql::MysqlStore::from_url(url).await?)
         }
         #[cfg(feature = "s3")]
         "s3" => Arc::new(crate::drivers::objstore::s3::from_url(&parsed)?),

@@ -234,6 +234,8 @@ async fn urls_are_checked() {
         "sqlite::memory:?bogus=1",
         "sqlite::memory:?sweep=soon",
         "sqlite::memory:?synchronous=sometimes",
+        // The bound every SQL driver shares: 60 characters.
+        &format!("sqlite::memory:?table={}", "t".repeat(61)),
     ] {
         assert!(
             matches!(larder::open(bad).await, Err(Error::InvalidInput(_))),
@@ -249,4 +251,77 @@ async fn urls_are_checked() {
     store.put_bytes(&k("x"), "1".into()).await.unwrap();
     assert_eq!(store.capabilities().name, "sqlite");
     assert_eq!(store.capabilities().atomic_scope, larder::AtomicScope::Host);
+}
+
+#[tokio::test]
+async fn a_layout_1_table_is_carried_over() {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::ConnectOptions;
+
+    // A record as this build writes it, in a table of its own ...
+    let mut config = file_config("layout1");
+    config.table = "source".into();
+    let path = config.path.clone().unwrap();
+    let source = SqliteStore::open(config.clone()).await.unwrap();
+    let v1 = source
+        .put_bytes(&k("kept"), "old layout".into())
+        .await
+        .unwrap();
+    drop(source);
+    // ... copied into a table of layout 1 (WITHOUT ROWID), as an older build made it.
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE larder_objects (key TEXT PRIMARY KEY NOT NULL, etag TEXT NOT NULL,
+           expires_at INTEGER, meta TEXT NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
+         CREATE INDEX larder_objects_expires ON larder_objects (expires_at) WHERE expires_at IS NOT NULL;
+         INSERT INTO larder_objects SELECT key, etag, expires_at, meta, body FROM source;
+         INSERT INTO larder_schema (tbl, version) VALUES ('larder_objects', 1);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+
+    config.table = "larder_objects".into();
+    let store = SqliteStore::open(config.clone()).await.unwrap();
+    let (bytes, meta) = store.get_bytes(&k("kept")).await.unwrap();
+    assert_eq!((&bytes[..], meta), (&b"old layout"[..], v1.clone()));
+    let v2 = store
+        .swap(&k("kept"), &v1.etag, "new layout".into())
+        .await
+        .unwrap();
+    drop(store);
+    let store = SqliteStore::open(config).await.unwrap();
+    let (bytes, meta) = store.get_bytes(&k("kept")).await.unwrap();
+    assert_eq!((&bytes[..], meta), (&b"new layout"[..], v2));
+}
+
+/// Bodies of every size land in the row exactly (written in place, in 1 MiB pieces).
+#[tokio::test]
+async fn bodies_are_written_whole() {
+    let store = SqliteStore::open(file_config("bodies")).await.unwrap();
+    for size in [
+        0usize,
+        1,
+        4096,
+        (1 << 20) - 1,
+        1 << 20,
+        (1 << 20) + 1,
+        3 << 20,
+    ] {
+        let body: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+        let key = k(&format!("size-{size}"));
+        let meta = store.put_bytes(&key, body.clone().into()).await.unwrap();
+        assert_eq!(meta.size, size as u64);
+        let (got, _) = store.get_bytes(&key).await.unwrap();
+        assert!(got[..] == body[..], "size {size}");
+        // Replacing with a shorter body leaves nothing of the longer one.
+        let meta = store.swap(&key, &meta.etag, "short".into()).await.unwrap();
+        assert_eq!(store.get_bytes(&key).await.unwrap().0, &b"short"[..]);
+        assert_eq!(meta.size, 5);
+    }
 }

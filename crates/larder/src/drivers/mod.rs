@@ -11,11 +11,9 @@ pub mod nats;
 pub mod null;
 #[cfg(any(feature = "s3", feature = "azure"))]
 pub mod objstore;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-mod ranged;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -9,12 +9,15 @@
 //! One table (default `larder_objects`): `key TEXT PRIMARY KEY, etag TEXT, expires_at INTEGER
 //! (ms, NULL = never), meta TEXT (Meta::encode JSON), body BLOB`, in WAL mode. A second table
 //! `larder_schema` records the layout version of each object table, and opening a table written
-//! by a newer layout is refused instead of misread.
+//! by a newer layout is refused instead of misread. Layout 2 is a rowid table, so a body can be
+//! written in place with incremental blob I/O; a layout-1 table (`WITHOUT ROWID`) is copied into
+//! layout 2 once, when it is first opened.
 //!
 //! # Atomicity
 //!
-//! Every conditional write runs in a `BEGIN IMMEDIATE` transaction: SQLite takes the database's
-//! write lock when the transaction begins, so reading the current row, deciding with the shared
+//! The decision is the one all SQL drivers share ([`sql`](super::sql)): every conditional write
+//! runs in a `BEGIN IMMEDIATE` transaction, so SQLite takes the database's write lock when the
+//! transaction begins, and reading the current row, deciding with the shared
 //! [`Preconditions::evaluate_write`](crate::Preconditions::evaluate_write) and writing are one
 //! step for every connection of every process on the host that opens the file
 //! ([`AtomicScope::Host`]; SQLite's locks don't hold over network file systems). The writes
@@ -22,7 +25,11 @@
 //! writer that bypassed the lock could not overwrite a version it did not decide on. Every
 //! condition is supported on put and delete.
 //!
-//! Bodies are buffered in memory on the way in (SQLite takes a blob whole); reads of a range
+//! Bodies are collected in memory on the way in (the ETag must be known before the commit), then
+//! copied straight into the row: the row is written with a zero-filled body of the right length
+//! (`zeroblob`) and the bytes are written into it in place (`sqlite3_blob_write`), so a PUT of
+//! N bytes holds about N bytes, not the body again in a bound argument and in SQLite's record
+//! (`cargo bench --bench sqlite_put_rss` measures it); reads of a range
 //! fetch only that range (`substr`), checked against the ETag the decision was made on, so meta
 //! and bytes always belong to one version. SQLite's blob limit (1 GB by default) bounds objects
 //! at [`MAX_OBJECT_SIZE`].
@@ -38,16 +45,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    LockedSqliteHandle, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Connection;
 
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
-use crate::drivers::ranged::{bind_span, get_decided};
+use crate::drivers::sql::ranged::{bind_span, get_decided};
+use crate::drivers::sql::{
+    self, validate_table, Backend, Guard, LockedRow, Row, Sweeper, TableOptions,
+};
 use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
@@ -61,7 +69,7 @@ use crate::store::{
 pub const MAX_OBJECT_SIZE: u64 = 1_000_000_000;
 
 /// The layout version this driver writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Settings of a [`SqliteStore`].
 #[derive(Clone, Debug)]
@@ -83,11 +91,65 @@ impl Default for SqliteConfig {
     fn default() -> Self {
         SqliteConfig {
             path: None,
-            table: "larder_objects".into(),
-            sweep_interval: Some(Duration::from_secs(60)),
-            max_connections: 8,
+            table: sql::DEFAULT_TABLE.into(),
+            sweep_interval: Some(sql::DEFAULT_SWEEP),
+            max_connections: sql::DEFAULT_MAX_CONNECTIONS,
             synchronous_full: true,
         }
+    }
+}
+
+impl SqliteConfig {
+    /// Parses a URL: `sqlite:///abs.db`, `sqlite://rel.db` (the path verbatim),
+    /// `sqlite::memory:`, with the options in the module docs; an unknown option is refused.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let rest = url
+            .get(..7)
+            .filter(|s| s.eq_ignore_ascii_case("sqlite:"))
+            .map(|_| &url[7..])
+            .ok_or_else(|| Error::InvalidInput(format!("not a sqlite URL: {url}")))?;
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let path = match location {
+            ":memory:" | "//:memory:" => None,
+            l => match l.strip_prefix("//") {
+                Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "sqlite store URL {url:?}: expected sqlite:///abs/path.db, sqlite://rel.db or sqlite::memory:"
+                    )))
+                }
+            },
+        };
+        let mut config = SqliteConfig {
+            path,
+            ..Default::default()
+        };
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            let shared = TableOptions {
+                table: &mut config.table,
+                sweep_interval: &mut config.sweep_interval,
+                max_connections: &mut config.max_connections,
+            };
+            if shared.take("sqlite", &k, &v)? {
+                continue;
+            }
+            match (&*k, &*v) {
+                ("synchronous", "full") => config.synchronous_full = true,
+                ("synchronous", "normal") => config.synchronous_full = false,
+                ("synchronous", _) => {
+                    return Err(Error::InvalidInput(format!(
+                        "sqlite store: synchronous={v} (full or normal)"
+                    )))
+                }
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "sqlite store: unknown option {k}"
+                    )))
+                }
+            }
+        }
+        validate_table("sqlite", &config.table)?;
+        Ok(config)
     }
 }
 
@@ -97,15 +159,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     table: String,
     sql: Statements,
-    sweeper: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        if let Some(s) = &self.sweeper {
-            s.abort();
-        }
-    }
+    /// Deletes expired rows while the store lives.
+    _sweeper: Option<Sweeper>,
 }
 
 fn db_error(e: sqlx::Error) -> Error {
@@ -125,17 +180,7 @@ fn db_error(e: sqlx::Error) -> Error {
 impl SqliteStore {
     /// Opens (creating if missing) the database and table that `config` names.
     pub async fn open(config: SqliteConfig) -> Result<Self> {
-        if config.table.is_empty()
-            || !config
-                .table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(Error::InvalidInput(format!(
-                "sqlite store: table name {:?} must be letters, digits and _",
-                config.table
-            )));
-        }
+        validate_table("sqlite", &config.table)?;
         let mut opts = match &config.path {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -170,82 +215,23 @@ impl SqliteStore {
         let pool = pool_opts.connect_with(opts).await.map_err(db_error)?;
         let table = config.table.clone();
         Self::migrate(&pool, &table).await?;
-        let sweeper = config.sweep_interval.filter(|d| !d.is_zero()).map(|every| {
-            let pool = pool.clone();
-            let sql = format!("DELETE FROM {table} WHERE expires_at <= ?");
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let now = to_millis(now_millis());
-                    if let Err(e) = sqlx::query(&sql).bind(now).execute(&pool).await {
-                        tracing::warn!(error = %e, "sqlite store: sweeping expired objects");
-                    }
-                }
-            })
-        });
+        let sweeper = Sweeper::spawn(
+            "sqlite",
+            &pool,
+            format!("DELETE FROM {table} WHERE expires_at <= ?"),
+            config.sweep_interval,
+        );
         Ok(SqliteStore {
             pool,
             sql: Statements::new(&table),
             table,
-            sweeper,
+            _sweeper: sweeper,
         })
     }
 
-    /// From a URL: `sqlite:///abs.db`, `sqlite://rel.db`, `sqlite::memory:`, with the options
-    /// in the module docs.
+    /// Opens the store a `sqlite:` URL names (see [`SqliteConfig::from_url`]).
     pub async fn from_url(url: &str) -> Result<Self> {
-        let rest = url
-            .get(..7)
-            .filter(|s| s.eq_ignore_ascii_case("sqlite:"))
-            .map(|_| &url[7..])
-            .ok_or_else(|| Error::InvalidInput(format!("not a sqlite URL: {url}")))?;
-        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let path = match location {
-            ":memory:" | "//:memory:" => None,
-            l => match l.strip_prefix("//") {
-                Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-                _ => {
-                    return Err(Error::InvalidInput(format!(
-                        "sqlite store URL {url:?}: expected sqlite:///abs/path.db, sqlite://rel.db or sqlite::memory:"
-                    )))
-                }
-            },
-        };
-        let mut config = SqliteConfig {
-            path,
-            ..Default::default()
-        };
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            let number = || {
-                v.parse::<u64>().map_err(|_| {
-                    Error::InvalidInput(format!("sqlite store: {k}={v} is not a number"))
-                })
-            };
-            match &*k {
-                "table" => config.table = v.to_string(),
-                "sweep" => config.sweep_interval = Some(Duration::from_secs(number()?)),
-                "max_connections" => config.max_connections = number()?.clamp(1, 1024) as u32,
-                "synchronous" => {
-                    config.synchronous_full = match &*v {
-                        "full" => true,
-                        "normal" => false,
-                        _ => {
-                            return Err(Error::InvalidInput(format!(
-                                "sqlite store: synchronous={v} (full or normal)"
-                            )))
-                        }
-                    }
-                }
-                _ => {
-                    return Err(Error::InvalidInput(format!(
-                        "sqlite store: unknown option {k}"
-                    )))
-                }
-            }
-        }
-        Self::open(config).await
+        Self::open(SqliteConfig::from_url(url)?).await
     }
 
     async fn migrate(pool: &SqlitePool, table: &str) -> Result<()> {
@@ -262,39 +248,51 @@ impl SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_error)?;
-        match version {
-            Some(SCHEMA_VERSION) => {}
+        let create = format!(
+            "CREATE TABLE {table} (
+                key TEXT PRIMARY KEY NOT NULL,
+                etag TEXT NOT NULL,
+                expires_at INTEGER,
+                meta TEXT NOT NULL,
+                body BLOB NOT NULL
+            );
+            CREATE INDEX {table}_expires ON {table} (expires_at) WHERE expires_at IS NOT NULL"
+        );
+        let steps = match version {
+            Some(SCHEMA_VERSION) => vec![],
+            // Layout 1 was a WITHOUT ROWID table, which incremental blob I/O cannot write
+            // into: copied into the layout-2 table once, inside this transaction.
+            Some(1) => vec![
+                format!("ALTER TABLE {table} RENAME TO {table}_v1"),
+                format!("DROP INDEX IF EXISTS {table}_expires"),
+                create,
+                format!(
+                    "INSERT INTO {table} (key, etag, expires_at, meta, body)
+                     SELECT key, etag, expires_at, meta, body FROM {table}_v1"
+                ),
+                format!("DROP TABLE {table}_v1"),
+                format!(
+                    "UPDATE larder_schema SET version = {SCHEMA_VERSION} WHERE tbl = '{table}'"
+                ),
+            ],
             Some(v) => {
                 return Err(Error::backend(format!(
                     "sqlite table {table} has layout version {v}; this build reads {SCHEMA_VERSION}"
                 )))
             }
-            None => {
-                sqlx::query(&format!(
-                    "CREATE TABLE IF NOT EXISTS {table} (
-                        key TEXT PRIMARY KEY NOT NULL,
-                        etag TEXT NOT NULL,
-                        expires_at INTEGER,
-                        meta TEXT NOT NULL,
-                        body BLOB NOT NULL
-                    ) WITHOUT ROWID"
-                ))
+            None => vec![
+                create,
+                format!(
+                    "INSERT INTO larder_schema (tbl, version) VALUES ('{table}', {SCHEMA_VERSION})"
+                ),
+            ],
+        };
+        for step in steps {
+            // The table name is checked (letters, digits, _): splicing it is safe.
+            sqlx::raw_sql(&step)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-                sqlx::query(&format!(
-                    "CREATE INDEX IF NOT EXISTS {table}_expires ON {table} (expires_at) WHERE expires_at IS NOT NULL"
-                ))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-                sqlx::query("INSERT INTO larder_schema (tbl, version) VALUES (?, ?)")
-                    .bind(table)
-                    .bind(SCHEMA_VERSION)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-            }
         }
         tx.commit().await.map_err(db_error)
     }
@@ -348,28 +346,19 @@ impl Store for SqliteStore {
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         let bytes = |etag, span| self.read_span(key, etag, span);
-        get_decided(key, &opts, || self.current(&self.pool, key), bytes).await
+        let meta = || async {
+            let meta = self.current(&self.pool, key).await?;
+            Ok(meta.map(|m| (m, None)))
+        };
+        get_decided(key, &opts, meta, bytes).await
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
-        let caps = self.capabilities();
-        caps.check_put(&opts)?;
-        let (data, etag, size) = body
-            .reader(caps.max_object_size)
-            .collect(opts.expected_etag.as_ref())
-            .await?;
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        let result = self.put_in(&mut conn, key, data, etag, size, opts).await;
-        discard_if_failed(&mut conn, &result);
-        result
+        sql::put(self, self.capabilities(), key, body, opts).await
     }
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
-        self.capabilities().check_delete(&opts)?;
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        let result = self.delete_in(&mut conn, key, opts).await;
-        discard_if_failed(&mut conn, &result);
-        result
+        sql::delete(self, self.capabilities(), key, opts).await
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {
@@ -401,116 +390,207 @@ impl Store for SqliteStore {
     }
 }
 
-/// A statement that failed inside a transaction may have ended it within SQLite (SQLITE_FULL
-/// and I/O errors roll it back), after which sqlx still counts it open and refuses every later
-/// `BEGIN` on that connection: such a connection is closed rather than returned to the pool.
-fn discard_if_failed<T>(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>, result: &Result<T>) {
-    if matches!(
-        result,
-        Err(Error::StorageFull { .. } | Error::Backend { .. })
-    ) {
-        conn.close_on_drop();
+#[async_trait]
+impl Backend for SqliteStore {
+    type Db = sqlx::Sqlite;
+
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+
+    const DISCARD_FAILED_CONNECTIONS: bool = true;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn db_error(e: sqlx::Error) -> Error {
+        db_error(e)
+    }
+
+    /// A failed COMMIT of an embedded database did not commit: read like any other error.
+    fn commit_error(e: sqlx::Error) -> Error {
+        db_error(e)
+    }
+
+    /// Never: `BEGIN IMMEDIATE` holds the write lock across the decision, so no other writer
+    /// can create the row between the read and the insert.
+    fn redecide(_: &sqlx::Error) -> bool {
+        false
+    }
+
+    async fn lock_row(&self, tx: &mut SqliteConnection, key: &Key) -> Result<Option<LockedRow>> {
+        // Under the write lock `BEGIN IMMEDIATE` took: no one else can change the row.
+        let row: Option<(String, Option<i64>, String)> = sqlx::query_as(&self.sql.lock)
+            .bind(key.as_str())
+            .fetch_optional(tx)
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|(etag, exp, meta)| (etag, exp, meta.into_bytes())))
+    }
+
+    async fn read_live(&self, conn: &mut SqliteConnection, key: &Key) -> Result<Option<Meta>> {
+        self.current(conn, key).await
+    }
+
+    /// The row is written with a zero-filled body of the right length (`zeroblob`, which
+    /// SQLite stores without building it in memory), then the body is copied into it in place
+    /// ([`write_blob`]): the body is never bound to a statement, which would copy it twice more
+    /// (into sqlx's arguments and into SQLite's record).
+    async fn write(&self, tx: &mut SqliteConnection, row: &Row<'_>) -> sqlx::Result<u64> {
+        let (sql, guard) = match row.guard {
+            Guard::Locked(etag) => (&self.sql.update, Some(etag)),
+            Guard::Insert => (&self.sql.insert, None),
+            // Not asked for (no ONE_STATEMENT_WRITES: this layout has no last_modified column
+            // to guard on, and the write lock makes the decision cheap here).
+            Guard::Live(_) => {
+                return Err(sqlx::Error::Protocol(
+                    "sqlite store: one-statement writes are not used".into(),
+                ))
+            }
+        };
+        let key = row.meta.key.as_str();
+        let mut q = sqlx::query(sql)
+            .bind(row.meta.etag.opaque())
+            .bind(row.meta.expires_at.map(to_millis))
+            .bind(row.encoded)
+            .bind(row.body.len() as i64)
+            .bind(key);
+        if let Some(etag) = guard {
+            q = q.bind(etag);
+        }
+        let written = q.execute(&mut *tx).await?.rows_affected();
+        if written == 1 && !row.body.is_empty() {
+            let rowid: i64 = sqlx::query_scalar(&self.sql.rowid)
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+            let mut handle = tx.lock_handle().await?;
+            write_blob(&mut handle, &self.table, rowid, row.body)?;
+        }
+        Ok(written)
+    }
+
+    async fn delete_row(
+        &self,
+        tx: &mut SqliteConnection,
+        key: &Key,
+        etag: &str,
+    ) -> sqlx::Result<()> {
+        sqlx::query(&self.sql.delete)
+            .bind(key.as_str())
+            .bind(etag)
+            .execute(tx)
+            .await?;
+        Ok(())
     }
 }
 
-impl SqliteStore {
-    async fn put_in(
-        &self,
-        conn: &mut SqliteConnection,
-        key: &Key,
-        data: Bytes,
-        etag: ETag,
-        size: u64,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-        let current = self.current(&mut *tx, key).await?;
-        opts.preconditions.evaluate_write(current.as_ref())?;
-        // Stamped under the write lock, and never before the version it replaces.
-        let replaces = current.as_ref().map(|c| c.last_modified);
-        let meta = Meta::next_version(key, etag, size, replaces, &opts)?;
-        let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
-        let expires = meta.expires_at.map(to_millis);
-        // Bound as an owned buffer (taken from the collected body without a copy when it is
-        // the only reference): a borrowed one is copied again to cross to sqlx's worker thread.
-        let data = Vec::from(data);
-        let done = match &current {
-            // Guarded by the version decided on, as well as by the lock.
-            Some(c) => sqlx::query(&self.sql.update)
-                .bind(meta.etag.opaque())
-                .bind(expires)
-                .bind(&encoded)
-                .bind(data)
-                .bind(key.as_str())
-                .bind(c.etag.opaque()),
-            // No live object: a missing row, or an expired one that is replaced.
-            None => sqlx::query(&self.sql.insert)
-                .bind(key.as_str())
-                .bind(meta.etag.opaque())
-                .bind(expires)
-                .bind(&encoded)
-                .bind(data)
-                .bind(to_millis(meta.last_modified)),
-        }
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        if done.rows_affected() != 1 {
-            // Only reachable if something wrote without taking the lock.
-            return Err(Error::precondition_failed(None));
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(PutResult {
-            meta,
-            created: current.is_none(),
-        })
-    }
-
-    async fn delete_in(
-        &self,
-        conn: &mut SqliteConnection,
-        key: &Key,
-        opts: DeleteOptions,
-    ) -> Result<()> {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-        let current = self
-            .current(&mut *tx, key)
-            .await?
-            .ok_or_else(|| Error::not_found(key))?;
-        opts.preconditions.evaluate_write(Some(&current))?;
-        sqlx::query(&format!(
-            "DELETE FROM {} WHERE key = ? AND etag = ?",
-            self.table
-        ))
-        .bind(key.as_str())
-        .bind(current.etag.opaque())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
-    }
-}
-
-/// The statements that name the table, formatted once.
+/// The statements that name the table, formatted once. The writes take `?1` etag, `?2`
+/// expires_at, `?3` meta, `?4` the body's length, `?5` key, `?6` the guard's etag; the body
+/// itself is written by [`write_blob`].
 #[derive(Debug)]
 struct Statements {
+    lock: String,
     update: String,
     insert: String,
+    rowid: String,
+    delete: String,
 }
 
 impl Statements {
     fn new(t: &str) -> Self {
         Statements {
+            lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE key = ?"),
             update: format!(
-                "UPDATE {t} SET etag = ?, expires_at = ?, meta = ?, body = ? WHERE key = ? AND etag = ?"
+                "UPDATE {t} SET etag = ?1, expires_at = ?2, meta = ?3, body = zeroblob(?4)
+                 WHERE key = ?5 AND etag = ?6"
             ),
             insert: format!(
-                "INSERT INTO {t} (key, etag, expires_at, meta, body) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, expires_at = excluded.expires_at,
-                   meta = excluded.meta, body = excluded.body
-                 WHERE {t}.expires_at IS NOT NULL AND {t}.expires_at <= ?"
+                "INSERT INTO {t} (etag, expires_at, meta, body, key)
+                 VALUES (?1, ?2, ?3, zeroblob(?4), ?5)"
             ),
+            rowid: format!("SELECT rowid FROM {t} WHERE key = ?"),
+            delete: format!("DELETE FROM {t} WHERE key = ? AND etag = ?"),
         }
+    }
+}
+
+/// How much of a body one `sqlite3_blob_write` call copies.
+const BLOB_CHUNK: usize = 1 << 20;
+
+/// Copies `body` into the (zero-filled, exactly as long) body of row `rowid` of `table`, in
+/// place, with SQLite's incremental blob I/O, inside the transaction open on the connection.
+fn write_blob(
+    handle: &mut LockedSqliteHandle<'_>,
+    table: &str,
+    rowid: i64,
+    body: &[u8],
+) -> sqlx::Result<()> {
+    use libsqlite3_sys as ffi;
+    use std::ffi::{c_int, CString};
+
+    let db = handle.as_raw_handle().as_ptr();
+    // Checked at open: letters, digits and _, so no NUL.
+    let table = CString::new(table).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let mut blob: *mut ffi::sqlite3_blob = std::ptr::null_mut();
+    // SAFETY: `db` is an open connection that `handle` keeps from sqlx's worker thread for as
+    // long as it lives; the names are NUL-terminated and outlive the call; `blob` is written
+    // by the call (and left null on failure).
+    let rc = unsafe {
+        ffi::sqlite3_blob_open(
+            db,
+            c"main".as_ptr(),
+            table.as_ptr(),
+            c"body".as_ptr(),
+            rowid,
+            1,
+            &mut blob,
+        )
+    };
+    if rc != ffi::SQLITE_OK {
+        return Err(blob_error(db, rc));
+    }
+    let mut result = Ok(());
+    for (i, chunk) in body.chunks(BLOB_CHUNK).enumerate() {
+        // Lengths and offsets are below MAX_OBJECT_SIZE, inside c_int.
+        // SAFETY: `blob` is open; `chunk` is valid for `chunk.len()` bytes; the blob is exactly
+        // `body.len()` bytes long, so the write stays inside it.
+        let rc = unsafe {
+            ffi::sqlite3_blob_write(
+                blob,
+                chunk.as_ptr().cast(),
+                chunk.len() as c_int,
+                (i * BLOB_CHUNK) as c_int,
+            )
+        };
+        if rc != ffi::SQLITE_OK {
+            result = Err(blob_error(db, rc));
+            break;
+        }
+    }
+    // SAFETY: `blob` is open and closed once.
+    let rc = unsafe { ffi::sqlite3_blob_close(blob) };
+    if result.is_ok() && rc != ffi::SQLITE_OK {
+        result = Err(blob_error(db, rc));
+    }
+    result
+}
+
+/// A failed blob call as a sqlx error that [`db_error`] reads: a full disk or database as
+/// `StorageFull`, an I/O error as I/O, anything else as a protocol error with SQLite's message.
+fn blob_error(db: *mut libsqlite3_sys::sqlite3, rc: std::ffi::c_int) -> sqlx::Error {
+    use libsqlite3_sys as ffi;
+    // SAFETY: `db` is open; sqlite3_errmsg returns a NUL-terminated string owned by SQLite,
+    // copied out at once.
+    let msg = unsafe { std::ffi::CStr::from_ptr(ffi::sqlite3_errmsg(db)) }
+        .to_string_lossy()
+        .into_owned();
+    let msg = format!("sqlite store: writing a body: {msg} (code {rc})");
+    match rc & 0xff {
+        ffi::SQLITE_FULL => {
+            sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::StorageFull, msg))
+        }
+        ffi::SQLITE_IOERR => sqlx::Error::Io(std::io::Error::other(msg)),
+        _ => sqlx::Error::Protocol(msg),
     }
 }
 

@@ -1,8 +1,11 @@
 //! A store in one MySQL or MariaDB (InnoDB) table.
 //!
 //! URL: `mysql://user[:pass]@host[:port]/db` (or `mariadb://`), with Larder's options
-//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000`; any other query
-//! option is the MySQL client's.
+//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000&statement_timeout_ms=5000`;
+//! any other query option is the MySQL client's. `statement_timeout_ms` (0: the server's
+//! defaults) bounds every wait for a row lock (`innodb_lock_wait_timeout`, whole seconds, at
+//! least 1) and every statement's running time (MariaDB's `max_statement_time`; MySQL's
+//! `max_execution_time`, which covers SELECTs only): past it the request fails as transient.
 //!
 //! # Layout
 //!
@@ -16,7 +19,9 @@
 //! See [the module](super): sessions run at READ COMMITTED (no gap locks), `SELECT … FOR
 //! UPDATE` locks the row for the decision by the shared evaluator (every condition is
 //! supported), the write is guarded by the etag decided on, and a create races on the primary
-//! key (a duplicate-key error or deadlock rolls back and the decision is made again).
+//! key (a duplicate-key error or deadlock rolls back and the decision is made again). A put whose
+//! condition SQL can state (unconditional, one strong `If-Match` tag, `If-Match: *`,
+//! `If-None-Match: *`) is first one guarded statement, one round trip (see [the module](super)).
 //!
 //! Bodies are buffered in memory both ways; a range read transfers only the range
 //! (`SUBSTRING`). One statement carries the whole body, so objects are bounded by the server's
@@ -29,14 +34,15 @@
 //! them every `sweep` seconds (default 60; 0 = never) while the store lives.
 
 use std::ops::Range;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 
-use super::{bind_row, Backend, LockedRow, Row, SqlOptions};
+use super::ranged::{bind_span, get_decided, INLINE_MAX};
+use super::{bind_row, Backend, Guard, LockedRow, Row, SqlConfig, Sweeper};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
-use crate::drivers::ranged::{bind_span, get_decided};
 use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
@@ -57,16 +63,10 @@ const SCHEMA_VERSION: i32 = 1;
 pub struct MysqlStore {
     pool: MySqlPool,
     table: String,
+    sql: Statements,
     max_object_size: u64,
-    sweeper: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for MysqlStore {
-    fn drop(&mut self) {
-        if let Some(s) = &self.sweeper {
-            s.abort();
-        }
-    }
+    /// Deletes expired rows while the store lives.
+    _sweeper: Option<Sweeper>,
 }
 
 /// The server's error number, if it is a MySQL error.
@@ -79,8 +79,8 @@ fn number(e: &sqlx::Error) -> Option<u16> {
     }
 }
 
-/// Connection and pool trouble, lock waits and deadlocks are worth retrying; everything else
-/// is permanent.
+/// Connection and pool trouble, lock waits, deadlocks and statement timeouts are worth
+/// retrying; everything else is permanent.
 fn db_error(e: sqlx::Error) -> Error {
     match (&e, number(&e)) {
         // disk full, table full.
@@ -88,67 +88,87 @@ fn db_error(e: sqlx::Error) -> Error {
         (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_), _) => {
             Error::transient(e)
         }
-        // too many connections, shutdown, lock wait timeout, deadlock, gone away, lost.
-        (_, Some(1040 | 1053 | 1205 | 1213 | 2006 | 2013)) => Error::transient(e),
+        // too many connections, shutdown, lock wait timeout, deadlock, gone away, lost,
+        // statement timeout (MariaDB's max_statement_time, MySQL's max_execution_time).
+        (_, Some(1040 | 1053 | 1205 | 1213 | 2006 | 2013 | 1969 | 3024)) => Error::transient(e),
         _ => Error::backend(e),
     }
 }
 
+/// Bounds every statement of `conn` by `t`: lock waits by `innodb_lock_wait_timeout` (whole
+/// seconds, at least 1), running time by MariaDB's `max_statement_time` (seconds) or, where that
+/// variable is unknown (MySQL), `max_execution_time` (ms; MySQL applies it to SELECTs only).
+async fn set_statement_timeout(conn: &mut sqlx::MySqlConnection, t: Duration) -> sqlx::Result<()> {
+    let secs = t.as_secs().max(1);
+    sqlx::query(&format!("SET SESSION innodb_lock_wait_timeout = {secs}"))
+        .execute(&mut *conn)
+        .await?;
+    let mariadb = format!("SET SESSION max_statement_time = {}", t.as_secs_f64());
+    match sqlx::query(&mariadb).execute(&mut *conn).await {
+        // ER_UNKNOWN_SYSTEM_VARIABLE: MySQL.
+        Err(e) if number(&e) == Some(1193) => {
+            let ms = t.as_millis().max(1);
+            sqlx::query(&format!("SET SESSION max_execution_time = {ms}"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(())
+}
+
 impl MysqlStore {
-    /// Connects to `url` (a `mysql://` URL sqlx understands) with `opts`, creating the table
-    /// if missing.
-    pub async fn open(url: &str, opts: SqlOptions) -> Result<Self> {
-        opts.validate("mysql")?;
+    /// Connects to the server `config` names, creating the table if missing.
+    pub async fn open(config: SqlConfig) -> Result<Self> {
+        super::validate_table("mysql", &config.table)?;
+        let timeout = config.statement_timeout;
         let pool = MySqlPoolOptions::new()
-            .max_connections(opts.max_connections)
-            .acquire_timeout(opts.acquire_timeout)
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
             // No gap locks: a locking read of a missing key locks nothing, racing creators
             // meet on the primary key instead of deadlocking.
-            .after_connect(|conn, _| {
+            .after_connect(move |conn, _| {
                 Box::pin(async move {
                     sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                        .execute(conn)
-                        .await
-                        .map(|_| ())
+                        .execute(&mut *conn)
+                        .await?;
+                    if let Some(t) = timeout {
+                        set_statement_timeout(conn, t).await?;
+                    }
+                    Ok(())
                 })
             })
-            .connect(url)
+            .connect(&config.url)
             .await
             .map_err(db_error)?;
-        let table = opts.table.clone();
+        let table = config.table.clone();
         Self::migrate(&pool, &table).await?;
         let packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
             .fetch_one(&pool)
             .await
             .map_err(db_error)?;
         let max_object_size = packet.saturating_sub(PACKET_HEADROOM);
-        let sweeper = opts.sweep_interval.filter(|d| !d.is_zero()).map(|every| {
-            let pool = pool.clone();
-            let sql = format!("DELETE FROM {table} WHERE expires_at <= ?");
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let now = to_millis(now_millis());
-                    if let Err(e) = sqlx::query(&sql).bind(now).execute(&pool).await {
-                        tracing::warn!(error = %e, "mysql store: sweeping expired objects");
-                    }
-                }
-            })
-        });
+        let sweeper = Sweeper::spawn(
+            "mysql",
+            &pool,
+            format!("DELETE FROM {table} WHERE expires_at <= ?"),
+            config.sweep_interval,
+        );
         Ok(MysqlStore {
             pool,
+            sql: Statements::new(&table),
             table,
             max_object_size,
-            sweeper,
+            _sweeper: sweeper,
         })
     }
 
-    /// From a parsed `mysql://` / `mariadb://` URL with the options in the module docs.
-    pub async fn from_url(url: &url::Url) -> Result<Self> {
-        let (opts, rest) = SqlOptions::from_url("mysql", url)?;
-        Self::open(rest.as_str(), opts).await
+    /// Opens the store a `mysql://` / `mariadb://` URL names, with the options in the module docs
+    /// (see [`SqlConfig::from_url`]).
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::open(SqlConfig::from_url(url)?).await
     }
 
     async fn migrate(pool: &MySqlPool, table: &str) -> Result<()> {
@@ -216,28 +236,83 @@ impl MysqlStore {
         }
     }
 
-    /// The live object's metadata at `key`.
-    async fn current(&self, key: &Key) -> Result<Option<Meta>> {
-        let meta: Option<Vec<u8>> = sqlx::query_scalar(&format!(
-            "SELECT meta FROM {} WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)",
-            self.table
-        ))
-        .bind(key.as_str())
-        .bind(to_millis(now_millis()))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
+    /// The live object's metadata at `key`, read with `exec`.
+    async fn current<'e, E>(&self, exec: E, key: &Key) -> Result<Option<Meta>>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::MySql>,
+    {
+        let meta: Option<Vec<u8>> = sqlx::query_scalar(&self.sql.current)
+            .bind(key.as_str())
+            .bind(to_millis(now_millis()))
+            .fetch_optional(exec)
+            .await
+            .map_err(db_error)?;
         meta.map(|m| Meta::decode(&m)).transpose()
+    }
+
+    /// The live object's metadata at `key`, with its body if that is at most [`INLINE_MAX`]
+    /// bytes: one round trip for a small object's get.
+    async fn current_inline(&self, key: &Key) -> Result<Option<(Meta, Option<Vec<u8>>)>> {
+        let row: Option<(Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(&self.sql.current_inline)
+            .bind(INLINE_MAX)
+            .bind(key.as_str())
+            .bind(to_millis(now_millis()))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|(m, body)| Ok((Meta::decode(&m)?, body)))
+            .transpose()
     }
 
     /// `span` of the body of `key`, if the object there still has `etag`.
     async fn read_span(&self, key: &Key, etag: ETag, span: Range<u64>) -> Result<Option<Vec<u8>>> {
-        let sql = format!(
-            "SELECT SUBSTRING(body, ?, ?) FROM {} WHERE `key` = ? AND etag = ?",
-            self.table
-        );
-        let q = bind_span(sqlx::query_scalar(&sql), key, &etag, span);
+        let q = bind_span(sqlx::query_scalar(&self.sql.span), key, &etag, span);
         q.fetch_optional(&self.pool).await.map_err(db_error)
+    }
+}
+
+/// The statements that name the table, formatted once. The writes take their values in the
+/// order [`bind_row`] binds them.
+#[derive(Debug)]
+struct Statements {
+    current: String,
+    current_inline: String,
+    span: String,
+    lock: String,
+    insert: String,
+    update_locked: String,
+    update_live_tag: String,
+    update_live: String,
+    delete: String,
+}
+
+impl Statements {
+    fn new(t: &str) -> Self {
+        let set = format!(
+            "UPDATE {t} SET etag = ?, size = ?, last_modified = ?, expires_at = ?,
+               content_type = ?, meta = ?, body = ? WHERE `key` = ?"
+        );
+        let live = "(expires_at IS NULL OR expires_at > ?) AND last_modified <= ?";
+        Statements {
+            current: format!(
+                "SELECT meta FROM {t} WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)"
+            ),
+            current_inline: format!(
+                "SELECT meta, IF(size <= ?, body, NULL) FROM {t}
+                 WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)"
+            ),
+            span: format!("SELECT SUBSTRING(body, ?, ?) FROM {t} WHERE `key` = ? AND etag = ?"),
+            // `_bin` collations make text columns read as bytes.
+            lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE `key` = ? FOR UPDATE"),
+            insert: format!(
+                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, `key`)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            update_locked: format!("{set} AND etag = ?"),
+            update_live_tag: format!("{set} AND etag = ? AND {live}"),
+            update_live: format!("{set} AND {live}"),
+            delete: format!("DELETE FROM {t} WHERE `key` = ? AND etag = ?"),
+        }
     }
 }
 
@@ -245,8 +320,13 @@ impl MysqlStore {
 impl Backend for MysqlStore {
     type Db = sqlx::MySql;
 
-    /// MySQL counts the rows an UPDATE changed: rewriting identical values counts 0.
+    /// sqlx connects with CLIENT_FOUND_ROWS, so an UPDATE counts the rows it matched; without
+    /// it MySQL would count only the rows it changed (rewriting identical values counts 0).
+    /// Counted as changed rows all the same: the row-lock path does not rely on the count, and
+    /// the one-statement path only reads 0 as "decide under the row lock".
     const UPDATE_COUNTS_CHANGED_ROWS_ONLY: bool = true;
+
+    const ONE_STATEMENT_WRITES: bool = true;
 
     fn pool(&self) -> &MySqlPool {
         &self.pool
@@ -267,31 +347,26 @@ impl Backend for MysqlStore {
         tx: &mut sqlx::MySqlConnection,
         key: &Key,
     ) -> Result<Option<LockedRow>> {
-        // `_bin` collations make text columns read as bytes.
-        let row: Option<(Vec<u8>, Option<i64>, Vec<u8>)> = sqlx::query_as(&format!(
-            "SELECT etag, expires_at, meta FROM {} WHERE `key` = ? FOR UPDATE",
-            self.table
-        ))
-        .bind(key.as_str())
-        .fetch_optional(tx)
-        .await
-        .map_err(db_error)?;
+        let row: Option<(Vec<u8>, Option<i64>, Vec<u8>)> = sqlx::query_as(&self.sql.lock)
+            .bind(key.as_str())
+            .fetch_optional(tx)
+            .await
+            .map_err(db_error)?;
         Ok(row.map(|(etag, exp, meta)| (String::from_utf8_lossy(&etag).into_owned(), exp, meta)))
     }
 
+    async fn read_live(&self, conn: &mut sqlx::MySqlConnection, key: &Key) -> Result<Option<Meta>> {
+        self.current(conn, key).await
+    }
+
     async fn write(&self, tx: &mut sqlx::MySqlConnection, row: &Row<'_>) -> sqlx::Result<u64> {
-        let t = &self.table;
         let sql = match row.guard {
-            Some(_) => format!(
-                "UPDATE {t} SET etag = ?, size = ?, last_modified = ?, expires_at = ?,
-                   content_type = ?, meta = ?, body = ? WHERE `key` = ? AND etag = ?"
-            ),
-            None => format!(
-                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, `key`)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            ),
+            Guard::Insert => &self.sql.insert,
+            Guard::Locked(_) => &self.sql.update_locked,
+            Guard::Live(Some(_)) => &self.sql.update_live_tag,
+            Guard::Live(None) => &self.sql.update_live,
         };
-        let done = bind_row(sqlx::query(&sql), row).execute(tx).await?;
+        let done = bind_row(sqlx::query(sql), row).execute(tx).await?;
         Ok(done.rows_affected())
     }
 
@@ -301,8 +376,7 @@ impl Backend for MysqlStore {
         key: &Key,
         etag: &str,
     ) -> sqlx::Result<()> {
-        let sql = format!("DELETE FROM {} WHERE `key` = ? AND etag = ?", self.table);
-        sqlx::query(&sql)
+        sqlx::query(&self.sql.delete)
             .bind(key.as_str())
             .bind(etag)
             .execute(tx)
@@ -322,7 +396,7 @@ impl Store for MysqlStore {
 
     async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
         let meta = self
-            .current(key)
+            .current(&self.pool, key)
             .await?
             .ok_or_else(|| Error::not_found(key))?;
         opts.preconditions.evaluate_read(&meta)?;
@@ -331,7 +405,7 @@ impl Store for MysqlStore {
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         let bytes = |etag, span| self.read_span(key, etag, span);
-        get_decided(key, &opts, || self.current(key), bytes).await
+        get_decided(key, &opts, || self.current_inline(key), bytes).await
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {

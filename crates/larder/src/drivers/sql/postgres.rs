@@ -1,8 +1,10 @@
 //! A store in one PostgreSQL table.
 //!
 //! URL: `postgres://user[:pass]@host[:port]/db` (or `postgresql://`), with Larder's options
-//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000`; any other query
-//! option is the PostgreSQL client's (e.g. `sslmode`, though this build has no TLS).
+//! `?table=larder_objects&sweep=60&max_connections=8&acquire_timeout_ms=5000&statement_timeout_ms=5000`;
+//! any other query option is the PostgreSQL client's (e.g. `sslmode`, though this build has no
+//! TLS). `statement_timeout_ms` (0: the server's default) bounds every statement and every wait
+//! for a row lock (`statement_timeout`, `lock_timeout`): past it the request fails as transient.
 //!
 //! # Layout
 //!
@@ -18,7 +20,10 @@
 //! See [the module](super): `SELECT … FOR UPDATE` locks the row for the decision (made by the
 //! shared evaluator, so every condition is supported) and the write is guarded by the etag
 //! decided on; a create races on the primary key (`INSERT … ON CONFLICT DO NOTHING`, 0 rows →
-//! decide again). Every client of the database sees one order of versions.
+//! decide again). Every client of the database sees one order of versions. A put whose condition
+//! SQL can state (unconditional, one strong `If-Match` tag, `If-Match: *`, `If-None-Match: *`)
+//! is first one guarded statement, one round trip, with no lock held across round trips (see
+//! [the module](super)).
 //!
 //! Bodies are buffered in memory on the way in and out (a row is one value); a range read
 //! transfers only the range (`substring`), checked against the ETag decided on. Objects are
@@ -32,12 +37,14 @@
 use std::ops::Range;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::str::FromStr;
 
-use super::{bind_row, Backend, LockedRow, Row, SqlOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::ranged::{bind_span, get_decided, INLINE_MAX};
+use super::{bind_row, Backend, Guard, LockedRow, Row, SqlConfig, Sweeper};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
-use crate::drivers::ranged::{bind_span, get_decided};
 use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
@@ -58,19 +65,14 @@ const SCHEMA_VERSION: i32 = 1;
 pub struct PostgresStore {
     pool: PgPool,
     table: String,
-    sweeper: Option<tokio::task::JoinHandle<()>>,
+    sql: Statements,
+    /// Deletes expired rows while the store lives.
+    _sweeper: Option<Sweeper>,
 }
 
-impl Drop for PostgresStore {
-    fn drop(&mut self) {
-        if let Some(s) = &self.sweeper {
-            s.abort();
-        }
-    }
-}
-
-/// Connection and pool trouble, serialization failures and deadlocks are worth retrying;
-/// everything else is permanent.
+/// Connection and pool trouble, serialization failures, deadlocks and timeouts (a statement
+/// cancelled by `statement_timeout`, a lock not granted within `lock_timeout`) are worth
+/// retrying; everything else is permanent.
 fn db_error(e: sqlx::Error) -> Error {
     match &e {
         // disk_full.
@@ -80,7 +82,9 @@ fn db_error(e: sqlx::Error) -> Error {
         }
         sqlx::Error::Database(d)
             if d.code().is_some_and(|c| {
-                c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
+                c.starts_with("08")
+                    || c.starts_with("57P")
+                    || matches!(&*c, "40001" | "40P01" | "57014" | "55P03")
             }) =>
         {
             Error::transient(e)
@@ -90,44 +94,41 @@ fn db_error(e: sqlx::Error) -> Error {
 }
 
 impl PostgresStore {
-    /// Connects to `url` (a `postgres://` URL sqlx understands) with `opts`, creating the table
-    /// if missing.
-    pub async fn open(url: &str, opts: SqlOptions) -> Result<Self> {
-        opts.validate("postgres")?;
+    /// Connects to the server `config` names, creating the table if missing.
+    pub async fn open(config: SqlConfig) -> Result<Self> {
+        super::validate_table("postgres", &config.table)?;
+        let mut connect = PgConnectOptions::from_str(&config.url).map_err(db_error)?;
+        if let Some(t) = config.statement_timeout {
+            // Sent with the connection's start-up message: no round trip of its own.
+            let ms = t.as_millis().max(1).to_string();
+            connect = connect.options([("statement_timeout", &ms), ("lock_timeout", &ms)]);
+        }
         let pool = PgPoolOptions::new()
-            .max_connections(opts.max_connections)
-            .acquire_timeout(opts.acquire_timeout)
-            .connect(url)
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(connect)
             .await
             .map_err(db_error)?;
-        let table = opts.table.clone();
+        let table = config.table.clone();
         Self::migrate(&pool, &table).await?;
-        let sweeper = opts.sweep_interval.filter(|d| !d.is_zero()).map(|every| {
-            let pool = pool.clone();
-            let sql = format!("DELETE FROM {table} WHERE expires_at <= $1");
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let now = to_millis(now_millis());
-                    if let Err(e) = sqlx::query(&sql).bind(now).execute(&pool).await {
-                        tracing::warn!(error = %e, "postgres store: sweeping expired objects");
-                    }
-                }
-            })
-        });
+        let sweeper = Sweeper::spawn(
+            "postgres",
+            &pool,
+            format!("DELETE FROM {table} WHERE expires_at <= $1"),
+            config.sweep_interval,
+        );
         Ok(PostgresStore {
             pool,
+            sql: Statements::new(&table),
             table,
-            sweeper,
+            _sweeper: sweeper,
         })
     }
 
-    /// From a parsed `postgres://` / `postgresql://` URL with the options in the module docs.
-    pub async fn from_url(url: &url::Url) -> Result<Self> {
-        let (opts, rest) = SqlOptions::from_url("postgres", url)?;
-        Self::open(rest.as_str(), opts).await
+    /// Opens the store a `postgres://` / `postgresql://` URL names, with the options in the module docs
+    /// (see [`SqlConfig::from_url`]).
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::open(SqlConfig::from_url(url)?).await
     }
 
     async fn migrate(pool: &PgPool, table: &str) -> Result<()> {
@@ -189,28 +190,86 @@ impl PostgresStore {
         tx.commit().await.map_err(db_error)
     }
 
-    /// The live object's metadata at `key`.
-    async fn current(&self, key: &Key) -> Result<Option<Meta>> {
-        let meta: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT meta FROM {} WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)",
-            self.table
-        ))
-        .bind(key.as_str())
-        .bind(to_millis(now_millis()))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
+    /// The live object's metadata at `key`, read with `exec`.
+    async fn current<'e, E>(&self, exec: E, key: &Key) -> Result<Option<Meta>>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+    {
+        let meta: Option<String> = sqlx::query_scalar(&self.sql.current)
+            .bind(key.as_str())
+            .bind(to_millis(now_millis()))
+            .fetch_optional(exec)
+            .await
+            .map_err(db_error)?;
         meta.map(|m| Meta::decode(m.as_bytes())).transpose()
+    }
+
+    /// The live object's metadata at `key`, with its body if that is at most [`INLINE_MAX`]
+    /// bytes: one round trip for a small object's get.
+    async fn current_inline(&self, key: &Key) -> Result<Option<(Meta, Option<Vec<u8>>)>> {
+        let row: Option<(String, Option<Vec<u8>>)> = sqlx::query_as(&self.sql.current_inline)
+            .bind(key.as_str())
+            .bind(to_millis(now_millis()))
+            .bind(INLINE_MAX)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|(m, body)| Ok((Meta::decode(m.as_bytes())?, body)))
+            .transpose()
     }
 
     /// `span` of the body of `key`, if the object there still has `etag`.
     async fn read_span(&self, key: &Key, etag: ETag, span: Range<u64>) -> Result<Option<Vec<u8>>> {
-        let sql = format!(
-            "SELECT substring(body FROM $1::int FOR $2::int) FROM {} WHERE key = $3 AND etag = $4",
-            self.table
-        );
-        let q = bind_span(sqlx::query_scalar(&sql), key, &etag, span);
+        let q = bind_span(sqlx::query_scalar(&self.sql.span), key, &etag, span);
         q.fetch_optional(&self.pool).await.map_err(db_error)
+    }
+}
+
+/// The statements that name the table, formatted once. The writes take their values in the
+/// order [`bind_row`] binds them.
+#[derive(Debug)]
+struct Statements {
+    current: String,
+    current_inline: String,
+    span: String,
+    lock: String,
+    insert: String,
+    update_locked: String,
+    update_live_tag: String,
+    update_live: String,
+    delete: String,
+}
+
+impl Statements {
+    fn new(t: &str) -> Self {
+        let set = format!(
+            "UPDATE {t} SET etag = $1, size = $2, last_modified = $3, expires_at = $4,
+               content_type = $5, meta = $6, body = $7 WHERE key = $8"
+        );
+        let live = |n: u8, m: u8| {
+            format!("(expires_at IS NULL OR expires_at > ${n}) AND last_modified <= ${m}")
+        };
+        Statements {
+            current: format!(
+                "SELECT meta FROM {t} WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)"
+            ),
+            current_inline: format!(
+                "SELECT meta, CASE WHEN size <= $3 THEN body END FROM {t}
+                 WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)"
+            ),
+            span: format!(
+                "SELECT substring(body FROM $1::int FOR $2::int) FROM {t} WHERE key = $3 AND etag = $4"
+            ),
+            lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE key = $1 FOR UPDATE"),
+            insert: format!(
+                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING"
+            ),
+            update_locked: format!("{set} AND etag = $9"),
+            update_live_tag: format!("{set} AND etag = $9 AND {}", live(10, 11)),
+            update_live: format!("{set} AND {}", live(9, 10)),
+            delete: format!("DELETE FROM {t} WHERE key = $1 AND etag = $2"),
+        }
     }
 }
 
@@ -218,7 +277,7 @@ impl PostgresStore {
 impl Backend for PostgresStore {
     type Db = sqlx::Postgres;
 
-    const UPDATE_COUNTS_CHANGED_ROWS_ONLY: bool = false;
+    const ONE_STATEMENT_WRITES: bool = true;
 
     fn pool(&self) -> &PgPool {
         &self.pool
@@ -234,30 +293,26 @@ impl Backend for PostgresStore {
     }
 
     async fn lock_row(&self, tx: &mut sqlx::PgConnection, key: &Key) -> Result<Option<LockedRow>> {
-        let row: Option<(String, Option<i64>, String)> = sqlx::query_as(&format!(
-            "SELECT etag, expires_at, meta FROM {} WHERE key = $1 FOR UPDATE",
-            self.table
-        ))
-        .bind(key.as_str())
-        .fetch_optional(tx)
-        .await
-        .map_err(db_error)?;
+        let row: Option<(String, Option<i64>, String)> = sqlx::query_as(&self.sql.lock)
+            .bind(key.as_str())
+            .fetch_optional(tx)
+            .await
+            .map_err(db_error)?;
         Ok(row.map(|(etag, exp, meta)| (etag, exp, meta.into_bytes())))
     }
 
+    async fn read_live(&self, conn: &mut sqlx::PgConnection, key: &Key) -> Result<Option<Meta>> {
+        self.current(conn, key).await
+    }
+
     async fn write(&self, tx: &mut sqlx::PgConnection, row: &Row<'_>) -> sqlx::Result<u64> {
-        let t = &self.table;
         let sql = match row.guard {
-            Some(_) => format!(
-                "UPDATE {t} SET etag = $1, size = $2, last_modified = $3, expires_at = $4,
-                   content_type = $5, meta = $6, body = $7 WHERE key = $8 AND etag = $9"
-            ),
-            None => format!(
-                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, key)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING"
-            ),
+            Guard::Insert => &self.sql.insert,
+            Guard::Locked(_) => &self.sql.update_locked,
+            Guard::Live(Some(_)) => &self.sql.update_live_tag,
+            Guard::Live(None) => &self.sql.update_live,
         };
-        let done = bind_row(sqlx::query(&sql), row).execute(tx).await?;
+        let done = bind_row(sqlx::query(sql), row).execute(tx).await?;
         Ok(done.rows_affected())
     }
 
@@ -267,8 +322,7 @@ impl Backend for PostgresStore {
         key: &Key,
         etag: &str,
     ) -> sqlx::Result<()> {
-        let sql = format!("DELETE FROM {} WHERE key = $1 AND etag = $2", self.table);
-        sqlx::query(&sql)
+        sqlx::query(&self.sql.delete)
             .bind(key.as_str())
             .bind(etag)
             .execute(tx)
@@ -288,7 +342,7 @@ impl Store for PostgresStore {
 
     async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
         let meta = self
-            .current(key)
+            .current(&self.pool, key)
             .await?
             .ok_or_else(|| Error::not_found(key))?;
         opts.preconditions.evaluate_read(&meta)?;
@@ -297,7 +351,7 @@ impl Store for PostgresStore {
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         let bytes = |etag, span| self.read_span(key, etag, span);
-        get_decided(key, &opts, || self.current(key), bytes).await
+        get_decided(key, &opts, || self.current_inline(key), bytes).await
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
