@@ -97,7 +97,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::body::Body;
@@ -266,8 +266,8 @@ impl FsStore {
         self.inner.object_path(key)
     }
 
-    /// Runs `f` holding the key's stripe lock: the in-process mutex, then `flock` on a fresh
-    /// open of the stripe file (in a blocking task).
+    /// Runs `f` holding the key's stripe lock: the in-process mutex (waited for here), then
+    /// `flock` (in a blocking task).
     async fn with_lock<T, F>(&self, key: &Key, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -276,21 +276,7 @@ impl FsStore {
         let stripe = stripe_of(key.as_str());
         let _guard = self.inner.stripes[stripe].lock().await;
         let inner = self.inner.clone();
-        blocking(move || {
-            let path = inner.locks.join(format!("{stripe:03}.lock"));
-            let lock = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| io_context(e, "opening lock", &path))?;
-            lock.lock().map_err(|e| io_context(e, "locking", &path))?;
-            let r = f(&inner);
-            drop(lock); // closing the descriptor releases the flock
-            r
-        })
-        .await
+        blocking(move || inner.flocked(stripe, f)).await
     }
 
     /// Removes the object at `key` if it is (still) expired, under the lock.
@@ -352,14 +338,21 @@ impl FsStore {
         }
     }
 
-    /// Streams `body` into a fresh temp file holding header + bytes, fsynced. No lock is held.
-    async fn write_temp(&self, key: &Key, body: Body, opts: &PutOptions) -> Result<(Temp, Meta)> {
+    /// Streams `body` into a fresh temp file holding header + bytes, fsynced, with no lock
+    /// held; then, in the same blocking call if the key's stripe is free in this process,
+    /// commits it (else the caller waits for the lock and commits).
+    async fn write_temp(&self, key: &Key, body: Body, opts: &Arc<PutOptions>) -> Result<Staged> {
         let mut reader = body.reader(None);
-        let mut buf = BytesMut::new();
+        // Chunks as they came (not copied), until the batch is full or the body ends.
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut buffered = 0usize;
         let mut ended = false;
-        while buf.len() < INLINE_MAX {
+        while buffered < INLINE_MAX {
             match reader.next_chunk().await? {
-                Some(chunk) => buf.extend_from_slice(&chunk),
+                Some(chunk) => {
+                    buffered += chunk.len();
+                    chunks.push(chunk);
+                }
                 None => {
                     ended = true;
                     break;
@@ -372,72 +365,120 @@ impl FsStore {
         if ended {
             let (etag, size) = reader.finish(opts.expected_etag.as_ref())?;
             let meta = make_meta(etag, size)?;
-            let inner = self.inner.clone();
             let encoded = encode_meta(&meta)?;
-            let temp = blocking(move || {
+            let (inner, key, opts) = (self.inner.clone(), key.clone(), opts.clone());
+            return blocking(move || {
                 let mut temp = inner.create_temp()?;
                 temp.body_offset = (FIXED_HEADER + encoded.len()) as u64;
                 // Header and body in one write.
-                let mut bytes = header_bytes(&encoded, temp.body_offset, buf.len());
-                bytes.extend_from_slice(&buf);
+                let mut bytes = header_bytes(&encoded, temp.body_offset, buffered);
+                for chunk in &chunks {
+                    bytes.extend_from_slice(chunk);
+                }
                 temp.file.write_all(&bytes)?;
                 if fsync {
                     temp.file.sync_data()?;
                 }
-                Ok(temp)
+                inner.commit_if_free(&key, temp, meta, &opts)
             })
-            .await?;
-            return Ok((temp, meta));
+            .await;
         }
         // A long body: write it from RESERVED_HEADER on, then the header in front.
-        let inner = self.inner.clone();
-        let mut temp = blocking(move || {
-            let mut temp = inner.create_temp()?;
-            temp.body_offset = RESERVED_HEADER;
-            temp.file.seek(SeekFrom::Start(RESERVED_HEADER))?;
-            Ok(temp)
-        })
-        .await?;
+        let mut temp: Option<Temp> = None;
         loop {
-            let mut done = false;
-            while buf.len() < WRITE_BATCH {
+            while buffered < WRITE_BATCH && !ended {
                 match reader.next_chunk().await? {
-                    Some(chunk) => buf.extend_from_slice(&chunk),
-                    None => {
-                        done = true;
-                        break;
+                    Some(chunk) => {
+                        buffered += chunk.len();
+                        chunks.push(chunk);
                     }
+                    None => ended = true,
                 }
             }
-            let batch = buf.split().freeze();
-            temp = blocking(move || {
-                temp.file.write_all(&batch)?;
-                Ok(temp)
-            })
-            .await?;
-            if done {
-                break;
+            let batch = std::mem::take(&mut chunks);
+            buffered = 0;
+            if ended {
+                let (etag, size) = reader.finish(opts.expected_etag.as_ref())?;
+                let meta = make_meta(etag, size)?;
+                let (inner, key, opts) = (self.inner.clone(), key.clone(), opts.clone());
+                return blocking(move || {
+                    let mut temp = inner.streamed_temp(temp, &batch)?;
+                    temp = inner.place_header(temp, &meta)?;
+                    if fsync {
+                        temp.file.sync_data()?;
+                    }
+                    inner.commit_if_free(&key, temp, meta, &opts)
+                })
+                .await;
             }
+            let inner = self.inner.clone();
+            temp = Some(blocking(move || inner.streamed_temp(temp, &batch)).await?);
         }
-        let (etag, size) = reader.finish(opts.expected_etag.as_ref())?;
-        let meta = make_meta(etag, size)?;
-        let inner = self.inner.clone();
-        let m = meta.clone();
-        let temp = blocking(move || {
-            let temp = inner.place_header(temp, &m)?;
-            if fsync {
-                temp.file.sync_data()?;
-            }
-            Ok(temp)
-        })
-        .await?;
-        Ok((temp, meta))
     }
+}
+
+/// A put's temp file, written and fsynced: committed already, or waiting for the lock.
+enum Staged {
+    Committed { created: bool, meta: Meta },
+    Waiting { temp: Temp, meta: Meta },
 }
 
 impl Inner {
     fn object_path(&self, key: &Key) -> Result<PathBuf> {
         object_path(&self.objects, key)
+    }
+
+    /// Runs `f` holding the `flock` of lock stripe `stripe`, taken on a fresh open of its file
+    /// (closing the descriptor releases it). The caller holds the stripe's in-process mutex.
+    fn flocked<T>(&self, stripe: usize, f: impl FnOnce(&Inner) -> Result<T>) -> Result<T> {
+        let path = self.locks.join(format!("{stripe:03}.lock"));
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_context(e, "opening lock", &path))?;
+        lock.lock().map_err(|e| io_context(e, "locking", &path))?;
+        let r = f(self);
+        drop(lock);
+        r
+    }
+
+    /// In a blocking task: commits `temp` now if no task of this process holds or waits for
+    /// the key's stripe (saving a second blocking call), else hands it back to wait in line.
+    fn commit_if_free(
+        &self,
+        key: &Key,
+        temp: Temp,
+        meta: Meta,
+        opts: &PutOptions,
+    ) -> Result<Staged> {
+        let stripe = stripe_of(key.as_str());
+        // Fails while another task holds the mutex or waits for it: no overtaking.
+        let Ok(_guard) = self.stripes[stripe].try_lock() else {
+            return Ok(Staged::Waiting { temp, meta });
+        };
+        let (created, meta) = self.flocked(stripe, |inner| inner.commit(key, temp, meta, opts))?;
+        Ok(Staged::Committed { created, meta })
+    }
+
+    /// Appends `batch` to the body of a streamed temp file, creating it (body at
+    /// [`RESERVED_HEADER`]) on the first batch.
+    fn streamed_temp(&self, temp: Option<Temp>, batch: &[Bytes]) -> Result<Temp> {
+        let mut temp = match temp {
+            Some(temp) => temp,
+            None => {
+                let mut temp = self.create_temp()?;
+                temp.body_offset = RESERVED_HEADER;
+                temp.file.seek(SeekFrom::Start(RESERVED_HEADER))?;
+                temp
+            }
+        };
+        for chunk in batch {
+            temp.file.write_all(chunk)?;
+        }
+        Ok(temp)
     }
 
     /// Writes the format marker into a new root, or checks that an existing root's marker is
@@ -587,24 +628,26 @@ impl Inner {
         }
         let parent = path.parent().expect("object paths have a parent");
         let tmp_path = temp.path.clone().expect("temp not yet committed");
+        // Renamed first, directories made only when it fails for want of them (usually they
+        // exist: no stat on the common path).
         let mut attempts = 0;
-        let created_dirs = loop {
-            let created = !parent.exists();
-            if created {
-                create_dir_all_racing(parent)?;
-            }
+        let mut created_dirs = false;
+        loop {
             match fs::rename(&tmp_path, &path) {
-                Ok(()) => break created,
-                // A delete of a sibling removed the (empty) directory in between: retry.
+                Ok(()) => break,
+                // No parent yet, or a delete of a sibling removed the (empty) directory in
+                // between: make it and retry.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => {
                     if !tmp_path.exists() {
                         return Err(io_context(e, "renaming vanished temp file", &tmp_path));
                     }
+                    create_dir_all_racing(parent)?;
+                    created_dirs = true;
                     attempts += 1;
                 }
                 Err(e) => return Err(io_context(e, "renaming into", &path)),
             }
-        };
+        }
         temp.path = None; // renamed: nothing to clean up
         if self.config.fsync {
             sync_dir(parent)?;
@@ -733,11 +776,15 @@ impl Store for FsStore {
         // Refuse a key too long, or metadata too long to read back, before reading the body.
         self.inner.object_path(key)?;
         check_meta_fits(key, &opts)?;
-        let (temp, meta) = self.write_temp(key, body, &opts).await?;
-        let k = key.clone();
-        let (created, meta) = self
-            .with_lock(key, move |inner| inner.commit(&k, temp, meta, &opts))
-            .await?;
+        let opts = Arc::new(opts);
+        let (created, meta) = match self.write_temp(key, body, &opts).await? {
+            Staged::Committed { created, meta } => (created, meta),
+            Staged::Waiting { temp, meta } => {
+                let k = key.clone();
+                self.with_lock(key, move |inner| inner.commit(&k, temp, meta, &opts))
+                    .await?
+            }
+        };
         Ok(PutResult { meta, created })
     }
 
