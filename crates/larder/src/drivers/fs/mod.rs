@@ -141,7 +141,7 @@ const RESERVED_HEADER: u64 = 4096;
 const WRITE_BATCH: usize = 256 << 10;
 /// Bodies are read in chunks of this size; the first in the same blocking call as the header.
 const READ_CHUNK: u64 = 1 << 20;
-/// What a `get` reads in its first `read`: the header and an inline body with it.
+/// A `get` of a file up to this size reads it whole in its first `read` (header and body).
 const GET_PROBE: usize = INLINE_MAX + RESERVED_HEADER as usize;
 /// The marker file naming the on-disk format, and its content.
 const FORMAT_FILE: &str = ".larder-fs";
@@ -305,8 +305,9 @@ impl FsStore {
     }
 
     /// Opens the live object at `key`: `NotFound` when missing or expired.
-    /// In one blocking call: opens the object at `key`, reading up to `probe` bytes with its
-    /// header, and hands it to `serve` if it is live. `NotFound` when missing or expired.
+    /// In one blocking call: opens the object at `key` (reading it whole with its header if
+    /// it is at most `probe` bytes), and hands it to `serve` if it is live. `NotFound` when
+    /// missing or expired.
     async fn with_live<T, F>(&self, key: &Key, probe: usize, serve: F) -> Result<T>
     where
         T: Send + 'static,

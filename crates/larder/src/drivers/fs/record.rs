@@ -78,29 +78,33 @@ impl Record {
         if end <= in_head {
             return Ok(self.head.slice(at as usize..end as usize));
         }
-        let mut buf = vec![0u8; len];
-        let copied = if at < in_head {
-            let n = (in_head - at) as usize;
-            buf[..n].copy_from_slice(&self.head[at as usize..]);
-            n
-        } else {
-            0
-        };
-        self.file
-            .seek(SeekFrom::Start(at + copied as u64))
-            .and_then(|_| self.file.read_exact(&mut buf[copied..]))
-            .map_err(|e| {
-                Error::backend(format!(
-                    "fs store: reading object body: {e} (truncated file?)"
-                ))
-            })?;
-        Ok(Bytes::from(buf))
+        let mut buf = Vec::with_capacity(len);
+        if at < in_head {
+            buf.extend_from_slice(&self.head[at as usize..]);
+        }
+        let from = at + buf.len() as u64;
+        let want = (len - buf.len()) as u64;
+        // Read into the spare capacity: no zero-filling of a buffer about to be overwritten.
+        let read = self
+            .file
+            .seek(SeekFrom::Start(from))
+            .and_then(|_| (&mut self.file).take(want).read_to_end(&mut buf));
+        match read {
+            Ok(n) if n as u64 == want => Ok(Bytes::from(buf)),
+            Ok(n) => Err(Error::backend(format!(
+                "fs store: reading object body: {n} of {want} bytes at {from} (truncated file?)"
+            ))),
+            Err(e) => Err(Error::backend(format!(
+                "fs store: reading object body: {e}"
+            ))),
+        }
     }
 }
 
-/// Opens the object file at `path` holding `key` and decodes its header, reading up to `probe`
-/// bytes (at least [`HEADER_PROBE`]) in the first read: `None` when there is no file.
-pub(super) fn read_record(path: &Path, key: &Key, probe: usize) -> Result<Option<Record>> {
+/// Opens the object file at `path` holding `key` and decodes its header: `None` when there is
+/// no file. The first read takes the whole file if it is at most `whole_up_to` bytes (a small
+/// object's header and body in one `read`), else [`HEADER_PROBE`] bytes.
+pub(super) fn read_record(path: &Path, key: &Key, whole_up_to: usize) -> Result<Option<Record>> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -110,7 +114,11 @@ pub(super) fn read_record(path: &Path, key: &Key, probe: usize) -> Result<Option
         .metadata()
         .map_err(|e| io_context(e, "reading the size of", path))?
         .len();
-    let want = len.min(probe.max(HEADER_PROBE) as u64) as usize;
+    let want = if len <= whole_up_to as u64 {
+        len as usize
+    } else {
+        len.min(HEADER_PROBE as u64) as usize
+    };
     let mut head = vec![0u8; want];
     let got = read_full(&mut file, &mut head).map_err(|e| io_context(e, "reading", path))?;
     head.truncate(got);
