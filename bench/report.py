@@ -24,6 +24,12 @@ print(f"Machine: {os.cpu_count()} CPUs, {cpu}; {datetime.datetime.now(datetime.t
       "absolute numbers are noisy, ratios less so.\n")
 for group in dict.fromkeys(r[0] for r in rows):
     print(f"## {titles.get(group, group)}\n")
+    if group == "fs":
+        tmp = os.environ.get("BENCH_TMP") or "/tmp"
+        df = subprocess.run(["df", "--output=source,fstype", tmp], capture_output=True, text=True).stdout.split()
+        print(f"Files under `{tmp}` ({' on '.join(reversed(df[-2:])) if len(df) >= 2 else '?'}; set `BENCH_TMP` to move them). "
+              "fsync rows measure that filesystem's journal as much as Larder: on a disk shared with other "
+              "work they vary run to run by several times.\n")
     print("| case | implementation | ratio to first row | min | median | unit |")
     print("|---|---|---:|---:|---:|---|")
     base = {}

@@ -223,7 +223,9 @@ async fn mem() {
     }
 }
 
-/// Raw std::fs write + rename, with or without fsync of file and directory: the fs floor.
+/// The fs floor: `std::fs` write + rename (with or without fsync of the file and of the
+/// directory), and `std::fs::read`, each in one `spawn_blocking` awaited from the calling task:
+/// the same runtime context as a store call (which also makes one blocking call per get).
 struct RawFs(std::path::PathBuf, bool);
 #[async_trait]
 impl Kv for RawFs {
@@ -256,21 +258,81 @@ impl Kv for RawFs {
     }
 }
 
+/// One fs case: `ops` puts (each task overwrites its own 64 keys) or gets of those keys.
+async fn fs_pass(kv: Arc<dyn Kv>, put: bool, val: Bytes, tasks: usize, ops: usize) -> f64 {
+    timed(tasks, ops, move |t, i| {
+        let (kv, val) = (kv.clone(), val.clone());
+        async move {
+            let k = format!("k{t}/{}", i % 64);
+            if put {
+                kv.put(&k, val).await;
+            } else {
+                kv.get(&k).await;
+            }
+        }
+    })
+    .await
+}
+
+/// Filesystem stores. Each case compares like with like, floor first: puts without fsync (the
+/// peers do not fsync), puts with fsync (file, rename, directory), and gets of the same keys
+/// (warm page cache, same sizes). Implementations take turns within each pass, in a rotating
+/// order, so a load change on this shared machine hits them alike. `FS_ONLY=substring` keeps the matching rows
+/// (for profiling one implementation).
 async fn fs() {
     let base = std::env::var("BENCH_TMP").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    let only = std::env::var("FS_ONLY").ok();
+    let runs: usize = std::env::var("FS_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(RUNS);
     for (size, ops) in [(4096usize, 400usize), (1 << 20, 40)] {
         let mk = || tempfile::tempdir_in(&base).unwrap();
         let (d1, d2, d3, d4, d5, d6) = (mk(), mk(), mk(), mk(), mk(), mk());
-        let impls: Vec<(&str, Arc<dyn Kv>)> = vec![
-            ("std::fs write+rename, no fsync (floor)", Arc::new(RawFs(d1.path().into(), false))),
-            ("std::fs write+fsync+rename+dir fsync (floor)", Arc::new(RawFs(d2.path().into(), true))),
-            ("larder fs fsync=false", Arc::new(LarderKv(larder::open(&format!("fs://{}?fsync=false", d3.path().display())).await.unwrap()))),
-            ("larder fs (fsync)", Arc::new(LarderKv(larder::open(&format!("fs://{}", d4.path().display())).await.unwrap()))),
-            ("object_store LocalFileSystem", Arc::new(OsKv(object_store_fs(d5.path())))),
-            ("opendal fs", Arc::new(DalKv(dal_fs(d6.path())))),
-        ];
-        for (name, kv) in impls {
-            bench_kv("fs", name, kv, size, ops, false).await;
+        let floor: Arc<dyn Kv> = Arc::new(RawFs(d1.path().into(), false));
+        let floor_sync: Arc<dyn Kv> = Arc::new(RawFs(d2.path().into(), true));
+        let open = |url: String| async move { Arc::new(LarderKv(larder::open(&url).await.unwrap())) as Arc<dyn Kv> };
+        let larder_nosync = open(format!("fs://{}?fsync=false", d3.path().display())).await;
+        let larder_sync = open(format!("fs://{}", d4.path().display())).await;
+        let os: Arc<dyn Kv> = Arc::new(OsKv(object_store_fs(d5.path())));
+        let dal: Arc<dyn Kv> = Arc::new(DalKv(dal_fs(d6.path())));
+        let val = Bytes::from(vec![7u8; size]);
+        for tasks in [1usize, 8] {
+            let cases: Vec<(String, bool, Vec<(&str, Arc<dyn Kv>)>)> = vec![
+                (format!("put {size}B x{tasks}, no fsync"), true, vec![
+                    ("std::fs write+rename (floor)", floor.clone()),
+                    ("larder fs fsync=false", larder_nosync.clone()),
+                    ("object_store LocalFileSystem", os.clone()),
+                    ("opendal fs", dal.clone()),
+                ]),
+                (format!("put {size}B x{tasks}, fsync"), true, vec![
+                    ("std::fs write+fsync+rename+dir fsync (floor)", floor_sync.clone()),
+                    ("larder fs (fsync)", larder_sync.clone()),
+                ]),
+                (format!("get {size}B x{tasks}"), false, vec![
+                    ("std::fs::read (floor)", floor.clone()),
+                    ("larder fs", larder_sync.clone()),
+                    ("object_store LocalFileSystem", os.clone()),
+                    ("opendal fs", dal.clone()),
+                ]),
+            ];
+            for (case, put, impls) in cases {
+                let impls: Vec<_> = impls
+                    .into_iter()
+                    .filter(|(name, _)| only.as_deref().is_none_or(|o| name.contains(o)))
+                    .collect();
+                let mut xs = vec![Vec::new(); impls.len()];
+                for run in 0..=runs {
+                    // Each pass starts with the next implementation: whoever goes first after
+                    // a case without fsync pays for flushing its dirty pages (ext4 ordered mode).
+                    for n in (0..impls.len()).map(|i| (i + run) % impls.len()) {
+                        let us = fs_pass(impls[n].1.clone(), put, val.clone(), tasks, ops).await;
+                        if run > 0 {
+                            xs[n].push(us);
+                        }
+                    }
+                }
+                for ((name, _), xs) in impls.iter().zip(xs) {
+                    emit("fs", &case, name, xs, "us/op");
+                }
+            }
         }
     }
 }

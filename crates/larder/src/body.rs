@@ -175,7 +175,16 @@ impl BodyReader {
 
 /// Collects an output stream into one buffer.
 pub async fn collect_stream(mut s: ByteStream) -> Result<Bytes> {
-    let mut out = BytesMut::new();
+    // A body that is one chunk (a small object, or one read) is returned as is, not copied.
+    let Some(first) = s.next().await.transpose()? else {
+        return Ok(Bytes::new());
+    };
+    let Some(second) = s.next().await.transpose()? else {
+        return Ok(first);
+    };
+    let mut out = BytesMut::with_capacity(first.len() + second.len());
+    out.extend_from_slice(&first);
+    out.extend_from_slice(&second);
     while let Some(chunk) = s.next().await {
         out.extend_from_slice(&chunk?);
     }

@@ -55,6 +55,20 @@ impl ListOptions {
                 })
     }
 
+    /// The common prefix (with its trailing delimiter) that `key` is folded into on a page, or
+    /// `None` when it is listed as itself (or is not under the prefix). Also answers for a
+    /// directory-like prefix of keys: when it returns `Some(p)` for `dir`, every key that
+    /// starts with `dir` folds into the same `p`, so a driver need not look further below it.
+    pub fn common_prefix<'a>(&self, key: &'a str) -> Option<&'a str> {
+        if !key.starts_with(&self.prefix) {
+            return None;
+        }
+        match self.entry_name(key) {
+            Entry::Prefix(p) => Some(p),
+            Entry::Object(_) => None,
+        }
+    }
+
     /// The entry an object appears as: its key, or its common prefix under the delimiter.
     fn entry_name<'a>(&self, key: &'a str) -> Entry<'a> {
         if let Some(d) = self.delimiter {
@@ -248,6 +262,22 @@ mod tests {
                 assert!(format!("{s}{ext}") < next);
             }
         }
+    }
+
+    #[test]
+    fn common_prefixes_of_keys_and_of_directories() {
+        let opts = ListOptions {
+            prefix: "a/".into(),
+            delimiter: Some('/'),
+            ..Default::default()
+        };
+        assert_eq!(opts.common_prefix("a/b"), None);
+        assert_eq!(opts.common_prefix("a/b/c/d"), Some("a/b/"));
+        assert_eq!(opts.common_prefix("a/b/"), Some("a/b/"));
+        assert_eq!(opts.common_prefix("b/c/d"), None, "not under the prefix");
+        assert_eq!(opts.common_prefix("a"), None, "shorter than the prefix");
+        let flat = ListOptions::prefix("a/");
+        assert_eq!(flat.common_prefix("a/b/c"), None, "no delimiter");
     }
 
     #[test]

@@ -1095,3 +1095,101 @@ async fn failed_and_cancelled_puts_leave_no_temp_files() {
     let (data, meta) = store.get_bytes(&key).await.unwrap();
     assert_eq!((&data[..], meta.etag), (&b"old"[..], old.etag));
 }
+
+#[tokio::test]
+async fn folded_directories_list_once_and_only_with_a_live_object() {
+    let (_dir, store) = fresh();
+    for key in ["g/1", "g/2/x", "g/2/y/z", "h/1", "h/2/x", "m", "n/x"] {
+        store.put_bytes(&k(key), "v".into()).await.unwrap();
+    }
+    // Everything under h/ expired; an empty directory (a put that has not renamed yet, or a
+    // foreign one) under e/.
+    let past = SystemTime::now() - Duration::from_secs(60);
+    for key in ["h/1", "h/2/x"] {
+        edit_meta(&store.object_path(&k(key)).unwrap(), |m| {
+            m.expires_at = Some(past)
+        });
+    }
+    std::fs::create_dir_all(store.root().join("objects/e/f")).unwrap();
+    let all = |prefix: &str, limit: usize| {
+        let store = store.clone();
+        let prefix = prefix.to_owned();
+        async move {
+            let mut opts = ListOptions {
+                prefix,
+                delimiter: Some('/'),
+                limit: Some(limit),
+                cursor: None,
+            };
+            let mut seen = Vec::new();
+            loop {
+                let page = store.list(opts.clone()).await.unwrap();
+                seen.extend(keys(&page).iter().map(|s| s.to_string()));
+                seen.extend(page.common_prefixes.iter().cloned());
+                match page.next_cursor {
+                    Some(c) => opts.cursor = Some(c),
+                    None => break,
+                }
+            }
+            seen.sort();
+            seen
+        }
+    };
+    for limit in [1, 2, 1000] {
+        assert_eq!(all("", limit).await, ["g/", "m", "n/"], "limit {limit}");
+        assert_eq!(all("g/", limit).await, ["g/1", "g/2/"], "limit {limit}");
+        assert_eq!(all("g/2", limit).await, ["g/2/"], "limit {limit}");
+        assert!(all("h/", limit).await.is_empty());
+    }
+    // Without a delimiter, every live key.
+    let page = store.list(ListOptions::prefix("g")).await.unwrap();
+    assert_eq!(keys(&page), ["g/1", "g/2/x", "g/2/y/z"]);
+}
+
+#[tokio::test]
+async fn metadata_too_long_to_read_back_is_refused_and_nothing_is_written() {
+    let (_dir, store) = fresh();
+    let key = k("big-meta");
+    let old = store.put_bytes(&key, "old".into()).await.unwrap();
+    let before = tree(store.root());
+    let over: std::collections::BTreeMap<String, String> = [(
+        "m".to_owned(),
+        "v".repeat(larder::drivers::fs::MAX_META_LEN),
+    )]
+    .into();
+    for body in [Body::from("new"), Body::from(version(3))] {
+        let r = store
+            .put(
+                &key,
+                body,
+                PutOptions {
+                    metadata: over.clone(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        match r {
+            Err(Error::InvalidInput(msg)) => assert!(msg.contains("metadata"), "{msg}"),
+            other => panic!("expected InvalidInput, got {other:?}"),
+        }
+        assert_eq!(tree(store.root()), before, "nothing written");
+        let (got, meta) = store.get_bytes(&key).await.unwrap();
+        assert_eq!((&got[..], meta.etag), (&b"old"[..], old.etag.clone()));
+    }
+    // Just under the bound still round-trips (header read in more than one read).
+    let under: std::collections::BTreeMap<String, String> =
+        [("m".to_owned(), "v".repeat(1 << 20))].into();
+    store
+        .put(
+            &key,
+            Body::from("new"),
+            PutOptions {
+                metadata: under.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (got, meta) = store.get_bytes(&key).await.unwrap();
+    assert_eq!((&got[..], meta.metadata), (&b"new"[..], under));
+}

@@ -47,7 +47,9 @@
 //! do not agree is reported as a `Backend` error, never served (an unconditional put or delete
 //! replaces or removes it). Bodies that arrive within 64 KiB are written right after the
 //! header; longer ones are streamed to offset 4096 and the header written in front once the
-//! ETag is known.
+//! ETag is known. The metadata is at most [`MAX_META_LEN`] (16 MiB) encoded: a put whose
+//! content type and user metadata would encode to more is `InvalidInput`, refused before its
+//! body is read, and a header claiming more is corrupt.
 //!
 //! # Atomicity
 //!
@@ -65,7 +67,8 @@
 //! - `delete`: the same lock, evaluate, unlink; empty parent directories are removed
 //!   (creators retry when a directory vanishes under them).
 //! - Reads take no lock: they open the file, read its header and stream the body from the same
-//!   descriptor, so a concurrent rename cannot mix two versions.
+//!   descriptor, so a concurrent rename cannot mix two versions. A `get` opens, decides and
+//!   reads the first MiB in one blocking call (a small object in one `read` with its header).
 //! - A crash leaves the old object or the new one. Each writer holds a lock on its temp file;
 //!   temp files older than [`STALE_TEMP_AGE`] that nobody holds (their writer died) are removed
 //!   when a store is opened, and a failed or cancelled put removes its own.
@@ -78,9 +81,11 @@
 //!
 //! # Costs and limits
 //!
-//! - A listing walks the directories below the prefix's last complete segment (skipping those
-//!   wholly before the cursor) and reads the headers only of objects that can appear on the
-//!   page; a page costs `O(keys below that directory)` directory reads.
+//! - A listing walks the directories below the prefix's last complete segment, skipping those
+//!   wholly before the cursor and not descending into those the delimiter folds into one
+//!   common prefix (only one live object is looked for below each of those), and reads the
+//!   headers only of objects that can appear on the page. Without a delimiter a page costs
+//!   `O(keys below that directory)` directory reads; with `/`, `O(entries of that directory)`.
 //! - Built for Unix filesystems (`flock`, directory fsync). On network filesystems the
 //!   cross-process guarantee is only as good as their `flock`.
 
@@ -92,18 +97,28 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::list::{paginate, ListOptions, ListPage};
+use crate::list::{ListOptions, ListPage};
 use crate::meta::Meta;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
+};
+
+mod listing;
+mod names;
+mod record;
+
+use names::object_path;
+pub use record::MAX_META_LEN;
+use record::{
+    check_meta_fits, decode_header, encode_meta, header_bytes, read_record, Record, FIXED_HEADER,
+    HEADER_PROBE,
 };
 
 /// Longest encoded key segment, in bytes (255-byte `NAME_MAX` minus the object suffix).
@@ -118,21 +133,16 @@ pub const LOCK_STRIPES: usize = 256;
 /// Temp files older than this whose writer is gone are removed when a store is opened.
 pub const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
 
-const MAGIC: &[u8; 8] = b"LARDFS01";
-const FIXED_HEADER: usize = 20;
-/// Larger metadata than this is taken as corruption.
-const MAX_META_LEN: usize = 16 << 20;
 /// Bodies up to this size are buffered and written right after the header.
 const INLINE_MAX: usize = 64 << 10;
 /// Longer (streamed) bodies start at this offset, leaving room for the header.
 const RESERVED_HEADER: u64 = 4096;
 /// Writes are batched to about this size.
 const WRITE_BATCH: usize = 256 << 10;
-/// A listing schedules the removal of at most this many expired objects.
-const MAX_REAPS_PER_LIST: usize = 64;
-/// Bodies are read in chunks of this size.
-const READ_CHUNK: u64 = 64 << 10;
-const OBJECT_SUFFIX: char = '@';
+/// Bodies are read in chunks of this size; the first in the same blocking call as the header.
+const READ_CHUNK: u64 = 1 << 20;
+/// A `get` of a file up to this size reads it whole in its first `read` (header and body).
+const GET_PROBE: usize = INLINE_MAX + RESERVED_HEADER as usize;
 /// The marker file naming the on-disk format, and its content.
 const FORMAT_FILE: &str = ".larder-fs";
 const FORMAT: &str = "larder fs store v1: LARDFS01 object files, 256 lock stripes by FNV-1a\n";
@@ -256,8 +266,8 @@ impl FsStore {
         self.inner.object_path(key)
     }
 
-    /// Runs `f` holding the key's stripe lock: the in-process mutex, then `flock` on a fresh
-    /// open of the stripe file (in a blocking task).
+    /// Runs `f` holding the key's stripe lock: the in-process mutex (waited for here), then
+    /// `flock` (in a blocking task).
     async fn with_lock<T, F>(&self, key: &Key, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -266,21 +276,7 @@ impl FsStore {
         let stripe = stripe_of(key.as_str());
         let _guard = self.inner.stripes[stripe].lock().await;
         let inner = self.inner.clone();
-        blocking(move || {
-            let path = inner.locks.join(format!("{stripe:03}.lock"));
-            let lock = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| io_context(e, "opening lock", &path))?;
-            lock.lock().map_err(|e| io_context(e, "locking", &path))?;
-            let r = f(&inner);
-            drop(lock); // closing the descriptor releases the flock
-            r
-        })
-        .await
+        blocking(move || inner.flocked(stripe, f)).await
     }
 
     /// Removes the object at `key` if it is (still) expired, under the lock.
@@ -293,8 +289,8 @@ impl FsStore {
                 let r = store
                     .with_lock(&key, move |inner| {
                         let path = inner.object_path(&k)?;
-                        match read_current(&path, &k) {
-                            Ok(Some((_, meta, _))) if meta.is_expired() => {
+                        match read_record(&path, &k, HEADER_PROBE) {
+                            Ok(Some(record)) if record.meta.is_expired() => {
                                 inner.unlink_object(&path)
                             }
                             _ => Ok(()),
@@ -309,32 +305,55 @@ impl FsStore {
     }
 
     /// Opens the live object at `key`: `NotFound` when missing or expired.
-    async fn open_live(&self, key: &Key) -> Result<(File, Meta, u64)> {
+    /// In one blocking call: opens the object at `key` (reading it whole with its header if
+    /// it is at most `probe` bytes), and hands it to `serve` if it is live. `NotFound` when
+    /// missing or expired.
+    async fn with_live<T, F>(&self, key: &Key, probe: usize, serve: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Record) -> Result<T> + Send + 'static,
+    {
+        enum Found<T> {
+            Missing,
+            Expired,
+            Live(T),
+        }
         let inner = self.inner.clone();
         let k = key.clone();
         let found = blocking(move || {
             let path = inner.object_path(&k)?;
-            read_current(&path, &k)
+            match read_record(&path, &k, probe)? {
+                None => Ok(Found::Missing),
+                Some(record) if record.meta.is_expired() => Ok(Found::Expired),
+                Some(record) => serve(record).map(Found::Live),
+            }
         })
         .await?;
         match found {
-            None => Err(Error::not_found(key)),
-            Some((_, meta, _)) if meta.is_expired() => {
+            Found::Missing => Err(Error::not_found(key)),
+            Found::Expired => {
                 self.reap_expired(key);
                 Err(Error::not_found(key))
             }
-            Some(found) => Ok(found),
+            Found::Live(t) => Ok(t),
         }
     }
 
-    /// Streams `body` into a fresh temp file holding header + bytes, fsynced. No lock is held.
-    async fn write_temp(&self, key: &Key, body: Body, opts: &PutOptions) -> Result<(Temp, Meta)> {
+    /// Streams `body` into a fresh temp file holding header + bytes, fsynced, with no lock
+    /// held; then, in the same blocking call if the key's stripe is free in this process,
+    /// commits it (else the caller waits for the lock and commits).
+    async fn write_temp(&self, key: &Key, body: Body, opts: &Arc<PutOptions>) -> Result<Staged> {
         let mut reader = body.reader(None);
-        let mut buf = BytesMut::new();
+        // Chunks as they came (not copied), until the batch is full or the body ends.
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut buffered = 0usize;
         let mut ended = false;
-        while buf.len() < INLINE_MAX {
+        while buffered < INLINE_MAX {
             match reader.next_chunk().await? {
-                Some(chunk) => buf.extend_from_slice(&chunk),
+                Some(chunk) => {
+                    buffered += chunk.len();
+                    chunks.push(chunk);
+                }
                 None => {
                     ended = true;
                     break;
@@ -347,95 +366,120 @@ impl FsStore {
         if ended {
             let (etag, size) = reader.finish(opts.expected_etag.as_ref())?;
             let meta = make_meta(etag, size)?;
-            let inner = self.inner.clone();
-            let m = meta.clone();
-            let temp = blocking(move || {
+            let encoded = encode_meta(&meta)?;
+            let (inner, key, opts) = (self.inner.clone(), key.clone(), opts.clone());
+            return blocking(move || {
                 let mut temp = inner.create_temp()?;
-                let encoded = m.encode();
                 temp.body_offset = (FIXED_HEADER + encoded.len()) as u64;
-                temp.file
-                    .write_all(&header_bytes(&encoded, temp.body_offset))?;
-                temp.file.write_all(&buf)?;
+                // Header and body in one write.
+                let mut bytes = header_bytes(&encoded, temp.body_offset, buffered);
+                for chunk in &chunks {
+                    bytes.extend_from_slice(chunk);
+                }
+                temp.file.write_all(&bytes)?;
                 if fsync {
                     temp.file.sync_data()?;
                 }
-                Ok(temp)
+                inner.commit_if_free(&key, temp, meta, &opts)
             })
-            .await?;
-            return Ok((temp, meta));
+            .await;
         }
         // A long body: write it from RESERVED_HEADER on, then the header in front.
-        let inner = self.inner.clone();
-        let mut temp = blocking(move || {
-            let mut temp = inner.create_temp()?;
-            temp.body_offset = RESERVED_HEADER;
-            temp.file.seek(SeekFrom::Start(RESERVED_HEADER))?;
-            Ok(temp)
-        })
-        .await?;
+        let mut temp: Option<Temp> = None;
         loop {
-            let mut done = false;
-            while buf.len() < WRITE_BATCH {
+            while buffered < WRITE_BATCH && !ended {
                 match reader.next_chunk().await? {
-                    Some(chunk) => buf.extend_from_slice(&chunk),
-                    None => {
-                        done = true;
-                        break;
+                    Some(chunk) => {
+                        buffered += chunk.len();
+                        chunks.push(chunk);
                     }
+                    None => ended = true,
                 }
             }
-            let batch = buf.split().freeze();
-            temp = blocking(move || {
-                temp.file.write_all(&batch)?;
-                Ok(temp)
-            })
-            .await?;
-            if done {
-                break;
+            let batch = std::mem::take(&mut chunks);
+            buffered = 0;
+            if ended {
+                let (etag, size) = reader.finish(opts.expected_etag.as_ref())?;
+                let meta = make_meta(etag, size)?;
+                let (inner, key, opts) = (self.inner.clone(), key.clone(), opts.clone());
+                return blocking(move || {
+                    let mut temp = inner.streamed_temp(temp, &batch)?;
+                    temp = inner.place_header(temp, &meta)?;
+                    if fsync {
+                        temp.file.sync_data()?;
+                    }
+                    inner.commit_if_free(&key, temp, meta, &opts)
+                })
+                .await;
             }
+            let inner = self.inner.clone();
+            temp = Some(blocking(move || inner.streamed_temp(temp, &batch)).await?);
         }
-        let (etag, size) = reader.finish(opts.expected_etag.as_ref())?;
-        let meta = make_meta(etag, size)?;
-        let inner = self.inner.clone();
-        let m = meta.clone();
-        let temp = blocking(move || {
-            let temp = inner.place_header(temp, &m)?;
-            if fsync {
-                temp.file.sync_data()?;
-            }
-            Ok(temp)
-        })
-        .await?;
-        Ok((temp, meta))
     }
+}
+
+/// A put's temp file, written and fsynced: committed already, or waiting for the lock.
+enum Staged {
+    Committed { created: bool, meta: Meta },
+    Waiting { temp: Temp, meta: Meta },
 }
 
 impl Inner {
     fn object_path(&self, key: &Key) -> Result<PathBuf> {
-        let mut path = self.objects.clone();
-        let mut segments = key.segments().peekable();
-        while let Some(seg) = segments.next() {
-            let mut name = encode_segment(seg);
-            if name.len() > MAX_ENCODED_SEGMENT {
-                return Err(Error::InvalidKey {
-                    key: key.to_string(),
-                    reason: "a segment is too long for the fs store (its encoding is over 254 \
-                             bytes; bytes other than a-z 0-9 - _ . take 3 each)",
-                });
+        object_path(&self.objects, key)
+    }
+
+    /// Runs `f` holding the `flock` of lock stripe `stripe`, taken on a fresh open of its file
+    /// (closing the descriptor releases it). The caller holds the stripe's in-process mutex.
+    fn flocked<T>(&self, stripe: usize, f: impl FnOnce(&Inner) -> Result<T>) -> Result<T> {
+        let path = self.locks.join(format!("{stripe:03}.lock"));
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_context(e, "opening lock", &path))?;
+        lock.lock().map_err(|e| io_context(e, "locking", &path))?;
+        let r = f(self);
+        drop(lock);
+        r
+    }
+
+    /// In a blocking task: commits `temp` now if no task of this process holds or waits for
+    /// the key's stripe (saving a second blocking call), else hands it back to wait in line.
+    fn commit_if_free(
+        &self,
+        key: &Key,
+        temp: Temp,
+        meta: Meta,
+        opts: &PutOptions,
+    ) -> Result<Staged> {
+        let stripe = stripe_of(key.as_str());
+        // Fails while another task holds the mutex or waits for it: no overtaking.
+        let Ok(_guard) = self.stripes[stripe].try_lock() else {
+            return Ok(Staged::Waiting { temp, meta });
+        };
+        let (created, meta) = self.flocked(stripe, |inner| inner.commit(key, temp, meta, opts))?;
+        Ok(Staged::Committed { created, meta })
+    }
+
+    /// Appends `batch` to the body of a streamed temp file, creating it (body at
+    /// [`RESERVED_HEADER`]) on the first batch.
+    fn streamed_temp(&self, temp: Option<Temp>, batch: &[Bytes]) -> Result<Temp> {
+        let mut temp = match temp {
+            Some(temp) => temp,
+            None => {
+                let mut temp = self.create_temp()?;
+                temp.body_offset = RESERVED_HEADER;
+                temp.file.seek(SeekFrom::Start(RESERVED_HEADER))?;
+                temp
             }
-            if segments.peek().is_none() {
-                name.push(OBJECT_SUFFIX);
-            }
-            path.push(name);
+        };
+        for chunk in batch {
+            temp.file.write_all(chunk)?;
         }
-        if path.as_os_str().len() > MAX_PATH {
-            return Err(Error::InvalidKey {
-                key: key.to_string(),
-                reason: "the key is too long for the fs store once encoded (its file path \
-                         would be over 4095 bytes)",
-            });
-        }
-        Ok(path)
+        Ok(temp)
     }
 
     /// Writes the format marker into a new root, or checks that an existing root's marker is
@@ -470,19 +514,20 @@ impl Inner {
     /// Writes the header for `meta` in front of the temp file's body: in place when it fits
     /// before the body, else into a new temp file laid out for it (the body is copied).
     fn place_header(&self, temp: Temp, meta: &Meta) -> Result<Temp> {
-        let encoded = meta.encode();
+        let encoded = encode_meta(meta)?;
         let header_len = (FIXED_HEADER + encoded.len()) as u64;
         if header_len <= temp.body_offset {
             let mut temp = temp;
             temp.file.seek(SeekFrom::Start(0))?;
             temp.file
-                .write_all(&header_bytes(&encoded, temp.body_offset))?;
+                .write_all(&header_bytes(&encoded, temp.body_offset, 0))?;
             return Ok(temp);
         }
         let mut old = temp;
         let mut temp = self.create_temp()?;
         temp.body_offset = header_len;
-        temp.file.write_all(&header_bytes(&encoded, header_len))?;
+        temp.file
+            .write_all(&header_bytes(&encoded, header_len, 0))?;
         old.file.seek(SeekFrom::Start(old.body_offset))?;
         let copied = io::copy(&mut (&mut old.file).take(meta.size), &mut temp.file)?;
         if copied != meta.size {
@@ -550,8 +595,8 @@ impl Inner {
     fn commit(&self, key: &Key, temp: Temp, meta: Meta, opts: &PutOptions) -> Result<(bool, Meta)> {
         let preconditions = &opts.preconditions;
         let path = self.object_path(key)?;
-        let found = match read_current(&path, key) {
-            Ok(found) => found.map(|(_, meta, _)| meta),
+        let found = match read_record(&path, key, HEADER_PROBE) {
+            Ok(found) => found.map(|record| record.meta),
             // An unconditional write may replace a corrupt file; a conditional one can't be
             // decided against it.
             Err(e) if preconditions.is_empty() => {
@@ -584,24 +629,26 @@ impl Inner {
         }
         let parent = path.parent().expect("object paths have a parent");
         let tmp_path = temp.path.clone().expect("temp not yet committed");
+        // Renamed first, directories made only when it fails for want of them (usually they
+        // exist: no stat on the common path).
         let mut attempts = 0;
-        let created_dirs = loop {
-            let created = !parent.exists();
-            if created {
-                create_dir_all_racing(parent)?;
-            }
+        let mut created_dirs = false;
+        loop {
             match fs::rename(&tmp_path, &path) {
-                Ok(()) => break created,
-                // A delete of a sibling removed the (empty) directory in between: retry.
+                Ok(()) => break,
+                // No parent yet, or a delete of a sibling removed the (empty) directory in
+                // between: make it and retry.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => {
                     if !tmp_path.exists() {
                         return Err(io_context(e, "renaming vanished temp file", &tmp_path));
                     }
+                    create_dir_all_racing(parent)?;
+                    created_dirs = true;
                     attempts += 1;
                 }
                 Err(e) => return Err(io_context(e, "renaming into", &path)),
             }
-        };
+        }
         temp.path = None; // renamed: nothing to clean up
         if self.config.fsync {
             sync_dir(parent)?;
@@ -650,86 +697,6 @@ impl Inner {
         }
         Ok(())
     }
-
-    /// One page, and the keys of expired objects met on the way (to be reaped).
-    fn list(&self, opts: &ListOptions) -> Result<(ListPage, Vec<Key>)> {
-        let prefix = opts.prefix.as_str();
-        let (dirs, partial) = match prefix.rfind('/') {
-            Some(i) => (&prefix[..i], &prefix[i + 1..]),
-            None => ("", prefix),
-        };
-        let mut dir = self.objects.clone();
-        let mut key_prefix = String::new();
-        if !dirs.is_empty() {
-            for seg in dirs.split('/') {
-                let name = encode_segment(seg);
-                if name.len() > MAX_ENCODED_SEGMENT {
-                    return Ok((ListPage::default(), Vec::new())); // no key can be under it
-                }
-                dir.push(name);
-                key_prefix.push_str(seg);
-                key_prefix.push('/');
-            }
-        }
-        let mut found = Vec::new();
-        walk(
-            &dir,
-            &key_prefix,
-            Some(partial),
-            opts.cursor.as_deref(),
-            &mut found,
-        )?;
-        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-
-        let group_of = |key: &str| -> Option<String> {
-            let d = opts.delimiter?;
-            let pos = key.get(prefix.len()..)?.find(d)?;
-            Some(key[..prefix.len() + pos + d.len_utf8()].to_owned())
-        };
-        let cursor = opts.cursor.as_deref();
-        let mut error = None;
-        let mut live_group: Option<String> = None;
-        let mut expired = Vec::new();
-        let mut entries = found.into_iter();
-        let metas = std::iter::from_fn(|| {
-            for (key, path) in entries.by_ref() {
-                if !key.starts_with(prefix) || cursor.is_some_and(|c| key.as_str() <= c) {
-                    continue;
-                }
-                let group = group_of(&key);
-                if let Some(g) = &group {
-                    // Already listed on an earlier page, or already represented on this one.
-                    if cursor.is_some_and(|c| g.as_str() <= c) || live_group.as_ref() == Some(g) {
-                        continue;
-                    }
-                }
-                let Ok(k) = Key::new(key) else { continue };
-                match read_current(&path, &k) {
-                    Ok(Some((_, meta, _))) => {
-                        if meta.is_expired() {
-                            if expired.len() < MAX_REAPS_PER_LIST {
-                                expired.push(k);
-                            }
-                        } else if group.is_some() {
-                            live_group = group;
-                        }
-                        return Some(meta);
-                    }
-                    Ok(None) => continue, // deleted since the walk
-                    Err(e) => {
-                        error = Some(e);
-                        return None;
-                    }
-                }
-            }
-            None
-        });
-        let page = paginate(metas, opts);
-        match error {
-            Some(e) => Err(e),
-            None => Ok((page, expired)),
-        }
-    }
 }
 
 /// A temp file being written; removed on drop unless it was renamed into place.
@@ -757,45 +724,68 @@ impl Store for FsStore {
     }
 
     async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
-        let (_, meta, _) = self.open_live(key).await?;
-        opts.preconditions.evaluate_read(&meta)?;
-        Ok(meta)
+        self.with_live(key, HEADER_PROBE, move |record| {
+            opts.preconditions.evaluate_read(&record.meta)?;
+            Ok(record.meta)
+        })
+        .await
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        let (file, meta, body_offset) = self.open_live(key).await?;
-        let range = opts.evaluate(&meta)?;
-        let (start, len) = match &range {
-            Some(r) => (r.start, r.end - r.start),
-            None => (0, meta.size),
-        };
-        let mut file = tokio::fs::File::from_std(file);
-        file.seek(SeekFrom::Start(body_offset + start)).await?;
-        let body = futures::stream::try_unfold((file, len), |(mut file, remaining)| async move {
-            if remaining == 0 {
+        // One blocking call opens the file, decodes the header, decides, and reads the first
+        // chunk (a small object's header and body come in one `read`); later chunks stream.
+        let (meta, range, first, rest) = self
+            .with_live(key, GET_PROBE, move |mut record| {
+                let range = opts.evaluate(&record.meta)?;
+                let (start, len) = match &range {
+                    Some(r) => (r.start, r.end - r.start),
+                    None => (0, record.meta.size),
+                };
+                let n = len.min(READ_CHUNK);
+                let first = record.body(start, n as usize)?;
+                Ok(if n == len {
+                    (record.meta, range, first, None)
+                } else {
+                    let meta = record.meta.clone();
+                    (meta, range, first, Some((record, start + n, len - n)))
+                })
+            })
+            .await?;
+        let first = futures::stream::iter((!first.is_empty()).then_some(Ok(first)));
+        let rest = futures::stream::try_unfold(rest, |rest| async move {
+            let Some((mut record, at, remaining)) = rest else {
                 return Ok(None);
-            }
-            let n = remaining.min(READ_CHUNK) as usize;
-            let mut buf = vec![0u8; n];
-            file.read_exact(&mut buf).await.map_err(|e| {
-                Error::backend(format!(
-                    "fs store: reading object body: {e} (truncated file?)"
-                ))
-            })?;
-            Ok(Some((Bytes::from(buf), (file, remaining - n as u64))))
+            };
+            let n = remaining.min(READ_CHUNK);
+            let (record, chunk) = blocking(move || {
+                let chunk = record.body(at, n as usize)?;
+                Ok((record, chunk))
+            })
+            .await?;
+            let next = (remaining > n).then_some((record, at + n, remaining - n));
+            Ok(Some((chunk, next)))
+        });
+        Ok(GetResult {
+            meta,
+            range,
+            body: first.chain(rest).boxed(),
         })
-        .boxed();
-        Ok(GetResult { meta, range, body })
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
         self.capabilities().check_put(&opts)?;
-        self.inner.object_path(key)?; // refuse a key too long before reading the body
-        let (temp, meta) = self.write_temp(key, body, &opts).await?;
-        let k = key.clone();
-        let (created, meta) = self
-            .with_lock(key, move |inner| inner.commit(&k, temp, meta, &opts))
-            .await?;
+        // Refuse a key too long, or metadata too long to read back, before reading the body.
+        self.inner.object_path(key)?;
+        check_meta_fits(key, &opts)?;
+        let opts = Arc::new(opts);
+        let (created, meta) = match self.write_temp(key, body, &opts).await? {
+            Staged::Committed { created, meta } => (created, meta),
+            Staged::Waiting { temp, meta } => {
+                let k = key.clone();
+                self.with_lock(key, move |inner| inner.commit(&k, temp, meta, &opts))
+                    .await?
+            }
+        };
         Ok(PutResult { meta, created })
     }
 
@@ -805,8 +795,8 @@ impl Store for FsStore {
         let k = key.clone();
         self.with_lock(key, move |inner| {
             let path = inner.object_path(&k)?;
-            let current = match read_current(&path, &k) {
-                Ok(found) => found.map(|(_, meta, _)| meta),
+            let current = match read_record(&path, &k, HEADER_PROBE) {
+                Ok(found) => found.map(|record| record.meta),
                 Err(e) if opts.preconditions.is_empty() => {
                     tracing::warn!("fs store: deleting unreadable {path:?}: {e}");
                     return inner.unlink_object(&path);
@@ -873,184 +863,21 @@ fn io_context(e: io::Error, what: &str, path: &Path) -> Error {
     }
 }
 
-fn corrupt(path: &Path, why: impl std::fmt::Display) -> Error {
-    Error::backend(format!("fs store: corrupt object file {path:?}: {why}"))
-}
-
-fn header_bytes(encoded_meta: &[u8], body_offset: u64) -> Vec<u8> {
-    let mut h = Vec::with_capacity(FIXED_HEADER + encoded_meta.len());
-    h.extend_from_slice(MAGIC);
-    h.extend_from_slice(&(encoded_meta.len() as u32).to_le_bytes());
-    h.extend_from_slice(&body_offset.to_le_bytes());
-    h.extend_from_slice(encoded_meta);
-    h
-}
-
-/// Opens the object file at `path` and reads its header: `None` when there is no file. The
-/// returned file is positioned anywhere; the `u64` is the body's offset.
-fn read_current(path: &Path, key: &Key) -> Result<Option<(File, Meta, u64)>> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_context(e, "opening", path)),
-    };
-    let len = file.metadata()?.len();
-    let (meta, body_offset) =
-        decode_header(&mut file, len, key).map_err(|why| corrupt(path, why))?;
-    Ok(Some((file, meta, body_offset)))
-}
-
-/// Reads and checks the header of an object file of `len` bytes holding `key`, from its
-/// start: the metadata and the body's offset, or why the file is corrupt.
-fn decode_header(
-    file: &mut impl Read,
-    len: u64,
-    key: &Key,
-) -> std::result::Result<(Meta, u64), String> {
-    let mut fixed = [0u8; FIXED_HEADER];
-    file.read_exact(&mut fixed)
-        .map_err(|e| format!("short header: {e}"))?;
-    if &fixed[..8] != MAGIC {
-        return Err("bad magic".into());
-    }
-    let meta_len = u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes")) as usize;
-    let body_offset = u64::from_le_bytes(fixed[12..20].try_into().expect("8 bytes"));
-    if meta_len > MAX_META_LEN || body_offset < (FIXED_HEADER + meta_len) as u64 {
-        return Err("bad header lengths".into());
-    }
-    let mut encoded = vec![0u8; meta_len];
-    file.read_exact(&mut encoded)
-        .map_err(|e| format!("short metadata: {e}"))?;
-    let meta = Meta::decode(&encoded).map_err(|e| e.to_string())?;
-    if &meta.key != key {
-        return Err(format!("it holds key {}", meta.key));
-    }
-    if body_offset.checked_add(meta.size) != Some(len) {
-        return Err(format!(
-            "file is {len} bytes, header says {} + {}",
-            body_offset, meta.size
-        ));
-    }
-    Ok((meta, body_offset))
-}
-
-/// For the fuzz targets: [`decode_header`] of a whole object file held in memory, and
-/// [`decode_segment`]. Not an API.
+/// For the fuzz targets: the header decoder on a whole object file held in memory, and the
+/// file name decoder. Not an API.
 #[doc(hidden)]
 pub mod fuzzing {
     use super::*;
 
     /// The header of the object file `bytes` holding `key`.
     pub fn decode_object_file(bytes: &[u8], key: &Key) -> std::result::Result<(Meta, u64), String> {
-        decode_header(&mut &bytes[..], bytes.len() as u64, key)
+        decode_header(bytes, bytes.len() as u64, key)
     }
 
     /// The key segment a file or directory name stands for.
     pub fn decode_name(name: &str) -> Option<String> {
-        decode_segment(name)
+        names::decode_segment(name)
     }
-}
-
-/// Collects `(key, path)` of the object files under `dir` (whose keys start with `key_prefix`),
-/// keeping at the first level only names that start with `partial`.
-/// Subdirectories whose keys all sort at or before `cursor` are skipped.
-fn walk(
-    dir: &Path,
-    key_prefix: &str,
-    partial: Option<&str>,
-    cursor: Option<&str>,
-    out: &mut Vec<(String, PathBuf)>,
-) -> Result<()> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        // Missing (never created, or removed by a concurrent delete) or not a directory.
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Ok(())
-        }
-        Err(e) => return Err(io_context(e, "listing", dir)),
-    };
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_context(e, "listing", dir)),
-        };
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        let Ok(file_type) = entry.file_type() else {
-            continue;
-        };
-        let (encoded, is_object) = match name.strip_suffix(OBJECT_SUFFIX) {
-            Some(stem) if file_type.is_file() => (stem, true),
-            None if file_type.is_dir() => (name.as_str(), false),
-            _ => continue,
-        };
-        let Some(segment) = decode_segment(encoded) else {
-            tracing::debug!("fs store: ignoring foreign file {:?}", entry.path());
-            continue;
-        };
-        if partial.is_some_and(|p| !segment.starts_with(p)) {
-            continue;
-        }
-        let key = format!("{key_prefix}{segment}");
-        if is_object {
-            out.push((key, entry.path()));
-        } else {
-            let sub = format!("{key}/");
-            // Every key under `sub` starts with it; if the cursor is past `sub` without
-            // starting with it, it is past all of them.
-            if cursor.is_some_and(|c| c > sub.as_str() && !c.starts_with(sub.as_str())) {
-                continue;
-            }
-            walk(&entry.path(), &sub, None, cursor, out)?;
-        }
-    }
-    Ok(())
-}
-
-fn is_plain(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-}
-
-/// Percent-encodes a key segment into a file name (see the module docs).
-fn encode_segment(segment: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(segment.len());
-    for (i, b) in segment.bytes().enumerate() {
-        if is_plain(b) && !(i == 0 && b == b'.') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
-        }
-    }
-    out
-}
-
-/// The inverse of [`encode_segment`]; `None` for a name it would not have produced.
-fn decode_segment(name: &str) -> Option<String> {
-    let bytes = name.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = name.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    let segment = String::from_utf8(out).ok()?;
-    (encode_segment(&segment) == name).then_some(segment)
 }
 
 /// `create_dir_all` that survives a concurrent delete removing empty directories on the way.
@@ -1088,28 +915,5 @@ mod tests {
         assert_eq!(stripe_of("a"), 0x8c);
         assert_eq!(stripe_of(""), 0x25);
         assert_eq!(stripe_of("refs/HEAD"), stripe_of("refs/HEAD"));
-    }
-
-    #[test]
-    fn segments_round_trip_and_never_end_in_the_suffix() {
-        for s in [
-            "a", "A", "Ab.c", ".hidden", "x%y", "é", "a b", "@", "a@", "-_.~!",
-        ] {
-            let e = encode_segment(s);
-            assert!(!e.contains(OBJECT_SUFFIX), "{s:?} -> {e:?}");
-            assert!(!e.starts_with('.'), "{s:?} -> {e:?}");
-            assert!(!e
-                .bytes()
-                .any(|b| b.is_ascii_uppercase() && !b.is_ascii_hexdigit()));
-            assert_eq!(decode_segment(&e).as_deref(), Some(s), "{e:?}");
-        }
-        assert_eq!(encode_segment("Ab"), "%41b");
-        assert_eq!(
-            decode_segment("%41B"),
-            None,
-            "only canonical encodings decode"
-        );
-        assert_eq!(decode_segment("%4"), None);
-        assert_eq!(decode_segment("A"), None);
     }
 }
