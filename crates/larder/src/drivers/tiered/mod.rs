@@ -34,7 +34,7 @@ pub use mount::MountStore;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -125,7 +125,8 @@ struct KeyState {
     /// key, so that a read that began before one does not record what it saw as fresh.
     epoch: u64,
     /// The authoritative metadata and when it was seen.
-    fresh: Option<(Meta, Instant)>,
+    /// Shared (`Arc`) so a hot read takes it without copying under the lock.
+    fresh: Option<(Arc<Meta>, Instant)>,
 }
 
 /// When each key was last validated against the authoritative tier.
@@ -170,7 +171,7 @@ impl SideTable {
 struct Shared {
     tiers: Vec<Tier>,
     stats: Vec<TierStats>,
-    state: Mutex<SideTable>,
+    state: RwLock<SideTable>,
     /// Identifies this replica's own invalidation messages.
     replica_id: String,
     /// Largest object kept in nearer tiers (write-through and backfill).
@@ -181,26 +182,97 @@ struct Shared {
     pending: Mutex<HashMap<u64, tokio::sync::watch::Sender<usize>>>,
     /// How long a write waits for every subscriber to acknowledge its invalidation.
     ack_timeout: Duration,
-}
-
-/// A stack of stores, nearest first, the last one authoritative. See the [module
-/// docs](self).
-#[derive(Debug, Clone)]
-pub struct TieredStore {
-    shared: Arc<Shared>,
+    /// Where writes and deletes are published, if replicas share the authoritative tier.
     invalidator: Option<Arc<dyn Invalidator>>,
 }
 
-/// Default [`TieredStore::ack_timeout`].
+/// A stack of stores, nearest first, the last one authoritative. See the [module
+/// docs](self). Built by [`TieredStore::builder`] (or [`TieredStore::new`] with the default
+/// settings); clones share everything.
+#[derive(Debug, Clone)]
+pub struct TieredStore {
+    shared: Arc<Shared>,
+}
+
+/// Default [`TieredBuilder::ack_timeout`].
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Default [`TieredStore`] limit on objects kept in nearer tiers: 64 MiB.
+/// Default [`TieredBuilder::max_cached_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_CACHED_BYTES: u64 = 64 << 20;
 
-impl TieredStore {
-    /// A tiered store over `tiers` (nearest first, last authoritative), without cross-replica
-    /// invalidation.
-    pub fn new(tiers: Vec<Tier>) -> Result<Self> {
+/// The settings of a [`TieredStore`], fixed when [`TieredBuilder::build`] makes it (a built
+/// store has no setters, so no setting can silently miss a store that is already shared).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> larder::Result<()> {
+/// use std::{sync::Arc, time::Duration};
+/// use larder::drivers::memory::MemoryStore;
+/// use larder::tiered::{MemoryInvalidator, Tier, TieredStore};
+///
+/// let authoritative = Arc::new(MemoryStore::new());
+/// let store = TieredStore::builder(vec![
+///     Tier::new(Arc::new(MemoryStore::new()), Duration::from_secs(5)),
+///     Tier::new(authoritative, Duration::ZERO),
+/// ])
+/// .max_cached_bytes(1 << 20)
+/// .invalidator(MemoryInvalidator::new())
+/// .ack_timeout(Duration::from_millis(500))
+/// .build()
+/// .await?;
+/// assert_eq!(store.tiers().len(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct TieredBuilder {
+    tiers: Vec<Tier>,
+    max_cached_bytes: u64,
+    ack_timeout: Duration,
+    invalidator: Option<Arc<dyn Invalidator>>,
+}
+
+impl TieredBuilder {
+    /// Limits the objects kept in nearer tiers to `bytes` (bigger ones are only invalidated
+    /// there, and read from the authoritative tier). Default [`DEFAULT_MAX_CACHED_BYTES`].
+    pub fn max_cached_bytes(mut self, bytes: u64) -> Self {
+        self.max_cached_bytes = bytes;
+        self
+    }
+
+    /// How long a write waits for every subscriber of the invalidation channel to acknowledge
+    /// (after invalidating its nearer tiers) before returning anyway. Default
+    /// [`DEFAULT_ACK_TIMEOUT`]; used only with an [`invalidator`](Self::invalidator).
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// Publishes every write and delete through `invalidator`, and invalidates this replica's
+    /// nearer tiers on the keys other replicas publish.
+    ///
+    /// A write returns once every subscription the message reached has acknowledged it (each
+    /// replica acknowledges after invalidating), or after the [ack
+    /// timeout](Self::ack_timeout): so a read through any replica that started after the write
+    /// returned sees the write.
+    pub fn invalidator(mut self, invalidator: Arc<dyn Invalidator>) -> Self {
+        self.invalidator = Some(invalidator);
+        self
+    }
+
+    /// The store. With an invalidator, it subscribes before returning, so no message published
+    /// after this returns is missed.
+    pub async fn build(self) -> Result<TieredStore> {
+        let Some(invalidator) = self.invalidator.clone() else {
+            return self.assemble();
+        };
+        let messages = invalidator.subscribe().await?;
+        let store = self.assemble()?;
+        spawn_subscriber(Arc::downgrade(&store.shared), invalidator, messages);
+        Ok(store)
+    }
+
+    fn assemble(self) -> Result<TieredStore> {
+        let tiers = self.tiers;
         if tiers.is_empty() {
             return Err(Error::InvalidInput(
                 "a tiered store needs at least one tier".into(),
@@ -220,18 +292,89 @@ impl TieredStore {
             shared: Arc::new(Shared {
                 tiers,
                 stats,
-                state: Mutex::default(),
+                state: RwLock::default(),
                 replica_id,
-                max_cached_bytes: DEFAULT_MAX_CACHED_BYTES,
+                max_cached_bytes: self.max_cached_bytes,
                 seq: AtomicU64::new(0),
                 pending: Mutex::default(),
-                ack_timeout: DEFAULT_ACK_TIMEOUT,
+                ack_timeout: self.ack_timeout,
+                invalidator: self.invalidator,
             }),
-            invalidator: None,
         })
     }
+}
 
-    /// Stores nearest first with one freshness window for every nearer tier.
+/// Invalidates the nearer tiers of the store behind `weak` on every key another replica
+/// publishes, acknowledges every message, and resubscribes (forgetting every validation) when
+/// the subscription breaks; ends when the store is dropped.
+fn spawn_subscriber(
+    weak: std::sync::Weak<Shared>,
+    inv: Arc<dyn Invalidator>,
+    mut messages: futures::stream::BoxStream<'static, Message>,
+) {
+    tokio::spawn(async move {
+        loop {
+            while let Some(msg) = messages.next().await {
+                let Some(shared) = weak.upgrade() else {
+                    // The store is gone and caches nothing, but the publisher counted this
+                    // subscription: acknowledge so it need not wait.
+                    if let Message::Key { replica, seq, .. } = msg {
+                        let _ = inv.publish(&Message::Ack { replica, seq }.encode()).await;
+                    }
+                    return;
+                };
+                match msg {
+                    Message::Key { replica, seq, key } => {
+                        if replica != shared.replica_id {
+                            shared.invalidate_nearer(&key).await;
+                        }
+                        let ack = Message::Ack { replica, seq }.encode();
+                        if let Err(e) = inv.publish(&ack).await {
+                            tracing::warn!("tiered: acknowledging an invalidation: {e}");
+                        }
+                    }
+                    Message::Ack { replica, seq } => {
+                        if replica == shared.replica_id {
+                            if let Some(tx) = shared.pending_lock().get(&seq) {
+                                tx.send_modify(|n| *n += 1);
+                            }
+                        }
+                    }
+                    // The subscription was interrupted: messages may have been lost, so
+                    // nothing this replica saw may be served without revalidation.
+                    Message::Gap => shared.forget_all(),
+                }
+            }
+            let Some(shared) = weak.upgrade() else { return };
+            shared.forget_all();
+            drop(shared);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match inv.subscribe().await {
+                Ok(m) => messages = m,
+                Err(e) => tracing::warn!("tiered: resubscribing for invalidations: {e}"),
+            }
+        }
+    });
+}
+
+impl TieredStore {
+    /// Settings for a tiered store over `tiers` (nearest first, last authoritative).
+    pub fn builder(tiers: Vec<Tier>) -> TieredBuilder {
+        TieredBuilder {
+            tiers,
+            max_cached_bytes: DEFAULT_MAX_CACHED_BYTES,
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
+            invalidator: None,
+        }
+    }
+
+    /// A tiered store over `tiers` (nearest first, last authoritative) with the default
+    /// settings and no cross-replica invalidation: [`TieredStore::builder`] for the others.
+    pub fn new(tiers: Vec<Tier>) -> Result<Self> {
+        Self::builder(tiers).assemble()
+    }
+
+    /// Stores nearest first with one freshness window for every nearer tier, default settings.
     pub fn with_stores(stores: Vec<Arc<dyn Store>>, freshness: Duration) -> Result<Self> {
         Self::new(
             stores
@@ -239,83 +382,6 @@ impl TieredStore {
                 .map(|s| Tier::new(s, freshness))
                 .collect(),
         )
-    }
-
-    /// Limits the objects kept in nearer tiers to `bytes` (bigger ones are only invalidated
-    /// there, and read from the authoritative tier). Call before sharing the store.
-    pub fn max_cached_bytes(mut self, bytes: u64) -> Self {
-        if let Some(s) = Arc::get_mut(&mut self.shared) {
-            s.max_cached_bytes = bytes;
-        }
-        self
-    }
-
-    /// How long a write waits for every subscriber of the invalidation channel to acknowledge
-    /// (after invalidating its nearer tiers) before returning anyway. Call before sharing the
-    /// store.
-    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
-        if let Some(s) = Arc::get_mut(&mut self.shared) {
-            s.ack_timeout = timeout;
-        }
-        self
-    }
-
-    /// Publishes every write and delete through `invalidator`, and invalidates this replica's
-    /// nearer tiers on the keys other replicas publish. Subscribes before returning, so no
-    /// message published after this returns is missed.
-    ///
-    /// A write returns once every subscription the message reached has acknowledged it (each
-    /// replica acknowledges after invalidating), or after [`TieredStore::ack_timeout`]: so a
-    /// read through any replica that started after the write returned sees the write.
-    pub async fn with_invalidator(mut self, invalidator: Arc<dyn Invalidator>) -> Result<Self> {
-        let mut messages = invalidator.subscribe().await?;
-        let weak = Arc::downgrade(&self.shared);
-        let inv = invalidator.clone();
-        tokio::spawn(async move {
-            loop {
-                while let Some(msg) = messages.next().await {
-                    let Some(shared) = weak.upgrade() else {
-                        // The store is gone and caches nothing, but the publisher counted
-                        // this subscription: acknowledge so it need not wait.
-                        if let Message::Key { replica, seq, .. } = msg {
-                            let _ = inv.publish(&Message::Ack { replica, seq }.encode()).await;
-                        }
-                        return;
-                    };
-                    match msg {
-                        Message::Key { replica, seq, key } => {
-                            if replica != shared.replica_id {
-                                shared.invalidate_nearer(&key).await;
-                            }
-                            let ack = Message::Ack { replica, seq }.encode();
-                            if let Err(e) = inv.publish(&ack).await {
-                                tracing::warn!("tiered: acknowledging an invalidation: {e}");
-                            }
-                        }
-                        Message::Ack { replica, seq } => {
-                            if replica == shared.replica_id {
-                                if let Some(tx) = shared.pending_lock().get(&seq) {
-                                    tx.send_modify(|n| *n += 1);
-                                }
-                            }
-                        }
-                        // The subscription was interrupted: messages may have been lost, so
-                        // nothing this replica saw may be served without revalidation.
-                        Message::Gap => shared.forget_all(),
-                    }
-                }
-                let Some(shared) = weak.upgrade() else { return };
-                shared.forget_all();
-                drop(shared);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                match inv.subscribe().await {
-                    Ok(m) => messages = m,
-                    Err(e) => tracing::warn!("tiered: resubscribing for invalidations: {e}"),
-                }
-            }
-        });
-        self.invalidator = Some(invalidator);
-        Ok(self)
     }
 
     /// The tiers, nearest first.
@@ -346,8 +412,10 @@ impl TieredStore {
     /// logged, not returned: the write itself succeeded, and other replicas fall back to their
     /// freshness window.
     async fn publish(&self, key: &Key) {
-        let Some(inv) = &self.invalidator else { return };
         let shared = &self.shared;
+        let Some(inv) = &shared.invalidator else {
+            return;
+        };
         let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = tokio::sync::watch::channel(0usize);
         shared.pending_lock().insert(seq, tx);
@@ -389,8 +457,20 @@ impl TieredStore {
         match self.shared.tiers[i].store.get(key, tier_opts).await {
             Ok(r) if r.meta.etag.strong_eq(&auth.etag) && r.range == range => {
                 bump(&self.shared.stats[i].hits);
+                // The authoritative metadata, reusing the key and ETag the tier just built
+                // (the same ones: same key, strongly equal ETag) rather than copying them again.
+                let Meta { key, etag, .. } = r.meta;
+                let meta = Meta {
+                    key,
+                    etag,
+                    size: auth.size,
+                    last_modified: auth.last_modified,
+                    expires_at: auth.expires_at,
+                    content_type: auth.content_type.clone(),
+                    metadata: auth.metadata.clone(),
+                };
                 Ok(Some(GetResult {
-                    meta: auth.clone(),
+                    meta,
                     range: r.range,
                     body: r.body,
                 }))
@@ -408,18 +488,105 @@ impl TieredStore {
         }
     }
 
+    /// A read from nearer tier `start` on, the tiers before it having missed (`missed`).
+    async fn get_from(
+        &self,
+        start: usize,
+        mut missed: Vec<usize>,
+        key: &Key,
+        opts: GetOptions,
+    ) -> Result<GetResult> {
+        for i in start..self.nearer() {
+            if let Some(auth) = self.fresh_for(i, key) {
+                if let Some(r) = self.serve_from(i, key, &opts, &auth).await? {
+                    return Ok(r);
+                }
+                bump(&self.shared.stats[i].misses);
+                missed.push(i);
+                continue;
+            }
+            // No fresh record: a copy here is served only after the authoritative tier
+            // confirms its ETag.
+            let copy = match self.shared.tiers[i]
+                .store
+                .head(key, HeadOptions::default())
+                .await
+            {
+                Ok(m) => m,
+                Err(_) => {
+                    bump(&self.shared.stats[i].misses);
+                    missed.push(i);
+                    continue;
+                }
+            };
+            let epoch = self.shared.epoch(key);
+            let started = Instant::now();
+            let auth = match self.auth().head(key, HeadOptions::default()).await {
+                Ok(m) => m,
+                Err(Error::NotFound { .. }) => {
+                    bump(&self.shared.stats[i].stale_reads_refused);
+                    self.shared.invalidate_nearer(key).await;
+                    return Err(Error::not_found(key));
+                }
+                Err(e) => return Err(e),
+            };
+            if auth.etag.strong_eq(&copy.etag) {
+                self.shared.record(key, epoch, &auth, started);
+                if let Some(r) = self.serve_from(i, key, &opts, &auth).await? {
+                    return Ok(r);
+                }
+            } else {
+                bump(&self.shared.stats[i].stale_reads_refused);
+                self.shared.drop_copy(i, key).await;
+            }
+            bump(&self.shared.stats[i].misses);
+            missed.push(i);
+        }
+        let epoch = self.shared.epoch(key);
+        let started = Instant::now();
+        let last = self.nearer();
+        let r = self.auth().get(key, opts).await?;
+        bump(&self.shared.stats[last].hits);
+        // Only a whole body is copied nearer; a range never is.
+        if r.range.is_some() || missed.is_empty() || r.meta.size > self.shared.max_cached_bytes {
+            return Ok(r);
+        }
+        let backfill = Backfill {
+            shared: self.shared.clone(),
+            key: key.clone(),
+            meta: r.meta.clone(),
+            tiers: missed,
+            epoch,
+            started,
+        };
+        Ok(GetResult {
+            meta: r.meta,
+            range: None,
+            body: tee(r.body, backfill, self.shared.max_cached_bytes),
+        })
+    }
+
     /// The key's authoritative metadata if validated within tier `i`'s window.
-    fn fresh_for(&self, i: usize, key: &Key) -> Option<Meta> {
-        let state = self.shared.lock();
-        let (meta, at) = state.keys.get(key)?.fresh.as_ref()?;
-        (at.elapsed() < self.shared.tiers[i].freshness && !meta.is_expired()).then(|| meta.clone())
+    fn fresh_for(&self, i: usize, key: &Key) -> Option<Arc<Meta>> {
+        let (meta, at) = {
+            let state = self.shared.read();
+            let (meta, at) = state.keys.get(key)?.fresh.as_ref()?;
+            (meta.clone(), *at)
+        };
+        // The clock is read only for objects with an expiry.
+        let expired = meta.expires_at.is_some_and(|t| t <= SystemTime::now());
+        (at.elapsed() < self.shared.tiers[i].freshness && !expired).then_some(meta)
     }
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SideTable> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, SideTable> {
         // Every change under this lock is a single assignment: a poisoned lock is consistent.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, SideTable> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn pending_lock(
@@ -429,7 +596,7 @@ impl Shared {
     }
 
     fn epoch(&self, key: &Key) -> u64 {
-        let t = self.lock();
+        let t = self.read();
         t.keys.get(key).map_or(t.floor, |s| s.epoch)
     }
 
@@ -459,7 +626,7 @@ impl Shared {
         if s.epoch != epoch {
             return false;
         }
-        s.fresh = Some((meta.clone(), seen));
+        s.fresh = Some((Arc::new(meta.clone()), seen));
         true
     }
 
@@ -647,7 +814,7 @@ impl Store for TieredStore {
             if let Some(meta) = self.fresh_for(i, key) {
                 bump(&self.shared.stats[i].hits);
                 opts.preconditions.evaluate_read(&meta)?;
-                return Ok(meta);
+                return Ok(Meta::clone(&meta));
             }
             bump(&self.shared.stats[i].misses);
         }
@@ -664,75 +831,18 @@ impl Store for TieredStore {
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        let mut missed = Vec::new();
-        for i in 0..self.nearer() {
-            if let Some(auth) = self.fresh_for(i, key) {
-                if let Some(r) = self.serve_from(i, key, &opts, &auth).await? {
+        // The hot path, a fresh copy in the nearest tier, is kept apart from the rest (boxed),
+        // so that its future stays small: a read's future is allocated and moved per call.
+        if self.nearer() > 0 {
+            if let Some(auth) = self.fresh_for(0, key) {
+                if let Some(r) = self.serve_from(0, key, &opts, &auth).await? {
                     return Ok(r);
                 }
-                bump(&self.shared.stats[i].misses);
-                missed.push(i);
-                continue;
+                bump(&self.shared.stats[0].misses);
+                return Box::pin(self.get_from(1, vec![0], key, opts)).await;
             }
-            // No fresh record: a copy here is served only after the authoritative tier
-            // confirms its ETag.
-            let copy = match self.shared.tiers[i]
-                .store
-                .head(key, HeadOptions::default())
-                .await
-            {
-                Ok(m) => m,
-                Err(_) => {
-                    bump(&self.shared.stats[i].misses);
-                    missed.push(i);
-                    continue;
-                }
-            };
-            let epoch = self.shared.epoch(key);
-            let started = Instant::now();
-            let auth = match self.auth().head(key, HeadOptions::default()).await {
-                Ok(m) => m,
-                Err(Error::NotFound { .. }) => {
-                    bump(&self.shared.stats[i].stale_reads_refused);
-                    self.shared.invalidate_nearer(key).await;
-                    return Err(Error::not_found(key));
-                }
-                Err(e) => return Err(e),
-            };
-            if auth.etag.strong_eq(&copy.etag) {
-                self.shared.record(key, epoch, &auth, started);
-                if let Some(r) = self.serve_from(i, key, &opts, &auth).await? {
-                    return Ok(r);
-                }
-            } else {
-                bump(&self.shared.stats[i].stale_reads_refused);
-                self.shared.drop_copy(i, key).await;
-            }
-            bump(&self.shared.stats[i].misses);
-            missed.push(i);
         }
-        let epoch = self.shared.epoch(key);
-        let started = Instant::now();
-        let last = self.nearer();
-        let r = self.auth().get(key, opts).await?;
-        bump(&self.shared.stats[last].hits);
-        // Only a whole body is copied nearer; a range never is.
-        if r.range.is_some() || missed.is_empty() || r.meta.size > self.shared.max_cached_bytes {
-            return Ok(r);
-        }
-        let backfill = Backfill {
-            shared: self.shared.clone(),
-            key: key.clone(),
-            meta: r.meta.clone(),
-            tiers: missed,
-            epoch,
-            started,
-        };
-        Ok(GetResult {
-            meta: r.meta,
-            range: None,
-            body: tee(r.body, backfill, self.shared.max_cached_bytes),
-        })
+        Box::pin(self.get_from(0, Vec::new(), key, opts)).await
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
