@@ -173,9 +173,18 @@ impl BodyReader {
     }
 }
 
-/// Collects an output stream into one buffer.
+/// Collects an output stream into one buffer. A body of one chunk (what a store holding the
+/// bytes in memory returns) is passed on as it is, without a copy.
 pub async fn collect_stream(mut s: ByteStream) -> Result<Bytes> {
-    let mut out = BytesMut::new();
+    let Some(first) = s.next().await.transpose()? else {
+        return Ok(Bytes::new());
+    };
+    let Some(second) = s.next().await.transpose()? else {
+        return Ok(first);
+    };
+    let mut out = BytesMut::with_capacity(first.len() + second.len());
+    out.extend_from_slice(&first);
+    out.extend_from_slice(&second);
     while let Some(chunk) = s.next().await {
         out.extend_from_slice(&chunk?);
     }
