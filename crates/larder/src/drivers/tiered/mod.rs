@@ -33,7 +33,7 @@ pub use invalidate::{Invalidator, MemoryInvalidator, Message};
 pub use mount::MountStore;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -53,52 +53,66 @@ use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
 
-/// Counters of one tier. Hits, misses and stale refusals count reads; backfills and
-/// invalidations count writes into the tier.
+/// Counters of one tier (see [`TierStatsSnapshot`]).
 #[derive(Debug, Default)]
-pub struct TierStats {
-    /// Reads this tier answered.
-    pub hits: AtomicU64,
-    /// Reads this tier could not answer (no copy, or no fresh copy).
-    pub misses: AtomicU64,
-    /// Copies written into this tier after a read of a deeper tier.
-    pub backfills: AtomicU64,
-    /// Copies removed from this tier (after writes, disagreements, or remote invalidations).
-    pub invalidations: AtomicU64,
-    /// Copies found but not served because their ETag disagreed with the authoritative one.
-    pub stale_reads_refused: AtomicU64,
+struct TierStats {
+    hits: Counter,
+    misses: Counter,
+    backfills: Counter,
+    invalidations: Counter,
+    stale_reads_refused: Counter,
 }
 
-/// A plain copy of [`TierStats`].
+/// The counters of one tier. Hits, misses and stale refusals count reads; backfills and
+/// invalidations count writes into the tier.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TierStatsSnapshot {
-    /// See [`TierStats::hits`].
+    /// Reads this tier answered.
     pub hits: u64,
-    /// See [`TierStats::misses`].
+    /// Reads this tier could not answer (no copy, or no fresh copy).
     pub misses: u64,
-    /// See [`TierStats::backfills`].
+    /// Copies written into this tier after a read of a deeper tier.
     pub backfills: u64,
-    /// See [`TierStats::invalidations`].
+    /// Copies removed from this tier (after writes, disagreements, or remote invalidations).
     pub invalidations: u64,
-    /// See [`TierStats::stale_reads_refused`].
+    /// Copies found but not served because their ETag disagreed with the authoritative one.
     pub stale_reads_refused: u64,
 }
 
 impl TierStats {
     fn snapshot(&self) -> TierStatsSnapshot {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         TierStatsSnapshot {
-            hits: l(&self.hits),
-            misses: l(&self.misses),
-            backfills: l(&self.backfills),
-            invalidations: l(&self.invalidations),
-            stale_reads_refused: l(&self.stale_reads_refused),
+            hits: self.hits.get(),
+            misses: self.misses.get(),
+            backfills: self.backfills.get(),
+            invalidations: self.invalidations.get(),
+            stale_reads_refused: self.stale_reads_refused.get(),
         }
     }
 }
 
-fn bump(a: &AtomicU64) {
-    a.fetch_add(1, Ordering::Relaxed);
+/// Stripes of a [`Counter`].
+const STRIPES: usize = 8;
+
+/// A counter bumped by every read, from every thread: one cache line per stripe (each thread
+/// bumps its own), summed when read, so that threads reading at once do not contend on it.
+#[derive(Debug, Default)]
+struct Counter([Stripe; STRIPES]);
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+impl Counter {
+    fn get(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+fn bump(c: &Counter) {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+    c.0[STRIPE.with(|s| *s)].0.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One tier of a [`TieredStore`].
@@ -121,32 +135,33 @@ impl Tier {
 /// What this replica knows about a key.
 #[derive(Debug)]
 struct KeyState {
-    /// Renewed (from [`SideTable::counter`]) by every write, delete and invalidation of the
-    /// key, so that a read that began before one does not record what it saw as fresh.
+    /// Renewed (from [`Shared::epochs`]) by every write, delete and invalidation of the key,
+    /// so that a read that began before one does not record what it saw as fresh.
     epoch: u64,
     /// The authoritative metadata and when it was seen.
     /// Shared (`Arc`) so a hot read takes it without copying under the lock.
     fresh: Option<(Arc<Meta>, Instant)>,
 }
 
-/// When each key was last validated against the authoritative tier.
+/// When each key of one shard was last validated against the authoritative tier.
 #[derive(Debug, Default)]
 struct SideTable {
     keys: HashMap<Key, KeyState>,
-    /// Source of epochs: only grows.
-    counter: u64,
-    /// The epoch of every key not in `keys`. Raised past every earlier epoch whenever keys are
-    /// dropped from the table, so a read that began before the drop cannot record.
+    /// The epoch of every key not in `keys`. Set to a new epoch whenever keys are dropped from
+    /// the table, so a read that began before the drop cannot record.
     floor: u64,
 }
 
 /// Keys the side table holds before it drops those without a fresh validation.
 const SIDE_TABLE_KEYS: usize = 1 << 16;
 
+/// Shards of the side table: reads of different keys rarely meet on one lock.
+const SIDE_TABLE_SHARDS: usize = 16;
+
 impl SideTable {
-    fn state(&mut self, key: &Key) -> &mut KeyState {
-        if self.keys.len() >= SIDE_TABLE_KEYS && !self.keys.contains_key(key) {
-            self.prune();
+    fn state(&mut self, key: &Key, epochs: &AtomicU64) -> &mut KeyState {
+        if self.keys.len() >= SIDE_TABLE_KEYS / SIDE_TABLE_SHARDS && !self.keys.contains_key(key) {
+            self.prune(epochs);
         }
         let floor = self.floor;
         self.keys.entry(key.clone()).or_insert(KeyState {
@@ -155,23 +170,30 @@ impl SideTable {
         })
     }
 
-    fn prune(&mut self) {
-        self.counter += 1;
-        self.floor = self.counter;
+    fn prune(&mut self, epochs: &AtomicU64) {
+        self.floor = next_epoch(epochs);
         self.keys
             .retain(|_, s| s.fresh.as_ref().is_some_and(|(m, _)| !m.is_expired()));
-        if self.keys.len() >= SIDE_TABLE_KEYS / 2 {
+        if self.keys.len() >= SIDE_TABLE_KEYS / SIDE_TABLE_SHARDS / 2 {
             // Mostly fresh: forget them all (they are revalidated on their next read).
             self.keys.clear();
         }
     }
 }
 
+/// A new epoch, different from every one handed out before.
+fn next_epoch(epochs: &AtomicU64) -> u64 {
+    epochs.fetch_add(1, Ordering::Relaxed) + 1
+}
+
 #[derive(Debug)]
 struct Shared {
     tiers: Vec<Tier>,
     stats: Vec<TierStats>,
-    state: RwLock<SideTable>,
+    /// The side table, sharded by key.
+    state: Vec<RwLock<SideTable>>,
+    /// Source of epochs: only grows.
+    epochs: AtomicU64,
     /// Identifies this replica's own invalidation messages.
     replica_id: String,
     /// Largest object kept in nearer tiers (write-through and backfill).
@@ -292,7 +314,8 @@ impl TieredBuilder {
             shared: Arc::new(Shared {
                 tiers,
                 stats,
-                state: RwLock::default(),
+                state: (0..SIDE_TABLE_SHARDS).map(|_| RwLock::default()).collect(),
+                epochs: AtomicU64::new(0),
                 replica_id,
                 max_cached_bytes: self.max_cached_bytes,
                 seq: AtomicU64::new(0),
@@ -569,7 +592,7 @@ impl TieredStore {
     /// The key's authoritative metadata if validated within tier `i`'s window.
     fn fresh_for(&self, i: usize, key: &Key) -> Option<Arc<Meta>> {
         let (meta, at) = {
-            let state = self.shared.read();
+            let state = self.shared.read(key);
             let (meta, at) = state.keys.get(key)?.fresh.as_ref()?;
             (meta.clone(), *at)
         };
@@ -580,13 +603,22 @@ impl TieredStore {
 }
 
 impl Shared {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, SideTable> {
-        // Every change under this lock is a single assignment: a poisoned lock is consistent.
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+    /// The side-table shard of `key`, picked by FNV-1a of its bytes (the shard's map hashes
+    /// the key again with a keyed hash: a chosen key can at worst crowd one shard).
+    fn shard(&self, key: &Key) -> &RwLock<SideTable> {
+        let hash = key.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        &self.state[(hash % SIDE_TABLE_SHARDS as u64) as usize]
     }
 
-    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, SideTable> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+    fn read(&self, key: &Key) -> std::sync::RwLockReadGuard<'_, SideTable> {
+        // Every change under this lock is a single assignment: a poisoned lock is consistent.
+        self.shard(key).read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self, key: &Key) -> std::sync::RwLockWriteGuard<'_, SideTable> {
+        self.shard(key).write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn pending_lock(
@@ -596,33 +628,33 @@ impl Shared {
     }
 
     fn epoch(&self, key: &Key) -> u64 {
-        let t = self.read();
+        let t = self.read(key);
         t.keys.get(key).map_or(t.floor, |s| s.epoch)
     }
 
     /// Forgets the key's validation and renews its epoch; returns the new epoch.
     fn forget(&self, key: &Key) -> u64 {
-        let mut t = self.lock();
-        t.counter += 1;
-        let epoch = t.counter;
-        let s = t.state(key);
+        let mut t = self.lock(key);
+        let epoch = next_epoch(&self.epochs);
+        let s = t.state(key, &self.epochs);
         s.epoch = epoch;
         s.fresh = None;
         epoch
     }
 
     fn forget_all(&self) {
-        let mut t = self.lock();
-        t.counter += 1;
-        t.floor = t.counter;
-        t.keys.clear();
+        for shard in &self.state {
+            let mut t = shard.write().unwrap_or_else(|p| p.into_inner());
+            t.floor = next_epoch(&self.epochs);
+            t.keys.clear();
+        }
     }
 
     /// Records `meta` as the validated authoritative metadata, unless the key changed since
     /// `epoch`. Returns whether it was recorded.
     fn record(&self, key: &Key, epoch: u64, meta: &Meta, seen: Instant) -> bool {
-        let mut t = self.lock();
-        let s = t.state(key);
+        let mut t = self.lock(key);
+        let s = t.state(key, &self.epochs);
         if s.epoch != epoch {
             return false;
         }
