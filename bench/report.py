@@ -10,6 +10,7 @@ titles = {
     "rss": "Memory per entry (RSS growth after 1,000,000 × 100-byte entries, own process each)",
     "fs": "Library, filesystem store (µs per operation, lower is better)",
     "hash": "SHA-256 throughput (MiB/s, higher is better)",
+    "tiered": "Tiered store, hot reads of 256 keys × 4 KiB (reads/s, higher is better; ratio to the memory store alone)",
     "server": "HTTP server, 4 KiB body (wrk -t2 -c32, requests/s, higher is better)",
     "cas-http": "CAS contention over HTTP (8 clients, GET then PUT If-Match, retry on 412)",
     "sql": "SQL drivers: swap (µs/op, lower is better) and contended CAS (incr/s, higher is better) against the same protocol written by hand; sqlite PUT peak RSS",

@@ -74,6 +74,24 @@ impl Kv for DalKv {
     }
 }
 
+/// The floor of a put: SHA-256 of the body alone (every Larder write hashes its body), no
+/// storage. Only its put is timed.
+struct ShaKv;
+#[async_trait]
+impl Kv for ShaKv {
+    async fn put(&self, _k: &str, v: Bytes) -> String {
+        use sha2::Digest;
+        std::hint::black_box(sha2::Sha256::digest(&v));
+        String::new()
+    }
+    async fn get(&self, _k: &str) -> usize {
+        0
+    }
+    async fn cas(&self, _: &str, _: &str, _: Bytes) -> Option<String> {
+        None
+    }
+}
+
 /// The floor: a HashMap behind a lock, CAS by comparing a counter under the same lock.
 struct MapKv(Mutex<HashMap<String, (u64, Bytes)>>);
 #[async_trait]
@@ -134,6 +152,10 @@ where
 }
 
 async fn bench_kv(group: &str, imp: &str, kv: Arc<dyn Kv>, size: usize, ops: usize, do_cas: bool) {
+    bench_kv_parts(group, imp, kv, size, ops, do_cas, true).await
+}
+
+async fn bench_kv_parts(group: &str, imp: &str, kv: Arc<dyn Kv>, size: usize, ops: usize, do_cas: bool, do_get: bool) {
     let val = Bytes::from(vec![7u8; size]);
     for tasks in [1usize, 8] {
         // put: each task overwrites its own 64 keys round-robin.
@@ -152,6 +174,9 @@ async fn bench_kv(group: &str, imp: &str, kv: Arc<dyn Kv>, size: usize, ops: usi
             }
         }
         emit(group, &format!("put {size}B x{tasks}"), imp, xs, "us/op");
+        if !do_get {
+            continue;
+        }
         let mut xs = Vec::new();
         for run in 0..=RUNS {
             let kv2 = kv.clone();
@@ -218,6 +243,8 @@ async fn mem() {
         ("object_store InMemory", Arc::new(OsKv(Arc::new(object_store::memory::InMemory::new()))), true),
         ("opendal memory (no CAS)", Arc::new(DalKv(dal_mem())), false),
     ];
+    // First, so it is the base of the put cases: the target is a put within 1 µs of hashing.
+    bench_kv_parts("memory", "sha256 of the body alone (put floor)", Arc::new(ShaKv), 4096, ops, false, false).await;
     for (name, kv, cas) in impls {
         bench_kv("memory", name, kv, 4096, ops, cas).await;
     }
@@ -407,6 +434,154 @@ async fn rss(imp: &str) {
     println!("{}", (after - before) * 1024 / n as u64);
 }
 
+/// The stores of the tiered part, by name: the memory store alone (baseline), its tiers alone,
+/// and tiered stacks, each in its own files under `dir`.
+async fn tiered_stack(name: &str, dir: &std::path::Path, tag: &str) -> Arc<dyn Store> {
+    use larder::tiered::TieredStore;
+    let window = std::time::Duration::from_secs(30);
+    let fs = |n: &str| format!("fs://{}/{n}-{tag}", dir.display());
+    let sqlite = |n: &str| format!("sqlite://{}/{n}-{tag}.db", dir.display());
+    let mem = || "memory://".to_string();
+    let (urls, window) = match name {
+        "memory" => (vec![mem()], window),
+        "fs" => (vec![fs("fs")], window),
+        "sqlite" => (vec![sqlite("s")], window),
+        "memory->fs" => (vec![mem(), fs("t2")], window),
+        "memory->fs->sqlite" => (vec![mem(), fs("t3s"), sqlite("t3s")], window),
+        "memory->fs->fs" => (vec![mem(), fs("t3a"), fs("t3b")], window),
+        "memory->fs (window 0: revalidate every read)" => (vec![mem(), fs("t0")], std::time::Duration::ZERO),
+        _ => panic!("unknown stack {name}"),
+    };
+    let mut stores = Vec::new();
+    for u in &urls {
+        stores.push(larder::open(u).await.unwrap());
+    }
+    if stores.len() == 1 {
+        return stores.pop().unwrap();
+    }
+    Arc::new(TieredStore::with_stores(stores, window).unwrap())
+}
+
+const TIERED_KEYS: usize = 256;
+const TIERED_SIZE: usize = 4096;
+
+/// Writes the tiered part's keys and reads each once (which backfills the nearer tiers).
+async fn tiered_fill(store: &Arc<dyn Store>) -> Arc<Vec<Key>> {
+    let keys: Arc<Vec<Key>> =
+        Arc::new((0..TIERED_KEYS).map(|i| Key::new(format!("bench/{i:04}")).unwrap()).collect());
+    for (i, k) in keys.iter().enumerate() {
+        store.put_bytes(k, Bytes::from(vec![i as u8; TIERED_SIZE])).await.unwrap();
+    }
+    for k in keys.iter() {
+        store.get_bytes(k).await.unwrap();
+    }
+    keys
+}
+
+/// Hot reads of random keys through each stack, by 1 and 4 tasks: reads/s, memory alone first.
+/// The passes of all stacks are interleaved (pass 1 of each, then pass 2 of each, ...), so that
+/// the load of a shared machine drifting during the run weighs on every stack alike.
+async fn tiered() {
+    const STACKS: [&str; 7] = [
+        "memory",
+        "memory->fs->sqlite",
+        "memory->fs",
+        "memory->fs->fs",
+        "memory->fs (window 0: revalidate every read)",
+        "fs",
+        "sqlite",
+    ];
+    const PASSES: usize = 9;
+    let dir = tempfile::tempdir().unwrap();
+    let run = std::time::Duration::from_millis(250);
+    for tasks in [1usize, 4] {
+        let mut stacks = Vec::new();
+        for name in STACKS {
+            let store = tiered_stack(name, dir.path(), &tasks.to_string()).await;
+            let keys = tiered_fill(&store).await;
+            stacks.push((name, store, keys, Vec::new()));
+        }
+        for pass in 0..=PASSES {
+            for (_, store, keys, xs) in stacks.iter_mut() {
+                let start = Instant::now();
+                let mut hs = Vec::new();
+                for t in 0..tasks {
+                    let (store, keys) = (store.clone(), keys.clone());
+                    hs.push(tokio::spawn(async move {
+                        let mut n = 0u64;
+                        let mut x = 0x9e3779b97f4a7c15u64 ^ (t as u64 + 1);
+                        while start.elapsed() < run {
+                            for _ in 0..64 {
+                                x ^= x << 13;
+                                x ^= x >> 7;
+                                x ^= x << 17;
+                                let (data, _) = store.get_bytes(&keys[x as usize % TIERED_KEYS]).await.unwrap();
+                                assert_eq!(data.len(), TIERED_SIZE);
+                                n += 1;
+                            }
+                        }
+                        n
+                    }));
+                }
+                let mut total = 0;
+                for h in hs {
+                    total += h.await.unwrap();
+                }
+                if pass > 0 {
+                    xs.push(total as f64 / start.elapsed().as_secs_f64());
+                }
+            }
+        }
+        for (name, _, _, xs) in stacks {
+            // Higher is better: the report's min column is the worst pass.
+            emit("tiered", &format!("hot reads {TIERED_SIZE}B, {tasks} task(s)"), name, xs, "reads/s");
+        }
+    }
+}
+
+/// `n` operations of one kind on one thread, for callgrind: instructions per operation are the
+/// difference between two runs with different `n`, divided by the difference in `n`.
+async fn ops(imp: &str, op: &str, n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let val = Bytes::from(vec![7u8; 4096]);
+    if imp == "sha" {
+        for _ in 0..n {
+            use sha2::Digest;
+            std::hint::black_box(sha2::Sha256::digest(&val));
+        }
+        return;
+    }
+    if imp.contains("->") || imp == "memory" {
+        let store = tiered_stack(imp, dir.path(), "ops").await;
+        let keys = tiered_fill(&store).await;
+        for i in 0..n {
+            let k = &keys[i % TIERED_KEYS];
+            match op {
+                "get" => assert_eq!(store.get_bytes(k).await.unwrap().0.len(), TIERED_SIZE),
+                "put" => drop(store.put_bytes(k, val.clone()).await.unwrap()),
+                _ => panic!("op get|put"),
+            }
+        }
+        return;
+    }
+    let kv: Arc<dyn Kv> = match imp {
+        "larder" => Arc::new(LarderKv(larder::open("memory://").await.unwrap())),
+        "object_store" => Arc::new(OsKv(Arc::new(object_store::memory::InMemory::new()))),
+        "hashmap" => Arc::new(MapKv(Mutex::new(HashMap::new()))),
+        _ => panic!("unknown impl {imp}"),
+    };
+    for i in 0..64 {
+        kv.put(&format!("k/{i}"), val.clone()).await;
+    }
+    for i in 0..n {
+        match op {
+            "get" => drop(kv.get(&format!("k/{}", i % 64)).await),
+            "put" => drop(kv.put(&format!("k/{}", i % 64), val.clone()).await),
+            _ => panic!("op get|put"),
+        }
+    }
+}
+
 /// 8 clients incrementing one key by CAS over HTTP (GET, PUT If-Match, retry on 412).
 async fn cas_http(base: &str, secs: u64) {
     let client = reqwest::Client::new();
@@ -452,7 +627,9 @@ async fn main() {
         Some("fs") => fs().await,
         Some("hash") => hash().await,
         Some("rss") => rss(&args[2]).await,
+        Some("tiered") => tiered().await,
+        Some("ops") => ops(&args[2], &args[3], args[4].parse().unwrap()).await,
         Some("cas-http") => cas_http(&args[2], args.get(3).map_or(10, |s| s.parse().unwrap())).await,
-        _ => eprintln!("usage: larder-bench mem|fs|hash|rss <hashmap|larder|object_store|opendal>|cas-http <base-url> [secs]"),
+        _ => eprintln!("usage: larder-bench mem|fs|hash|tiered|rss <hashmap|larder|object_store|opendal>|cas-http <base-url> [secs]"),
     }
 }

@@ -173,9 +173,9 @@ impl BodyReader {
     }
 }
 
-/// Collects an output stream into one buffer.
+/// Collects an output stream into one buffer. A body of one chunk (what a store holding the
+/// bytes in memory returns) is passed on as it is, without a copy.
 pub async fn collect_stream(mut s: ByteStream) -> Result<Bytes> {
-    // A body that is one chunk (a small object, or one read) is returned as is, not copied.
     let Some(first) = s.next().await.transpose()? else {
         return Ok(Bytes::new());
     };

@@ -11,7 +11,7 @@ use crate::key::Key;
 use crate::list::ListOptions;
 use crate::meta::Meta;
 use crate::precondition::Preconditions;
-use crate::store::{DeleteOptions, GetOptions, HeadOptions, PutOptions, Store};
+use crate::store::{DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, Store};
 
 /// How many times [`StoreExt::update`] reads, computes and writes before giving up: enough for
 /// heavy contention, and a bound on a livelock.
@@ -22,9 +22,8 @@ pub const UPDATE_ATTEMPTS: u32 = 1000;
 pub trait StoreExt: Store {
     /// The whole object and its metadata.
     async fn get_bytes(&self, key: &Key) -> Result<(Bytes, Meta)> {
-        let r = self.get(key, GetOptions::default()).await?;
-        let meta = r.meta.clone();
-        Ok((r.bytes().await?, meta))
+        let GetResult { meta, body, .. } = self.get(key, GetOptions::default()).await?;
+        Ok((crate::body::collect_stream(body).await?, meta))
     }
 
     /// The metadata, or `None` when there is no object.

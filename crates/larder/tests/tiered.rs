@@ -13,7 +13,10 @@ use futures::StreamExt;
 use larder::conformance::{fresh_prefix, key};
 use larder::drivers::fs::FsStore;
 use larder::drivers::memory::MemoryStore;
-use larder::tiered::{open_config, MemoryInvalidator, MountStore, Tier, TierConfig, TieredStore};
+use larder::tiered::{
+    open_config, Invalidator, MemoryInvalidator, MountStore, Tier, TierConfig, TieredStore,
+    DEFAULT_ACK_TIMEOUT,
+};
 use larder::{
     Body, ByteRange, DeleteOptions, ETag, ETagCondition, Error, GetOptions, GetResult, HeadOptions,
     IfRange, Key, ListOptions, ListPage, Meta, Preconditions, PutOptions, PutResult, Store,
@@ -614,6 +617,24 @@ fn replicas(window: Duration) -> (TieredStore, TieredStore, Arc<dyn Store>) {
     (a, b, auth)
 }
 
+/// Two replicas as [`replicas`] makes them, publishing through `ia` and `ib`.
+async fn invalidated_replicas(
+    window: Duration,
+    ia: Arc<dyn Invalidator>,
+    ib: Arc<dyn Invalidator>,
+) -> (TieredStore, TieredStore) {
+    let auth = mem();
+    let replica = |inv| {
+        TieredStore::builder(vec![
+            Tier::new(mem(), window),
+            Tier::new(auth.clone(), window),
+        ])
+        .invalidator(inv)
+        .build()
+    };
+    (replica(ia).await.unwrap(), replica(ib).await.unwrap())
+}
+
 #[tokio::test]
 async fn freshness_window_bounds_staleness_across_replicas() {
     let window = Duration::from_millis(300);
@@ -663,10 +684,8 @@ async fn no_stale_read_after_write(a: TieredStore, b: TieredStore) {
 
 #[tokio::test]
 async fn memory_pubsub_invalidates_other_replica() {
-    let (a, b, _) = replicas(Duration::from_secs(3600));
     let inv = MemoryInvalidator::new();
-    let a = a.with_invalidator(inv.clone()).await.unwrap();
-    let b = b.with_invalidator(inv).await.unwrap();
+    let (a, b) = invalidated_replicas(Duration::from_secs(3600), inv.clone(), inv).await;
     no_stale_read_after_write(a, b).await;
 }
 
@@ -688,9 +707,7 @@ async fn redis_pubsub_invalidates_other_replica() {
             return larder::conformance::skip_or_fail("Redis", e).unwrap_or(())
         }
     };
-    let (a, b, _) = replicas(Duration::from_secs(3600));
-    let a = a.with_invalidator(ia).await.unwrap();
-    let b = b.with_invalidator(ib).await.unwrap();
+    let (a, b) = invalidated_replicas(Duration::from_secs(3600), ia, ib).await;
     no_stale_read_after_write(a, b).await;
 }
 
@@ -803,6 +820,57 @@ async fn streamed_write_invalidates_and_ttl_carries_over() {
     let v = t.put(&key, Body::from("ttl"), ttl).await.unwrap().meta;
     let n = near.stat(&key).await.unwrap().unwrap();
     assert!(n.expires_at.unwrap() <= v.expires_at.unwrap() + Duration::from_millis(5));
+}
+
+#[tokio::test]
+async fn builder_settings_hold_in_every_clone() {
+    // max_cached_bytes: a bigger object is neither written through nor backfilled, also
+    // through a clone of the store.
+    let (near, auth) = (mem(), mem());
+    let t = TieredStore::builder(vec![
+        Tier::new(near.clone(), WINDOW),
+        Tier::new(auth, WINDOW),
+    ])
+    .max_cached_bytes(4)
+    .build()
+    .await
+    .unwrap();
+    let shared = t.clone();
+    let (small, big) = (k("small"), k("big"));
+    shared
+        .put_bytes(&small, Bytes::from_static(b"1234"))
+        .await
+        .unwrap();
+    shared
+        .put_bytes(&big, Bytes::from_static(b"12345"))
+        .await
+        .unwrap();
+    assert!(has(&near, &small).await.is_some(), "written through");
+    assert_eq!(
+        has(&near, &big).await,
+        None,
+        "over the limit, written through"
+    );
+    assert_eq!(shared.get_bytes(&big).await.unwrap().0, "12345");
+    assert_eq!(has(&near, &big).await, None, "over the limit, backfilled");
+    // ack_timeout: a subscriber that never acknowledges holds a write for the timeout given,
+    // not for the default.
+    let inv = MemoryInvalidator::new();
+    let _silent = inv.subscribe().await.unwrap();
+    let t = TieredStore::builder(vec![Tier::new(mem(), WINDOW), Tier::new(mem(), WINDOW)])
+        .invalidator(inv)
+        .ack_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    t.clone()
+        .put_bytes(&k("acked"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(100), "did not wait: {took:?}");
+    assert!(took < DEFAULT_ACK_TIMEOUT, "waited the default: {took:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

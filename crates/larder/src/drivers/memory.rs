@@ -1,11 +1,16 @@
 //! In-process memory store, optionally bounded in bytes (least recently used evicted first) and
 //! with a default TTL.
 //!
-//! Atomicity: every operation holds one mutex across evaluate-and-mutate: atomic within the
-//! process that owns the store.
+//! Atomicity: every write holds the store's write lock across evaluate-and-mutate: atomic within
+//! the process that owns the store. Reads of an unbounded store share a read lock (a bounded one
+//! writes its access order, so it takes the write lock).
+//!
+//! Layout: an entry keeps what it cannot rebuild, compactly (the ETag as its 32-byte digest,
+//! times in milliseconds, rarely set fields out of line); the [`Meta`] a caller gets is built
+//! from it on the way out.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -15,9 +20,10 @@ use futures::StreamExt;
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
+use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{paginate, ListOptions, ListPage};
-use crate::meta::{now_millis, Meta};
+use crate::meta::{from_millis, to_millis, Meta};
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
@@ -35,13 +41,14 @@ pub struct MemoryConfig {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     config: MemoryConfig,
-    inner: Mutex<Inner>,
+    inner: RwLock<Inner>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     objects: BTreeMap<Key, Entry>,
-    /// Access order: tick → key; the smallest tick is the least recently used.
+    /// Access order of a bounded store (empty when unbounded): tick → key; the smallest tick
+    /// is the least recently used.
     lru: BTreeMap<u64, Key>,
     tick: u64,
     bytes: u64,
@@ -49,31 +56,98 @@ struct Inner {
 
 #[derive(Debug)]
 struct Entry {
-    meta: Meta,
     data: Bytes,
+    /// SHA-256 of `data`: the ETag, without its 64-character text.
+    digest: [u8; 32],
+    /// `last_modified` in milliseconds, the resolution every time is stored with.
+    modified_ms: i64,
+    /// Fields most objects don't set, out of line so that an entry stays small.
+    extra: Option<Box<Extra>>,
+    /// Its key in [`Inner::lru`] (bounded stores only).
     tick: u64,
+}
+
+#[derive(Debug)]
+struct Extra {
+    expires_at: Option<SystemTime>,
+    content_type: Option<String>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl Entry {
+    /// The entry of a new version; `meta` is what [`Meta::next_version`] made for `data`.
+    fn new(meta: &Meta, data: Bytes) -> Result<Entry> {
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(meta.etag.opaque(), &mut digest).map_err(|_| {
+            Error::backend(format!("memory store: ETag {} is not a digest", meta.etag))
+        })?;
+        let extra =
+            (meta.expires_at.is_some() || meta.content_type.is_some() || !meta.metadata.is_empty())
+                .then(|| {
+                    Box::new(Extra {
+                        expires_at: meta.expires_at,
+                        content_type: meta.content_type.clone(),
+                        metadata: meta.metadata.clone(),
+                    })
+                });
+        Ok(Entry {
+            data,
+            digest,
+            modified_ms: to_millis(meta.last_modified),
+            extra,
+            tick: 0,
+        })
+    }
+
+    fn expires_at(&self) -> Option<SystemTime> {
+        self.extra.as_ref().and_then(|x| x.expires_at)
+    }
+
+    /// Whether it has expired: reads the clock only for an entry with an expiry.
+    fn is_expired(&self) -> bool {
+        self.expires_at().is_some_and(|t| t <= SystemTime::now())
+    }
+
+    fn last_modified(&self) -> SystemTime {
+        from_millis(self.modified_ms)
+    }
+
+    fn meta(&self, key: &Key) -> Meta {
+        let (content_type, metadata) = match &self.extra {
+            Some(x) => (x.content_type.clone(), x.metadata.clone()),
+            None => (None, BTreeMap::new()),
+        };
+        Meta {
+            key: key.clone(),
+            etag: ETag::from_sha256(&self.digest),
+            size: self.data.len() as u64,
+            last_modified: self.last_modified(),
+            expires_at: self.expires_at(),
+            content_type,
+            metadata,
+        }
+    }
 }
 
 impl Inner {
     /// The live entry at `key`, dropping it if it has expired.
-    fn live(&mut self, key: &Key, now: SystemTime) -> Option<&mut Entry> {
-        if self
-            .objects
-            .get(key)
-            .is_some_and(|e| e.meta.is_expired_at(now))
-        {
+    fn live(&mut self, key: &Key) -> Option<&mut Entry> {
+        if self.objects.get(key).is_some_and(Entry::is_expired) {
             self.remove(key);
+            return None;
         }
         self.objects.get_mut(key)
     }
 
+    /// Moves `key` to the most recently used end (bounded stores only).
     fn touch(&mut self, key: &Key) {
         self.tick += 1;
         let tick = self.tick;
         if let Some(e) = self.objects.get_mut(key) {
-            self.lru.remove(&e.tick);
+            // The key moves from its old place to the new one: no copy of it.
+            let k = self.lru.remove(&e.tick).unwrap_or_else(|| key.clone());
             e.tick = tick;
-            self.lru.insert(tick, key.clone());
+            self.lru.insert(tick, k);
         }
     }
 
@@ -106,7 +180,7 @@ impl MemoryStore {
     pub fn with_config(config: MemoryConfig) -> Self {
         MemoryStore {
             config,
-            inner: Mutex::default(),
+            inner: RwLock::default(),
         }
     }
 
@@ -136,13 +210,41 @@ impl MemoryStore {
 
     /// Bytes currently held.
     pub fn bytes_used(&self) -> u64 {
-        self.lock().bytes
+        self.read().bytes
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
         // A panic while holding the lock leaves no half-applied change (every change is one
         // map operation), so a poisoned lock is still consistent.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The metadata and bytes at `key`, from one version; the least recently used order is
+    /// updated in a bounded store.
+    fn snapshot(&self, key: &Key) -> Result<(Meta, Bytes)> {
+        if self.config.max_bytes.is_some() {
+            let mut inner = self.lock();
+            let entry = inner.live(key).ok_or_else(|| Error::not_found(key))?;
+            let found = (entry.meta(key), entry.data.clone());
+            inner.touch(key);
+            return Ok(found);
+        }
+        {
+            let inner = self.read();
+            match inner.objects.get(key) {
+                None => return Err(Error::not_found(key)),
+                Some(e) if !e.is_expired() => return Ok((e.meta(key), e.data.clone())),
+                Some(_) => {}
+            }
+        }
+        // Expired: dropped under the write lock (unless rewritten meanwhile).
+        let mut inner = self.lock();
+        let entry = inner.live(key).ok_or_else(|| Error::not_found(key))?;
+        Ok((entry.meta(key), entry.data.clone()))
     }
 }
 
@@ -156,33 +258,29 @@ impl Store for MemoryStore {
     }
 
     async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
-        let mut inner = self.lock();
-        let entry = inner
-            .live(key, SystemTime::now())
-            .ok_or_else(|| Error::not_found(key))?;
-        opts.preconditions.evaluate_read(&entry.meta)?;
-        Ok(entry.meta.clone())
+        let meta = {
+            let inner = self.read();
+            match inner.objects.get(key) {
+                Some(e) if !e.is_expired() => e.meta(key),
+                _ => return Err(Error::not_found(key)),
+            }
+        };
+        opts.preconditions.evaluate_read(&meta)?;
+        Ok(meta)
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        let (meta, range, data) = {
-            let mut inner = self.lock();
-            let entry = inner
-                .live(key, SystemTime::now())
-                .ok_or_else(|| Error::not_found(key))?;
-            let range = opts.evaluate(&entry.meta)?;
-            let data = match &range {
-                Some(r) => entry.data.slice(r.start as usize..r.end as usize),
-                None => entry.data.clone(),
-            };
-            let meta = entry.meta.clone();
-            inner.touch(key);
-            (meta, range, data)
+        // Conditions are decided on the metadata of the version whose bytes are served.
+        let (meta, data) = self.snapshot(key)?;
+        let range = opts.evaluate(&meta)?;
+        let data = match &range {
+            Some(r) => data.slice(r.start as usize..r.end as usize),
+            None => data,
         };
         Ok(GetResult {
             meta,
             range,
-            body: futures::stream::once(async move { Ok(data) }).boxed(),
+            body: futures::stream::once(futures::future::ready(Ok(data))).boxed(),
         })
     }
 
@@ -198,23 +296,37 @@ impl Store for MemoryStore {
             ..opts
         };
         let mut inner = self.lock();
-        // Stamped under the lock, so a later write never gets an earlier Last-Modified.
-        let current = inner.live(key, now_millis()).map(|e| &e.meta);
-        opts.preconditions.evaluate_write(current)?;
-        let replaces = current.map(|c| c.last_modified);
+        // Evaluated and stamped under the lock: the check and the write are one step, and a
+        // later write never gets an earlier Last-Modified.
+        let current = inner.live(key);
+        let replaces = current.as_ref().map(|e| e.last_modified());
+        if !opts.preconditions.is_empty() {
+            let current = current.map(|e| e.meta(key));
+            opts.preconditions.evaluate_write(current.as_ref())?;
+        }
         let meta = Meta::next_version(key, etag, size, replaces, &opts)?;
-        let created = inner.remove(key).is_none();
+        let entry = Entry::new(&meta, data)?;
+        let created = replaces.is_none();
         inner.bytes += size;
-        inner.objects.insert(
-            key.clone(),
-            Entry {
-                meta: meta.clone(),
-                data,
-                tick: 0,
-            },
-        );
-        inner.touch(key);
+        match inner.objects.get_mut(key) {
+            // In place: the map keeps its copy of the key, and `touch` below finds the old
+            // entry's place in the access order through the tick it inherits.
+            Some(e) => {
+                let old = std::mem::replace(
+                    e,
+                    Entry {
+                        tick: e.tick,
+                        ..entry
+                    },
+                );
+                inner.bytes -= old.data.len() as u64;
+            }
+            None => {
+                inner.objects.insert(key.clone(), entry);
+            }
+        }
         if let Some(max) = self.config.max_bytes {
+            inner.touch(key);
             inner.evict_to(max);
         }
         Ok(PutResult { meta, created })
@@ -223,17 +335,17 @@ impl Store for MemoryStore {
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
         self.capabilities().check_delete(&opts)?;
         let mut inner = self.lock();
-        let entry = inner
-            .live(key, SystemTime::now())
-            .ok_or_else(|| Error::not_found(key))?;
-        opts.preconditions.evaluate_write(Some(&entry.meta))?;
+        let entry = inner.live(key).ok_or_else(|| Error::not_found(key))?;
+        if !opts.preconditions.is_empty() {
+            opts.preconditions.evaluate_write(Some(&entry.meta(key)))?;
+        }
         inner.remove(key);
         Ok(())
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {
         opts.validate()?;
-        let inner = self.lock();
+        let inner = self.read();
         // From the later of the cursor and the prefix (a cursor before the prefix must not end
         // the scan at the first key outside the prefix).
         let start = match &opts.cursor {
@@ -247,7 +359,7 @@ impl Store for MemoryStore {
                 std::ops::Bound::Unbounded,
             ))
             .take_while(|(k, _)| k.starts_with(&opts.prefix))
-            .map(|(_, e)| e.meta.clone());
+            .map(|(k, e)| e.meta(k));
         Ok(paginate(candidates, &opts))
     }
 }

@@ -115,16 +115,17 @@ pub async fn open_config_parts(config: &TierConfig) -> Result<OpenedConfig> {
     let main: Arc<dyn Store> = if tiers.len() == 1 && config.invalidation.is_none() {
         tiers.pop().expect("one tier").store
     } else {
-        let mut t = TieredStore::new(tiers)?;
+        let mut b = TieredStore::builder(tiers);
         if let Some(max) = config.max_cached_bytes {
-            t = t.max_cached_bytes(max);
+            b = b.max_cached_bytes(max);
         }
         if let Some(inv) = &config.invalidation {
             if let Some(ms) = inv.ack_timeout_ms {
-                t = t.ack_timeout(Duration::from_millis(ms));
+                b = b.ack_timeout(Duration::from_millis(ms));
             }
-            t = t.with_invalidator(invalidator(inv).await?).await?;
+            b = b.invalidator(invalidator(inv).await?);
         }
+        let t = b.build().await?;
         tiered = Some(t.clone());
         Arc::new(t)
     };

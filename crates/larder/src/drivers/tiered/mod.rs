@@ -33,8 +33,8 @@ pub use invalidate::{Invalidator, MemoryInvalidator, Message};
 pub use mount::MountStore;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -53,52 +53,66 @@ use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
 
-/// Counters of one tier. Hits, misses and stale refusals count reads; backfills and
-/// invalidations count writes into the tier.
+/// Counters of one tier (see [`TierStatsSnapshot`]).
 #[derive(Debug, Default)]
-pub struct TierStats {
-    /// Reads this tier answered.
-    pub hits: AtomicU64,
-    /// Reads this tier could not answer (no copy, or no fresh copy).
-    pub misses: AtomicU64,
-    /// Copies written into this tier after a read of a deeper tier.
-    pub backfills: AtomicU64,
-    /// Copies removed from this tier (after writes, disagreements, or remote invalidations).
-    pub invalidations: AtomicU64,
-    /// Copies found but not served because their ETag disagreed with the authoritative one.
-    pub stale_reads_refused: AtomicU64,
+struct TierStats {
+    hits: Counter,
+    misses: Counter,
+    backfills: Counter,
+    invalidations: Counter,
+    stale_reads_refused: Counter,
 }
 
-/// A plain copy of [`TierStats`].
+/// The counters of one tier. Hits, misses and stale refusals count reads; backfills and
+/// invalidations count writes into the tier.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TierStatsSnapshot {
-    /// See [`TierStats::hits`].
+    /// Reads this tier answered.
     pub hits: u64,
-    /// See [`TierStats::misses`].
+    /// Reads this tier could not answer (no copy, or no fresh copy).
     pub misses: u64,
-    /// See [`TierStats::backfills`].
+    /// Copies written into this tier after a read of a deeper tier.
     pub backfills: u64,
-    /// See [`TierStats::invalidations`].
+    /// Copies removed from this tier (after writes, disagreements, or remote invalidations).
     pub invalidations: u64,
-    /// See [`TierStats::stale_reads_refused`].
+    /// Copies found but not served because their ETag disagreed with the authoritative one.
     pub stale_reads_refused: u64,
 }
 
 impl TierStats {
     fn snapshot(&self) -> TierStatsSnapshot {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         TierStatsSnapshot {
-            hits: l(&self.hits),
-            misses: l(&self.misses),
-            backfills: l(&self.backfills),
-            invalidations: l(&self.invalidations),
-            stale_reads_refused: l(&self.stale_reads_refused),
+            hits: self.hits.get(),
+            misses: self.misses.get(),
+            backfills: self.backfills.get(),
+            invalidations: self.invalidations.get(),
+            stale_reads_refused: self.stale_reads_refused.get(),
         }
     }
 }
 
-fn bump(a: &AtomicU64) {
-    a.fetch_add(1, Ordering::Relaxed);
+/// Stripes of a [`Counter`].
+const STRIPES: usize = 8;
+
+/// A counter bumped by every read, from every thread: one cache line per stripe (each thread
+/// bumps its own), summed when read, so that threads reading at once do not contend on it.
+#[derive(Debug, Default)]
+struct Counter([Stripe; STRIPES]);
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+impl Counter {
+    fn get(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+fn bump(c: &Counter) {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+    c.0[STRIPE.with(|s| *s)].0.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One tier of a [`TieredStore`].
@@ -121,31 +135,33 @@ impl Tier {
 /// What this replica knows about a key.
 #[derive(Debug)]
 struct KeyState {
-    /// Renewed (from [`SideTable::counter`]) by every write, delete and invalidation of the
-    /// key, so that a read that began before one does not record what it saw as fresh.
+    /// Renewed (from [`Shared::epochs`]) by every write, delete and invalidation of the key,
+    /// so that a read that began before one does not record what it saw as fresh.
     epoch: u64,
     /// The authoritative metadata and when it was seen.
-    fresh: Option<(Meta, Instant)>,
+    /// Shared (`Arc`) so a hot read takes it without copying under the lock.
+    fresh: Option<(Arc<Meta>, Instant)>,
 }
 
-/// When each key was last validated against the authoritative tier.
+/// When each key of one shard was last validated against the authoritative tier.
 #[derive(Debug, Default)]
 struct SideTable {
     keys: HashMap<Key, KeyState>,
-    /// Source of epochs: only grows.
-    counter: u64,
-    /// The epoch of every key not in `keys`. Raised past every earlier epoch whenever keys are
-    /// dropped from the table, so a read that began before the drop cannot record.
+    /// The epoch of every key not in `keys`. Set to a new epoch whenever keys are dropped from
+    /// the table, so a read that began before the drop cannot record.
     floor: u64,
 }
 
 /// Keys the side table holds before it drops those without a fresh validation.
 const SIDE_TABLE_KEYS: usize = 1 << 16;
 
+/// Shards of the side table: reads of different keys rarely meet on one lock.
+const SIDE_TABLE_SHARDS: usize = 16;
+
 impl SideTable {
-    fn state(&mut self, key: &Key) -> &mut KeyState {
-        if self.keys.len() >= SIDE_TABLE_KEYS && !self.keys.contains_key(key) {
-            self.prune();
+    fn state(&mut self, key: &Key, epochs: &AtomicU64) -> &mut KeyState {
+        if self.keys.len() >= SIDE_TABLE_KEYS / SIDE_TABLE_SHARDS && !self.keys.contains_key(key) {
+            self.prune(epochs);
         }
         let floor = self.floor;
         self.keys.entry(key.clone()).or_insert(KeyState {
@@ -154,23 +170,30 @@ impl SideTable {
         })
     }
 
-    fn prune(&mut self) {
-        self.counter += 1;
-        self.floor = self.counter;
+    fn prune(&mut self, epochs: &AtomicU64) {
+        self.floor = next_epoch(epochs);
         self.keys
             .retain(|_, s| s.fresh.as_ref().is_some_and(|(m, _)| !m.is_expired()));
-        if self.keys.len() >= SIDE_TABLE_KEYS / 2 {
+        if self.keys.len() >= SIDE_TABLE_KEYS / SIDE_TABLE_SHARDS / 2 {
             // Mostly fresh: forget them all (they are revalidated on their next read).
             self.keys.clear();
         }
     }
 }
 
+/// A new epoch, different from every one handed out before.
+fn next_epoch(epochs: &AtomicU64) -> u64 {
+    epochs.fetch_add(1, Ordering::Relaxed) + 1
+}
+
 #[derive(Debug)]
 struct Shared {
     tiers: Vec<Tier>,
     stats: Vec<TierStats>,
-    state: Mutex<SideTable>,
+    /// The side table, sharded by key.
+    state: Vec<RwLock<SideTable>>,
+    /// Source of epochs: only grows.
+    epochs: AtomicU64,
     /// Identifies this replica's own invalidation messages.
     replica_id: String,
     /// Largest object kept in nearer tiers (write-through and backfill).
@@ -181,26 +204,97 @@ struct Shared {
     pending: Mutex<HashMap<u64, tokio::sync::watch::Sender<usize>>>,
     /// How long a write waits for every subscriber to acknowledge its invalidation.
     ack_timeout: Duration,
-}
-
-/// A stack of stores, nearest first, the last one authoritative. See the [module
-/// docs](self).
-#[derive(Debug, Clone)]
-pub struct TieredStore {
-    shared: Arc<Shared>,
+    /// Where writes and deletes are published, if replicas share the authoritative tier.
     invalidator: Option<Arc<dyn Invalidator>>,
 }
 
-/// Default [`TieredStore::ack_timeout`].
+/// A stack of stores, nearest first, the last one authoritative. See the [module
+/// docs](self). Built by [`TieredStore::builder`] (or [`TieredStore::new`] with the default
+/// settings); clones share everything.
+#[derive(Debug, Clone)]
+pub struct TieredStore {
+    shared: Arc<Shared>,
+}
+
+/// Default [`TieredBuilder::ack_timeout`].
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Default [`TieredStore`] limit on objects kept in nearer tiers: 64 MiB.
+/// Default [`TieredBuilder::max_cached_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_CACHED_BYTES: u64 = 64 << 20;
 
-impl TieredStore {
-    /// A tiered store over `tiers` (nearest first, last authoritative), without cross-replica
-    /// invalidation.
-    pub fn new(tiers: Vec<Tier>) -> Result<Self> {
+/// The settings of a [`TieredStore`], fixed when [`TieredBuilder::build`] makes it (a built
+/// store has no setters, so no setting can silently miss a store that is already shared).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> larder::Result<()> {
+/// use std::{sync::Arc, time::Duration};
+/// use larder::drivers::memory::MemoryStore;
+/// use larder::tiered::{MemoryInvalidator, Tier, TieredStore};
+///
+/// let authoritative = Arc::new(MemoryStore::new());
+/// let store = TieredStore::builder(vec![
+///     Tier::new(Arc::new(MemoryStore::new()), Duration::from_secs(5)),
+///     Tier::new(authoritative, Duration::ZERO),
+/// ])
+/// .max_cached_bytes(1 << 20)
+/// .invalidator(MemoryInvalidator::new())
+/// .ack_timeout(Duration::from_millis(500))
+/// .build()
+/// .await?;
+/// assert_eq!(store.tiers().len(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct TieredBuilder {
+    tiers: Vec<Tier>,
+    max_cached_bytes: u64,
+    ack_timeout: Duration,
+    invalidator: Option<Arc<dyn Invalidator>>,
+}
+
+impl TieredBuilder {
+    /// Limits the objects kept in nearer tiers to `bytes` (bigger ones are only invalidated
+    /// there, and read from the authoritative tier). Default [`DEFAULT_MAX_CACHED_BYTES`].
+    pub fn max_cached_bytes(mut self, bytes: u64) -> Self {
+        self.max_cached_bytes = bytes;
+        self
+    }
+
+    /// How long a write waits for every subscriber of the invalidation channel to acknowledge
+    /// (after invalidating its nearer tiers) before returning anyway. Default
+    /// [`DEFAULT_ACK_TIMEOUT`]; used only with an [`invalidator`](Self::invalidator).
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// Publishes every write and delete through `invalidator`, and invalidates this replica's
+    /// nearer tiers on the keys other replicas publish.
+    ///
+    /// A write returns once every subscription the message reached has acknowledged it (each
+    /// replica acknowledges after invalidating), or after the [ack
+    /// timeout](Self::ack_timeout): so a read through any replica that started after the write
+    /// returned sees the write.
+    pub fn invalidator(mut self, invalidator: Arc<dyn Invalidator>) -> Self {
+        self.invalidator = Some(invalidator);
+        self
+    }
+
+    /// The store. With an invalidator, it subscribes before returning, so no message published
+    /// after this returns is missed.
+    pub async fn build(self) -> Result<TieredStore> {
+        let Some(invalidator) = self.invalidator.clone() else {
+            return self.assemble();
+        };
+        let messages = invalidator.subscribe().await?;
+        let store = self.assemble()?;
+        spawn_subscriber(Arc::downgrade(&store.shared), invalidator, messages);
+        Ok(store)
+    }
+
+    fn assemble(self) -> Result<TieredStore> {
+        let tiers = self.tiers;
         if tiers.is_empty() {
             return Err(Error::InvalidInput(
                 "a tiered store needs at least one tier".into(),
@@ -220,18 +314,90 @@ impl TieredStore {
             shared: Arc::new(Shared {
                 tiers,
                 stats,
-                state: Mutex::default(),
+                state: (0..SIDE_TABLE_SHARDS).map(|_| RwLock::default()).collect(),
+                epochs: AtomicU64::new(0),
                 replica_id,
-                max_cached_bytes: DEFAULT_MAX_CACHED_BYTES,
+                max_cached_bytes: self.max_cached_bytes,
                 seq: AtomicU64::new(0),
                 pending: Mutex::default(),
-                ack_timeout: DEFAULT_ACK_TIMEOUT,
+                ack_timeout: self.ack_timeout,
+                invalidator: self.invalidator,
             }),
-            invalidator: None,
         })
     }
+}
 
-    /// Stores nearest first with one freshness window for every nearer tier.
+/// Invalidates the nearer tiers of the store behind `weak` on every key another replica
+/// publishes, acknowledges every message, and resubscribes (forgetting every validation) when
+/// the subscription breaks; ends when the store is dropped.
+fn spawn_subscriber(
+    weak: std::sync::Weak<Shared>,
+    inv: Arc<dyn Invalidator>,
+    mut messages: futures::stream::BoxStream<'static, Message>,
+) {
+    tokio::spawn(async move {
+        loop {
+            while let Some(msg) = messages.next().await {
+                let Some(shared) = weak.upgrade() else {
+                    // The store is gone and caches nothing, but the publisher counted this
+                    // subscription: acknowledge so it need not wait.
+                    if let Message::Key { replica, seq, .. } = msg {
+                        let _ = inv.publish(&Message::Ack { replica, seq }.encode()).await;
+                    }
+                    return;
+                };
+                match msg {
+                    Message::Key { replica, seq, key } => {
+                        if replica != shared.replica_id {
+                            shared.invalidate_nearer(&key).await;
+                        }
+                        let ack = Message::Ack { replica, seq }.encode();
+                        if let Err(e) = inv.publish(&ack).await {
+                            tracing::warn!("tiered: acknowledging an invalidation: {e}");
+                        }
+                    }
+                    Message::Ack { replica, seq } => {
+                        if replica == shared.replica_id {
+                            if let Some(tx) = shared.pending_lock().get(&seq) {
+                                tx.send_modify(|n| *n += 1);
+                            }
+                        }
+                    }
+                    // The subscription was interrupted: messages may have been lost, so
+                    // nothing this replica saw may be served without revalidation.
+                    Message::Gap => shared.forget_all(),
+                }
+            }
+            let Some(shared) = weak.upgrade() else { return };
+            shared.forget_all();
+            drop(shared);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match inv.subscribe().await {
+                Ok(m) => messages = m,
+                Err(e) => tracing::warn!("tiered: resubscribing for invalidations: {e}"),
+            }
+        }
+    });
+}
+
+impl TieredStore {
+    /// Settings for a tiered store over `tiers` (nearest first, last authoritative).
+    pub fn builder(tiers: Vec<Tier>) -> TieredBuilder {
+        TieredBuilder {
+            tiers,
+            max_cached_bytes: DEFAULT_MAX_CACHED_BYTES,
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
+            invalidator: None,
+        }
+    }
+
+    /// A tiered store over `tiers` (nearest first, last authoritative) with the default
+    /// settings and no cross-replica invalidation: [`TieredStore::builder`] for the others.
+    pub fn new(tiers: Vec<Tier>) -> Result<Self> {
+        Self::builder(tiers).assemble()
+    }
+
+    /// Stores nearest first with one freshness window for every nearer tier, default settings.
     pub fn with_stores(stores: Vec<Arc<dyn Store>>, freshness: Duration) -> Result<Self> {
         Self::new(
             stores
@@ -239,83 +405,6 @@ impl TieredStore {
                 .map(|s| Tier::new(s, freshness))
                 .collect(),
         )
-    }
-
-    /// Limits the objects kept in nearer tiers to `bytes` (bigger ones are only invalidated
-    /// there, and read from the authoritative tier). Call before sharing the store.
-    pub fn max_cached_bytes(mut self, bytes: u64) -> Self {
-        if let Some(s) = Arc::get_mut(&mut self.shared) {
-            s.max_cached_bytes = bytes;
-        }
-        self
-    }
-
-    /// How long a write waits for every subscriber of the invalidation channel to acknowledge
-    /// (after invalidating its nearer tiers) before returning anyway. Call before sharing the
-    /// store.
-    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
-        if let Some(s) = Arc::get_mut(&mut self.shared) {
-            s.ack_timeout = timeout;
-        }
-        self
-    }
-
-    /// Publishes every write and delete through `invalidator`, and invalidates this replica's
-    /// nearer tiers on the keys other replicas publish. Subscribes before returning, so no
-    /// message published after this returns is missed.
-    ///
-    /// A write returns once every subscription the message reached has acknowledged it (each
-    /// replica acknowledges after invalidating), or after [`TieredStore::ack_timeout`]: so a
-    /// read through any replica that started after the write returned sees the write.
-    pub async fn with_invalidator(mut self, invalidator: Arc<dyn Invalidator>) -> Result<Self> {
-        let mut messages = invalidator.subscribe().await?;
-        let weak = Arc::downgrade(&self.shared);
-        let inv = invalidator.clone();
-        tokio::spawn(async move {
-            loop {
-                while let Some(msg) = messages.next().await {
-                    let Some(shared) = weak.upgrade() else {
-                        // The store is gone and caches nothing, but the publisher counted
-                        // this subscription: acknowledge so it need not wait.
-                        if let Message::Key { replica, seq, .. } = msg {
-                            let _ = inv.publish(&Message::Ack { replica, seq }.encode()).await;
-                        }
-                        return;
-                    };
-                    match msg {
-                        Message::Key { replica, seq, key } => {
-                            if replica != shared.replica_id {
-                                shared.invalidate_nearer(&key).await;
-                            }
-                            let ack = Message::Ack { replica, seq }.encode();
-                            if let Err(e) = inv.publish(&ack).await {
-                                tracing::warn!("tiered: acknowledging an invalidation: {e}");
-                            }
-                        }
-                        Message::Ack { replica, seq } => {
-                            if replica == shared.replica_id {
-                                if let Some(tx) = shared.pending_lock().get(&seq) {
-                                    tx.send_modify(|n| *n += 1);
-                                }
-                            }
-                        }
-                        // The subscription was interrupted: messages may have been lost, so
-                        // nothing this replica saw may be served without revalidation.
-                        Message::Gap => shared.forget_all(),
-                    }
-                }
-                let Some(shared) = weak.upgrade() else { return };
-                shared.forget_all();
-                drop(shared);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                match inv.subscribe().await {
-                    Ok(m) => messages = m,
-                    Err(e) => tracing::warn!("tiered: resubscribing for invalidations: {e}"),
-                }
-            }
-        });
-        self.invalidator = Some(invalidator);
-        Ok(self)
     }
 
     /// The tiers, nearest first.
@@ -346,8 +435,10 @@ impl TieredStore {
     /// logged, not returned: the write itself succeeded, and other replicas fall back to their
     /// freshness window.
     async fn publish(&self, key: &Key) {
-        let Some(inv) = &self.invalidator else { return };
         let shared = &self.shared;
+        let Some(inv) = &shared.invalidator else {
+            return;
+        };
         let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = tokio::sync::watch::channel(0usize);
         shared.pending_lock().insert(seq, tx);
@@ -389,8 +480,20 @@ impl TieredStore {
         match self.shared.tiers[i].store.get(key, tier_opts).await {
             Ok(r) if r.meta.etag.strong_eq(&auth.etag) && r.range == range => {
                 bump(&self.shared.stats[i].hits);
+                // The authoritative metadata, reusing the key and ETag the tier just built
+                // (the same ones: same key, strongly equal ETag) rather than copying them again.
+                let Meta { key, etag, .. } = r.meta;
+                let meta = Meta {
+                    key,
+                    etag,
+                    size: auth.size,
+                    last_modified: auth.last_modified,
+                    expires_at: auth.expires_at,
+                    content_type: auth.content_type.clone(),
+                    metadata: auth.metadata.clone(),
+                };
                 Ok(Some(GetResult {
-                    meta: auth.clone(),
+                    meta,
                     range: r.range,
                     body: r.body,
                 }))
@@ -408,18 +511,114 @@ impl TieredStore {
         }
     }
 
+    /// A read from nearer tier `start` on, the tiers before it having missed (`missed`).
+    async fn get_from(
+        &self,
+        start: usize,
+        mut missed: Vec<usize>,
+        key: &Key,
+        opts: GetOptions,
+    ) -> Result<GetResult> {
+        for i in start..self.nearer() {
+            if let Some(auth) = self.fresh_for(i, key) {
+                if let Some(r) = self.serve_from(i, key, &opts, &auth).await? {
+                    return Ok(r);
+                }
+                bump(&self.shared.stats[i].misses);
+                missed.push(i);
+                continue;
+            }
+            // No fresh record: a copy here is served only after the authoritative tier
+            // confirms its ETag.
+            let copy = match self.shared.tiers[i]
+                .store
+                .head(key, HeadOptions::default())
+                .await
+            {
+                Ok(m) => m,
+                Err(_) => {
+                    bump(&self.shared.stats[i].misses);
+                    missed.push(i);
+                    continue;
+                }
+            };
+            let epoch = self.shared.epoch(key);
+            let started = Instant::now();
+            let auth = match self.auth().head(key, HeadOptions::default()).await {
+                Ok(m) => m,
+                Err(Error::NotFound { .. }) => {
+                    bump(&self.shared.stats[i].stale_reads_refused);
+                    self.shared.invalidate_nearer(key).await;
+                    return Err(Error::not_found(key));
+                }
+                Err(e) => return Err(e),
+            };
+            if auth.etag.strong_eq(&copy.etag) {
+                self.shared.record(key, epoch, &auth, started);
+                if let Some(r) = self.serve_from(i, key, &opts, &auth).await? {
+                    return Ok(r);
+                }
+            } else {
+                bump(&self.shared.stats[i].stale_reads_refused);
+                self.shared.drop_copy(i, key).await;
+            }
+            bump(&self.shared.stats[i].misses);
+            missed.push(i);
+        }
+        let epoch = self.shared.epoch(key);
+        let started = Instant::now();
+        let last = self.nearer();
+        let r = self.auth().get(key, opts).await?;
+        bump(&self.shared.stats[last].hits);
+        // Only a whole body is copied nearer; a range never is.
+        if r.range.is_some() || missed.is_empty() || r.meta.size > self.shared.max_cached_bytes {
+            return Ok(r);
+        }
+        let backfill = Backfill {
+            shared: self.shared.clone(),
+            key: key.clone(),
+            meta: r.meta.clone(),
+            tiers: missed,
+            epoch,
+            started,
+        };
+        Ok(GetResult {
+            meta: r.meta,
+            range: None,
+            body: tee(r.body, backfill, self.shared.max_cached_bytes),
+        })
+    }
+
     /// The key's authoritative metadata if validated within tier `i`'s window.
-    fn fresh_for(&self, i: usize, key: &Key) -> Option<Meta> {
-        let state = self.shared.lock();
-        let (meta, at) = state.keys.get(key)?.fresh.as_ref()?;
-        (at.elapsed() < self.shared.tiers[i].freshness && !meta.is_expired()).then(|| meta.clone())
+    fn fresh_for(&self, i: usize, key: &Key) -> Option<Arc<Meta>> {
+        let (meta, at) = {
+            let state = self.shared.read(key);
+            let (meta, at) = state.keys.get(key)?.fresh.as_ref()?;
+            (meta.clone(), *at)
+        };
+        // The clock is read only for objects with an expiry.
+        let expired = meta.expires_at.is_some_and(|t| t <= SystemTime::now());
+        (at.elapsed() < self.shared.tiers[i].freshness && !expired).then_some(meta)
     }
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SideTable> {
+    /// The side-table shard of `key`, picked by FNV-1a of its bytes (the shard's map hashes
+    /// the key again with a keyed hash: a chosen key can at worst crowd one shard).
+    fn shard(&self, key: &Key) -> &RwLock<SideTable> {
+        let hash = key.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        &self.state[(hash % SIDE_TABLE_SHARDS as u64) as usize]
+    }
+
+    fn read(&self, key: &Key) -> std::sync::RwLockReadGuard<'_, SideTable> {
         // Every change under this lock is a single assignment: a poisoned lock is consistent.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.shard(key).read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self, key: &Key) -> std::sync::RwLockWriteGuard<'_, SideTable> {
+        self.shard(key).write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn pending_lock(
@@ -429,37 +628,37 @@ impl Shared {
     }
 
     fn epoch(&self, key: &Key) -> u64 {
-        let t = self.lock();
+        let t = self.read(key);
         t.keys.get(key).map_or(t.floor, |s| s.epoch)
     }
 
     /// Forgets the key's validation and renews its epoch; returns the new epoch.
     fn forget(&self, key: &Key) -> u64 {
-        let mut t = self.lock();
-        t.counter += 1;
-        let epoch = t.counter;
-        let s = t.state(key);
+        let mut t = self.lock(key);
+        let epoch = next_epoch(&self.epochs);
+        let s = t.state(key, &self.epochs);
         s.epoch = epoch;
         s.fresh = None;
         epoch
     }
 
     fn forget_all(&self) {
-        let mut t = self.lock();
-        t.counter += 1;
-        t.floor = t.counter;
-        t.keys.clear();
+        for shard in &self.state {
+            let mut t = shard.write().unwrap_or_else(|p| p.into_inner());
+            t.floor = next_epoch(&self.epochs);
+            t.keys.clear();
+        }
     }
 
     /// Records `meta` as the validated authoritative metadata, unless the key changed since
     /// `epoch`. Returns whether it was recorded.
     fn record(&self, key: &Key, epoch: u64, meta: &Meta, seen: Instant) -> bool {
-        let mut t = self.lock();
-        let s = t.state(key);
+        let mut t = self.lock(key);
+        let s = t.state(key, &self.epochs);
         if s.epoch != epoch {
             return false;
         }
-        s.fresh = Some((meta.clone(), seen));
+        s.fresh = Some((Arc::new(meta.clone()), seen));
         true
     }
 
@@ -647,7 +846,7 @@ impl Store for TieredStore {
             if let Some(meta) = self.fresh_for(i, key) {
                 bump(&self.shared.stats[i].hits);
                 opts.preconditions.evaluate_read(&meta)?;
-                return Ok(meta);
+                return Ok(Meta::clone(&meta));
             }
             bump(&self.shared.stats[i].misses);
         }
@@ -664,75 +863,18 @@ impl Store for TieredStore {
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        let mut missed = Vec::new();
-        for i in 0..self.nearer() {
-            if let Some(auth) = self.fresh_for(i, key) {
-                if let Some(r) = self.serve_from(i, key, &opts, &auth).await? {
+        // The hot path, a fresh copy in the nearest tier, is kept apart from the rest (boxed),
+        // so that its future stays small: a read's future is allocated and moved per call.
+        if self.nearer() > 0 {
+            if let Some(auth) = self.fresh_for(0, key) {
+                if let Some(r) = self.serve_from(0, key, &opts, &auth).await? {
                     return Ok(r);
                 }
-                bump(&self.shared.stats[i].misses);
-                missed.push(i);
-                continue;
+                bump(&self.shared.stats[0].misses);
+                return Box::pin(self.get_from(1, vec![0], key, opts)).await;
             }
-            // No fresh record: a copy here is served only after the authoritative tier
-            // confirms its ETag.
-            let copy = match self.shared.tiers[i]
-                .store
-                .head(key, HeadOptions::default())
-                .await
-            {
-                Ok(m) => m,
-                Err(_) => {
-                    bump(&self.shared.stats[i].misses);
-                    missed.push(i);
-                    continue;
-                }
-            };
-            let epoch = self.shared.epoch(key);
-            let started = Instant::now();
-            let auth = match self.auth().head(key, HeadOptions::default()).await {
-                Ok(m) => m,
-                Err(Error::NotFound { .. }) => {
-                    bump(&self.shared.stats[i].stale_reads_refused);
-                    self.shared.invalidate_nearer(key).await;
-                    return Err(Error::not_found(key));
-                }
-                Err(e) => return Err(e),
-            };
-            if auth.etag.strong_eq(&copy.etag) {
-                self.shared.record(key, epoch, &auth, started);
-                if let Some(r) = self.serve_from(i, key, &opts, &auth).await? {
-                    return Ok(r);
-                }
-            } else {
-                bump(&self.shared.stats[i].stale_reads_refused);
-                self.shared.drop_copy(i, key).await;
-            }
-            bump(&self.shared.stats[i].misses);
-            missed.push(i);
         }
-        let epoch = self.shared.epoch(key);
-        let started = Instant::now();
-        let last = self.nearer();
-        let r = self.auth().get(key, opts).await?;
-        bump(&self.shared.stats[last].hits);
-        // Only a whole body is copied nearer; a range never is.
-        if r.range.is_some() || missed.is_empty() || r.meta.size > self.shared.max_cached_bytes {
-            return Ok(r);
-        }
-        let backfill = Backfill {
-            shared: self.shared.clone(),
-            key: key.clone(),
-            meta: r.meta.clone(),
-            tiers: missed,
-            epoch,
-            started,
-        };
-        Ok(GetResult {
-            meta: r.meta,
-            range: None,
-            body: tee(r.body, backfill, self.shared.max_cached_bytes),
-        })
+        Box::pin(self.get_from(0, Vec::new(), key, opts)).await
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
