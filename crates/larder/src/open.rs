@@ -26,61 +26,44 @@ use crate::store::Store;
 /// Tiered stacks and prefix mounts are described by a config struct rather than a URL:
 /// `larder::tiered::open_config(&TierConfig)` (feature `tiered`).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    // The fs path is taken verbatim (`fs://./data` is the relative `./data`), not URL-parsed.
-    #[cfg(feature = "fs")]
-    if url
-        .get(..5)
-        .is_some_and(|s| s.eq_ignore_ascii_case("fs://"))
-    {
-        let rest = url[5..].to_owned();
-        let store =
-            tokio::task::spawn_blocking(move || crate::drivers::fs::FsStore::from_url_rest(&rest))
-                .await
-                .map_err(|e| Error::backend(format!("opening the fs store: {e}")))??;
-        return Ok(Arc::new(store));
-    }
-    // `sqlite::memory:` is not a URL a parser accepts, and the path is taken verbatim too.
+    // `sqlite::memory:` is not a URL a parser accepts, and the path is taken verbatim.
     #[cfg(feature = "sqlite")]
     if crate::drivers::sqlite::is_sqlite_url(url) {
         return Ok(Arc::new(
             crate::drivers::sqlite::SqliteStore::from_url(url).await?,
         ));
     }
-    #[cfg(feature = "http")]
-    if ["http://", "https://", "larder+http://", "larder+https://"]
-        .iter()
-        .any(|s| {
-            url.get(..s.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(s))
-        })
-    {
-        let config = crate::drivers::http::HttpConfig::from_url(url)?;
-        return Ok(Arc::new(
-            crate::drivers::http::HttpStore::connect(config).await?,
-        ));
-    }
-    let parsed =
-        url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("store URL {url:?}: {e}")))?;
-    let store: Arc<dyn Store> = match parsed.scheme() {
+    // Each driver parses its own URL (the fs path, for one, is taken verbatim).
+    let scheme = url
+        .split_once(':')
+        .map(|(scheme, _)| scheme.to_ascii_lowercase())
+        .ok_or_else(|| Error::InvalidInput(format!("store URL {url:?}: no scheme")))?;
+    let store: Arc<dyn Store> = match scheme.as_str() {
         #[cfg(feature = "memory")]
-        "memory" => Arc::new(crate::drivers::memory::MemoryStore::from_url(&parsed)?),
+        "memory" => Arc::new(crate::drivers::memory::MemoryStore::from_url(url).await?),
+        #[cfg(feature = "fs")]
+        "fs" => Arc::new(crate::drivers::fs::FsStore::from_url(url).await?),
+        #[cfg(feature = "http")]
+        "http" | "https" | "larder+http" | "larder+https" => {
+            Arc::new(crate::drivers::http::HttpStore::from_url(url).await?)
+        }
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => Arc::new(crate::drivers::redis::RedisStore::from_url(&parsed).await?),
+        "redis" | "rediss" => Arc::new(crate::drivers::redis::RedisStore::from_url(url).await?),
         #[cfg(feature = "nats")]
-        "nats" => Arc::new(crate::drivers::nats::NatsStore::from_url(&parsed).await?),
+        "nats" => Arc::new(crate::drivers::nats::NatsStore::from_url(url).await?),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => {
-            Arc::new(crate::drivers::sql::postgres::PostgresStore::from_url(&parsed).await?)
+            Arc::new(crate::drivers::sql::postgres::PostgresStore::from_url(&parse(url)?).await?)
         }
         #[cfg(feature = "mysql")]
         "mysql" | "mariadb" => {
-            Arc::new(crate::drivers::sql::mysql::MysqlStore::from_url(&parsed).await?)
+            Arc::new(crate::drivers::sql::mysql::MysqlStore::from_url(&parse(url)?).await?)
         }
         #[cfg(feature = "s3")]
-        "s3" => Arc::new(crate::drivers::objstore::s3::from_url(&parsed)?),
+        "s3" => Arc::new(crate::drivers::objstore::ObjStore::from_url(url).await?),
         #[cfg(feature = "azure")]
-        "azure" => Arc::new(crate::drivers::objstore::azure::from_url(&parsed)?),
-        "null" => Arc::new(crate::drivers::null::NullStore),
+        "azure" => Arc::new(crate::drivers::objstore::ObjStore::from_url(url).await?),
+        "null" => Arc::new(crate::drivers::null::NullStore::from_url(url).await?),
         other => {
             return Err(Error::unsupported(format!(
                 "store URL scheme {other:?} (not a known driver, or its cargo feature is off)"
@@ -88,4 +71,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         }
     };
     Ok(store)
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn parse(url: &str) -> Result<url::Url> {
+    url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("store URL {url:?}: {e}")))
 }
