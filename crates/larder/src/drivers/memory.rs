@@ -297,10 +297,12 @@ mod tests {
 
     #[tokio::test]
     async fn evicts_least_recently_used() {
-        let store = MemoryStore::with_config(MemoryConfig {
+        let store = MemoryStore::open(MemoryConfig {
             max_bytes: Some(10),
             default_ttl: None,
-        });
+        })
+        .await
+        .unwrap();
         let k = |s: &str| Key::new(s).unwrap();
         store
             .put_bytes(&k("a"), Bytes::from_static(b"aaaa"))
