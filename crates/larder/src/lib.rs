@@ -5,7 +5,12 @@
 //! - [`Preconditions`]: the one RFC 9110 evaluator; [`ByteRange`]: the one range resolver.
 //! - [`Store`]: the trait every driver implements; [`StoreExt`]: convenience calls.
 //! - [`drivers`]: the backends, one cargo feature each; [`open`]: a store from a URL.
-//! - [`conformance`]: the checks every driver passes.
+//! - `conformance` (feature `conformance`, for tests): the checks every driver passes.
+//!
+//! Every driver is opened the same way: `XConfig` holds its settings (public fields,
+//! `XConfig::from_url` reads its URL), `XStore::open(config).await` opens it, and
+//! `XStore::from_url(url).await` does both; [`open`] picks the driver from the URL's scheme.
+//! (`MemoryStore::new()` is the shortcut for an unbounded memory store.)
 //!
 //! ```
 //! # tokio_test_block_on(async {
@@ -25,10 +30,11 @@
 //! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f) }
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod body;
 pub mod capabilities;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod drivers;
 pub mod error;
@@ -40,6 +46,7 @@ pub mod meta;
 mod open;
 pub mod precondition;
 pub mod range;
+mod retry;
 pub mod store;
 #[cfg(feature = "wire")]
 pub mod wire;

@@ -43,7 +43,7 @@ pub(super) fn encode_meta(meta: &Meta) -> Result<Vec<u8>> {
             encoded.len()
         )));
     }
-    Ok(encoded)
+    Ok(encoded.into_bytes())
 }
 
 /// The header of an object file: `encoded_meta` (from [`encode_meta`]) and the body's offset.

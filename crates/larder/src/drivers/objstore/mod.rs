@@ -71,6 +71,7 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::list::{ListOptions, ListPage};
 use crate::meta::Meta;
+use crate::retry::Attempts;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
@@ -227,8 +228,82 @@ impl ObjStore {
     }
 }
 
-fn kept_changing(key: &Key) -> Error {
-    Error::transient(format!(
+/// Settings of an [`ObjStore`] on a backend this crate builds the client for.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ObjStoreConfig {
+    /// S3 or an S3-compatible store.
+    #[cfg(feature = "s3")]
+    S3(s3::S3Config),
+    /// Azure Blob Storage (or Azurite).
+    #[cfg(feature = "azure")]
+    Azure(azure::AzureConfig),
+}
+
+#[cfg(feature = "s3")]
+impl From<s3::S3Config> for ObjStoreConfig {
+    fn from(config: s3::S3Config) -> Self {
+        ObjStoreConfig::S3(config)
+    }
+}
+
+#[cfg(feature = "azure")]
+impl From<azure::AzureConfig> for ObjStoreConfig {
+    fn from(config: azure::AzureConfig) -> Self {
+        ObjStoreConfig::Azure(config)
+    }
+}
+
+impl ObjStoreConfig {
+    /// From a store URL: `s3://…` ([`s3::S3Config::from_url`]) or `azure://…`
+    /// ([`azure::AzureConfig::from_url`]), as far as their features are on.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            #[cfg(feature = "s3")]
+            Some("s3") => Ok(s3::S3Config::from_url(url)?.into()),
+            #[cfg(feature = "azure")]
+            Some("azure") => Ok(azure::AzureConfig::from_url(url)?.into()),
+            _ => Err(Error::unsupported(format!(
+                "object store URL {url:?}: not s3:// or azure://, or its cargo feature is off"
+            ))),
+        }
+    }
+}
+
+impl ObjStore {
+    /// Opens the bucket or container in `config` (no request is made yet): an
+    /// [`s3::S3Config`] or an [`azure::AzureConfig`] (see theirs for examples).
+    pub async fn open(config: impl Into<ObjStoreConfig>) -> Result<Self> {
+        match config.into() {
+            #[cfg(feature = "s3")]
+            ObjStoreConfig::S3(config) => s3::open(config),
+            #[cfg(feature = "azure")]
+            ObjStoreConfig::Azure(config) => azure::open(config),
+        }
+    }
+
+    /// Opens the store a URL names, as [`ObjStoreConfig::from_url`] reads it.
+    ///
+    /// ```no_run
+    /// # async fn example() -> larder::Result<()> {
+    /// use larder::drivers::objstore::ObjStore;
+    ///
+    /// let minio = ObjStore::from_url(
+    ///     "s3://my-bucket/myapp?endpoint=http://127.0.0.1:9000&allow_http=true&region=us-east-1",
+    /// )
+    /// .await?;
+    /// let azure = ObjStore::from_url("azure://my-container/myapp?account=myaccount").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::open(ObjStoreConfig::from_url(url)?).await
+    }
+}
+
+/// The error of a write that lost every one of its `attempts`.
+fn kept_changing<T>(attempts: Attempts, key: &Key) -> Result<T> {
+    attempts.exhausted(format_args!(
         "{key}: the object kept changing; the write was not done"
     ))
 }
@@ -427,7 +502,8 @@ impl Store for ObjStore {
         }
         // A range is decided on the metadata, then read with `If-Match` on the backend ETag
         // seen, so the bytes are of the version the decision was made on.
-        for _ in 0..MAX_ATTEMPTS {
+        let attempts = Attempts::new(MAX_ATTEMPTS);
+        for _ in attempts {
             let (meta, backend) = self.live(key).await?;
             let range = opts.evaluate(&meta)?;
             let get = object_store::GetOptions {
@@ -447,9 +523,9 @@ impl Store for ObjStore {
                 Err(e) => return Err(map_err(e)),
             }
         }
-        Err(Error::transient(format!(
+        attempts.exhausted(format_args!(
             "{key}: the object kept changing while being read"
-        )))
+        ))
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
@@ -504,7 +580,8 @@ impl Store for ObjStore {
             }
             return Ok(());
         };
-        for _ in 0..MAX_ATTEMPTS {
+        let attempts = Attempts::new(MAX_ATTEMPTS);
+        for _ in attempts {
             let blob = self.stat(key).await?.ok_or_else(|| not_found(key))?;
             let meta = blob.meta.ok_or_else(|| metadata::foreign(key))?;
             // An expired object is absent (to conditions too); the guarded delete below only
@@ -526,9 +603,9 @@ impl Store for ObjStore {
                 Err(NativeError::Failed(e)) => return Err(e),
             }
         }
-        Err(Error::transient(format!(
+        attempts.exhausted(format_args!(
             "{key}: the object kept changing; the delete was not done"
-        )))
+        ))
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {

@@ -413,7 +413,7 @@ async fn put_one_statement<B: Backend>(
         None,
         opts,
     )?;
-    let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
+    let encoded = meta.encode();
     let row = |guard| Row {
         meta: &meta,
         encoded: &encoded,
@@ -512,7 +512,7 @@ async fn try_put<B: Backend>(
         replaces,
         opts,
     )?;
-    let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
+    let encoded = meta.encode();
     let row = Row {
         meta: &meta,
         encoded: &encoded,
