@@ -36,4 +36,8 @@ except s3.exceptions.BucketAlreadyOwnedByYou:
     pass
 PY
 export LARDER_TEST_S3_GAPS="${LARDER_TEST_S3_GAPS-complete-if-match}"
-export LARDER_TEST_S3_URL="${LARDER_TEST_S3_URL:-s3://larder-test/ci?endpoint=http://127.0.0.1:$S3_PORT&region=us-east-1&allow_http=true}"
+# One emulator process serves every test at once on a shared, loaded machine, so answers can
+# take longer than the drivers' default 5 s bounds (meant for real services; the fail-fast
+# behaviour is tested against a silent listener in crates/larder-server/tests/backend_outage.rs).
+EMULATOR_BOUNDS="timeout_ms=60000&retry_timeout_ms=60000"
+export LARDER_TEST_S3_URL="${LARDER_TEST_S3_URL:-s3://larder-test/ci?endpoint=http://127.0.0.1:$S3_PORT&region=us-east-1&allow_http=true&$EMULATOR_BOUNDS}"

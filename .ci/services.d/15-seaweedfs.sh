@@ -55,4 +55,6 @@ done
 # before `a a/y`), and the s3 driver's listing then drops keys (seen through larder-object-store's
 # run of object_store's put_get_delete_list), so that check is skipped here with a printed reason.
 export LARDER_TEST_S3_ALT_GAPS="${LARDER_TEST_S3_ALT_GAPS-complete-race,list-order}"
-export LARDER_TEST_S3_ALT_URL="${LARDER_TEST_S3_ALT_URL:-s3://larder-test/ci?endpoint=http://127.0.0.1:$SW_S3_PORT&region=us-east-1&allow_http=true}"
+# Generous bounds for an emulator on a shared, loaded machine (see 10-s3.sh).
+EMULATOR_BOUNDS="timeout_ms=60000&retry_timeout_ms=60000"
+export LARDER_TEST_S3_ALT_URL="${LARDER_TEST_S3_ALT_URL:-s3://larder-test/ci?endpoint=http://127.0.0.1:$SW_S3_PORT&region=us-east-1&allow_http=true&$EMULATOR_BOUNDS}"

@@ -33,4 +33,6 @@ except urllib.error.HTTPError as e:
     if e.code != 409:
         raise
 PY
-export LARDER_TEST_AZURE_URL="${LARDER_TEST_AZURE_URL:-azure://larder-test/ci?account=devstoreaccount1&endpoint=http://127.0.0.1:$AZ_PORT/devstoreaccount1&use_emulator=true}"
+# Generous bounds for an emulator on a shared, loaded machine (see 10-s3.sh).
+EMULATOR_BOUNDS="timeout_ms=60000&retry_timeout_ms=60000"
+export LARDER_TEST_AZURE_URL="${LARDER_TEST_AZURE_URL:-azure://larder-test/ci?account=devstoreaccount1&endpoint=http://127.0.0.1:$AZ_PORT/devstoreaccount1&use_emulator=true&$EMULATOR_BOUNDS}"
