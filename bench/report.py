@@ -12,6 +12,8 @@ titles = {
     "hash": "SHA-256 throughput (MiB/s, higher is better)",
     "server": "HTTP server, 4 KiB body (wrk -t2 -c32, requests/s, higher is better)",
     "cas-http": "CAS contention over HTTP (8 clients, GET then PUT If-Match, retry on 412)",
+    "cas-kv": "Contended CAS on Redis and NATS (8 workers, one key; increments/s, higher is better; first row: the same CAS loop by hand)",
+    "objstore-list": "Object-store listings (ms, lower is better; LIST/HEAD request counts; first row: flat scan with a HEAD per blob)",
     "unstorage-driver": "unstorage's own http driver (node, 16 concurrent callers): unstorage's server against larder serve (operations/s, higher is better)",
 }
 print("# Benchmarks\n")

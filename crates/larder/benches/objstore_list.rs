@@ -1,6 +1,6 @@
 //! Object-store listings (issue 15): the S3 driver on moto (`LARDER_TEST_S3_URL`) and the
-//! Azure driver on Azurite (`LARDER_TEST_AZURE_URL`), with 1,000 and 10,000 keys spread
-//! evenly under 100 prefixes. Not a test: run it with
+//! Azure driver on Azurite (`LARDER_TEST_AZURE_URL`), with 1,000 and 10,000 keys
+//! (`OBJLIST_SIZES`) spread evenly under 100 prefixes. Not a test: run it with
 //!
 //! ```text
 //! cargo bench -p larder --features s3,azure --bench objstore_list [-- --tsv]
@@ -29,8 +29,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const PREFIXES: usize = 100;
-const SIZES: [usize; 2] = [1_000, 10_000];
-const RUNS: usize = 3;
+/// Key counts (`OBJLIST_SIZES`, comma-separated; default 1,000 and 10,000).
+fn sizes() -> Vec<usize> {
+    std::env::var("OBJLIST_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 10_000])
+}
+/// Timed runs of each listing (`OBJLIST_RUNS`, default 2): min and median are reported.
+fn runs() -> usize {
+    std::env::var("OBJLIST_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
 
 /// Requests seen by the proxy, by kind.
 #[derive(Default)]
@@ -212,7 +224,7 @@ async fn bench_backend(
             .unwrap()
     };
     let port = proxy(upstream_of(&probe), counts.clone()).await;
-    for n in SIZES {
+    for n in sizes() {
         let prefix = format!(
             "bench-list-{}-{}-{n}",
             std::process::id(),
@@ -257,7 +269,7 @@ async fn bench_backend(
             for (implementation, s) in implementations {
                 let mut times = Vec::new();
                 let (mut lists, mut heads) = (0, 0);
-                for _ in 0..RUNS {
+                for _ in 0..runs() {
                     counts.reset();
                     let t = Instant::now();
                     let entries = if tree {

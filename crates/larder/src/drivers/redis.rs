@@ -163,7 +163,8 @@ if not ok then
 end
 if cur_u and tonumber(cur_u) > tonumber(ARGV[12]) then return {3, cur_u} end
 if staged and redis.call('STRLEN', KEYS[4]) ~= tonumber(ARGV[14]) then return {4} end
-redis.call('DEL', KEYS[1], KEYS[2])
+-- The hash's four fields are all set, and SET (or RENAME, then PERSIST) replaces the body
+-- with its expiry: only an expiry of the hash's previous version is left to clear.
 redis.call('HSET', KEYS[1], 'm', ARGV[7], 'e', ARGV[8], 't', ARGV[9], 'u', ARGV[12])
 if staged then
   redis.call('RENAME', KEYS[4], KEYS[2])
@@ -174,9 +175,13 @@ end
 if ARGV[11] ~= '' then
   redis.call('PEXPIREAT', KEYS[1], ARGV[11])
   redis.call('PEXPIREAT', KEYS[2], ARGV[11])
+elseif cur_m then
+  redis.call('PERSIST', KEYS[1])
 end
+-- A live object is in the index already (an entry goes only once its hash is gone).
+if cur_m then return {1, 0} end
 redis.call('ZADD', KEYS[3], 0, ARGV[6])
-if cur_m then return {1, 0} else return {1, 1} end
+return {1, 1}
 "#;
 
 /// KEYS and ARGV 1-6 as for put. Returns {1} deleted, {0, meta} refused, {2} missing (an

@@ -11,6 +11,11 @@
 //!
 //! A 409 `ConditionalRequestConflict` (a concurrent conditional write) is decided again and
 //! retried, as S3 documents; a 412 is decided again from a fresh head.
+//!
+//! Listing: `ListObjectsV2` with the delimiter (object_store's paginated listing), one request
+//! per page in the usual case, and a `HEAD` of each object on the page for Larder's metadata.
+//! SeaweedFS lists in directory-walk order, not S3's byte order: the driver knows it by its
+//! `Server` header (and any server by a response out of byte order) and lists accordingly.
 
 use std::sync::Arc;
 
