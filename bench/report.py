@@ -14,6 +14,8 @@ titles = {
     "server": "HTTP server, 4 KiB body (wrk -t2 -c32, requests/s, higher is better)",
     "cas-http": "CAS contention over HTTP (8 clients, GET then PUT If-Match, retry on 412)",
     "sql": "SQL drivers: swap (µs/op, lower is better) and contended CAS (incr/s, higher is better) against the same protocol written by hand; sqlite PUT peak RSS",
+    "cas-kv": "Contended CAS on Redis and NATS (8 workers, one key; increments/s, higher is better; first row: the same CAS loop by hand)",
+    "objstore-list": "Object-store listings (ms, lower is better; LIST/HEAD request counts; first row: flat scan with a HEAD per blob)",
     "unstorage-driver": "unstorage's own http driver (node, 16 concurrent callers): unstorage's server against larder serve (operations/s, higher is better)",
 }
 print("# Benchmarks\n")

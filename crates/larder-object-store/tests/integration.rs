@@ -281,25 +281,9 @@ async fn over_the_cap_is_refused(name: &str, store: &LarderObjectStore) {
     assert!(matches!(err, object_store::Error::NotFound { .. }), "{err}");
 }
 
-/// Whether the variable `gaps` (comma-separated, as `.ci/services.d` exports it) declares that
-/// the server has `gap`; if so, says which check is skipped.
-fn known_gap(name: &str, gaps: &str, gap: &str, function: &str) -> bool {
-    let declared = std::env::var(gaps).unwrap_or_default();
-    let known = declared.split(',').any(|g| g.trim() == gap);
-    if known {
-        println!("SKIPPED: {name}::{function}: {gaps} declares the server's {gap} gap");
-    }
-    known
-}
-
-/// The suite over one driver: `$module` names it, `$open` makes its fixture, `$gaps` is the
-/// variable listing the server's known gaps (`list-order`: the backend lists keys out of
-/// order and the driver's listing drops some, which `put_get_delete_list` checks).
+/// The suite over one driver: `$module` names it, `$open` makes its fixture.
 macro_rules! suite {
     ($module:ident, $open:path) => {
-        suite!($module, $open, "");
-    };
-    ($module:ident, $open:path, $gaps:literal) => {
         mod $module {
             use super::*;
             use object_store::integration;
@@ -313,9 +297,7 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread")]
             async fn put_get_delete_list() {
                 let Some(f) = fixture().await else { return };
-                if !known_gap(NAME, $gaps, "list-order", "put_get_delete_list") {
-                    integration::put_get_delete_list(&f.store).await;
-                }
+                integration::put_get_delete_list(&f.store).await;
             }
 
             #[tokio::test(flavor = "multi_thread")]
@@ -461,8 +443,8 @@ suite!(postgres_store, postgres);
 suite!(mysql_store, mysql);
 suite!(redis_store, redis);
 suite!(nats_store, nats);
-suite!(s3_store, s3, "LARDER_TEST_S3_GAPS");
-suite!(s3_alt_store, s3_alt, "LARDER_TEST_S3_ALT_GAPS");
-suite!(azure_store, azure, "LARDER_TEST_AZURE_GAPS");
+suite!(s3_store, s3);
+suite!(s3_alt_store, s3_alt);
+suite!(azure_store, azure);
 suite!(http_store, http);
 suite!(tiered_store, tiered);

@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Each row: `W` concurrent tasks on one store (one connection) increment one counter until
-//! `OPS` increments landed in total. Larder does a read-modify-write with `If-Match` and retries
+//! `OPS` increments landed in total. Ratios are to the hand-written CAS loop (the honest
+//! baseline: the same protocol without Larder's metadata); `-- --tsv` prints rows for
+//! `bench/run` (min and median of `KV_CAS_RUNS` runs, default 3). Larder does a read-modify-write with `If-Match` and retries
 //! on 412 ([`larder::conformance::increment`]). The baselines, on a connection of the same kind:
 //!
 //! - redis: `INCR` (one command, atomic in the server: the ceiling for any CAS), and the same
@@ -286,47 +288,96 @@ fn rand_suffix() -> String {
     format!("{nanos:x}")
 }
 
+/// The implementation a row is compared with: the hand-written CAS loop on the same backend.
+fn is_baseline(r: &Row) -> bool {
+    r.what.starts_with("native GET + Lua") || r.what.starts_with("native KV entry+update")
+}
+
 fn main() {
+    // `--tsv`: rows for `bench/run` (section, case, implementation, min, median, unit), each
+    // the min and median of `KV_CAS_RUNS` runs (default 3), the hand-written CAS loop first.
+    let tsv = std::env::args().any(|a| a == "--tsv");
+    let runs: usize = std::env::var("KV_CAS_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if tsv { 3 } else { 1 });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let mut rows = Vec::new();
-    rt.block_on(async {
-        #[cfg(feature = "redis")]
-        {
-            let url = std::env::var("LARDER_TEST_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
-            redis_rows(&url, &mut rows).await;
-        }
-        #[cfg(feature = "nats")]
-        {
-            let url = std::env::var("LARDER_TEST_NATS_URL")
-                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-            nats_rows(&url, &mut rows).await;
-        }
-    });
-    println!(
-        "{:<6} {:>3} {:<34} {:>10} {:>10} {:>9}",
-        "store", "W", "operation", "ops/s", "conflicts", "vs native"
-    );
-    for r in &rows {
-        // The ratio is to the first native row of the same backend and worker count.
-        let native = rows
+    let mut all: Vec<Vec<Row>> = Vec::new();
+    for _ in 0..runs {
+        let mut rows = Vec::new();
+        rt.block_on(async {
+            #[cfg(feature = "redis")]
+            {
+                let url = std::env::var("LARDER_TEST_REDIS_URL")
+                    .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+                redis_rows(&url, &mut rows).await;
+            }
+            #[cfg(feature = "nats")]
+            {
+                let url = std::env::var("LARDER_TEST_NATS_URL")
+                    .unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+                nats_rows(&url, &mut rows).await;
+            }
+        });
+        all.push(rows);
+    }
+    let Some(first) = all.first() else { return };
+    // Rates of the row like `r` in every run, sorted.
+    let rates = |r: &Row| -> Vec<f64> {
+        let mut v: Vec<f64> = all
             .iter()
-            .find(|n| {
-                n.backend == r.backend && n.workers == r.workers && n.what.starts_with("native")
+            .flat_map(|rows| {
+                rows.iter()
+                    .filter(|x| {
+                        x.backend == r.backend && x.workers == r.workers && x.what == r.what
+                    })
+                    .map(Row::rate)
             })
-            .map(Row::rate);
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    };
+    let median = |v: &[f64]| v[v.len() / 2];
+    if tsv {
+        let mut ordered: Vec<&Row> = first.iter().filter(|r| is_baseline(r)).collect();
+        ordered.extend(first.iter().filter(|r| !is_baseline(r)));
+        ordered.sort_by_key(|r| (r.backend, r.workers));
+        for r in ordered {
+            let v = rates(r);
+            println!(
+                "cas-kv\t{}, {} workers, one key\t{}\t{:.0}\t{:.0}\tincr/s",
+                r.backend,
+                r.workers,
+                r.what,
+                v[0],
+                median(&v)
+            );
+        }
+        return;
+    }
+    println!(
+        "{:<6} {:>3} {:<34} {:>10} {:>10} {:>12}",
+        "store", "W", "operation", "ops/s", "conflicts", "vs hand CAS"
+    );
+    for r in first {
+        // The ratio is to the hand-written CAS loop of the same backend and worker count.
+        let base = first
+            .iter()
+            .find(|n| n.backend == r.backend && n.workers == r.workers && is_baseline(n))
+            .map(|n| median(&rates(n)));
+        let rate = median(&rates(r));
         println!(
-            "{:<6} {:>3} {:<34} {:>10.0} {:>10} {:>9}",
+            "{:<6} {:>3} {:<34} {:>10.0} {:>10} {:>12}",
             r.backend,
             r.workers,
             r.what,
-            r.rate(),
+            rate,
             r.conflicts,
-            native.map_or("-".into(), |n| format!("{:.2}", r.rate() / n)),
+            base.map_or("-".into(), |n| format!("{:.2}", rate / n)),
         );
     }
 }

@@ -99,6 +99,17 @@ impl ListOptions {
         }
     }
 
+    /// The name of the entry a key under the prefix appears as on a page: the key itself, or
+    /// its common prefix (ending with the delimiter). A key not under the prefix is itself.
+    pub fn entry<'a>(&self, key: &'a str) -> &'a str {
+        if !key.starts_with(&self.prefix) {
+            return key;
+        }
+        match self.entry_name(key) {
+            Entry::Object(name) | Entry::Prefix(name) => name,
+        }
+    }
+
     /// The entry an object appears as: its key, or its common prefix under the delimiter.
     fn entry_name<'a>(&self, key: &'a str) -> Entry<'a> {
         if let Some(d) = self.delimiter {
@@ -188,7 +199,9 @@ where
         _ => ScanFrom::At(opts.prefix.clone()),
     };
     if let (ScanFrom::After(c), Some(d)) = (&from, opts.delimiter) {
-        if c.ends_with(d) {
+        // (A cursor equal to the prefix names no common prefix of this listing.)
+        let group = c.len() > opts.prefix.len() && c.starts_with(&opts.prefix);
+        if group && c.ends_with(d) && opts.entry(c) == c {
             // The cursor is a common prefix: the next entry is past everything under it.
             match successor(c) {
                 Some(next) => from = ScanFrom::At(next),

@@ -38,7 +38,7 @@ pub use checks::*;
 #[cfg(feature = "memory")]
 mod reference;
 #[cfg(feature = "memory")]
-pub use reference::listing_matches_reference;
+pub use reference::{listing_matches_reference, listing_matches_reference_backend_prefixes};
 
 /// Expands to one `#[tokio::test]` per conformance check. `$factory` is an expression giving
 /// `impl Future<Output = Option<Arc<dyn Store>>>`; `None` skips the test (the factory prints

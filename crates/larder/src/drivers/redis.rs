@@ -65,10 +65,10 @@
 //!
 //! # Costs and limits
 //!
-//! - Listing: `ZRANGEBYLEX` on the index from the prefix or cursor, in batches, with the meta
-//!   of each key read in the same script (by names taken from the index, not passed as `KEYS`:
-//!   standalone Redis allows it, and on a cluster they share the store's hash slot): a page costs `O(log N + page)` plus the keys skipped
-//!   inside common prefixes (a batch that ends inside a common prefix jumps past it).
+//! - Listing: [`scan_page`] over `ZRANGEBYLEX` on the index, in batches, with the meta of each
+//!   key read in the same script (by names taken from the index, not passed as `KEYS`:
+//!   standalone Redis allows it, and on a cluster they share the store's hash slot): a page
+//!   costs `O(log N + page)`; a common prefix is one range read that jumps past it.
 //! - The largest object is [`MAX_OBJECT_SIZE`] (Redis's 512 MiB string limit). Bodies stream in
 //!   and out in chunks (see above), so neither side holds a large one whole in memory.
 //! - Last-Modified is the writing client's clock (in milliseconds), but never goes backwards: a
@@ -89,7 +89,7 @@ use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
-use crate::list::{paginate, ListOptions, ListPage};
+use crate::list::{scan_page, ListOptions, ListPage, ScanFrom};
 use crate::meta::{from_millis, to_millis, Meta};
 use crate::precondition::{http_seconds, ETagCondition, Preconditions};
 use crate::retry::Attempts;
@@ -164,7 +164,8 @@ if not ok then
 end
 if cur_u and tonumber(cur_u) > tonumber(ARGV[12]) then return {3, cur_u} end
 if staged and redis.call('STRLEN', KEYS[4]) ~= tonumber(ARGV[14]) then return {4} end
-redis.call('DEL', KEYS[1], KEYS[2])
+-- The hash's four fields are all set, and SET (or RENAME, then PERSIST) replaces the body
+-- with its expiry: only an expiry of the hash's previous version is left to clear.
 redis.call('HSET', KEYS[1], 'm', ARGV[7], 'e', ARGV[8], 't', ARGV[9], 'u', ARGV[12])
 if staged then
   redis.call('RENAME', KEYS[4], KEYS[2])
@@ -175,9 +176,13 @@ end
 if ARGV[11] ~= '' then
   redis.call('PEXPIREAT', KEYS[1], ARGV[11])
   redis.call('PEXPIREAT', KEYS[2], ARGV[11])
+elseif cur_m then
+  redis.call('PERSIST', KEYS[1])
 end
+-- A live object is in the index already (an entry goes only once its hash is gone).
+if cur_m then return {1, 0} end
 redis.call('ZADD', KEYS[3], 0, ARGV[6])
-if cur_m then return {1, 0} else return {1, 1} end
+return {1, 1}
 "#;
 
 /// KEYS and ARGV 1-6 as for put. Returns {1} deleted, {0, meta} refused, {2} missing (an
@@ -843,23 +848,26 @@ impl Store for RedisStore {
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {
         opts.validate()?;
-        let prefix = opts.prefix.as_bytes();
-        // Lex bounds: keys are UTF-8, which never contains 0xFF, so `prefix + 0xFF` is above
-        // every key under the prefix.
-        let max: Vec<u8> = if prefix.is_empty() {
-            b"+".to_vec()
-        } else {
-            [b"(", prefix, b"\xff"].concat()
+        scan_page(&opts, |from, end, n| self.scan(from, end, n)).await
+    }
+}
+
+impl RedisStore {
+    /// Up to `n` live objects of the index from `from` and below `end`, in key order, read in
+    /// batches of at most `list_batch` index entries (one script call each).
+    async fn scan(&self, from: ScanFrom, end: Option<String>, n: usize) -> Result<Vec<Meta>> {
+        let max: Vec<u8> = match end {
+            Some(e) => [b"(", e.as_bytes()].concat(),
+            None => b"+".to_vec(),
         };
-        let mut min: Vec<u8> = match &opts.cursor {
-            Some(c) if c.as_str() >= opts.prefix.as_str() => exclusive_after(c.as_bytes(), &opts),
-            _ if prefix.is_empty() => b"-".to_vec(),
-            _ => [b"[", prefix].concat(),
+        let mut min: Vec<u8> = match from {
+            ScanFrom::After(k) => [b"(", k.as_bytes()].concat(),
+            ScanFrom::At(k) => [b"[", k.as_bytes()].concat(),
         };
-        let batch = self.list_batch;
         let meta_prefix = self.meta_prefix();
-        let mut collected: Vec<Meta> = Vec::new();
-        loop {
+        let mut found: Vec<Meta> = Vec::new();
+        while found.len() < n {
+            let batch = (n - found.len()).min(self.list_batch);
             let mut inv = self.scripts.list.prepare_invoke();
             inv.key(self.index_key())
                 .arg(&min[..])
@@ -876,51 +884,17 @@ impl Store for RedisStore {
                 _ => return Err(unexpected("list", &Value::Array(reply))),
             };
             for m in &reply[2..] {
-                collected.push(Meta::decode(
+                found.push(Meta::decode(
                     bytes_of(m).ok_or_else(|| unexpected("list", m))?,
                 )?);
             }
-            let page = paginate(collected.iter().cloned(), &opts);
-            if page.next_cursor.is_some() || (scanned as usize) < batch {
-                return Ok(page);
+            // Entries whose object expired were dropped: scan on until `n` or the end.
+            if (scanned as usize) < batch {
+                break;
             }
-            // Jump past a common prefix only once one of its live keys was collected (a group
-            // whose scanned keys had all expired may still have live keys further on).
-            min = match exclusive_after(last, &opts) {
-                jump if group_seen(&jump, &collected) => jump,
-                _ => [b"(", last].concat(),
-            };
+            min = [b"(", last].concat();
         }
-    }
-}
-
-/// The ZRANGEBYLEX start strictly after `last` (a key or a cursor); when `last` lies inside a
-/// common prefix of the listing, after every key of that prefix.
-fn exclusive_after(last: &[u8], opts: &ListOptions) -> Vec<u8> {
-    let mut out = vec![b'('];
-    let group = opts.delimiter.and_then(|d| {
-        let s = std::str::from_utf8(last).ok()?;
-        let rest = s.strip_prefix(opts.prefix.as_str())?;
-        let pos = rest.find(d)?;
-        Some(opts.prefix.len() + pos + d.len_utf8())
-    });
-    match group {
-        Some(end) => {
-            out.extend_from_slice(&last[..end]);
-            out.push(0xff);
-        }
-        None => out.extend_from_slice(last),
-    }
-    out
-}
-
-/// Whether `jump` (from [`exclusive_after`]) skips a common prefix some collected key is in.
-fn group_seen(jump: &[u8], collected: &[Meta]) -> bool {
-    match jump.strip_suffix(b"\xff") {
-        Some(group) => collected
-            .last()
-            .is_some_and(|m| m.key.as_str().as_bytes().starts_with(&group[1..])),
-        None => true,
+        Ok(found)
     }
 }
 
@@ -974,21 +948,5 @@ mod tests {
         let c = encode_conditions(&Preconditions::if_absent());
         assert_eq!((c.if_match_mode, c.if_none_match_mode), ("0", "1"));
         assert_eq!(c.if_unmodified_since, "");
-    }
-
-    #[test]
-    fn cursor_skips_a_common_prefix() {
-        let opts = ListOptions {
-            prefix: "p/".into(),
-            delimiter: Some('/'),
-            ..Default::default()
-        };
-        assert_eq!(exclusive_after(b"p/a/", &opts), b"(p/a/\xff");
-        assert_eq!(exclusive_after(b"p/a/b/c", &opts), b"(p/a/\xff");
-        assert_eq!(exclusive_after(b"p/b", &opts), b"(p/b");
-        assert_eq!(
-            exclusive_after(b"p/a/b", &ListOptions::prefix("p/")),
-            b"(p/a/b"
-        );
     }
 }

@@ -19,7 +19,10 @@ use object_store::azure::{AzureAuthorizer, AzureConfigKey, MicrosoftAzure, Micro
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 
-use super::native::{self, BlobHeaders, Guard, ListedBlob, Native, NativeError, Response};
+use super::native::{
+    self, BlobHeaders, Guard, ListRequest, Listed, ListedBlob, Listing, Native, NativeError,
+    Response,
+};
 use super::{map_err, NetworkBounds, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
 use crate::error::{Error, Result};
 
@@ -216,6 +219,7 @@ pub(super) fn open(config: AzureConfig) -> Result<ObjStore> {
         container_url,
         account,
         retry_timeout: bounds.retry_timeout,
+        emulator,
     };
     Ok(ObjStore::new("azure", client, &prefix, max_object_size)?
         .with_writer(writer)
@@ -249,6 +253,9 @@ struct AzureNative {
     account: String,
     /// How long a read is sent again while the connection fails ([`NetworkBounds`]).
     retry_timeout: std::time::Duration,
+    /// Azurite: its List Blobs marker is the last name listed, so a listing can resume after
+    /// any name; Azure's markers are opaque, and `startFrom` does that there instead.
+    emulator: bool,
 }
 
 impl AzureNative {
@@ -305,8 +312,11 @@ fn outcome(r: &Response, what: &str) -> std::result::Result<(), NativeError> {
     }
 }
 
-/// Most blobs per List Blobs page (Azure's limit).
+/// Most entries per List Blobs page (Azure's limit).
 const LIST_PAGE: usize = 5000;
+
+/// The service version that has List Blobs' `startFrom`.
+const START_FROM_VERSION: &str = "2026-02-06";
 
 #[async_trait]
 impl Native for AzureNative {
@@ -314,25 +324,41 @@ impl Native for AzureNative {
         true
     }
 
-    fn lists_metadata(&self) -> bool {
-        true
+    fn listing(&self) -> Listing {
+        Listing::WithMetadata
     }
 
-    async fn list_metadata(
-        &self,
-        prefix: &str,
-        marker: Option<&str>,
-    ) -> Result<(Vec<ListedBlob>, Option<String>)> {
-        // List Blobs with include=metadata: a page of names and metadata in one request.
+    async fn list(&self, request: ListRequest<'_>) -> Result<Listed> {
+        // List Blobs with include=metadata: names, sizes, metadata and common prefixes of one
+        // page in one request.
         let mut url = format!(
-            "{}?restype=container&comp=list&include=metadata&maxresults={LIST_PAGE}&prefix={}",
+            "{}?restype=container&comp=list&include=metadata&maxresults={}&prefix={}",
             self.container_url,
-            native::query_value(prefix)
+            request.max.clamp(1, LIST_PAGE),
+            native::query_value(request.prefix)
         );
-        if let Some(m) = marker {
-            url.push_str(&format!("&marker={}", native::query_value(m)));
+        if let Some(d) = request.delimiter {
+            url.push_str(&format!(
+                "&delimiter={}",
+                native::query_value(d.encode_utf8(&mut [0; 4]))
+            ));
         }
-        let r = self.send_to(Method::GET, url, &[], Bytes::new(), 3).await?;
+        let mut headers = Vec::new();
+        match (request.token, request.start_after) {
+            (Some(token), _) => url.push_str(&format!("&marker={}", native::query_value(token))),
+            (None, Some(after)) if self.emulator => {
+                url.push_str(&format!("&marker={}", native::query_value(after)));
+            }
+            (None, Some(after)) => {
+                // Inclusive: the name itself is dropped by the caller's cursor filter.
+                url.push_str(&format!("&startFrom={}", native::query_value(after)));
+                headers.push(("x-ms-version", START_FROM_VERSION.to_owned()));
+            }
+            (None, None) => {}
+        }
+        let r = self
+            .send_to(Method::GET, url, &headers, Bytes::new(), 3)
+            .await?;
         if !r.status.is_success() {
             return Err(r.error("azure List Blobs"));
         }
@@ -352,8 +378,18 @@ impl Native for AzureNative {
                 larder: native::xml_text(entry, "larder"),
             });
         }
-        let next = native::xml_text(&r.body, "NextMarker").filter(|m| !m.is_empty());
-        Ok((blobs, next))
+        let prefixes = r
+            .body
+            .split("<BlobPrefix>")
+            .skip(1)
+            .filter_map(|entry| native::xml_text(entry, "Name"))
+            .collect();
+        let token = native::xml_text(&r.body, "NextMarker").filter(|m| !m.is_empty());
+        Ok(Listed {
+            blobs,
+            prefixes,
+            token,
+        })
     }
 
     async fn delete(&self, path: &Path, guard: &Guard) -> std::result::Result<(), NativeError> {

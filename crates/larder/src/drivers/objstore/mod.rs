@@ -17,7 +17,8 @@
 //! - [`single`]: a body up to [`MULTIPART_THRESHOLD`], held in memory and sent as one PUT;
 //! - [`multipart`]: a larger body, hashed into a temporary file ([`spool`]) and uploaded in
 //!   parts, the condition on the completion;
-//! - [`listing`]: pages of keys, with one request per page (Azure) or one head per object (S3);
+//! - [`listing`]: pages of keys from the backend's paginated, delimited listing, one request
+//!   per page, with one head per object on the page where the listing has no metadata (S3);
 //! - [`native`]: the raw requests `object_store` cannot express (guarded delete, conditional
 //!   completion), signed by its own authorizers; [`s3`] and [`azure`] build the clients from a
 //!   URL.
@@ -108,6 +109,8 @@ pub struct ObjStore {
     /// Blob-name prefix, without slashes at either end; empty for the bucket root.
     prefix: String,
     max_object_size: u64,
+    /// The backend's listing order once known ([`native::ListOrder`], see [`listing`]).
+    list_order: std::sync::atomic::AtomicU8,
     /// Test seam, see [`ObjStore::with_before_completion`].
     #[cfg(any(test, feature = "test-util"))]
     before_completion: Option<CompletionHook>,
@@ -146,6 +149,7 @@ impl ObjStore {
             native: None,
             prefix,
             max_object_size,
+            list_order: std::sync::atomic::AtomicU8::new(listing::ORDER_UNKNOWN),
             #[cfg(any(test, feature = "test-util"))]
             before_completion: None,
         })

@@ -70,34 +70,83 @@ pub struct BlobHeaders {
     pub content_type: Option<String>,
 }
 
-/// A blob as a listing with metadata returns it.
+/// How a backend lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// [`Native::list`] is not implemented: the store lists through `object_store`.
+    Unsupported,
+    /// Names and sizes only (S3): each listed object on a page is headed for its metadata.
+    Names,
+    /// Names with their metadata (Azure): a page needs no further request.
+    WithMetadata,
+}
+
+/// The order a backend lists names in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOrder {
+    /// UTF-8 byte order, as S3 and Azure specify; `start-after` is taken in the same order.
+    Bytes,
+    /// Directory-walk order (SeaweedFS): names compared segment by segment, as if `/` sorted
+    /// before every other character (`a/x` before `a a/y` and `a-b`), and `start-after` is
+    /// taken in that order too.
+    Walk,
+}
+
+/// One listing request.
+#[derive(Debug, Clone, Copy)]
+pub struct ListRequest<'a> {
+    /// Only blobs whose full names start with this.
+    pub prefix: &'a str,
+    /// Group names by this character after the prefix into common prefixes.
+    pub delimiter: Option<char>,
+    /// Only names after this one (in the backend's [`ListOrder`]).
+    pub start_after: Option<&'a str>,
+    /// The continuation token of the previous response of the same listing.
+    pub token: Option<&'a str>,
+    /// At most this many entries (blobs plus common prefixes).
+    pub max: usize,
+}
+
+/// A blob as a listing returns it.
 #[derive(Debug, Clone)]
 pub struct ListedBlob {
     /// The blob's full name.
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
-    /// The value of its `larder` metadata entry, if it has one.
+    /// The value of its `larder` metadata entry, when the listing returns metadata
+    /// ([`Listing::WithMetadata`]) and the blob has one.
     pub larder: Option<String>,
+}
+
+/// What one listing request returns, in the backend's order.
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
+    /// The blobs.
+    pub blobs: Vec<ListedBlob>,
+    /// The common prefixes, each ending with the delimiter.
+    pub prefixes: Vec<String>,
+    /// The token of the next response; `None` after the last.
+    pub token: Option<String>,
 }
 
 /// The native operations of one backend.
 #[async_trait]
 pub trait Native: Send + Sync + std::fmt::Debug {
-    /// Whether [`Native::list_metadata`] works (otherwise each listed blob is headed).
-    fn lists_metadata(&self) -> bool {
-        false
+    /// Whether and how [`Native::list`] lists.
+    fn listing(&self) -> Listing {
+        Listing::Unsupported
     }
 
-    /// One page of the blobs whose names start with `prefix`, in name order, with their
-    /// metadata, and the marker of the next page (`None` after the last).
-    async fn list_metadata(
-        &self,
-        prefix: &str,
-        marker: Option<&str>,
-    ) -> Result<(Vec<ListedBlob>, Option<String>), Error> {
-        let _ = (prefix, marker);
-        Err(Error::unsupported("listing with metadata"))
+    /// The order the backend lists in (asked once per store).
+    async fn list_order(&self) -> Result<ListOrder, Error> {
+        Ok(ListOrder::Bytes)
+    }
+
+    /// One response of a listing: one request to the backend.
+    async fn list(&self, request: ListRequest<'_>) -> Result<Listed, Error> {
+        let _ = request;
+        Err(Error::unsupported("native listing"))
     }
 
     /// Whether the backend enforces `If-Match` on delete (when not, conditional deletes are
@@ -186,6 +235,9 @@ pub(crate) fn request(
 #[derive(Debug)]
 pub(crate) struct Response {
     pub status: http::StatusCode,
+    /// The `Server` header, which names the implementation (its quirks are known by name).
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub server: Option<String>,
     pub code: Option<String>,
     pub body: String,
 }
@@ -301,6 +353,11 @@ async fn send_one(client: &reqwest::Client, request: HttpRequest) -> Result<Resp
         .get("x-ms-error-code")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let server = response
+        .headers()
+        .get(http::header::SERVER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = response.text().await.map_err(|e| {
         SendError::Other(Error::transient(format!(
             "{url}: reading the response: {}",
@@ -308,7 +365,12 @@ async fn send_one(client: &reqwest::Client, request: HttpRequest) -> Result<Resp
         )))
     })?;
     let code = header_code.or_else(|| xml_text(&body, "Code"));
-    Ok(Response { status, code, body })
+    Ok(Response {
+        status,
+        server,
+        code,
+        body,
+    })
 }
 
 /// The text of the first `<tag>…</tag>` in `xml`, unescaped.

@@ -11,6 +11,16 @@
 //!
 //! A 409 `ConditionalRequestConflict` (a concurrent conditional write) is decided again and
 //! retried, as S3 documents; a 412 is decided again from a fresh head.
+//!
+//! Listing: `ListObjectsV2` with the delimiter (object_store's paginated listing), one request
+//! per page in the usual case, and a `HEAD` of each object on the page for Larder's metadata.
+//! SeaweedFS lists in directory-walk order, not S3's byte order: the driver knows it by its
+//! `Server` header (and any server by a response out of byte order) and lists accordingly.
+//!
+//! Listing: `ListObjectsV2` with the delimiter (object_store's paginated listing), one request
+//! per page in the usual case, and a `HEAD` of each object on the page for Larder's metadata.
+//! SeaweedFS lists in directory-walk order, not S3's byte order: the driver knows it by its
+//! `Server` header (and any server by a response out of byte order) and lists accordingly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +32,12 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthori
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 
-use super::native::{self, BlobHeaders, Guard, Native, NativeError, Response};
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
+
+use super::native::{
+    self, BlobHeaders, Guard, ListOrder, ListRequest, Listed, ListedBlob, Listing, Native,
+    NativeError, Response,
+};
 use super::{map_err, NetworkBounds, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
 use crate::error::{Error, Result};
 
@@ -212,6 +227,7 @@ pub(super) fn open(config: S3Config) -> Result<ObjStore> {
         bucket_endpoint,
         region,
         conditional_delete,
+        retry_timeout: bounds.retry_timeout,
     };
     Ok(ObjStore::new("s3", client, &prefix, max_object_size)?
         .with_writer(writer)
@@ -234,6 +250,14 @@ fn bucket_endpoint(builder: &AmazonS3Builder, bucket: &str) -> (String, String) 
     (endpoint, region)
 }
 
+/// The listing order of the S3 implementation named by a `Server` header.
+fn order_of_server(server: Option<&str>) -> ListOrder {
+    match server {
+        Some(s) if s.starts_with("SeaweedFS") => ListOrder::Walk,
+        _ => ListOrder::Bytes,
+    }
+}
+
 /// S3's guarded delete and multipart upload.
 #[derive(Debug)]
 struct S3Native {
@@ -243,6 +267,8 @@ struct S3Native {
     bucket_endpoint: String,
     region: String,
     conditional_delete: bool,
+    /// How long a read is sent again while the connection fails ([`NetworkBounds`]).
+    retry_timeout: Duration,
 }
 
 impl S3Native {
@@ -296,6 +322,77 @@ fn outcome(r: &Response, what: &str) -> std::result::Result<(), NativeError> {
 impl Native for S3Native {
     fn conditional_delete(&self) -> bool {
         self.conditional_delete
+    }
+
+    fn listing(&self) -> Listing {
+        Listing::Names
+    }
+
+    /// S3 specifies byte order; SeaweedFS walks its directories instead, and says who it is in
+    /// the `Server` header of any response (here, of an empty listing).
+    async fn list_order(&self) -> Result<ListOrder> {
+        let credential = self
+            .client
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(map_err)?;
+        let url = format!(
+            "{}?list-type=2&max-keys=0",
+            self.bucket_endpoint.trim_end_matches('/')
+        );
+        let mut request = native::request(Method::GET, &url, &[], Bytes::new())?;
+        AwsAuthorizer::new(&credential, "s3", &self.region)
+            .try_authorize(&mut request, None)
+            .map_err(map_err)?;
+        let r = native::send(&self.http, request, 3, self.retry_timeout).await?;
+        Ok(order_of_server(r.server.as_deref()))
+    }
+
+    /// ListObjectsV2 through object_store's paginated listing: one request, delimited by the
+    /// server.
+    async fn list(&self, request: ListRequest<'_>) -> Result<Listed> {
+        let opts = PaginatedListOptions {
+            offset: request.start_after.map(str::to_owned),
+            delimiter: request.delimiter.map(|d| d.to_string().into()),
+            max_keys: Some(request.max),
+            page_token: request.token.map(str::to_owned),
+            ..Default::default()
+        };
+        let prefix = Some(request.prefix).filter(|p| !p.is_empty());
+        let r = self
+            .client
+            .list_paginated(prefix, opts)
+            .await
+            .map_err(map_err)?;
+        let blobs = r
+            .result
+            .objects
+            .into_iter()
+            .map(|o| ListedBlob {
+                name: o.location.to_string(),
+                size: o.size,
+                larder: None,
+            })
+            .collect();
+        // object_store drops a common prefix's trailing `/` (it parses it as a path).
+        let prefixes = r
+            .result
+            .common_prefixes
+            .into_iter()
+            .map(|p| {
+                let mut p = p.to_string();
+                if let Some(d) = request.delimiter.filter(|d| !p.ends_with(*d)) {
+                    p.push(d);
+                }
+                p
+            })
+            .collect();
+        Ok(Listed {
+            blobs,
+            prefixes,
+            token: r.page_token,
+        })
     }
 
     async fn delete(&self, path: &Path, guard: &Guard) -> std::result::Result<(), NativeError> {
