@@ -22,10 +22,13 @@ fn world() -> &'static World {
             .enable_all()
             .build()
             .unwrap();
-        let store = Arc::new(MemoryStore::with_config(MemoryConfig {
-            max_bytes: Some(1 << 20),
-            default_ttl: None,
-        }));
+        let store = rt
+            .block_on(MemoryStore::open(MemoryConfig {
+                max_bytes: Some(1 << 20),
+                default_ttl: None,
+            }))
+            .unwrap();
+        let store = Arc::new(store);
         let router = larder_server::router(store, larder_server::Config::default());
         World { rt, router }
     })

@@ -235,7 +235,7 @@ async fn run(cmd: Command) -> CmdResult {
             if_match,
             range,
         } => {
-            let store = connect(&client)?;
+            let store = connect(&client).await?;
             let opts = GetOptions {
                 preconditions: Preconditions {
                     if_match: etag_condition(if_match.as_deref(), "--if-match")?,
@@ -257,7 +257,7 @@ async fn run(cmd: Command) -> CmdResult {
             content_type,
             meta,
         } => {
-            let store = connect(&client)?;
+            let store = connect(&client).await?;
             let opts = PutOptions {
                 preconditions: Preconditions {
                     if_match: etag_condition(if_match.as_deref(), "--if-match")?,
@@ -272,7 +272,7 @@ async fn run(cmd: Command) -> CmdResult {
             put(&store, &parse_key(&key)?, &file, opts).await
         }
         Command::Stat { client, key } => {
-            let store = connect(&client)?;
+            let store = connect(&client).await?;
             let meta = store
                 .head(&parse_key(&key)?, HeadOptions::default())
                 .await?;
@@ -284,7 +284,7 @@ async fn run(cmd: Command) -> CmdResult {
             key,
             if_match,
         } => {
-            let store = connect(&client)?;
+            let store = connect(&client).await?;
             let opts = DeleteOptions {
                 preconditions: Preconditions {
                     if_match: etag_condition(if_match.as_deref(), "--if-match")?,
@@ -300,19 +300,21 @@ async fn run(cmd: Command) -> CmdResult {
             delimiter,
             long,
         } => {
-            let store = connect(&client)?;
+            let store = connect(&client).await?;
             ls(&store, prefix.unwrap_or_default(), delimiter, long).await
         }
     }
 }
 
-fn connect(args: &ClientArgs) -> Result<HttpStore, Failure> {
+async fn connect(args: &ClientArgs) -> Result<HttpStore, Failure> {
     let mut config = HttpConfig::from_url(&args.server)
         .map_err(|e| Failure::usage(format!("--server: {}", error_chain(&e))))?;
     if let Some(t) = args.token.as_ref().filter(|t| !t.is_empty()) {
         config.token = Some(t.clone());
     }
-    Ok(HttpStore::new(config)?)
+    // Each command is one request: asking for the server's capabilities first would double it.
+    config.fetch_capabilities = false;
+    Ok(HttpStore::open(config).await?)
 }
 
 fn parse_key(key: &str) -> Result<Key, Failure> {

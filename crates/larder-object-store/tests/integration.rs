@@ -88,7 +88,11 @@ async fn memory(_: &str) -> Option<Fixture> {
 
 async fn fs(_: &str) -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
-    let store = larder::drivers::fs::FsStore::open(dir.path().join("store")).unwrap();
+    let store = larder::drivers::fs::FsStore::open(larder::drivers::fs::FsConfig::new(
+        dir.path().join("store"),
+    ))
+    .await
+    .unwrap();
     let mut f = Fixture::new(Arc::new(store));
     f._keep.push(Box::new(dir));
     Some(f)
@@ -148,7 +152,11 @@ async fn http(_: &str) -> Option<Fixture> {
 /// memory → fs, the fs tier authoritative.
 async fn tiered(_: &str) -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
-    let fs = larder::drivers::fs::FsStore::open(dir.path().join("store")).unwrap();
+    let fs = larder::drivers::fs::FsStore::open(larder::drivers::fs::FsConfig::new(
+        dir.path().join("store"),
+    ))
+    .await
+    .unwrap();
     let store = larder::tiered::TieredStore::with_stores(
         vec![
             Arc::new(larder::drivers::memory::MemoryStore::new()),

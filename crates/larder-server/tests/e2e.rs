@@ -33,7 +33,11 @@ impl Server {
             Kind::Memory => (Arc::new(larder::drivers::memory::MemoryStore::new()), None),
             Kind::Fs => {
                 let dir = tempfile::tempdir().unwrap();
-                let store = larder::drivers::fs::FsStore::open(dir.path()).unwrap();
+                let store = larder::drivers::fs::FsStore::open(larder::drivers::fs::FsConfig::new(
+                    dir.path(),
+                ))
+                .await
+                .unwrap();
                 (Arc::new(store), Some(dir))
             }
         };

@@ -35,7 +35,11 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = match kind {
             Kind::Memory => Arc::new(larder::drivers::memory::MemoryStore::new()),
-            Kind::Fs => Arc::new(larder::drivers::fs::FsStore::open(dir.path()).unwrap()),
+            Kind::Fs => Arc::new(
+                larder::drivers::fs::FsStore::open(larder::drivers::fs::FsConfig::new(dir.path()))
+                    .await
+                    .unwrap(),
+            ),
             Kind::Sqlite => larder::open(&format!("sqlite://{}/db.sqlite", dir.path().display()))
                 .await
                 .unwrap(),

@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use larder::drivers::http::{HttpError, HttpStore};
+use larder::drivers::http::{HttpConfig, HttpError, HttpStore};
 use larder::{
     ByteRange, ETag, Error, GetOptions, HeadOptions, Key, Preconditions, Store, StoreExt,
 };
@@ -67,7 +67,7 @@ async fn cas_race_between_separate_clients() {
     let k = Key::new("race/counter").unwrap();
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let store = HttpStore::from_url(&url).unwrap();
+        let store = HttpStore::from_url(&url).await.unwrap();
         let k = k.clone();
         tasks.push(tokio::spawn(async move {
             larder::conformance::increment(&store, &k, EACH).await
@@ -77,7 +77,7 @@ async fn cas_race_between_separate_clients() {
     for t in tasks {
         conflicts += t.await.unwrap().unwrap();
     }
-    let store = HttpStore::from_url(&url).unwrap();
+    let store = HttpStore::from_url(&url).await.unwrap();
     assert_eq!(
         larder::conformance::read_counter(&store, &k).await,
         u64::from(CLIENTS * EACH),
@@ -89,7 +89,7 @@ async fn cas_race_between_separate_clients() {
 #[tokio::test]
 async fn live_statuses_are_typed() {
     let url = serve(Arc::new(larder::drivers::memory::MemoryStore::new())).await;
-    let store = HttpStore::from_url(&url).unwrap();
+    let store = HttpStore::from_url(&url).await.unwrap();
     let k = Key::new("typed/obj").unwrap();
     let opts = larder::PutOptions {
         content_type: Some("text/plain".into()),
@@ -179,11 +179,7 @@ async fn capabilities_and_limits_come_from_the_server() {
         ..Config::default()
     };
     let url = serve_with(served, config).await;
-    let store = larder::drivers::http::HttpStore::connect(
-        larder::drivers::http::HttpConfig::from_url(&url).unwrap(),
-    )
-    .await
-    .unwrap();
+    let store = HttpStore::from_url(&url).await.unwrap();
     let caps = store.capabilities();
     assert_eq!((caps.name, caps.atomic_scope), ("http", want.atomic_scope));
     assert_eq!(
@@ -195,7 +191,12 @@ async fn capabilities_and_limits_come_from_the_server() {
     );
     assert_eq!(store.fetch_capabilities().await.unwrap(), caps);
     // A client made without asking claims what the server's store decides, at cluster scope.
-    let unasked = HttpStore::from_url(&url).unwrap();
+    let unasked = HttpStore::open(HttpConfig {
+        fetch_capabilities: false,
+        ..HttpConfig::from_url(&url).unwrap()
+    })
+    .await
+    .unwrap();
     assert_eq!(
         unasked.capabilities().atomic_scope,
         larder::AtomicScope::Cluster
@@ -237,7 +238,7 @@ async fn token_passing() {
         }) => source.downcast_ref::<HttpError>().map(|h| h.status),
         other => panic!("expected a backend error, got {other:?}"),
     };
-    let anonymous = HttpStore::from_url(&url).unwrap();
+    let anonymous = HttpStore::from_url(&url).await.unwrap();
     assert_eq!(
         status(anonymous.put_bytes(&k, Bytes::from_static(b"v")).await),
         Some(401)
@@ -249,8 +250,9 @@ async fn token_passing() {
         .put_bytes(&k, Bytes::from_static(b"v"))
         .await
         .unwrap();
-    let reader =
-        HttpStore::from_url(&format!("larder+{url}?token=read-secret-0123456789")).unwrap();
+    let reader = HttpStore::from_url(&format!("larder+{url}?token=read-secret-0123456789"))
+        .await
+        .unwrap();
     assert_eq!(reader.get_bytes(&k).await.unwrap().1.etag, put.etag);
     assert_eq!(
         status(reader.put_bytes(&k, Bytes::from_static(b"w")).await),

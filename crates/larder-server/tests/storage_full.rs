@@ -119,7 +119,9 @@ async fn a_full_disk_is_507_and_keeps_the_old_version() {
         return;
     };
     let fs_dir = disk.path.join("fs");
-    let fs = larder::drivers::fs::FsStore::open(&fs_dir).unwrap();
+    let fs = larder::drivers::fs::FsStore::open(larder::drivers::fs::FsConfig::new(&fs_dir))
+        .await
+        .unwrap();
     check(Arc::new(fs), "fs", &fs_dir).await;
 
     let db = disk.path.join("objects.db");

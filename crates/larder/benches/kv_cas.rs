@@ -98,7 +98,7 @@ async fn larder_rows(backend: &'static str, store: Arc<dyn Store>, rows: &mut Ve
 
 #[cfg(feature = "redis")]
 async fn redis_rows(url: &str, rows: &mut Vec<Row>) {
-    let store = match larder::drivers::redis::RedisStore::open(url).await {
+    let store = match larder::drivers::redis::RedisStore::from_url(url).await {
         Ok(s) => Arc::new(s),
         Err(e) => return eprintln!("redis skipped: {e}"),
     };
@@ -197,7 +197,9 @@ async fn nats_rows(url: &str, rows: &mut Vec<Row>) {
     let bucket = "larder-bench";
     let sep = if url.contains('?') { '&' } else { '?' };
     let store =
-        match larder::drivers::nats::NatsStore::open(&format!("{url}{sep}bucket={bucket}")).await {
+        match larder::drivers::nats::NatsStore::from_url(&format!("{url}{sep}bucket={bucket}"))
+            .await
+        {
             Ok(s) => Arc::new(s),
             Err(e) => return eprintln!("nats skipped: {e}"),
         };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use larder::drivers::fs::FsStore;
+use larder::drivers::fs::{FsConfig, FsStore};
 use larder::drivers::memory::MemoryStore;
 use larder::tiered::TieredStore;
 use larder::{Key, Store, StoreExt};
@@ -22,8 +22,12 @@ fn mem() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())
 }
 
-fn fs(dir: &tempfile::TempDir, name: &str) -> Arc<dyn Store> {
-    Arc::new(FsStore::open(dir.path().join(name)).unwrap())
+async fn fs(dir: &tempfile::TempDir, name: &str) -> Arc<dyn Store> {
+    Arc::new(
+        FsStore::open(FsConfig::new(dir.path().join(name)))
+            .await
+            .unwrap(),
+    )
 }
 
 async fn reads_per_sec(store: Arc<dyn Store>, tasks: usize) -> f64 {
@@ -80,12 +84,12 @@ fn main() {
         for tasks in [1, 4] {
             let stacks: Vec<(&str, Arc<dyn Store>)> = vec![
                 ("memory", mem()),
-                ("fs", fs(&dir, &format!("fs-{tasks}"))),
+                ("fs", fs(&dir, &format!("fs-{tasks}")).await),
                 (
                     "memory->fs",
                     Arc::new(
                         TieredStore::with_stores(
-                            vec![mem(), fs(&dir, &format!("t2-{tasks}"))],
+                            vec![mem(), fs(&dir, &format!("t2-{tasks}")).await],
                             window,
                         )
                         .unwrap(),
@@ -105,7 +109,7 @@ fn main() {
                         TieredStore::with_stores(
                             vec![
                                 mem(),
-                                fs(&dir, &format!("t3s-{tasks}")),
+                                fs(&dir, &format!("t3s-{tasks}")).await,
                                 larder::open(&format!(
                                     "sqlite://{}/t3s-{tasks}.db",
                                     dir.path().display()
@@ -124,8 +128,8 @@ fn main() {
                         TieredStore::with_stores(
                             vec![
                                 mem(),
-                                fs(&dir, &format!("t3a-{tasks}")),
-                                fs(&dir, &format!("t3b-{tasks}")),
+                                fs(&dir, &format!("t3a-{tasks}")).await,
+                                fs(&dir, &format!("t3b-{tasks}")).await,
                             ],
                             window,
                         )
@@ -136,7 +140,7 @@ fn main() {
                     "memory->fs (window 0: revalidate every read)",
                     Arc::new(
                         TieredStore::with_stores(
-                            vec![mem(), fs(&dir, &format!("t0-{tasks}"))],
+                            vec![mem(), fs(&dir, &format!("t0-{tasks}")).await],
                             Duration::ZERO,
                         )
                         .unwrap(),

@@ -26,61 +26,44 @@ use crate::store::Store;
 /// Tiered stacks and prefix mounts are described by a config struct rather than a URL:
 /// `larder::tiered::open_config(&TierConfig)` (feature `tiered`).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    // The fs path is taken verbatim (`fs://./data` is the relative `./data`), not URL-parsed.
-    #[cfg(feature = "fs")]
-    if url
-        .get(..5)
-        .is_some_and(|s| s.eq_ignore_ascii_case("fs://"))
-    {
-        let rest = url[5..].to_owned();
-        let store =
-            tokio::task::spawn_blocking(move || crate::drivers::fs::FsStore::from_url_rest(&rest))
-                .await
-                .map_err(|e| Error::backend(format!("opening the fs store: {e}")))??;
-        return Ok(Arc::new(store));
-    }
-    // `sqlite::memory:` is not a URL a parser accepts, and the path is taken verbatim too.
+    // `sqlite::memory:` is not a URL a parser accepts, and the path is taken verbatim.
     #[cfg(feature = "sqlite")]
     if crate::drivers::sqlite::is_sqlite_url(url) {
         return Ok(Arc::new(
             crate::drivers::sqlite::SqliteStore::from_url(url).await?,
         ));
     }
-    #[cfg(feature = "http")]
-    if ["http://", "https://", "larder+http://", "larder+https://"]
-        .iter()
-        .any(|s| {
-            url.get(..s.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(s))
-        })
-    {
-        let config = crate::drivers::http::HttpConfig::from_url(url)?;
-        return Ok(Arc::new(
-            crate::drivers::http::HttpStore::connect(config).await?,
-        ));
-    }
-    let parsed =
-        url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("store URL {url:?}: {e}")))?;
-    let store: Arc<dyn Store> = match parsed.scheme() {
+    // Each driver parses its own URL (the fs path, for one, is taken verbatim).
+    let scheme = url
+        .split_once(':')
+        .map(|(scheme, _)| scheme.to_ascii_lowercase())
+        .ok_or_else(|| Error::InvalidInput(format!("store URL {url:?}: no scheme")))?;
+    let store: Arc<dyn Store> = match scheme.as_str() {
         #[cfg(feature = "memory")]
-        "memory" => Arc::new(crate::drivers::memory::MemoryStore::from_url(&parsed)?),
+        "memory" => Arc::new(crate::drivers::memory::MemoryStore::from_url(url).await?),
+        #[cfg(feature = "fs")]
+        "fs" => Arc::new(crate::drivers::fs::FsStore::from_url(url).await?),
+        #[cfg(feature = "http")]
+        "http" | "https" | "larder+http" | "larder+https" => {
+            Arc::new(crate::drivers::http::HttpStore::from_url(url).await?)
+        }
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => Arc::new(crate::drivers::redis::RedisStore::from_url(&parsed).await?),
+        "redis" | "rediss" => Arc::new(crate::drivers::redis::RedisStore::from_url(url).await?),
         #[cfg(feature = "nats")]
-        "nats" => Arc::new(crate::drivers::nats::NatsStore::from_url(&parsed).await?),
+        "nats" => Arc::new(crate::drivers::nats::NatsStore::from_url(url).await?),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => {
-            Arc::new(crate::drivers::sql::postgres::PostgresStore::from_url(&parsed).await?)
+            Arc::new(crate::drivers::sql::postgres::PostgresStore::from_url(&parse(url)?).await?)
         }
         #[cfg(feature = "mysql")]
         "mysql" | "mariadb" => {
-            Arc::new(crate::drivers::sql::mysql::MysqlStore::from_url(&parsed).await?)
+            Arc::new(crate::drivers::sql::mysql::MysqlStore::from_url(&parse(url)?).await?)
         }
         #[cfg(feature = "s3")]
-        "s3" => Arc::new(crate::drivers::objstore::s3::from_url(&parsed)?),
+        "s3" => Arc::new(crate::drivers::objstore::ObjStore::from_url(url).await?),
         #[cfg(feature = "azure")]
-        "azure" => Arc::new(crate::drivers::objstore::azure::from_url(&parsed)?),
-        "null" => Arc::new(crate::drivers::null::NullStore),
+        "azure" => Arc::new(crate::drivers::objstore::ObjStore::from_url(url).await?),
+        "null" => Arc::new(crate::drivers::null::NullStore::from_url(url).await?),
         other => {
             return Err(Error::unsupported(format!(
                 "store URL scheme {other:?} (not a known driver, or its cargo feature is off)"
@@ -88,4 +71,122 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         }
     };
     Ok(store)
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn parse(url: &str) -> Result<url::Url> {
+    url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("store URL {url:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn schemes_pick_the_driver_and_bad_urls_are_errors_not_panics() {
+        let named = |store: Arc<dyn Store>| store.capabilities().name;
+        assert_eq!(named(open("null://").await.unwrap()), "null");
+        assert_eq!(named(open("NULL://").await.unwrap()), "null");
+        assert!(matches!(
+            open("gopher://x").await,
+            Err(Error::Unsupported { .. })
+        ));
+        assert!(matches!(
+            open("no scheme").await,
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            open("null://?x=1").await,
+            Err(Error::InvalidInput(_))
+        ));
+        #[cfg(feature = "memory")]
+        {
+            assert_eq!(named(open("memory://").await.unwrap()), "memory");
+            assert!(matches!(
+                open("memory://?ttl=0").await,
+                Err(Error::InvalidInput(_))
+            ));
+        }
+    }
+
+    #[cfg(feature = "memory")]
+    #[test]
+    fn memory_url() {
+        use crate::drivers::memory::MemoryConfig;
+        let c = MemoryConfig::from_url("memory://?max_bytes=10&ttl=60").unwrap();
+        assert_eq!(c.max_bytes, Some(10));
+        assert_eq!(c.default_ttl, Some(Duration::from_secs(60)));
+        for bad in ["memory://?max_bytes=x", "memory://?nope=1", "fs://x"] {
+            assert!(MemoryConfig::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[cfg(feature = "fs")]
+    #[test]
+    fn fs_url_takes_the_path_verbatim() {
+        use crate::drivers::fs::FsConfig;
+        let c = FsConfig::from_url("fs://./data dir/%41?fsync=false").unwrap();
+        assert_eq!(c.root, std::path::Path::new("./data dir/%41"));
+        assert!(!c.fsync);
+        let c = FsConfig::from_url("FS:///abs").unwrap();
+        assert_eq!((c.root.to_str(), c.fsync), (Some("/abs"), true));
+        for bad in ["fs://", "fs://x?fsync=maybe", "fs://x?nope=1", "memory://x"] {
+            assert!(FsConfig::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_url_keeps_the_clients_own_options() {
+        use crate::drivers::redis::RedisConfig;
+        let c = RedisConfig::from_url(
+            "rediss://u:p@h:6380/2?prefix=app&timeout_ms=7&list_batch=9&protocol=resp3",
+        )
+        .unwrap();
+        assert_eq!(c.server, "rediss://u:p@h:6380/2?protocol=resp3");
+        assert_eq!((c.prefix.as_str(), c.list_batch), ("app", 9));
+        assert_eq!(c.timeout, Duration::from_millis(7));
+        let c = RedisConfig::from_url("redis://h").unwrap();
+        assert_eq!(
+            (c.server.as_str(), c.prefix.as_str()),
+            ("redis://h", "larder")
+        );
+        for bad in [
+            "redis://h?list_batch=0",
+            "redis://h?timeout_ms=x",
+            "nats://h",
+        ] {
+            assert!(RedisConfig::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[cfg(feature = "nats")]
+    #[test]
+    fn nats_url() {
+        use crate::drivers::nats::NatsConfig;
+        let c = NatsConfig::from_url("nats://h:4223?bucket=b-1&replicas=3&tls=true").unwrap();
+        assert_eq!(c.server, "nats://h:4223");
+        assert_eq!((c.bucket.as_str(), c.replicas, c.tls), ("b-1", 3, true));
+        for bad in ["nats://h?replicas=x", "nats://h?nope=1", "redis://h"] {
+            assert!(NatsConfig::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A config built by hand is checked when it is opened, as its URL would have been.
+    #[cfg(feature = "nats")]
+    #[tokio::test]
+    async fn a_bad_config_is_refused_before_connecting() {
+        use crate::drivers::nats::{NatsConfig, NatsStore};
+        let config = NatsConfig {
+            server: "nats://127.0.0.1:1".into(),
+            bucket: "a.b".into(),
+            ..NatsConfig::default()
+        };
+        assert!(matches!(
+            NatsStore::open(config).await,
+            Err(Error::InvalidInput(_))
+        ));
+    }
 }

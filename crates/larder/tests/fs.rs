@@ -49,7 +49,9 @@ impl Store for TempFs {
 
 async fn store() -> Option<Arc<dyn Store>> {
     let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(dir.path().join("store")).unwrap();
+    let store = FsStore::open(FsConfig::new(dir.path().join("store")))
+        .await
+        .unwrap();
     Some(Arc::new(TempFs { store, _dir: dir }))
 }
 
@@ -60,8 +62,12 @@ mod no_fsync {
 
     async fn store() -> Option<Arc<dyn Store>> {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            FsStore::open_with(dir.path().join("store"), FsConfig { fsync: false }).unwrap();
+        let store = FsStore::open(FsConfig {
+            fsync: false,
+            ..FsConfig::new(dir.path().join("store"))
+        })
+        .await
+        .unwrap();
         Some(Arc::new(TempFs { store, _dir: dir }))
     }
 
@@ -72,9 +78,11 @@ fn k(s: &str) -> Key {
     Key::new(s).unwrap()
 }
 
-fn fresh() -> (TempDir, FsStore) {
+async fn fresh() -> (TempDir, FsStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(dir.path().join("store")).unwrap();
+    let store = FsStore::open(FsConfig::new(dir.path().join("store")))
+        .await
+        .unwrap();
     (dir, store)
 }
 
@@ -101,7 +109,7 @@ fn keys(page: &ListPage) -> Vec<&str> {
 
 #[tokio::test]
 async fn object_and_directory_keys_coexist() {
-    let (_dir, store) = fresh();
+    let (_dir, store) = fresh().await;
     for name in ["a/b/c", "a", "a/b", "ab", "a-"] {
         store
             .put_bytes(&k(name), Bytes::from(name.to_owned()))
@@ -158,7 +166,7 @@ async fn object_and_directory_keys_coexist() {
 async fn nothing_is_created_outside_the_root() {
     let outer = tempfile::tempdir().unwrap();
     let root = outer.path().join("root");
-    let store = FsStore::open(&root).unwrap();
+    let store = FsStore::open(FsConfig::new(&root)).await.unwrap();
     let long_ok = "x".repeat(254);
     let names = [
         "..a",
@@ -257,7 +265,7 @@ async fn keys_whose_path_would_pass_path_max_are_invalid() {
     for _ in 0..5 {
         root.push("r".repeat(220));
     }
-    let store = FsStore::open(&root).unwrap();
+    let store = FsStore::open(FsConfig::new(&root)).await.unwrap();
     let deep = vec!["Q".repeat(72); 14].join("/"); // 1021 bytes, 3038 encoded
     let r = store.put_bytes(&k(&deep), "x".into()).await;
     assert!(matches!(r, Err(Error::InvalidKey { .. })), "{r:?}");
@@ -268,16 +276,18 @@ async fn keys_whose_path_would_pass_path_max_are_invalid() {
 
 #[tokio::test]
 async fn a_root_of_another_format_is_refused() {
-    let (dir, store) = fresh();
+    let (dir, store) = fresh().await;
     store.put_bytes(&k("x"), "1".into()).await.unwrap();
     let marker = store.root().join(".larder-fs");
     let format = std::fs::read(&marker).unwrap();
     drop(store);
     std::fs::write(&marker, b"larder fs store v2: something else\n").unwrap();
-    let r = FsStore::open(dir.path().join("store"));
+    let r = FsStore::open(FsConfig::new(dir.path().join("store"))).await;
     assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
     std::fs::write(&marker, &format).unwrap();
-    let store = FsStore::open(dir.path().join("store")).unwrap();
+    let store = FsStore::open(FsConfig::new(dir.path().join("store")))
+        .await
+        .unwrap();
     assert_eq!(store.get_bytes(&k("x")).await.unwrap().0, "1");
     assert!(
         temp_files(store.root()).is_empty(),
@@ -314,7 +324,7 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn leftover_temp_files_are_cleaned_and_the_old_object_survives() {
-    let (dir, store) = fresh();
+    let (dir, store) = fresh().await;
     let root = store.root().to_owned();
     let old = store.put_bytes(&k("obj"), "old".into()).await.unwrap();
     assert!(temp_files(&root).is_empty(), "a put leaves no temp file");
@@ -332,7 +342,9 @@ async fn leftover_temp_files_are_cleaned_and_the_old_object_survives() {
     std::fs::write(&young, b"just started").unwrap();
 
     drop(store);
-    let store = FsStore::open(dir.path().join("store")).unwrap();
+    let store = FsStore::open(FsConfig::new(dir.path().join("store")))
+        .await
+        .unwrap();
     let mut left = temp_files(&root);
     left.sort();
     let mut want = vec![busy.clone(), young.clone()];
@@ -347,7 +359,7 @@ async fn leftover_temp_files_are_cleaned_and_the_old_object_survives() {
 async fn a_killed_writer_leaves_the_old_object() {
     if let Ok(root) = std::env::var("LARDER_FS_CHILD_ROOT") {
         // The child: start a put whose body never ends, and wait to be killed.
-        let store = FsStore::open(root).unwrap();
+        let store = FsStore::open(FsConfig::new(root)).await.unwrap();
         let chunks = (0..16).map(|i| Ok(Bytes::from(vec![i as u8; 64 << 10])));
         let body = futures::stream::iter(chunks).chain(futures::stream::pending());
         let _ = store
@@ -355,7 +367,7 @@ async fn a_killed_writer_leaves_the_old_object() {
             .await;
         unreachable!("the body never ends");
     }
-    let (dir, store) = fresh();
+    let (dir, store) = fresh().await;
     let root = store.root().to_owned();
     let old = store.put_bytes(&k("obj"), "old".into()).await.unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -390,7 +402,9 @@ async fn a_killed_writer_leaves_the_old_object() {
     assert!(temp.exists());
     drop(store);
     age(&temp, Duration::from_secs(3600));
-    let store = FsStore::open(dir.path().join("store")).unwrap();
+    let store = FsStore::open(FsConfig::new(dir.path().join("store")))
+        .await
+        .unwrap();
     assert!(temp_files(&root).is_empty(), "temp file cleaned");
     assert_eq!(store.get_bytes(&k("obj")).await.unwrap().0, "old");
     let swapped = store
@@ -412,12 +426,12 @@ fn numbered(i: u64) -> Bytes {
 async fn writers_killed_mid_write_never_leave_a_torn_object() {
     if let Ok(root) = std::env::var("LARDER_FS_LOOP_ROOT") {
         // The child: overwrite the object with successive versions until killed.
-        let store = FsStore::open(root).unwrap();
+        let store = FsStore::open(FsConfig::new(root)).await.unwrap();
         for i in 0.. {
             store.put_bytes(&k("obj"), numbered(i)).await.unwrap();
         }
     }
-    let (dir, store) = fresh();
+    let (dir, store) = fresh().await;
     let root = store.root().to_owned();
     drop(store);
     for round in 0..5u64 {
@@ -432,7 +446,9 @@ async fn writers_killed_mid_write_never_leave_a_torn_object() {
             .map(Killed)
             .unwrap();
         // Let it write for a while, at a different point each round.
-        let store = FsStore::open(dir.path().join("store")).unwrap();
+        let store = FsStore::open(FsConfig::new(dir.path().join("store")))
+            .await
+            .unwrap();
         let started = Instant::now();
         while store.stat(&k("obj")).await.unwrap().is_none() {
             assert!(
@@ -459,7 +475,9 @@ async fn writers_killed_mid_write_never_leave_a_torn_object() {
             age(&t, Duration::from_secs(3600));
         }
     }
-    FsStore::open(dir.path().join("store")).unwrap();
+    FsStore::open(FsConfig::new(dir.path().join("store")))
+        .await
+        .unwrap();
     assert!(
         temp_files(&root).is_empty(),
         "dead writers' temp files cleaned"
@@ -475,7 +493,7 @@ fn assert_backend<T: std::fmt::Debug>(r: larder::Result<T>, what: &str) {
 
 #[tokio::test]
 async fn corrupt_files_are_backend_errors_not_garbage() {
-    let (_dir, store) = fresh();
+    let (_dir, store) = fresh().await;
     let key = k("c/obj");
     let put = store
         .put_bytes(&key, Bytes::from(vec![7u8; 1000]))
@@ -558,7 +576,7 @@ fn edit_meta(path: &Path, edit: impl FnOnce(&mut Meta)) {
 async fn modification_times_never_go_backwards() {
     // A current version stamped in the future: a clock stepped back, or a writer that stamped
     // its body later but committed earlier.
-    let (_dir, store) = fresh();
+    let (_dir, store) = fresh().await;
     let key = k("t");
     store.put_bytes(&key, "v1".into()).await.unwrap();
     let future = larder::meta::now_millis() + Duration::from_secs(3600);
@@ -617,7 +635,7 @@ fn version(i: u64) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_readers_always_see_a_whole_version() {
-    let (_dir, store) = fresh();
+    let (_dir, store) = fresh().await;
     let store = Arc::new(store);
     let key = k("hot");
     store.put_bytes(&key, version(0)).await.unwrap();
@@ -686,7 +704,7 @@ async fn concurrent_readers_always_see_a_whole_version() {
 
 #[tokio::test]
 async fn an_open_read_keeps_its_version_across_a_replace() {
-    let (_dir, store) = fresh();
+    let (_dir, store) = fresh().await;
     let key = k("v");
     let v1 = version(3);
     store.put_bytes(&key, v1.clone()).await.unwrap();
@@ -713,8 +731,10 @@ async fn an_open_read_keeps_its_version_across_a_replace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_store_values_on_one_root_exclude_each_other() {
     // Separate FsStore values share no in-process mutex: only the file locks order them.
-    let (dir, a) = fresh();
-    let b = FsStore::open(dir.path().join("store")).unwrap();
+    let (dir, a) = fresh().await;
+    let b = FsStore::open(FsConfig::new(dir.path().join("store")))
+        .await
+        .unwrap();
     let key = k("counter");
     let tasks: Vec<_> = [a.clone(), b.clone(), a, b]
         .into_iter()
@@ -726,13 +746,15 @@ async fn two_store_values_on_one_root_exclude_each_other() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let store = FsStore::open(dir.path().join("store")).unwrap();
+    let store = FsStore::open(FsConfig::new(dir.path().join("store")))
+        .await
+        .unwrap();
     assert_eq!(larder::conformance::read_counter(&store, &key).await, 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deletes_emptying_directories_never_fail_concurrent_creators() {
-    let (_dir, store) = fresh();
+    let (_dir, store) = fresh().await;
     let store = Arc::new(store);
     let tasks: Vec<_> = (0..8)
         .map(|t| {
@@ -763,7 +785,7 @@ async fn deletes_emptying_directories_never_fail_concurrent_creators() {
 
 #[tokio::test]
 async fn expired_objects_are_absent_and_removed_lazily() {
-    let (_dir, store) = fresh();
+    let (_dir, store) = fresh().await;
     let key = k("t/short");
     let opts = PutOptions {
         ttl: Some(Duration::from_millis(300)),
@@ -836,7 +858,7 @@ async fn expired_objects_are_absent_and_removed_lazily() {
 
 #[tokio::test]
 async fn ranged_reads_of_a_streamed_object() {
-    let (_dir, store) = fresh();
+    let (_dir, store) = fresh().await;
     let key = k("r");
     let data = version(3); // 1 MiB: the streamed layout
     store.put_bytes(&key, data.clone()).await.unwrap();
@@ -871,7 +893,7 @@ async fn ranged_reads_of_a_streamed_object() {
 
 #[tokio::test]
 async fn large_metadata_still_round_trips() {
-    let (_dir, store) = fresh();
+    let (_dir, store) = fresh().await;
     let key = k("meta");
     let data = version(2); // streamed
     let metadata: std::collections::BTreeMap<String, String> = (0..100)
@@ -936,7 +958,7 @@ async fn urls() {
 #[cfg(feature = "memory")]
 #[tokio::test]
 async fn listings_page_like_the_reference_store() {
-    let (_dir, store) = fresh();
+    let (_dir, store) = fresh().await;
     let reference = larder::drivers::memory::MemoryStore::new();
     let names = [
         "a",
@@ -1036,7 +1058,7 @@ async fn listings_page_like_the_reference_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_and_cancelled_puts_leave_no_temp_files() {
-    let (_dir, store) = fresh();
+    let (_dir, store) = fresh().await;
     let root = store.root().to_owned();
     let key = k("obj");
     let old = store.put_bytes(&key, "old".into()).await.unwrap();

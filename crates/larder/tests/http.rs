@@ -134,10 +134,12 @@ fn meta_json(key: &str, data: &[u8]) -> String {
     )
 }
 
-fn store(url: &str) -> HttpStore {
+/// A store that sends only the requests a test makes (no capabilities request on open).
+async fn store(url: &str) -> HttpStore {
     let mut config = HttpConfig::from_url(url).unwrap();
     config.retry_backoff = Duration::from_millis(5);
-    HttpStore::new(config).unwrap()
+    config.fetch_capabilities = false;
+    HttpStore::open(config).await.unwrap()
 }
 
 fn key(s: &str) -> Key {
@@ -209,7 +211,7 @@ async fn statuses_become_typed_errors() {
         }
     }))
     .await;
-    let store = store(&format!("{url}/pre/fix"));
+    let store = store(&format!("{url}/pre/fix")).await;
     let get = |name: &str, pre: Preconditions| {
         let k = key(name);
         let store = &store;
@@ -406,7 +408,7 @@ async fn only_idempotent_requests_are_retried() {
             },
         ))
         .await;
-        let r = op(store(&url)).await;
+        let r = op(store(&url).await).await;
         let requests = seen.lock().unwrap().len();
         if retried {
             r.unwrap_or_else(|e| panic!("{what} is retried after a 503: {e}"));
@@ -428,6 +430,7 @@ async fn gives_up_after_the_configured_retries() {
     }))
     .await;
     let r = store(&format!("{url}?retries=2"))
+        .await
         .get(&key("k"), GetOptions::default())
         .await;
     assert!(matches!(&r, Err(e) if e.is_retryable()), "{r:?}");
@@ -443,6 +446,7 @@ async fn connect_errors_are_retryable() {
         .unwrap()
         .port();
     let r = store(&format!("http://127.0.0.1:{port}?retries=1"))
+        .await
         .head(&key("k"), HeadOptions::default())
         .await;
     assert!(matches!(&r, Err(e) if e.is_retryable()), "{r:?}");
@@ -462,10 +466,13 @@ async fn token_is_sent_as_bearer() {
         }
     }))
     .await;
-    let with = store(&format!("larder+{url}?token=s3cret"));
+    let with = store(&format!("larder+{url}?token=s3cret")).await;
     let (data, meta) = larder::StoreExt::get_bytes(&with, &key("k")).await.unwrap();
     assert_eq!((&data[..], meta.etag), (&b"v"[..], ETag::of(b"v")));
-    let without = store(&url).get(&key("k"), GetOptions::default()).await;
+    let without = store(&url)
+        .await
+        .get(&key("k"), GetOptions::default())
+        .await;
     assert!(
         matches!(&without, Err(Error::Backend { source, retryable: false })
             if source.downcast_ref::<HttpError>().is_some_and(|h| h.status == 401)),
@@ -485,7 +492,7 @@ async fn put_sends_options_and_returns_meta() {
         }
     }))
     .await;
-    let store = store(&url);
+    let store = store(&url).await;
     let opts = PutOptions {
         preconditions: Preconditions::if_absent(),
         ttl: Some(Duration::from_secs(3600)),
@@ -546,6 +553,7 @@ async fn failed_body_stream_aborts_the_upload() {
         }
     });
     let r = store(&url)
+        .await
         .put(&key("k"), Body::from_stream(body), PutOptions::default())
         .await;
     assert!(
@@ -582,7 +590,7 @@ async fn listing_maps_prefix_and_cursor() {
         )
     }))
     .await;
-    let store = store(&format!("{url}/p/"));
+    let store = store(&format!("{url}/p/")).await;
     let page = store
         .list(ListOptions {
             prefix: "".into(),

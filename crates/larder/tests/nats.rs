@@ -26,7 +26,7 @@ fn with_query(url: &str, q: &str) -> String {
 
 async fn open_store() -> Option<NatsStore> {
     let url = url()?;
-    match NatsStore::open(&with_query(&url, "bucket=larder-test")).await {
+    match NatsStore::from_url(&with_query(&url, "bucket=larder-test")).await {
         Ok(s) => Some(s),
         Err(e) => skip_or_fail("nats", e),
     }

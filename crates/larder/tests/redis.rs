@@ -25,7 +25,7 @@ fn url() -> Option<String> {
 
 async fn open_store() -> Option<RedisStore> {
     let url = url()?;
-    match RedisStore::open(&url).await {
+    match RedisStore::from_url(&url).await {
         Ok(s) => Some(s),
         Err(e) => skip_or_fail("redis", e),
     }
@@ -404,7 +404,7 @@ async fn large_bodies_stream_in_and_out() {
     };
     let prefix = fresh_prefix("staging").replace('/', "-");
     let sep = if url.contains('?') { '&' } else { '?' };
-    let store = RedisStore::open(&format!("{url}{sep}prefix={prefix}"))
+    let store = RedisStore::from_url(&format!("{url}{sep}prefix={prefix}"))
         .await
         .unwrap();
     let k = key("big", "obj");

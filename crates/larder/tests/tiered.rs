@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use larder::conformance::{fresh_prefix, key};
-use larder::drivers::fs::FsStore;
+use larder::drivers::fs::{FsConfig, FsStore};
 use larder::drivers::memory::MemoryStore;
 use larder::tiered::{open_config, MemoryInvalidator, MountStore, Tier, TierConfig, TieredStore};
 use larder::{
@@ -50,9 +50,11 @@ impl<S: Store> Store for Hold<S> {
     }
 }
 
-fn fs_tier() -> (Arc<dyn Store>, TempDir) {
+async fn fs_tier() -> (Arc<dyn Store>, TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(dir.path().join("store")).unwrap();
+    let store = FsStore::open(FsConfig::new(dir.path().join("store")))
+        .await
+        .unwrap();
     (Arc::new(store), dir)
 }
 
@@ -64,7 +66,7 @@ const WINDOW: Duration = Duration::from_secs(30);
 
 /// memory -> fs
 async fn memory_fs() -> Option<Arc<dyn Store>> {
-    let (fs, dir) = fs_tier();
+    let (fs, dir) = fs_tier().await;
     let store = TieredStore::with_stores(vec![mem(), fs], WINDOW).unwrap();
     Some(Arc::new(Hold {
         store,
@@ -79,7 +81,7 @@ larder::conformance_tests!(memory_fs());
 mod memory_fs_sqlite {
     use super::*;
     async fn store() -> Option<Arc<dyn Store>> {
-        let (fs, d1) = fs_tier();
+        let (fs, d1) = fs_tier().await;
         let d2 = tempfile::tempdir().unwrap();
         let sqlite = larder::open(&format!("sqlite://{}/auth.db", d2.path().display()))
             .await
@@ -97,8 +99,8 @@ mod memory_fs_sqlite {
 mod fs_fs {
     use super::*;
     async fn store() -> Option<Arc<dyn Store>> {
-        let (a, d1) = fs_tier();
-        let (b, d2) = fs_tier();
+        let (a, d1) = fs_tier().await;
+        let (b, d2) = fs_tier().await;
         let store = TieredStore::with_stores(vec![a, b], WINDOW).unwrap();
         Some(Arc::new(Hold {
             store,
@@ -112,8 +114,8 @@ mod fs_fs {
 mod memory_fs_fs {
     use super::*;
     async fn store() -> Option<Arc<dyn Store>> {
-        let (a, d1) = fs_tier();
-        let (b, d2) = fs_tier();
+        let (a, d1) = fs_tier().await;
+        let (b, d2) = fs_tier().await;
         let store = TieredStore::with_stores(vec![mem(), a, b], WINDOW).unwrap();
         Some(Arc::new(Hold {
             store,
@@ -127,7 +129,7 @@ mod memory_fs_fs {
 mod memory_fs_no_window {
     use super::*;
     async fn store() -> Option<Arc<dyn Store>> {
-        let (fs, dir) = fs_tier();
+        let (fs, dir) = fs_tier().await;
         let store = TieredStore::with_stores(vec![mem(), fs], Duration::ZERO).unwrap();
         Some(Arc::new(Hold {
             store,
@@ -142,7 +144,7 @@ mod memory_fs_no_window {
 mod mounts {
     use super::*;
     async fn store() -> Option<Arc<dyn Store>> {
-        let (fs, dir) = fs_tier();
+        let (fs, dir) = fs_tier().await;
         let tiered: Arc<dyn Store> =
             Arc::new(TieredStore::with_stores(vec![mem(), fs], WINDOW).unwrap());
         let store = MountStore::new(vec![
@@ -547,7 +549,7 @@ async fn single_tier_invalidate_keeps_authoritative_copy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_and_metadata_written_atomically() {
-    let (fs, dir) = fs_tier();
+    let (fs, dir) = fs_tier().await;
     let t = Arc::new(Hold {
         store: TieredStore::with_stores(vec![mem(), fs], Duration::from_millis(5)).unwrap(),
         _dirs: vec![dir],

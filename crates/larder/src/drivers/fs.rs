@@ -143,14 +143,60 @@ const LOCKS_DIR: &str = ".locks";
 /// Settings of an [`FsStore`].
 #[derive(Clone, Debug)]
 pub struct FsConfig {
+    /// The store's directory, created if missing (taken as given: relative paths are relative
+    /// to the working directory when the store is opened).
+    pub root: PathBuf,
     /// fsync temp files before rename and directories after (default `true`). Off, a power
     /// loss may lose recent writes; atomicity and crash-consistency for process crashes hold.
     pub fsync: bool,
 }
 
-impl Default for FsConfig {
-    fn default() -> Self {
-        FsConfig { fsync: true }
+impl FsConfig {
+    /// The defaults for a store rooted at `root`: fsync on.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FsConfig {
+            root: root.into(),
+            fsync: true,
+        }
+    }
+
+    /// From a store URL: `fs:///abs/path` or `fs://rel/path` (the path taken verbatim, not
+    /// URL-decoded), then options after `?` (`fsync=true|false`).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let rest = url
+            .get(..5)
+            .filter(|s| s.eq_ignore_ascii_case("fs://"))
+            .map(|_| &url[5..])
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("fs store URL {url:?}: the scheme must be fs://"))
+            })?;
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(Error::InvalidInput(
+                "fs store URL has no path (fs:///abs/path or fs://rel/path)".into(),
+            ));
+        }
+        let mut config = FsConfig::new(path);
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*k {
+                "fsync" => {
+                    config.fsync = match &*v {
+                        "true" | "1" | "on" => true,
+                        "false" | "0" | "off" => false,
+                        _ => {
+                            return Err(Error::InvalidInput(format!(
+                                "fs store: fsync={v} is not true or false"
+                            )))
+                        }
+                    }
+                }
+                _ => return Err(Error::InvalidInput(format!("fs store: unknown option {k}"))),
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -180,16 +226,49 @@ impl std::fmt::Debug for FsStore {
 }
 
 impl FsStore {
-    /// Opens (creating it if missing) the store rooted at `root`, with default settings.
-    /// Blocking: call it at start-up or from a blocking context.
-    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with(root, FsConfig::default())
+    /// Opens (creating it if missing) the store rooted at `config.root`, and removes temp
+    /// files left by writers that died. The file system work runs on a blocking thread.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use larder::drivers::fs::{FsConfig, FsStore};
+    /// use larder::{Key, StoreExt};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = FsStore::open(FsConfig {
+    ///     fsync: false, // tests and caches: atomic and crash-consistent, not power-loss durable
+    ///     ..FsConfig::new(dir.path().join("data"))
+    /// })
+    /// .await?;
+    /// let key = Key::new("notes/today")?;
+    /// store.put_bytes(&key, "hello".into()).await?;
+    /// assert!(store.object_path(&key)?.starts_with(store.root()));
+    /// # Ok::<(), larder::Error>(()) }).unwrap();
+    /// ```
+    pub async fn open(config: FsConfig) -> Result<Self> {
+        tokio::task::spawn_blocking(move || Self::open_blocking(config))
+            .await
+            .map_err(|e| Error::backend(format!("opening the fs store: {e}")))?
     }
 
-    /// Opens (creating it if missing) the store rooted at `root`. Removes temp files left by
-    /// writers that died. Blocking.
-    pub fn open_with(root: impl AsRef<Path>, config: FsConfig) -> Result<Self> {
-        let root = root.as_ref();
+    /// From a store URL, as [`FsConfig::from_url`] reads it.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use larder::drivers::fs::FsStore;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let url = format!("fs://{}?fsync=false", dir.path().display());
+    /// let store = FsStore::from_url(&url).await?;
+    /// assert_eq!(store.root(), dir.path().canonicalize().unwrap());
+    /// # Ok::<(), larder::Error>(()) }).unwrap();
+    /// ```
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::open(FsConfig::from_url(url)?).await
+    }
+
+    fn open_blocking(config: FsConfig) -> Result<Self> {
+        let root = config.root.as_path();
         fs::create_dir_all(root).map_err(|e| io_context(e, "creating the root", root))?;
         let root = fs::canonicalize(root).map_err(|e| io_context(e, "resolving", root))?;
         let inner = Inner {
@@ -211,38 +290,6 @@ impl FsStore {
         Ok(FsStore {
             inner: Arc::new(inner),
         })
-    }
-
-    /// From the part of an `fs://` URL after the scheme: a path taken verbatim, then options
-    /// after `?` (`fsync=true|false`).
-    pub fn from_url_rest(rest: &str) -> Result<Self> {
-        let (path, query) = match rest.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (rest, None),
-        };
-        if path.is_empty() {
-            return Err(Error::InvalidInput(
-                "fs store URL has no path (fs:///abs/path or fs://rel/path)".into(),
-            ));
-        }
-        let mut config = FsConfig::default();
-        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            match &*k {
-                "fsync" => {
-                    config.fsync = match &*v {
-                        "true" | "1" | "on" => true,
-                        "false" | "0" | "off" => false,
-                        _ => {
-                            return Err(Error::InvalidInput(format!(
-                                "fs store: fsync={v} is not true or false"
-                            )))
-                        }
-                    }
-                }
-                _ => return Err(Error::InvalidInput(format!("fs store: unknown option {k}"))),
-            }
-        }
-        Self::open_with(path, config)
     }
 
     /// The store's root directory (absolute).

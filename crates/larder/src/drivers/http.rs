@@ -14,10 +14,11 @@
 //! backoff. A PUT, and a conditional DELETE, is sent exactly once: whether a lost response
 //! means the write happened is for the caller to find out by re-reading.
 //!
-//! Atomicity: whatever the server's store provides. [`HttpStore::connect`] (and
+//! Atomicity: whatever the server's store provides. [`HttpStore::open`] (and
 //! [`crate::open`]) asks the server (`GET /v1/capabilities`) and the driver then reports the
-//! server store's capabilities. Until it has them (a store made with [`HttpStore::new`], or a
-//! server that could not be reached or predates the route), it declares every condition
+//! server store's capabilities. Until it has them (a store opened with
+//! [`HttpConfig::fetch_capabilities`] off, or a server that could not be reached or predates the
+//! route), it declares every condition
 //! supported at [`AtomicScope::Cluster`]; a condition the server's store cannot do atomically
 //! then comes back as 501, which is [`Error::Unsupported`], never ignored.
 //!
@@ -71,11 +72,15 @@ pub struct HttpConfig {
     pub retries: u32,
     /// Wait before the first retry; doubled for each further one.
     pub retry_backoff: Duration,
+    /// Ask the server for its store's capabilities when the store is opened (default `true`;
+    /// one request). Off, the store opens without a request (a one-shot client) and reports
+    /// every condition supported until [`HttpStore::fetch_capabilities`] is called.
+    pub fetch_capabilities: bool,
 }
 
 impl HttpConfig {
     /// Defaults for a server URL: no prefix, no token, 5 s to connect, 30 s per read, 3
-    /// retries from 100 ms.
+    /// retries from 100 ms, capabilities asked for on open.
     pub fn new(server: url::Url) -> Self {
         HttpConfig {
             server,
@@ -85,6 +90,7 @@ impl HttpConfig {
             read_timeout: Duration::from_secs(30),
             retries: 3,
             retry_backoff: Duration::from_millis(100),
+            fetch_capabilities: true,
         }
     }
 
@@ -177,8 +183,25 @@ impl std::fmt::Display for HttpError {
 impl std::error::Error for HttpError {}
 
 impl HttpStore {
-    /// A client for the server in `config`.
-    pub fn new(config: HttpConfig) -> Result<Self> {
+    /// A client for the server in `config`. Unless [`HttpConfig::fetch_capabilities`] is off it
+    /// asks the server once, now, what its store can do; a server that cannot be reached, or
+    /// that predates the capabilities route, is not an error here (see the
+    /// [module docs](self)).
+    ///
+    /// ```no_run
+    /// # async fn example() -> larder::Result<()> {
+    /// use larder::drivers::http::{HttpConfig, HttpStore};
+    ///
+    /// let server = url::Url::parse("http://127.0.0.1:8080").unwrap();
+    /// let store = HttpStore::open(HttpConfig {
+    ///     token: Some("s3cret".into()),
+    ///     prefix: "tenant-a/".into(), // every key lives under tenant-a/ on the server
+    ///     ..HttpConfig::new(server)
+    /// })
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn open(config: HttpConfig) -> Result<Self> {
         // `HttpConfig::from_url` checks this too; a config built by hand may not have.
         if !matches!(config.server.scheme(), "http" | "https") || config.server.cannot_be_a_base() {
             return Err(Error::InvalidInput(format!(
@@ -192,22 +215,30 @@ impl HttpStore {
             .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(Error::backend)?;
-        Ok(HttpStore {
+        let store = HttpStore {
             config,
             client,
             server_capabilities: OnceLock::new(),
-        })
-    }
-
-    /// A client for the server in `config` that reports the server store's capabilities: it
-    /// asks the server once, now. A server that cannot be reached, or that predates the
-    /// capabilities route, is not an error here (see the [module docs](self)).
-    pub async fn connect(config: HttpConfig) -> Result<Self> {
-        let store = Self::new(config)?;
-        if let Err(e) = store.fetch_capabilities().await {
-            tracing::debug!(error = %e, "http store: the server's capabilities are unknown");
+        };
+        if store.config.fetch_capabilities {
+            if let Err(e) = store.fetch_capabilities().await {
+                tracing::debug!(error = %e, "http store: the server's capabilities are unknown");
+            }
         }
         Ok(store)
+    }
+
+    /// A client for the server a store URL names, as [`HttpConfig::from_url`] reads it.
+    ///
+    /// ```no_run
+    /// # async fn example() -> larder::Result<()> {
+    /// use larder::drivers::http::HttpStore;
+    ///
+    /// let store = HttpStore::from_url("https://larder.example.com/tenant-a?token=s3cret&retries=5").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::open(HttpConfig::from_url(url)?).await
     }
 
     /// Asks the server what its store can do (`GET /v1/capabilities`, once: opening a store
@@ -223,11 +254,6 @@ impl HttpStore {
             .await?
             .into_capabilities("http")?;
         Ok(self.server_capabilities.get_or_init(|| caps).clone())
-    }
-
-    /// From a store URL, as [`HttpConfig::from_url`] reads it.
-    pub fn from_url(url: &str) -> Result<Self> {
-        Self::new(HttpConfig::from_url(url)?)
     }
 
     /// The settings in use.
@@ -767,7 +793,7 @@ mod tests {
         ] {
             assert!(HttpConfig::from_url(bad).is_err(), "{bad}");
         }
-        let store = HttpStore::from_url("http://h:1/pre/fix").unwrap();
+        let store = offline(HttpConfig::from_url("http://h:1/pre/fix").unwrap());
         let k = Key::new("a b/c%d/é").unwrap();
         assert_eq!(
             store.object_url(&k).as_str(),
@@ -775,12 +801,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_server_url_that_is_not_http_is_refused_not_a_panic() {
+    /// A store that has not talked to its server (none runs in these tests).
+    fn offline(config: HttpConfig) -> HttpStore {
+        let config = HttpConfig {
+            fetch_capabilities: false,
+            ..config
+        };
+        futures::executor::block_on(HttpStore::open(config)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_server_url_that_is_not_http_is_refused_not_a_panic() {
         for bad in ["mailto:x", "ftp://h/", "data:text/plain,x"] {
             let config = HttpConfig::new(url::Url::parse(bad).unwrap());
             assert!(
-                matches!(HttpStore::new(config), Err(Error::InvalidInput(_))),
+                matches!(HttpStore::open(config).await, Err(Error::InvalidInput(_))),
                 "{bad}"
             );
         }

@@ -96,34 +96,24 @@ impl Inner {
     }
 }
 
-impl MemoryStore {
-    /// An unbounded memory store.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A memory store with the given settings.
-    pub fn with_config(config: MemoryConfig) -> Self {
-        MemoryStore {
-            config,
-            inner: Mutex::default(),
+impl MemoryConfig {
+    /// From a store URL: `memory://?max_bytes=N&ttl=SECONDS` (both optional).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::InvalidInput(format!("memory store URL {url:?}: {e}")))?;
+        if parsed.scheme() != "memory" {
+            return Err(Error::InvalidInput(format!(
+                "memory store URL {url:?}: the scheme must be memory"
+            )));
         }
-    }
-
-    /// From a URL: `memory://?max_bytes=N&ttl=SECONDS`.
-    pub fn from_url(url: &url::Url) -> Result<Self> {
         let mut config = MemoryConfig::default();
-        for (k, v) in url.query_pairs() {
+        for (k, v) in parsed.query_pairs() {
             let n: u64 = v.parse().map_err(|_| {
                 Error::InvalidInput(format!("memory store: {k}={v} is not a number"))
             })?;
             match &*k {
                 "max_bytes" => config.max_bytes = Some(n),
-                "ttl" => {
-                    let ttl = Duration::from_secs(n);
-                    crate::meta::check_ttl(ttl)?;
-                    config.default_ttl = Some(ttl);
-                }
+                "ttl" => config.default_ttl = Some(Duration::from_secs(n)),
                 _ => {
                     return Err(Error::InvalidInput(format!(
                         "memory store: unknown option {k}"
@@ -131,7 +121,55 @@ impl MemoryStore {
                 }
             }
         }
-        Ok(Self::with_config(config))
+        Ok(config)
+    }
+}
+
+impl MemoryStore {
+    /// An unbounded memory store without a default TTL (the same as
+    /// `MemoryStore::open(MemoryConfig::default())`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A memory store with the given settings; `InvalidInput` when the default TTL is zero or
+    /// over [`MAX_TTL`](crate::meta::MAX_TTL).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use larder::drivers::memory::{MemoryConfig, MemoryStore};
+    ///
+    /// let store = MemoryStore::open(MemoryConfig {
+    ///     max_bytes: Some(64 << 20),                     // evict LRU past 64 MiB
+    ///     default_ttl: Some(Duration::from_secs(3600)),  // objects written without a TTL
+    /// })
+    /// .await?;
+    /// assert_eq!(store.bytes_used(), 0);
+    /// # Ok::<(), larder::Error>(()) }).unwrap();
+    /// ```
+    pub async fn open(config: MemoryConfig) -> Result<Self> {
+        if let Some(ttl) = config.default_ttl {
+            crate::meta::check_ttl(ttl)?;
+        }
+        Ok(MemoryStore {
+            config,
+            inner: Mutex::default(),
+        })
+    }
+
+    /// From a store URL, as [`MemoryConfig::from_url`] reads it.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use larder::drivers::memory::MemoryStore;
+    ///
+    /// let store = MemoryStore::from_url("memory://?max_bytes=1048576&ttl=60").await?;
+    /// # let _ = store;
+    /// # Ok::<(), larder::Error>(()) }).unwrap();
+    /// ```
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::open(MemoryConfig::from_url(url)?).await
     }
 
     /// Bytes currently held.
@@ -259,10 +297,12 @@ mod tests {
 
     #[tokio::test]
     async fn evicts_least_recently_used() {
-        let store = MemoryStore::with_config(MemoryConfig {
+        let store = MemoryStore::open(MemoryConfig {
             max_bytes: Some(10),
             default_ttl: None,
-        });
+        })
+        .await
+        .unwrap();
         let k = |s: &str| Key::new(s).unwrap();
         store
             .put_bytes(&k("a"), Bytes::from_static(b"aaaa"))

@@ -209,31 +209,60 @@ fn meta_of(headers: &HeaderMap, subject: &str) -> Result<Meta> {
     Meta::decode(raw.as_str().as_bytes())
 }
 
-impl NatsStore {
-    /// Connects to the server at `url` (see the [module docs](self) for its options).
-    pub async fn open(url: &str) -> Result<Self> {
+/// Settings of a [`NatsStore`].
+#[derive(Clone, Debug)]
+pub struct NatsConfig {
+    /// The server: `nats://[user:pass@]host:port`.
+    pub server: String,
+    /// The KV bucket (letters, digits, `-`, `_`; default `larder`), created if missing.
+    pub bucket: String,
+    /// Copies of a bucket this store creates (1 to 5; default 1).
+    pub replicas: usize,
+    /// Bound on each request to the server (default [`DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
+    /// Bound on the connection (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout: Duration,
+    /// Require TLS (over rustls; default `false`).
+    pub tls: bool,
+}
+
+impl Default for NatsConfig {
+    /// A server on `nats://127.0.0.1:4222`, bucket `larder`, one replica, default timeouts.
+    fn default() -> Self {
+        NatsConfig {
+            server: "nats://127.0.0.1:4222".into(),
+            bucket: "larder".into(),
+            replicas: 1,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls: false,
+        }
+    }
+}
+
+impl NatsConfig {
+    /// From a store URL (see the [module docs](self) for its options).
+    pub fn from_url(url: &str) -> Result<Self> {
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::InvalidInput(format!("nats store URL {url:?}: {e}")))?;
-        Self::from_url(&parsed).await
-    }
-
-    /// Connects from a parsed URL, creating the bucket if it is missing.
-    pub async fn from_url(url: &url::Url) -> Result<Self> {
-        let mut bucket = "larder".to_owned();
-        let mut replicas = 1usize;
-        let mut timeout = DEFAULT_TIMEOUT;
-        let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
-        let mut tls = false;
-        for (k, v) in url.query_pairs() {
+        if parsed.scheme() != "nats" {
+            return Err(Error::InvalidInput(format!(
+                "nats store URL {url:?}: the scheme must be nats"
+            )));
+        }
+        let mut config = NatsConfig::default();
+        for (k, v) in parsed.query_pairs() {
             let bad = || Error::InvalidInput(format!("nats store: {k}={v}"));
             match &*k {
-                "bucket" => bucket = v.into_owned(),
-                "replicas" => replicas = v.parse().map_err(|_| bad())?,
-                "timeout_ms" => timeout = Duration::from_millis(v.parse().map_err(|_| bad())?),
-                "connect_timeout_ms" => {
-                    connect_timeout = Duration::from_millis(v.parse().map_err(|_| bad())?)
+                "bucket" => config.bucket = v.into_owned(),
+                "replicas" => config.replicas = v.parse().map_err(|_| bad())?,
+                "timeout_ms" => {
+                    config.timeout = Duration::from_millis(v.parse().map_err(|_| bad())?)
                 }
-                "tls" => tls = v.parse().map_err(|_| bad())?,
+                "connect_timeout_ms" => {
+                    config.connect_timeout = Duration::from_millis(v.parse().map_err(|_| bad())?)
+                }
+                "tls" => config.tls = v.parse().map_err(|_| bad())?,
                 _ => {
                     return Err(Error::InvalidInput(format!(
                         "nats store: unknown option {k}"
@@ -241,6 +270,39 @@ impl NatsStore {
                 }
             }
         }
+        let mut server = parsed;
+        server.set_query(None);
+        config.server = server.into();
+        Ok(config)
+    }
+}
+
+impl NatsStore {
+    /// Connects to the server in `config`, creating the bucket if it is missing.
+    ///
+    /// ```no_run
+    /// # async fn example() -> larder::Result<()> {
+    /// use larder::drivers::nats::{NatsConfig, NatsStore};
+    ///
+    /// let store = NatsStore::open(NatsConfig {
+    ///     server: "nats://127.0.0.1:4222".into(),
+    ///     bucket: "myapp".into(),
+    ///     replicas: 3,
+    ///     ..NatsConfig::default()
+    /// })
+    /// .await?;
+    /// assert_eq!(store.bucket(), "myapp");
+    /// # Ok(()) }
+    /// ```
+    pub async fn open(config: NatsConfig) -> Result<Self> {
+        let NatsConfig {
+            server,
+            bucket,
+            replicas,
+            timeout,
+            connect_timeout,
+            tls,
+        } = config;
         if bucket.is_empty()
             || !bucket
                 .bytes()
@@ -255,8 +317,6 @@ impl NatsStore {
                 "nats store: replicas={replicas} (1 to 5)"
             )));
         }
-        let mut server = url.clone();
-        server.set_query(None);
         crate::drivers::tls::ensure_crypto_provider();
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(timeout))
@@ -302,6 +362,19 @@ impl NatsStore {
             max_object_size: max_payload - HEADER_RESERVE,
             revisions: Arc::default(),
         })
+    }
+
+    /// Connects to the server a store URL names, as [`NatsConfig::from_url`] reads it.
+    ///
+    /// ```no_run
+    /// # async fn example() -> larder::Result<()> {
+    /// use larder::drivers::nats::NatsStore;
+    ///
+    /// let store = NatsStore::from_url("nats://127.0.0.1:4222?bucket=myapp&timeout_ms=2000").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::open(NatsConfig::from_url(url)?).await
     }
 
     /// The bucket's name.

@@ -14,8 +14,56 @@ use crate::store::{
 };
 
 /// The store that keeps nothing.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use larder::drivers::null::NullStore;
+/// use larder::{Error, ETag, Key, StoreExt};
+///
+/// let store = NullStore::from_url("null://").await?;
+/// let key = Key::new("k")?;
+/// let meta = store.put_bytes(&key, "hi".into()).await?;
+/// assert_eq!(meta.etag, ETag::of(b"hi")); // the body was read and hashed...
+/// assert!(matches!(store.get_bytes(&key).await, Err(Error::NotFound { .. }))); // ...and dropped
+/// # Ok::<(), Error>(()) }).unwrap();
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NullStore;
+
+/// Settings of a [`NullStore`]: there are none.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullConfig;
+
+impl NullConfig {
+    /// From a store URL: `null://`, without options.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::InvalidInput(format!("null store URL {url:?}: {e}")))?;
+        if parsed.scheme() != "null" {
+            return Err(Error::InvalidInput(format!(
+                "null store URL {url:?}: the scheme must be null"
+            )));
+        }
+        if let Some((k, _)) = parsed.query_pairs().next() {
+            return Err(Error::InvalidInput(format!(
+                "null store: unknown option {k}"
+            )));
+        }
+        Ok(NullConfig)
+    }
+}
+
+impl NullStore {
+    /// The store (the same as the value `NullStore`).
+    pub async fn open(_config: NullConfig) -> Result<Self> {
+        Ok(NullStore)
+    }
+
+    /// From a store URL, as [`NullConfig::from_url`] reads it.
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::open(NullConfig::from_url(url)?).await
+    }
+}
 
 #[async_trait]
 impl Store for NullStore {

@@ -334,41 +334,68 @@ fn int_of(v: &Value) -> Option<i64> {
     }
 }
 
-impl RedisStore {
-    /// Connects to the Redis server at `url` (see the [module docs](self) for its options).
-    pub async fn open(url: &str) -> Result<Self> {
+/// Settings of a [`RedisStore`].
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// The server, as the `redis` crate reads it: `redis://[user:pass@]host:port/db` or
+    /// `rediss://…` (TLS), with any of that crate's own query options but none of Larder's.
+    pub server: String,
+    /// Prefix of every Redis key the store uses (non-empty, no braces; default `larder`).
+    pub prefix: String,
+    /// Response timeout of one command (default [`DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
+    /// Bound on each connection attempt (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout: Duration,
+    /// Index entries read per script call while listing (default 256).
+    pub list_batch: usize,
+}
+
+impl Default for RedisConfig {
+    /// A server on `redis://127.0.0.1:6379`, prefix `larder`, default timeouts.
+    fn default() -> Self {
+        RedisConfig {
+            server: "redis://127.0.0.1:6379".into(),
+            prefix: "larder".into(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            list_batch: LIST_BATCH,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// From a store URL (see the [module docs](self) for its options); query options that are
+    /// not Larder's stay in [`RedisConfig::server`] for the `redis` crate.
+    pub fn from_url(url: &str) -> Result<Self> {
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::InvalidInput(format!("redis store URL {url:?}: {e}")))?;
-        Self::from_url(&parsed).await
-    }
-
-    /// Connects from a parsed URL.
-    pub async fn from_url(url: &url::Url) -> Result<Self> {
-        let mut prefix = "larder".to_owned();
-        let mut timeout = DEFAULT_TIMEOUT;
-        let mut list_batch = LIST_BATCH;
-        let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
-        let mut rest = url.clone();
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err(Error::InvalidInput(format!(
+                "redis store URL {url:?}: the scheme must be redis or rediss"
+            )));
+        }
+        let mut config = RedisConfig::default();
+        let mut rest = parsed.clone();
         rest.set_query(None);
         {
             let mut q = rest.query_pairs_mut();
-            for (k, v) in url.query_pairs() {
+            for (k, v) in parsed.query_pairs() {
                 match &*k {
-                    "prefix" => prefix = v.into_owned(),
+                    "prefix" => config.prefix = v.into_owned(),
                     "timeout_ms" => {
                         let ms: u64 = v.parse().map_err(|_| {
                             Error::InvalidInput(format!("redis store: timeout_ms={v}"))
                         })?;
-                        timeout = Duration::from_millis(ms);
+                        config.timeout = Duration::from_millis(ms);
                     }
                     "connect_timeout_ms" => {
                         let ms: u64 = v.parse().map_err(|_| {
                             Error::InvalidInput(format!("redis store: connect_timeout_ms={v}"))
                         })?;
-                        connect_timeout = Duration::from_millis(ms);
+                        config.connect_timeout = Duration::from_millis(ms);
                     }
                     "list_batch" => {
-                        list_batch = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        config.list_batch = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                             Error::InvalidInput(format!("redis store: list_batch={v}"))
                         })?;
                     }
@@ -381,13 +408,48 @@ impl RedisStore {
         if rest.query() == Some("") {
             rest.set_query(None);
         }
+        config.server = rest.into();
+        Ok(config)
+    }
+}
+
+impl RedisStore {
+    /// Connects to the server in `config`.
+    ///
+    /// ```no_run
+    /// # async fn example() -> larder::Result<()> {
+    /// use std::time::Duration;
+    /// use larder::drivers::redis::{RedisConfig, RedisStore};
+    ///
+    /// let store = RedisStore::open(RedisConfig {
+    ///     server: "redis://127.0.0.1:6379/0".into(),
+    ///     prefix: "myapp".into(),
+    ///     timeout: Duration::from_secs(2),
+    ///     ..RedisConfig::default()
+    /// })
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn open(config: RedisConfig) -> Result<Self> {
+        let RedisConfig {
+            server,
+            prefix,
+            timeout,
+            connect_timeout,
+            list_batch,
+        } = config;
         if prefix.is_empty() || prefix.contains(['{', '}']) {
             return Err(Error::InvalidInput(format!(
                 "redis store: prefix {prefix:?} must be non-empty, without braces"
             )));
         }
+        if list_batch == 0 {
+            return Err(Error::InvalidInput(
+                "redis store: list_batch must be positive".into(),
+            ));
+        }
         crate::drivers::tls::ensure_crypto_provider();
-        let client = redis::Client::open(rest.as_str())
+        let client = redis::Client::open(server.as_str())
             .map_err(|e| Error::InvalidInput(format!("redis store URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
@@ -407,6 +469,19 @@ impl RedisStore {
                 list: Script::new(LIST),
             }),
         })
+    }
+
+    /// Connects to the server a store URL names, as [`RedisConfig::from_url`] reads it.
+    ///
+    /// ```no_run
+    /// # async fn example() -> larder::Result<()> {
+    /// use larder::drivers::redis::RedisStore;
+    ///
+    /// let store = RedisStore::from_url("redis://127.0.0.1:6379/0?prefix=myapp&timeout_ms=2000").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::open(RedisConfig::from_url(url)?).await
     }
 
     /// The key prefix (the `prefix` URL option).

@@ -23,59 +23,153 @@ use super::native::{self, BlobHeaders, Guard, ListedBlob, Native, NativeError, R
 use super::{map_err, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
 use crate::error::{Error, Result};
 
-/// Opens `azure://container/prefix?account=NAME&access_key=…&endpoint=https://…`
-/// `&use_emulator=true&max_object_size=N`. Anything not in the URL comes from the `AZURE_*`
-/// environment variables. With `use_emulator=true` the store talks to Azurite at
+/// Settings of an Azure Blob Storage [`ObjStore`]: what is `None` comes from the `AZURE_*`
+/// environment variables. With `use_emulator` the store talks to Azurite at
 /// `AZURITE_BLOB_STORAGE_URL` (default `http://127.0.0.1:10000`) with its well-known account
 /// and key; an `endpoint` given with it must name that same emulator (`object_store` takes the
 /// emulator's address only from that variable).
-pub fn from_url(url: &url::Url) -> Result<ObjStore> {
-    let container = url
-        .host_str()
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| Error::InvalidInput(format!("azure URL {url}: no container")))?;
-    let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(container);
-    let mut max = DEFAULT_MAX_OBJECT_SIZE;
-    let mut emulator = false;
-    let mut endpoint: Option<String> = None;
-    let mut account: Option<String> = None;
-    for (k, v) in url.query_pairs() {
-        builder = match &*k {
-            "account" => {
-                account = Some(v.to_string());
-                builder.with_account(v.as_ref())
-            }
-            "access_key" => builder.with_access_key(v.as_ref()),
-            "endpoint" => {
-                endpoint = Some(v.to_string());
-                builder.with_endpoint(v.to_string())
-            }
-            "allow_http" => builder.with_allow_http(super::parse_bool(&k, &v)?),
-            "use_emulator" => {
-                emulator = super::parse_bool(&k, &v)?;
-                builder.with_use_emulator(emulator)
-            }
-            "max_object_size" => {
-                max = v.parse().map_err(|_| {
-                    Error::InvalidInput(format!("azure URL: max_object_size={v:?} is not a number"))
-                })?;
-                builder
-            }
-            other => {
-                return Err(Error::InvalidInput(format!(
-                    "azure URL: unknown parameter {other:?}"
-                )))
-            }
-        };
+///
+/// ```no_run
+/// # async fn example() -> larder::Result<()> {
+/// use larder::drivers::objstore::{azure::AzureConfig, ObjStore};
+///
+/// let store = ObjStore::open(AzureConfig {
+///     prefix: "myapp".into(),
+///     account: Some("myaccount".into()), // the key from AZURE_STORAGE_ACCESS_KEY
+///     ..AzureConfig::new("my-container")
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AzureConfig {
+    /// The container.
+    pub container: String,
+    /// Blob-name prefix of every key (slashes at either end are ignored; `""` for the root).
+    pub prefix: String,
+    /// The storage account.
+    pub account: Option<String>,
+    /// The account's access key.
+    pub access_key: Option<String>,
+    /// The account's URL, when it is not `https://ACCOUNT.blob.core.windows.net`.
+    pub endpoint: Option<String>,
+    /// Allow plain-HTTP endpoints.
+    pub allow_http: Option<bool>,
+    /// Talk to Azurite (see above).
+    pub use_emulator: Option<bool>,
+    /// Largest object (default [`DEFAULT_MAX_OBJECT_SIZE`]).
+    pub max_object_size: u64,
+}
+
+impl std::fmt::Debug for AzureConfig {
+    /// Without the access key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureConfig")
+            .field("container", &self.container)
+            .field("prefix", &self.prefix)
+            .field("account", &self.account)
+            .field("endpoint", &self.endpoint)
+            .field("allow_http", &self.allow_http)
+            .field("use_emulator", &self.use_emulator)
+            .field("max_object_size", &self.max_object_size)
+            .finish_non_exhaustive()
     }
-    let emulator = emulator
+}
+
+impl AzureConfig {
+    /// The defaults for `container`: the container root, everything else from the environment.
+    pub fn new(container: impl Into<String>) -> Self {
+        AzureConfig {
+            container: container.into(),
+            prefix: String::new(),
+            account: None,
+            access_key: None,
+            endpoint: None,
+            allow_http: None,
+            use_emulator: None,
+            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+        }
+    }
+
+    /// From a store URL: `azure://container/prefix?account=NAME&access_key=…`
+    /// `&endpoint=https://…&allow_http=true&use_emulator=true&max_object_size=N`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let url = url::Url::parse(url)
+            .map_err(|e| Error::InvalidInput(format!("azure URL {url:?}: {e}")))?;
+        if url.scheme() != "azure" {
+            return Err(Error::InvalidInput(format!(
+                "azure URL {url}: the scheme must be azure"
+            )));
+        }
+        let container = url
+            .host_str()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| Error::InvalidInput(format!("azure URL {url}: no container")))?;
+        let mut config = AzureConfig {
+            prefix: url.path().to_owned(),
+            ..AzureConfig::new(container)
+        };
+        for (k, v) in url.query_pairs() {
+            match &*k {
+                "account" => config.account = Some(v.into_owned()),
+                "access_key" => config.access_key = Some(v.into_owned()),
+                "endpoint" => config.endpoint = Some(v.into_owned()),
+                "allow_http" => config.allow_http = Some(super::parse_bool(&k, &v)?),
+                "use_emulator" => config.use_emulator = Some(super::parse_bool(&k, &v)?),
+                "max_object_size" => {
+                    config.max_object_size = v.parse().map_err(|_| {
+                        Error::InvalidInput(format!(
+                            "azure URL: max_object_size={v:?} is not a number"
+                        ))
+                    })?
+                }
+                other => {
+                    return Err(Error::InvalidInput(format!(
+                        "azure URL: unknown parameter {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Builds the store [`ObjStore::open`] opens for an [`AzureConfig`].
+pub(super) fn open(config: AzureConfig) -> Result<ObjStore> {
+    let AzureConfig {
+        container,
+        prefix,
+        account,
+        access_key,
+        endpoint,
+        allow_http,
+        use_emulator,
+        max_object_size,
+    } = config;
+    let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(&container);
+    if let Some(v) = &account {
+        builder = builder.with_account(v);
+    }
+    if let Some(v) = access_key {
+        builder = builder.with_access_key(v);
+    }
+    if let Some(v) = &endpoint {
+        builder = builder.with_endpoint(v.clone());
+    }
+    if let Some(v) = allow_http {
+        builder = builder.with_allow_http(v);
+    }
+    if let Some(v) = use_emulator {
+        builder = builder.with_use_emulator(v);
+    }
+    let emulator = use_emulator == Some(true)
         || builder
             .get_config_value(&AzureConfigKey::UseEmulator)
             .is_some_and(|v| v == "true");
     let account = account
         .or_else(|| builder.get_config_value(&AzureConfigKey::AccountName))
         .or_else(|| emulator.then(|| "devstoreaccount1".to_owned()))
-        .ok_or_else(|| Error::InvalidInput(format!("azure URL {url}: no account")))?;
+        .ok_or_else(|| Error::InvalidInput(format!("azure container {container}: no account")))?;
     let emulator_url = std::env::var("AZURITE_BLOB_STORAGE_URL")
         .unwrap_or_else(|_| "http://127.0.0.1:10000".to_owned());
     if let (true, Some(given)) = (emulator, &endpoint) {
@@ -86,7 +180,7 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
             .map_or(given.clone(), str::to_owned);
         if trim(&given) != trim(&emulator_url) {
             return Err(Error::InvalidInput(format!(
-                "azure URL: with use_emulator=true the emulator is at {emulator_url} \
+                "azure store: with use_emulator=true the emulator is at {emulator_url} \
                  (AZURITE_BLOB_STORAGE_URL), not {given}"
             )));
         }
@@ -96,13 +190,13 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
         emulator.then_some(emulator_url.as_str()),
         endpoint.as_deref(),
         &account,
-        container,
+        &container,
     );
     let (client, writer) = super::clients(
         builder,
         MicrosoftAzureBuilder::with_retry,
         MicrosoftAzureBuilder::build,
-        &format!("azure URL {url}"),
+        &format!("azure container {container}"),
     )?;
     let native = AzureNative {
         client: client.clone(),
@@ -110,7 +204,7 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
         container_url,
         account,
     };
-    Ok(ObjStore::new("azure", client, url.path(), max)?
+    Ok(ObjStore::new("azure", client, &prefix, max_object_size)?
         .with_writer(writer)
         .with_native(Arc::new(native)))
 }
@@ -301,7 +395,7 @@ mod tests {
     use super::*;
 
     fn open(u: &str) -> Result<ObjStore> {
-        from_url(&url::Url::parse(u).unwrap())
+        super::open(AzureConfig::from_url(u)?)
     }
 
     #[test]

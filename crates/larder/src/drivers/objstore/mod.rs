@@ -226,6 +226,79 @@ impl ObjStore {
     }
 }
 
+/// Settings of an [`ObjStore`] on a backend this crate builds the client for.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ObjStoreConfig {
+    /// S3 or an S3-compatible store.
+    #[cfg(feature = "s3")]
+    S3(s3::S3Config),
+    /// Azure Blob Storage (or Azurite).
+    #[cfg(feature = "azure")]
+    Azure(azure::AzureConfig),
+}
+
+#[cfg(feature = "s3")]
+impl From<s3::S3Config> for ObjStoreConfig {
+    fn from(config: s3::S3Config) -> Self {
+        ObjStoreConfig::S3(config)
+    }
+}
+
+#[cfg(feature = "azure")]
+impl From<azure::AzureConfig> for ObjStoreConfig {
+    fn from(config: azure::AzureConfig) -> Self {
+        ObjStoreConfig::Azure(config)
+    }
+}
+
+impl ObjStoreConfig {
+    /// From a store URL: `s3://…` ([`s3::S3Config::from_url`]) or `azure://…`
+    /// ([`azure::AzureConfig::from_url`]), as far as their features are on.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            #[cfg(feature = "s3")]
+            Some("s3") => Ok(s3::S3Config::from_url(url)?.into()),
+            #[cfg(feature = "azure")]
+            Some("azure") => Ok(azure::AzureConfig::from_url(url)?.into()),
+            _ => Err(Error::unsupported(format!(
+                "object store URL {url:?}: not s3:// or azure://, or its cargo feature is off"
+            ))),
+        }
+    }
+}
+
+impl ObjStore {
+    /// Opens the bucket or container in `config` (no request is made yet): an
+    /// [`s3::S3Config`] or an [`azure::AzureConfig`] (see theirs for examples).
+    pub async fn open(config: impl Into<ObjStoreConfig>) -> Result<Self> {
+        match config.into() {
+            #[cfg(feature = "s3")]
+            ObjStoreConfig::S3(config) => s3::open(config),
+            #[cfg(feature = "azure")]
+            ObjStoreConfig::Azure(config) => azure::open(config),
+        }
+    }
+
+    /// Opens the store a URL names, as [`ObjStoreConfig::from_url`] reads it.
+    ///
+    /// ```no_run
+    /// # async fn example() -> larder::Result<()> {
+    /// use larder::drivers::objstore::ObjStore;
+    ///
+    /// let minio = ObjStore::from_url(
+    ///     "s3://my-bucket/myapp?endpoint=http://127.0.0.1:9000&allow_http=true&region=us-east-1",
+    /// )
+    /// .await?;
+    /// let azure = ObjStore::from_url("azure://my-container/myapp?account=myaccount").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::open(ObjStoreConfig::from_url(url)?).await
+    }
+}
+
 fn kept_changing(key: &Key) -> Error {
     Error::transient(format!(
         "{key}: the object kept changing; the write was not done"

@@ -25,52 +25,173 @@ use super::native::{self, BlobHeaders, Guard, Native, NativeError, Response};
 use super::{map_err, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
 use crate::error::{Error, Result};
 
-/// Opens `s3://bucket/prefix?endpoint=http://host:port&region=us-east-1&allow_http=true`
-/// `&access_key_id=…&secret_access_key=…&session_token=…&virtual_hosted=false`
-/// `&max_object_size=N&conditional_delete=true`. Credentials and anything not in the URL come from the `AWS_*`
-/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, …).
-pub fn from_url(url: &url::Url) -> Result<ObjStore> {
-    let bucket = url
-        .host_str()
-        .filter(|b| !b.is_empty())
-        .ok_or_else(|| Error::InvalidInput(format!("s3 URL {url}: no bucket")))?;
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    let mut max = DEFAULT_MAX_OBJECT_SIZE;
-    let mut conditional_delete = true;
-    for (k, v) in url.query_pairs() {
-        builder = match &*k {
-            "conditional_delete" => {
-                conditional_delete = super::parse_bool(&k, &v)?;
-                builder
-            }
-            "endpoint" => builder.with_endpoint(v.as_ref()),
-            "region" => builder.with_region(v.as_ref()),
-            "allow_http" => builder.with_allow_http(super::parse_bool(&k, &v)?),
-            "access_key_id" => builder.with_access_key_id(v.as_ref()),
-            "secret_access_key" => builder.with_secret_access_key(v.as_ref()),
-            "session_token" => builder.with_token(v.as_ref()),
-            "virtual_hosted" => {
-                builder.with_virtual_hosted_style_request(super::parse_bool(&k, &v)?)
-            }
-            "max_object_size" => {
-                max = v.parse().map_err(|_| {
-                    Error::InvalidInput(format!("s3 URL: max_object_size={v:?} is not a number"))
-                })?;
-                builder
-            }
-            other => {
-                return Err(Error::InvalidInput(format!(
-                    "s3 URL: unknown parameter {other:?}"
-                )))
-            }
-        };
+/// Settings of an S3 [`ObjStore`]: what is `None` comes from the `AWS_*` environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, …).
+///
+/// ```no_run
+/// # async fn example() -> larder::Result<()> {
+/// use larder::drivers::objstore::{s3::S3Config, ObjStore};
+///
+/// let store = ObjStore::open(S3Config {
+///     prefix: "myapp".into(),
+///     region: Some("eu-west-1".into()),
+///     ..S3Config::new("my-bucket") // credentials from the AWS_* variables
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct S3Config {
+    /// The bucket.
+    pub bucket: String,
+    /// Blob-name prefix of every key (slashes at either end are ignored; `""` for the root).
+    pub prefix: String,
+    /// The service's URL, for S3-compatibles (`http://127.0.0.1:9000`).
+    pub endpoint: Option<String>,
+    /// The region (`us-east-1` when neither this nor the environment names one).
+    pub region: Option<String>,
+    /// Allow plain-HTTP endpoints.
+    pub allow_http: Option<bool>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Session token of temporary credentials.
+    pub session_token: Option<String>,
+    /// Virtual-hosted-style requests (`bucket.host`) instead of path-style (`host/bucket`).
+    pub virtual_hosted: Option<bool>,
+    /// Largest object (default [`DEFAULT_MAX_OBJECT_SIZE`]).
+    pub max_object_size: u64,
+    /// Send `If-Match` on `DELETE` (default `true`); off for S3-compatibles that ignore it,
+    /// where conditional deletes are then `Unsupported`.
+    pub conditional_delete: bool,
+}
+
+impl std::fmt::Debug for S3Config {
+    /// Without the secret key and session token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("allow_http", &self.allow_http)
+            .field("access_key_id", &self.access_key_id)
+            .field("virtual_hosted", &self.virtual_hosted)
+            .field("max_object_size", &self.max_object_size)
+            .field("conditional_delete", &self.conditional_delete)
+            .finish_non_exhaustive()
     }
-    let (bucket_endpoint, region) = bucket_endpoint(&builder, bucket);
+}
+
+impl S3Config {
+    /// The defaults for `bucket`: the bucket root, everything else from the environment.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        S3Config {
+            bucket: bucket.into(),
+            prefix: String::new(),
+            endpoint: None,
+            region: None,
+            allow_http: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            virtual_hosted: None,
+            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+            conditional_delete: true,
+        }
+    }
+
+    /// From a store URL: `s3://bucket/prefix?endpoint=http://host:port&region=us-east-1`
+    /// `&allow_http=true&access_key_id=…&secret_access_key=…&session_token=…`
+    /// `&virtual_hosted=false&max_object_size=N&conditional_delete=true`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let url = url::Url::parse(url)
+            .map_err(|e| Error::InvalidInput(format!("s3 URL {url:?}: {e}")))?;
+        if url.scheme() != "s3" {
+            return Err(Error::InvalidInput(format!(
+                "s3 URL {url}: the scheme must be s3"
+            )));
+        }
+        let bucket = url
+            .host_str()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| Error::InvalidInput(format!("s3 URL {url}: no bucket")))?;
+        let mut config = S3Config {
+            prefix: url.path().to_owned(),
+            ..S3Config::new(bucket)
+        };
+        for (k, v) in url.query_pairs() {
+            match &*k {
+                "conditional_delete" => config.conditional_delete = super::parse_bool(&k, &v)?,
+                "endpoint" => config.endpoint = Some(v.into_owned()),
+                "region" => config.region = Some(v.into_owned()),
+                "allow_http" => config.allow_http = Some(super::parse_bool(&k, &v)?),
+                "access_key_id" => config.access_key_id = Some(v.into_owned()),
+                "secret_access_key" => config.secret_access_key = Some(v.into_owned()),
+                "session_token" => config.session_token = Some(v.into_owned()),
+                "virtual_hosted" => config.virtual_hosted = Some(super::parse_bool(&k, &v)?),
+                "max_object_size" => {
+                    config.max_object_size = v.parse().map_err(|_| {
+                        Error::InvalidInput(format!(
+                            "s3 URL: max_object_size={v:?} is not a number"
+                        ))
+                    })?
+                }
+                other => {
+                    return Err(Error::InvalidInput(format!(
+                        "s3 URL: unknown parameter {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Builds the store [`ObjStore::open`] opens for an [`S3Config`].
+pub(super) fn open(config: S3Config) -> Result<ObjStore> {
+    let S3Config {
+        bucket,
+        prefix,
+        endpoint,
+        region,
+        allow_http,
+        access_key_id,
+        secret_access_key,
+        session_token,
+        virtual_hosted,
+        max_object_size,
+        conditional_delete,
+    } = config;
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+    if let Some(v) = endpoint {
+        builder = builder.with_endpoint(v);
+    }
+    if let Some(v) = region {
+        builder = builder.with_region(v);
+    }
+    if let Some(v) = allow_http {
+        builder = builder.with_allow_http(v);
+    }
+    if let Some(v) = access_key_id {
+        builder = builder.with_access_key_id(v);
+    }
+    if let Some(v) = secret_access_key {
+        builder = builder.with_secret_access_key(v);
+    }
+    if let Some(v) = session_token {
+        builder = builder.with_token(v);
+    }
+    if let Some(v) = virtual_hosted {
+        builder = builder.with_virtual_hosted_style_request(v);
+    }
+    let (bucket_endpoint, region) = bucket_endpoint(&builder, &bucket);
     let (client, writer) = super::clients(
         builder,
         AmazonS3Builder::with_retry,
         AmazonS3Builder::build,
-        &format!("s3 URL {url}"),
+        &format!("s3 bucket {bucket}"),
     )?;
     let native = S3Native {
         client: client.clone(),
@@ -79,7 +200,7 @@ pub fn from_url(url: &url::Url) -> Result<ObjStore> {
         region,
         conditional_delete,
     };
-    Ok(ObjStore::new("s3", client, url.path(), max)?
+    Ok(ObjStore::new("s3", client, &prefix, max_object_size)?
         .with_writer(writer)
         .with_native(Arc::new(native)))
 }
@@ -233,7 +354,7 @@ mod tests {
     use super::*;
 
     fn open(u: &str) -> Result<ObjStore> {
-        from_url(&url::Url::parse(u).unwrap())
+        super::open(S3Config::from_url(u)?)
     }
 
     #[test]
