@@ -12,7 +12,7 @@ pub fn render(meta: &Meta) {
     let json = serde_json::to_vec(&larder_server::wire::MetaJson::from(meta)).unwrap();
     assert!(!json.is_empty());
     // A stored meta encodes and decodes to itself (times at millisecond resolution).
-    let again = Meta::decode(&meta.encode()).expect("an encoded meta decodes");
+    let again = Meta::decode(meta.encode().as_bytes()).expect("an encoded meta decodes");
     assert_eq!(again.etag, meta.etag);
     assert_eq!(again.key, meta.key);
 }

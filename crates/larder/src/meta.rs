@@ -87,8 +87,8 @@ impl Meta {
     }
 
     /// Encodes the metadata (JSON) for drivers that store it beside the bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(&StoredMeta::from(self)).expect("metadata always serializes")
+    pub fn encode(&self) -> String {
+        serde_json::to_string(&StoredMeta::from(self)).expect("metadata always serializes")
     }
 
     /// Decodes what [`Meta::encode`] wrote.
@@ -225,7 +225,7 @@ mod tests {
             content_type: Some("text/plain".into()),
             metadata: [("k".to_string(), "v".to_string())].into(),
         };
-        assert_eq!(Meta::decode(&m.encode()).unwrap(), m);
+        assert_eq!(Meta::decode(m.encode().as_bytes()).unwrap(), m);
         assert!(m.is_expired());
     }
 

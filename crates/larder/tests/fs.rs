@@ -567,7 +567,7 @@ fn edit_meta(path: &Path, edit: impl FnOnce(&mut Meta)) {
     let mut out = b"LARDFS01".to_vec();
     out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
     out.extend_from_slice(&(20 + encoded.len() as u64).to_le_bytes());
-    out.extend_from_slice(&encoded);
+    out.extend_from_slice(encoded.as_bytes());
     out.extend_from_slice(&file[body_offset..]);
     std::fs::write(path, out).unwrap();
 }

@@ -401,7 +401,7 @@ impl FsStore {
                 let encoded = m.encode();
                 temp.body_offset = (FIXED_HEADER + encoded.len()) as u64;
                 temp.file
-                    .write_all(&header_bytes(&encoded, temp.body_offset))?;
+                    .write_all(&header_bytes(encoded.as_bytes(), temp.body_offset))?;
                 temp.file.write_all(&buf)?;
                 if fsync {
                     temp.file.sync_data()?;
@@ -523,13 +523,14 @@ impl Inner {
             let mut temp = temp;
             temp.file.seek(SeekFrom::Start(0))?;
             temp.file
-                .write_all(&header_bytes(&encoded, temp.body_offset))?;
+                .write_all(&header_bytes(encoded.as_bytes(), temp.body_offset))?;
             return Ok(temp);
         }
         let mut old = temp;
         let mut temp = self.create_temp()?;
         temp.body_offset = header_len;
-        temp.file.write_all(&header_bytes(&encoded, header_len))?;
+        temp.file
+            .write_all(&header_bytes(encoded.as_bytes(), header_len))?;
         old.file.seek(SeekFrom::Start(old.body_offset))?;
         let copied = io::copy(&mut (&mut old.file).take(meta.size), &mut temp.file)?;
         if copied != meta.size {

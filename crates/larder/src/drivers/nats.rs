@@ -606,7 +606,7 @@ impl Store for NatsStore {
             // Last-Modified never goes backwards, even if this writer's clock is behind.
             let replaces = current.map(|c| c.last_modified);
             let meta = Meta::next_version(key, etag.clone(), size, replaces, &opts)?;
-            let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
+            let encoded = meta.encode();
             if encoded.len() as u64 + 256 > HEADER_RESERVE {
                 return Err(Error::InvalidInput(format!(
                     "nats store: metadata of {} bytes is over the {} reserved for headers",

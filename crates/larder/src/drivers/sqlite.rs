@@ -429,7 +429,7 @@ impl SqliteStore {
         // Stamped under the write lock, and never before the version it replaces.
         let replaces = current.as_ref().map(|c| c.last_modified);
         let meta = Meta::next_version(key, etag, size, replaces, &opts)?;
-        let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
+        let encoded = meta.encode();
         let expires = meta.expires_at.map(to_millis);
         // Bound as an owned buffer (taken from the collected body without a copy when it is
         // the only reference): a borrowed one is copied again to cross to sqlx's worker thread.

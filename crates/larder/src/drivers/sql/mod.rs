@@ -252,7 +252,7 @@ async fn try_put<B: Backend>(
         replaces,
         opts,
     )?;
-    let encoded = String::from_utf8(meta.encode()).expect("JSON is UTF-8");
+    let encoded = meta.encode();
     let row = Row {
         meta: &meta,
         encoded: &encoded,
