@@ -11,6 +11,7 @@ use crate::key::Key;
 use crate::list::ListOptions;
 use crate::meta::Meta;
 use crate::precondition::Preconditions;
+use crate::retry::Attempts;
 use crate::store::{DeleteOptions, GetOptions, HeadOptions, PutOptions, Store};
 
 /// How many times [`StoreExt::update`] reads, computes and writes before giving up: enough for
@@ -84,7 +85,8 @@ pub trait StoreExt: Store {
     where
         F: FnMut(Option<&Bytes>) -> Bytes + Send,
     {
-        for lost in 0..attempts {
+        let budget = Attempts::new(attempts);
+        for lost in budget {
             let (current, preconditions) = match self.get_bytes(key).await {
                 Ok((data, meta)) => (Some(data), Preconditions::if_match(meta.etag)),
                 Err(Error::NotFound { .. }) => (None, Preconditions::if_absent()),
@@ -101,9 +103,9 @@ pub trait StoreExt: Store {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::transient(format!(
-            "{key}: every one of {attempts} read-modify-write attempts lost its race"
-        )))
+        budget.exhausted(format_args!(
+            "{key}: every read-modify-write attempt lost its race"
+        ))
     }
 
     /// Every object under `prefix`, following pages.

@@ -40,6 +40,7 @@ pub mod meta;
 mod open;
 pub mod precondition;
 pub mod range;
+mod retry;
 pub mod store;
 #[cfg(feature = "wire")]
 pub mod wire;

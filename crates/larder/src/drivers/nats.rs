@@ -86,6 +86,7 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::list::{paginate, ListOptions, ListPage};
 use crate::meta::Meta;
+use crate::retry::Attempts;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
@@ -588,12 +589,8 @@ impl Store for NatsStore {
             .collect(opts.expected_etag.as_ref())
             .await?;
         let mut use_memory = true;
-        for attempt in 0.. {
-            if attempt == MAX_ATTEMPTS {
-                return Err(Error::transient(format!(
-                    "nats store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
-                )));
-            }
+        let attempts = Attempts::new(MAX_ATTEMPTS);
+        for _ in attempts {
             let (revision, current, remembered) = self.state(key, use_memory).await?;
             use_memory = false;
             match opts.preconditions.evaluate_write(current.as_ref()) {
@@ -627,13 +624,14 @@ impl Store for NatsStore {
                 return Ok(PutResult { meta, created });
             }
         }
-        unreachable!("the loop returns")
+        attempts.exhausted(format_args!("nats store: {key} changed"))
     }
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
         self.capabilities().check_delete(&opts)?;
         let mut use_memory = true;
-        for _ in 0..MAX_ATTEMPTS {
+        let attempts = Attempts::new(MAX_ATTEMPTS);
+        for _ in attempts {
             let (revision, current, remembered) = self.state(key, use_memory).await?;
             use_memory = false;
             let decided = match &current {
@@ -651,9 +649,7 @@ impl Store for NatsStore {
                 return Ok(());
             }
         }
-        Err(Error::transient(format!(
-            "nats store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
-        )))
+        attempts.exhausted(format_args!("nats store: {key} changed"))
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {

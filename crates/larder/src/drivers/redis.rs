@@ -92,6 +92,7 @@ use crate::key::Key;
 use crate::list::{paginate, ListOptions, ListPage};
 use crate::meta::{from_millis, to_millis, Meta};
 use crate::precondition::{http_seconds, ETagCondition, Preconditions};
+use crate::retry::Attempts;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
@@ -596,7 +597,8 @@ impl RedisStore {
     ) -> Result<PutResult> {
         // The Last-Modified of the current version, once the script has said it is newer.
         let mut replaces = None;
-        for _ in 0..MAX_ATTEMPTS {
+        let attempts = Attempts::new(MAX_ATTEMPTS);
+        for _ in attempts {
             let meta = Meta::next_version(key, etag.clone(), size, replaces, &opts)?;
             let now = meta.last_modified;
             let mut inv = self.scripts.put.prepare_invoke();
@@ -650,9 +652,7 @@ impl RedisStore {
                 _ => return Err(unexpected("put", &Value::Array(reply))),
             }
         }
-        Err(Error::transient(format!(
-            "redis store: {key} changed under {MAX_ATTEMPTS} attempts in a row"
-        )))
+        attempts.exhausted(format_args!("redis store: {key} changed"))
     }
 
     /// A fresh name for a staging key (in the store's hash slot).
@@ -791,7 +791,8 @@ impl Store for RedisStore {
         // A version can be replaced between reading its meta and its bytes: the byte read
         // checks the ETag inside a script, and the read starts again if it changed before the
         // first byte was served.
-        for _ in 0..MAX_ATTEMPTS {
+        let attempts = Attempts::new(MAX_ATTEMPTS);
+        for _ in attempts {
             let meta = self
                 .read_meta(key)
                 .await?
@@ -805,9 +806,7 @@ impl Store for RedisStore {
             let body = self.body_stream(key, &meta, first, span);
             return Ok(GetResult { meta, range, body });
         }
-        Err(Error::transient(format!(
-            "redis store: {key} changed under {MAX_ATTEMPTS} reads in a row"
-        )))
+        attempts.exhausted(format_args!("redis store: {key} changed while being read"))
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {

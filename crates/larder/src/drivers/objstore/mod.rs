@@ -70,6 +70,7 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::list::{ListOptions, ListPage};
 use crate::meta::Meta;
+use crate::retry::Attempts;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
@@ -299,8 +300,9 @@ impl ObjStore {
     }
 }
 
-fn kept_changing(key: &Key) -> Error {
-    Error::transient(format!(
+/// The error of a write that lost every one of its `attempts`.
+fn kept_changing<T>(attempts: Attempts, key: &Key) -> Result<T> {
+    attempts.exhausted(format_args!(
         "{key}: the object kept changing; the write was not done"
     ))
 }
@@ -410,7 +412,8 @@ impl Store for ObjStore {
         }
         // A range is decided on the metadata, then read with `If-Match` on the backend ETag
         // seen, so the bytes are of the version the decision was made on.
-        for _ in 0..MAX_ATTEMPTS {
+        let attempts = Attempts::new(MAX_ATTEMPTS);
+        for _ in attempts {
             let (meta, backend) = self.live(key).await?;
             let range = opts.evaluate(&meta)?;
             let get = object_store::GetOptions {
@@ -430,9 +433,9 @@ impl Store for ObjStore {
                 Err(e) => return Err(map_err(e)),
             }
         }
-        Err(Error::transient(format!(
+        attempts.exhausted(format_args!(
             "{key}: the object kept changing while being read"
-        )))
+        ))
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
@@ -487,7 +490,8 @@ impl Store for ObjStore {
             }
             return Ok(());
         };
-        for _ in 0..MAX_ATTEMPTS {
+        let attempts = Attempts::new(MAX_ATTEMPTS);
+        for _ in attempts {
             let blob = self.stat(key).await?.ok_or_else(|| not_found(key))?;
             let meta = blob.meta.ok_or_else(|| metadata::foreign(key))?;
             // An expired object is absent (to conditions too); the guarded delete below only
@@ -509,9 +513,9 @@ impl Store for ObjStore {
                 Err(NativeError::Failed(e)) => return Err(e),
             }
         }
-        Err(Error::transient(format!(
+        attempts.exhausted(format_args!(
             "{key}: the object kept changing; the delete was not done"
-        )))
+        ))
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {

@@ -18,6 +18,7 @@ use crate::error::Result;
 use crate::key::Key;
 use crate::meta::Meta;
 use crate::precondition::Preconditions;
+use crate::retry::Attempts;
 use crate::store::{PutOptions, PutResult};
 
 /// Smallest part of a multipart upload (S3 wants at least 5 MiB for all but the last).
@@ -177,7 +178,8 @@ impl ObjStore {
         this_write: &str,
     ) -> Result<bool> {
         let mut refused: Option<bool> = None;
-        for _ in 0..MAX_ATTEMPTS {
+        let attempts = Attempts::new(MAX_ATTEMPTS);
+        for _ in attempts {
             let (guard, created) = if preconditions.is_empty() {
                 (Guard::Always, !self.occupied(key).await?.0)
             } else {
@@ -202,7 +204,7 @@ impl ObjStore {
                 }
             }
         }
-        Err(kept_changing(key))
+        kept_changing(attempts, key)
     }
 }
 

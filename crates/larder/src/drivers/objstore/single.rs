@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::key::Key;
 use crate::meta::Meta;
 use crate::precondition::Preconditions;
+use crate::retry::Attempts;
 use crate::store::{PutOptions, PutResult};
 
 impl ObjStore {
@@ -50,7 +51,8 @@ impl ObjStore {
         // Create-only is tried directly first: when the key is free, no head is needed.
         let mut try_create = opts.preconditions == Preconditions::if_absent();
         let mut refused: Option<bool> = None;
-        for _ in 0..MAX_ATTEMPTS {
+        let attempts = Attempts::new(MAX_ATTEMPTS);
+        for _ in attempts {
             let (mode, created) = if std::mem::take(&mut try_create) {
                 (PutMode::Create, true)
             } else {
@@ -92,7 +94,7 @@ impl ObjStore {
                 }
             }
         }
-        Err(kept_changing(key))
+        kept_changing(attempts, key)
     }
 }
 
