@@ -5,7 +5,7 @@
 //! - [`Preconditions`]: the one RFC 9110 evaluator; [`ByteRange`]: the one range resolver.
 //! - [`Store`]: the trait every driver implements; [`StoreExt`]: convenience calls.
 //! - [`drivers`]: the backends, one cargo feature each; [`open`]: a store from a URL.
-//! - [`conformance`]: the checks every driver passes.
+//! - `conformance` (feature `conformance`, for tests): the checks every driver passes.
 //!
 //! ```
 //! # tokio_test_block_on(async {
@@ -29,6 +29,7 @@
 
 pub mod body;
 pub mod capabilities;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod drivers;
 pub mod error;

@@ -1,6 +1,9 @@
 //! The conformance kit: async checks over any [`Store`], run by every driver against a real
 //! backend. Each check panics with a message on the first behaviour that is wrong.
 //!
+//! Behind the `conformance` feature: turn it on in the dev-dependencies of a crate whose tests
+//! run the kit (`larder = { version = "…", features = ["conformance"] }`).
+//!
 //! A driver's tests use [`conformance_tests!`](crate::conformance_tests) to get one `#[test]`
 //! per check:
 //!
