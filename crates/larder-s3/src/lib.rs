@@ -10,7 +10,7 @@
 //! Addressing is path style: `http://host:port/bucket/key` is the Larder key `bucket/key`, one
 //! object with one ETag through either API. docs/s3.md lists the operations and conditions.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod integrity;
 mod multipart;

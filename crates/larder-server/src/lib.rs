@@ -9,7 +9,7 @@
 //! - [`health`]: `/readyz`; [`openapi`]: `/openapi.json`. Connections are served with bounded
 //!   header-read and idle timeouts and a connection cap (`conn.rs`).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod auth;
 pub mod config;

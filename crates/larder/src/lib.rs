@@ -7,6 +7,11 @@
 //! - [`drivers`]: the backends, one cargo feature each; [`open`]: a store from a URL.
 //! - `conformance` (feature `conformance`, for tests): the checks every driver passes.
 //!
+//! Every driver is opened the same way: `XConfig` holds its settings (public fields,
+//! `XConfig::from_url` reads its URL), `XStore::open(config).await` opens it, and
+//! `XStore::from_url(url).await` does both; [`open`] picks the driver from the URL's scheme.
+//! (`MemoryStore::new()` is the shortcut for an unbounded memory store.)
+//!
 //! ```
 //! # tokio_test_block_on(async {
 //! use larder::{drivers::memory::MemoryStore, Key, Store, StoreExt, Error};
@@ -25,7 +30,7 @@
 //! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f) }
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod body;
 pub mod capabilities;

@@ -8,6 +8,36 @@ use crate::meta::Meta;
 pub const DEFAULT_PAGE_SIZE: usize = 1000;
 
 /// Options of [`Store::list`](crate::Store::list).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use larder::drivers::memory::MemoryStore;
+/// use larder::{Key, ListOptions, Store, StoreExt};
+///
+/// let store = MemoryStore::new();
+/// for name in ["photos/2025/a.jpg", "photos/2026/b.jpg", "photos/index.html"] {
+///     store.put_bytes(&Key::new(name)?, "x".into()).await?;
+/// }
+/// // One directory level: objects directly under photos/, and the "subdirectories".
+/// let page = store
+///     .list(ListOptions {
+///         delimiter: Some('/'),
+///         ..ListOptions::prefix("photos/")
+///     })
+///     .await?;
+/// assert_eq!(page.common_prefixes, ["photos/2025/", "photos/2026/"]);
+/// assert_eq!(page.objects[0].key.as_str(), "photos/index.html");
+/// // Pages of at most 2 entries, resumed from the cursor.
+/// let first = store
+///     .list(ListOptions { limit: Some(2), ..ListOptions::prefix("photos/") })
+///     .await?;
+/// let rest = store
+///     .list(ListOptions { cursor: first.next_cursor, ..ListOptions::prefix("photos/") })
+///     .await?;
+/// assert_eq!((first.objects.len(), rest.objects.len()), (2, 1));
+/// assert!(rest.next_cursor.is_none());
+/// # Ok::<(), larder::Error>(()) }).unwrap();
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListOptions {
     /// Only keys that start with this string.

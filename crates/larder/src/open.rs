@@ -21,7 +21,23 @@ use crate::store::Store;
 /// | `azure://container/prefix?account=NAME&access_key=…&endpoint=https://…&use_emulator=true&max_object_size=N` (rest from `AZURE_*` env; emulator at `AZURITE_BLOB_STORAGE_URL`) | Azure Blob Storage, conditional PUT | `azure` |
 /// | `null://` | keeps nothing | always |
 ///
-/// A scheme whose driver was not compiled in is `Unsupported`.
+/// A scheme whose driver was not compiled in is `Unsupported`. Each driver reads its own row
+/// with `XStore::from_url`; `XConfig::from_url` gives the settings to adjust in code before
+/// `XStore::open(config)` (for example [`FsConfig`](crate::drivers::fs::FsConfig)).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use larder::{Key, StoreExt};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let url = std::env::var("APP_STORE")
+///     .unwrap_or_else(|_| format!("fs://{}", dir.path().display()));
+/// let store = larder::open(&url).await?; // Arc<dyn Store>: the same code for every backend
+/// store.put_bytes(&Key::new("a")?, "1".into()).await?;
+/// assert!(larder::open("memory://?max_bytes=1048576").await.is_ok());
+/// assert!(larder::open("gopher://x").await.is_err());
+/// # Ok::<(), larder::Error>(()) }).unwrap();
+/// ```
 ///
 /// Tiered stacks and prefix mounts are described by a config struct rather than a URL:
 /// `larder::tiered::open_config(&TierConfig)` (feature `tiered`).

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// A budget of attempts. Iterating yields the attempt's index (`0..budget`), which is also how
 /// many attempts lost before it; after the loop, [`Attempts::exhausted`] is the error to return.
 ///
-/// ```ignore
+/// ```text
 /// let attempts = Attempts::new(MAX_ATTEMPTS);
 /// for _ in attempts {
 ///     // decide on the current version and write it under the backend's condition;

@@ -24,6 +24,33 @@ pub struct HeadOptions {
 }
 
 /// Options of [`Store::get`].
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use larder::drivers::memory::MemoryStore;
+/// use larder::{ByteRange, GetOptions, IfRange, Key, Store, StoreExt};
+///
+/// let store = MemoryStore::new();
+/// let key = Key::new("video.bin")?;
+/// let meta = store.put_bytes(&key, "0123456789".into()).await?;
+/// // Bytes 2 to 5 inclusive (`Range: bytes=2-5`).
+/// let opts = GetOptions {
+///     range: Some(ByteRange::Bounded { first: 2, last: 5 }),
+///     ..Default::default()
+/// };
+/// let part = store.get(&key, opts).await?;
+/// assert_eq!(part.range, Some(2..6));
+/// assert_eq!(part.bytes().await?, "2345");
+/// // The last 3 bytes, but only if the object is still the version we saw (`If-Range`);
+/// // otherwise the whole (new) object.
+/// let opts = GetOptions {
+///     range: Some(ByteRange::Suffix(3)),
+///     if_range: Some(IfRange::ETag(meta.etag)),
+///     ..Default::default()
+/// };
+/// assert_eq!(store.get(&key, opts).await?.bytes().await?, "789");
+/// # Ok::<(), larder::Error>(()) }).unwrap();
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct GetOptions {
     /// Conditions: a failed `If-Match` is `PreconditionFailed`, a matched `If-None-Match` is
@@ -54,6 +81,29 @@ impl GetOptions {
 }
 
 /// Options of [`Store::put`].
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use larder::drivers::memory::MemoryStore;
+/// use larder::{Body, Error, Key, PutOptions, Store};
+///
+/// let store = MemoryStore::new();
+/// let key = Key::new("sessions/abc123")?;
+/// let opts = PutOptions {
+///     ttl: Some(Duration::from_millis(50)),
+///     content_type: Some("application/json".into()),
+///     metadata: [("user".to_string(), "ada".to_string())].into(),
+///     ..Default::default()
+/// };
+/// let put = store.put(&key, Body::from(r#"{"cart":[]}"#), opts).await?;
+/// assert!(put.created && put.meta.expires_at.is_some());
+/// assert_eq!(put.meta.metadata["user"], "ada");
+/// std::thread::sleep(Duration::from_millis(100));
+/// // Expired: gone for reads, conditions and listings alike.
+/// assert!(matches!(store.head(&key, Default::default()).await, Err(Error::NotFound { .. })));
+/// # Ok::<(), larder::Error>(()) }).unwrap();
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct PutOptions {
     /// Conditions, evaluated atomically with the write: `If-None-Match: *` creates only,
@@ -72,6 +122,22 @@ pub struct PutOptions {
 }
 
 /// Options of [`Store::delete`].
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use larder::drivers::memory::MemoryStore;
+/// use larder::{DeleteOptions, Error, Key, Preconditions, Store, StoreExt};
+///
+/// let store = MemoryStore::new();
+/// let key = Key::new("leases/job-7")?;
+/// let lease = store.put_bytes(&key, "worker-1".into()).await?;
+/// store.put_bytes(&key, "worker-2".into()).await?; // someone took the lease over
+/// // Release only the lease we hold: refused, the object is another version now.
+/// let release = DeleteOptions { preconditions: Preconditions::if_match(lease.etag) };
+/// let r = store.delete(&key, release).await;
+/// assert!(matches!(r, Err(Error::PreconditionFailed { .. })));
+/// # Ok::<(), larder::Error>(()) }).unwrap();
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct DeleteOptions {
     /// Conditions, evaluated atomically with the delete.
@@ -135,7 +201,33 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// The metadata of the object at `key`.
     async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta>;
 
-    /// The object at `key`, or a range of it, as a stream.
+    /// The object at `key`, or a range of it, as a stream. A conditional read that finds the
+    /// version the caller already has is `NotModified` (HTTP 304), with no body.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use larder::drivers::memory::MemoryStore;
+    /// use larder::{ETagCondition, Error, GetOptions, Key, Preconditions, Store, StoreExt};
+    ///
+    /// let store = MemoryStore::new();
+    /// let key = Key::new("feeds/latest.json")?;
+    /// let cached = store.put_bytes(&key, "[]".into()).await?;
+    /// // `If-None-Match: "<etag>"`: send the body only if it changed.
+    /// let revalidate = GetOptions {
+    ///     preconditions: Preconditions {
+    ///         if_none_match: Some(ETagCondition::tag(cached.etag.clone())),
+    ///         ..Default::default()
+    ///     },
+    ///     ..Default::default()
+    /// };
+    /// match store.get(&key, revalidate.clone()).await {
+    ///     Err(Error::NotModified(meta)) => assert_eq!(meta.etag, cached.etag),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// store.put_bytes(&key, "[1]".into()).await?;
+    /// assert_eq!(store.get(&key, revalidate).await?.bytes().await?, "[1]");
+    /// # Ok::<(), larder::Error>(()) }).unwrap();
+    /// ```
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult>;
 
     /// Writes the object at `key`, streaming `body` in. Nothing is stored unless the whole body
