@@ -109,6 +109,7 @@ pub(crate) fn response_body(
         // Nothing at hand yet.
         None => {}
         // Ended (a stream is not polled past its end).
+        Some(None) if len == 0 => return HttpBody::empty(),
         Some(None) => body = futures::stream::empty().boxed(),
         Some(Some(Ok(chunk))) if chunk.len() as u64 == len => match body.next().now_or_never() {
             Some(None) => {
