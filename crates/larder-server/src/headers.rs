@@ -185,16 +185,19 @@ fn set(h: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
+/// Like [`set`], taking a value built for the field: its buffer becomes the field's, uncopied.
+fn set_owned(h: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::try_from(value) {
+        h.insert(name, v);
+    }
+}
+
 /// The fields of a write's answer, in every API that writes: the new version's `ETag` (the
 /// token for the next `If-Match`) and its `Last-Modified`.
 pub fn write_headers(meta: &Meta) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    set(&mut h, header::ETAG, &meta.etag.to_string());
-    set(
-        &mut h,
-        header::LAST_MODIFIED,
-        &http_date(meta.last_modified),
-    );
+    let mut h = HeaderMap::with_capacity(4);
+    set_owned(&mut h, header::ETAG, meta.etag.to_string());
+    set_owned(&mut h, header::LAST_MODIFIED, http_date(meta.last_modified));
     h
 }
 
@@ -202,24 +205,28 @@ pub fn write_headers(meta: &Meta) -> HeaderMap {
 /// `Last-Modified`, `Content-Type`, `Cache-Control`/`Expires` for an object with a TTL, and the
 /// user metadata.
 pub fn validator_headers(h: &mut HeaderMap, meta: &Meta) {
-    set(h, header::ETAG, &meta.etag.to_string());
+    set_owned(h, header::ETAG, meta.etag.to_string());
     // Dates go through `http_date`, which clamps what no HTTP date can carry (a record stored
     // with an expiry past the year 9999 is still served).
-    set(h, header::LAST_MODIFIED, &http_date(meta.last_modified));
-    set(
-        h,
-        header::CONTENT_TYPE,
-        meta.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE),
-    );
+    set_owned(h, header::LAST_MODIFIED, http_date(meta.last_modified));
+    match meta.content_type.as_deref() {
+        None => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(DEFAULT_CONTENT_TYPE),
+            );
+        }
+        Some(t) => set(h, header::CONTENT_TYPE, t),
+    }
     if let Some(expires) = meta.expires_at {
         let left = expires
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        set(h, header::EXPIRES, &http_date(expires));
-        set(
+        set_owned(h, header::EXPIRES, http_date(expires));
+        set_owned(
             h,
             header::CACHE_CONTROL,
-            &format!("max-age={}", left.as_secs()),
+            format!("max-age={}", left.as_secs()),
         );
     }
     for (k, v) in &meta.metadata {

@@ -19,6 +19,7 @@ pub mod headers;
 pub mod health;
 pub mod metrics;
 pub mod objects;
+mod observe;
 pub mod openapi;
 pub mod s3;
 pub mod unstorage;
@@ -27,18 +28,15 @@ pub mod wire;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use larder::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
-use tower_http::classify::ServerErrorsFailureClass;
 
 pub use config::{Config, ServeArgs};
 
@@ -127,38 +125,11 @@ pub fn router_with_tiers(
                 key: "no such route".into(),
             })
         })
-        // Last line of defence: a panicking handler answers 500 (logged by `observe` with
-        // its route) instead of dropping the connection and every request queued on it.
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            answer_panic,
-        ))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(
-            // 5xx statuses are logged by `observe` (at WARN or ERROR by cause); what is left
-            // here is a response body that failed while streaming.
-            |class: ServerErrorsFailureClass, _latency: Duration, _span: &tracing::Span| {
-                if let ServerErrorsFailureClass::Error(e) = class {
-                    tracing::error!(error = %e, "response failed while streaming");
-                }
-            },
-        ))
+        // The request timeout, metrics, and the last line of defence: a panicking handler
+        // answers 500 (logged with its route) instead of dropping the connection and every
+        // request queued on it.
+        .layer(observe::ObserveLayer(state.clone()))
         .with_state(state)
-}
-
-/// What a caught panic said, attached to its 500 so that `observe` can log it with the route.
-#[derive(Clone, Debug)]
-struct Panicked(String);
-
-/// The response to a panic in a handler: 500 with the JSON error body.
-fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "a panic".to_owned());
-    let mut response = ApiError::Panicked.into_response();
-    response.extensions_mut().insert(Panicked(what));
-    response
 }
 
 async fn render_metrics(State(s): State<Arc<AppState>>) -> Response {
@@ -170,55 +141,6 @@ async fn render_metrics(State(s): State<Arc<AppState>>) -> Response {
         s.metrics.render(),
     )
         .into_response()
-}
-
-/// Bounds each request by the configured timeout and records it in the metrics.
-async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = metrics::method_label(req.method());
-    let response = match tokio::time::timeout(s.config.request_timeout, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::Timeout.into_response(),
-    };
-    let status = response.status();
-    // Each 5xx is logged once, here, with its route and (from the error) its cause.
-    let cause = response
-        .extensions()
-        .get::<error::ErrorCause>()
-        .map_or("", |c| c.0.as_str());
-    if let Some(Panicked(what)) = response.extensions().get::<Panicked>() {
-        tracing::error!(%route, %method, panic = %what, "a handler panicked; answered 500");
-    } else if status == StatusCode::SERVICE_UNAVAILABLE {
-        // Overload or a backend briefly away: the client is told to retry.
-        tracing::warn!(%route, %method, status = status.as_u16(), error = cause, "unavailable; retry");
-    } else if status.is_server_error() {
-        tracing::error!(%route, %method, status = status.as_u16(), error = cause, "server error");
-    }
-    s.metrics
-        .requests
-        .with_label_values(&[route.as_str(), method, status.as_str()])
-        .inc();
-    s.metrics
-        .latency
-        .with_label_values(&[route.as_str(), method])
-        .observe(started.elapsed().as_secs_f64());
-    let outcome = match status {
-        StatusCode::NOT_MODIFIED => Some("not_modified"),
-        StatusCode::PRECONDITION_FAILED => Some("precondition_failed"),
-        _ => None,
-    };
-    if let Some(outcome) = outcome {
-        s.metrics
-            .preconditions
-            .with_label_values(&[outcome, method])
-            .inc();
-    }
-    response
 }
 
 /// A server running in the background (see [`spawn`]).

@@ -1,26 +1,68 @@
 //! Prometheus metrics: requests by route and status, precondition outcomes, bytes in and out,
 //! latency. Served as text at `/metrics`.
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The `method` label of a request: one of the methods of RFC 9110 (and `PATCH`), else
 /// `other`, so that no client can grow the label sets by inventing methods. (Routes are labelled
 /// by their template and statuses by their number, both from bounded sets too.)
-pub fn method_label(method: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
+pub fn method_label(method: &Method) -> &'static str {
+    METHOD_LABELS[method_index(method)]
+}
+
+/// Every value of the `method` label, indexed by [`method_index`].
+const METHOD_LABELS: [&str; 10] = [
+    "GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE", "other",
+];
+
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::PUT => "PUT",
-        Method::POST => "POST",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "other",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::PUT => 2,
+        Method::POST => 3,
+        Method::DELETE => 4,
+        Method::OPTIONS => 5,
+        Method::PATCH => 6,
+        Method::CONNECT => 7,
+        Method::TRACE => 8,
+        _ => 9,
+    }
+}
+
+/// The statuses the server answers routinely, each with a cached counter per route and method;
+/// any other status takes the registry's label lookup.
+const CACHED_STATUSES: [u16; 18] = [
+    200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 408, 412, 413, 416, 500, 501, 502, 503,
+];
+
+/// Routes with cached series; a router with more falls back to the label lookup for the rest.
+const CACHED_ROUTES: usize = 32;
+
+/// The series of one route, looked up once per label set rather than on every request (a
+/// lookup hashes the label values and takes the registry's lock).
+struct RouteSeries {
+    route: Box<str>,
+    latency: [OnceLock<Histogram>; METHOD_LABELS.len()],
+    requests: Box<[OnceLock<IntCounter>]>,
+}
+
+impl RouteSeries {
+    fn new(route: &str) -> Self {
+        RouteSeries {
+            route: route.into(),
+            latency: Default::default(),
+            requests: (0..METHOD_LABELS.len() * CACHED_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
     }
 }
 
@@ -45,6 +87,13 @@ pub struct Metrics {
     pub bytes: IntCounterVec,
     /// Time to the response head, by route and method.
     pub latency: HistogramVec,
+    /// `bytes{direction="in"}` and `{direction="out"}`, once used.
+    bytes_in: OnceLock<IntCounter>,
+    bytes_out: OnceLock<IntCounter>,
+    /// `preconditions` by outcome (304, 412) and method, once used.
+    outcomes: [OnceLock<IntCounter>; 2 * METHOD_LABELS.len()],
+    /// Per-route series, claimed by the first request of each route.
+    routes: std::sync::Arc<[OnceLock<RouteSeries>; CACHED_ROUTES]>,
 }
 
 impl Metrics {
@@ -101,7 +150,74 @@ impl Metrics {
             preconditions,
             bytes,
             latency,
+            bytes_in: OnceLock::new(),
+            bytes_out: OnceLock::new(),
+            outcomes: Default::default(),
+            routes: std::sync::Arc::new(std::array::from_fn(|_| OnceLock::new())),
         }
+    }
+
+    /// The counter of upload body bytes, `bytes{direction="in"}`.
+    pub fn bytes_in(&self) -> &IntCounter {
+        self.bytes_in
+            .get_or_init(|| self.bytes.with_label_values(&["in"]))
+    }
+
+    /// The counter of download body bytes, `bytes{direction="out"}`.
+    pub fn bytes_out(&self) -> &IntCounter {
+        self.bytes_out
+            .get_or_init(|| self.bytes.with_label_values(&["out"]))
+    }
+
+    /// Records one answered request: its count by route, method and status, its latency, and
+    /// the precondition outcome of a 304 or 412. `route` is the matched route template.
+    pub fn record(&self, route: &str, method: &Method, status: StatusCode, elapsed: Duration) {
+        let m = method_index(method);
+        let labels = [route, METHOD_LABELS[m], status.as_str()];
+        let series = self.route_series(route);
+        let status_slot = CACHED_STATUSES.iter().position(|s| *s == status.as_u16());
+        match (series, status_slot) {
+            (Some(series), Some(st)) => series.requests[m * CACHED_STATUSES.len() + st]
+                .get_or_init(|| self.requests.with_label_values(&labels))
+                .inc(),
+            _ => self.requests.with_label_values(&labels).inc(),
+        }
+        let seconds = elapsed.as_secs_f64();
+        match series {
+            Some(series) => series.latency[m]
+                .get_or_init(|| self.latency.with_label_values(&labels[..2]))
+                .observe(seconds),
+            None => self
+                .latency
+                .with_label_values(&labels[..2])
+                .observe(seconds),
+        }
+        let outcome = match status {
+            StatusCode::NOT_MODIFIED => 0,
+            StatusCode::PRECONDITION_FAILED => 1,
+            _ => return,
+        };
+        self.outcomes[outcome * METHOD_LABELS.len() + m]
+            .get_or_init(|| {
+                let label = ["not_modified", "precondition_failed"][outcome];
+                self.preconditions
+                    .with_label_values(&[label, METHOD_LABELS[m]])
+            })
+            .inc();
+    }
+
+    /// The cached series of `route`: found among the routes seen so far, or claimed in the next
+    /// free slot. `None` once every slot holds another route.
+    fn route_series(&self, route: &str) -> Option<&RouteSeries> {
+        for slot in self.routes.iter() {
+            // Two first requests of different routes may race for a slot: the loser sees the
+            // winner's route here and goes on to the next slot.
+            let series = slot.get_or_init(|| RouteSeries::new(route));
+            if &*series.route == route {
+                return Some(series);
+            }
+        }
+        None
     }
 
     /// Also exports the per-tier counters of `tiers` (hits, misses, backfills, invalidations,
@@ -157,5 +273,105 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .map(|l| l.rsplit(' ').next().unwrap_or_default())
+    }
+
+    /// The cached series are the registry's own: counts land where a label lookup would put
+    /// them, for cached and uncached statuses alike, and past the last cached route.
+    #[test]
+    fn recorded_requests_reach_the_registry() {
+        let m = Metrics::new();
+        let ms = Duration::from_millis(1);
+        for _ in 0..3 {
+            m.record("/v1/objects/{*key}", &Method::GET, StatusCode::OK, ms);
+        }
+        m.record(
+            "/v1/objects/{*key}",
+            &Method::GET,
+            StatusCode::NOT_MODIFIED,
+            ms,
+        );
+        m.record(
+            "/v1/objects/{*key}",
+            &Method::PUT,
+            StatusCode::IM_A_TEAPOT,
+            ms,
+        );
+        m.record(
+            "/v1/objects/{*key}",
+            &Method::from_bytes(b"BREW").unwrap(),
+            StatusCode::OK,
+            ms,
+        );
+        for i in 0..CACHED_ROUTES + 5 {
+            m.record(
+                &format!("/r{i}"),
+                &Method::DELETE,
+                StatusCode::NO_CONTENT,
+                ms,
+            );
+            m.record(
+                &format!("/r{i}"),
+                &Method::DELETE,
+                StatusCode::NO_CONTENT,
+                ms,
+            );
+        }
+        m.bytes_out().inc_by(7);
+        let text = m.render();
+        let requests =
+            |labels: &str| line(&text, &format!("larder_http_requests_total{{{labels}}}"));
+        assert_eq!(
+            requests(r#"method="GET",route="/v1/objects/{*key}",status="200""#),
+            Some("3")
+        );
+        assert_eq!(
+            requests(r#"method="GET",route="/v1/objects/{*key}",status="304""#),
+            Some("1")
+        );
+        assert_eq!(
+            requests(r#"method="PUT",route="/v1/objects/{*key}",status="418""#),
+            Some("1")
+        );
+        assert_eq!(
+            requests(r#"method="other",route="/v1/objects/{*key}",status="200""#),
+            Some("1")
+        );
+        for i in 0..CACHED_ROUTES + 5 {
+            let labels = format!(r#"method="DELETE",route="/r{i}",status="204""#);
+            assert_eq!(requests(&labels), Some("2"), "{labels}");
+        }
+        assert_eq!(
+            line(
+                &text,
+                r#"larder_http_request_duration_seconds_count{method="GET",route="/v1/objects/{*key}"}"#
+            ),
+            Some("4")
+        );
+        assert_eq!(
+            line(
+                &text,
+                r#"larder_precondition_outcomes_total{method="GET",outcome="not_modified"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            line(&text, r#"larder_http_body_bytes_total{direction="out"}"#),
+            Some("7")
+        );
+        assert_eq!(
+            line(&text, r#"larder_http_body_bytes_total{direction="in"}"#),
+            None
+        );
     }
 }

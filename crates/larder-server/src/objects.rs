@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use axum::body::Body as HttpBody;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use larder::range::content_range;
-use larder::{Body, DeleteOptions, Error, HeadOptions, Key, ListOptions};
+use larder::{Body, ByteStream, DeleteOptions, Error, HeadOptions, Key, ListOptions};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
@@ -51,10 +51,11 @@ pub fn parse_key(uri: &Uri) -> Result<Key, ApiError> {
 }
 
 /// GET: the object, a range of it (206), or 304/412/416.
-pub async fn get(State(s): Shared, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
-    let key = parse_key(&uri)?;
-    s.authorize(&headers, Access::Read, key.as_str())?;
-    let (opts, multiple) = get_options(&headers)?;
+pub async fn get(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let headers = req.headers();
+    let key = parse_key(req.uri())?;
+    s.authorize(headers, Access::Read, key.as_str())?;
+    let (opts, multiple) = get_options(headers)?;
     if multiple {
         // No multipart responses: 416 with the size, once the conditions have had their say,
         // unless If-Range fails, which means "ignore the Range" (RFC 9110 13.1.5).
@@ -73,7 +74,7 @@ pub async fn get(State(s): Shared, uri: Uri, headers: HeaderMap) -> Result<Respo
     }
     // (After a failed If-Range on a multi-range request, `opts.range` is None: the whole object.)
     let got = s.store.get(&key, opts).await?;
-    let mut h = HeaderMap::new();
+    let mut h = HeaderMap::with_capacity(8);
     validator_headers(&mut h, &got.meta);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let (status, len) = match &got.range {
@@ -87,27 +88,66 @@ pub async fn get(State(s): Shared, uri: Uri, headers: HeaderMap) -> Result<Respo
         None => (StatusCode::OK, got.meta.size),
     };
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    let bytes_out = s.metrics.bytes.with_label_values(&["out"]);
-    let body = got
-        .body
-        .inspect_ok(move |chunk| bytes_out.inc_by(chunk.len() as u64));
-    Ok((status, h, HttpBody::from_stream(body)).into_response())
+    let mut response = Response::new(response_body(got.body, len, s.metrics.bytes_out()));
+    *response.status_mut() = status;
+    *response.headers_mut() = h;
+    Ok(response)
+}
+
+/// The body of a download, counted in `bytes{dir="out"}`. When the store has the whole body at
+/// hand (a memory store, a cached copy), it goes out as those bytes, without a stream to poll
+/// for every response; otherwise it streams as the store yields it.
+pub(crate) fn response_body(
+    mut body: ByteStream,
+    len: u64,
+    bytes_out: &prometheus::IntCounter,
+) -> HttpBody {
+    // Polled without waiting: a store that has nothing ready yet is polled again, with the
+    // response's waker, by the stream below.
+    let mut ready = Vec::new();
+    match body.next().now_or_never() {
+        // Nothing at hand yet.
+        None => {}
+        // Ended (a stream is not polled past its end).
+        Some(None) if len == 0 => return HttpBody::empty(),
+        Some(None) => body = futures::stream::empty().boxed(),
+        Some(Some(Ok(chunk))) if chunk.len() as u64 == len => match body.next().now_or_never() {
+            Some(None) => {
+                bytes_out.inc_by(len);
+                return HttpBody::from(chunk);
+            }
+            second => {
+                ready.push(Ok(chunk));
+                ready.extend(second.flatten());
+            }
+        },
+        Some(Some(first)) => ready.push(first),
+    }
+    let bytes_out = bytes_out.clone();
+    let body = futures::stream::iter(ready)
+        .chain(body)
+        .inspect_ok(move |chunk| bytes_out.inc_by(chunk.len() as u64))
+        // The status went out with the head: a failure now can only cut the body short, so
+        // it is logged here.
+        .inspect_err(|e| tracing::error!(error = %e, "response failed while streaming"));
+    HttpBody::from_stream(body)
 }
 
 /// HEAD: the object's fields, no body.
-pub async fn head(State(s): Shared, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
-    let key = parse_key(&uri)?;
-    s.authorize(&headers, Access::Read, key.as_str())?;
+pub async fn head(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let headers = req.headers();
+    let key = parse_key(req.uri())?;
+    s.authorize(headers, Access::Read, key.as_str())?;
     let meta = s
         .store
         .head(
             &key,
             HeadOptions {
-                preconditions: preconditions(&headers)?,
+                preconditions: preconditions(headers)?,
             },
         )
         .await?;
-    let mut h = HeaderMap::new();
+    let mut h = HeaderMap::with_capacity(8);
     validator_headers(&mut h, &meta);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
@@ -115,16 +155,13 @@ pub async fn head(State(s): Shared, uri: Uri, headers: HeaderMap) -> Result<Resp
 }
 
 /// PUT (and POST): streams the body into the store; 201 created, 200 replaced, 412, 413.
-pub async fn put(
-    State(s): Shared,
-    uri: Uri,
-    headers: HeaderMap,
-    body: HttpBody,
-) -> Result<Response, ApiError> {
-    let key = parse_key(&uri)?;
-    s.authorize(&headers, Access::Write, key.as_str())?;
-    let opts = put_options(&headers)?;
-    let (_permit, body) = upload_body(&s, &headers, body)?;
+pub async fn put(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
+    let key = parse_key(&parts.uri)?;
+    s.authorize(headers, Access::Write, key.as_str())?;
+    let opts = put_options(headers)?;
+    let (_permit, body) = upload_body(&s, headers, body)?;
     let put = s.store.put(&key, body, opts).await?;
     let h = write_headers(&put.meta);
     let status = if put.created {
@@ -156,11 +193,34 @@ pub(crate) fn upload_body(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::Busy)?;
-    let bytes_in = s.metrics.bytes.with_label_values(&["in"]);
+    let bytes_in = s.metrics.bytes_in();
+    let mut data = body.into_data_stream();
+    // A small body has often arrived whole with the head: then it is handed to the store as
+    // bytes, with no stream to poll. (Polled without waiting; a body still on its way is polled
+    // again, with the request's waker, by the stream below.)
+    let mut ready = Vec::new();
+    match data.next().now_or_never() {
+        None => {}
+        Some(None) => return Ok((permit, Body::empty())),
+        Some(Some(first)) => match (first, data.next().now_or_never()) {
+            (Ok(chunk), Some(None)) => {
+                if chunk.len() as u64 > limit {
+                    return Err(Error::TooLarge { limit }.into());
+                }
+                bytes_in.inc_by(chunk.len() as u64);
+                return Ok((permit, Body::Bytes(chunk)));
+            }
+            (first, second) => {
+                ready.push(first);
+                ready.extend(second.flatten());
+            }
+        },
+    }
+    let bytes_in = bytes_in.clone();
     let mut seen = 0u64;
     // A connection that closes before the body is complete ends this stream with an error,
     // never a clean end, so the driver stores nothing.
-    let stream = body.into_data_stream().map(move |chunk| {
+    let stream = futures::stream::iter(ready).chain(data).map(move |chunk| {
         let chunk: Bytes =
             chunk.map_err(|e| Error::InvalidInput(format!("reading the request body: {e}")))?;
         seen += chunk.len() as u64;
@@ -174,14 +234,15 @@ pub(crate) fn upload_body(
 }
 
 /// DELETE: 204, 404, 412.
-pub async fn delete(State(s): Shared, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
-    let key = parse_key(&uri)?;
-    s.authorize(&headers, Access::Write, key.as_str())?;
+pub async fn delete(State(s): Shared, req: Request) -> Result<Response, ApiError> {
+    let headers = req.headers();
+    let key = parse_key(req.uri())?;
+    s.authorize(headers, Access::Write, key.as_str())?;
     s.store
         .delete(
             &key,
             DeleteOptions {
-                preconditions: preconditions(&headers)?,
+                preconditions: preconditions(headers)?,
             },
         )
         .await?;
@@ -258,4 +319,49 @@ pub async fn list(
 /// store, not its objects).
 pub async fn capabilities(State(s): Shared) -> Response {
     Json(CapabilitiesJson::from(&s.store.capabilities())).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::HttpBody as _;
+    use http_body_util::BodyExt;
+
+    fn chunks(parts: Vec<larder::Result<&'static str>>) -> ByteStream {
+        futures::stream::iter(
+            parts
+                .into_iter()
+                .map(|p| p.map(|s: &'static str| Bytes::from_static(s.as_bytes()))),
+        )
+        .boxed()
+    }
+
+    /// A body the store has at hand goes out as one buffer of known size; any other streams,
+    /// with every byte and every failure, and all are counted.
+    #[tokio::test]
+    async fn bodies_at_hand_go_out_whole_and_others_stream() {
+        let metrics = crate::metrics::Metrics::new();
+        let out = metrics.bytes_out();
+
+        let whole = response_body(chunks(vec![Ok("abcd")]), 4, out);
+        assert_eq!(whole.size_hint().exact(), Some(4));
+        assert_eq!(whole.collect().await.unwrap().to_bytes(), "abcd");
+
+        let (tx, rx) = futures::channel::oneshot::channel::<larder::Result<Bytes>>();
+        let later = futures::stream::once(async move { rx.await.unwrap() }).boxed();
+        let pending = response_body(later, 4, out);
+        assert_eq!(pending.size_hint().exact(), None, "not at hand: streamed");
+        tx.send(Ok(Bytes::from_static(b"efgh"))).unwrap();
+        assert_eq!(pending.collect().await.unwrap().to_bytes(), "efgh");
+
+        let split = response_body(chunks(vec![Ok("ab"), Ok("cd")]), 4, out);
+        assert_eq!(split.collect().await.unwrap().to_bytes(), "abcd");
+
+        let failing = response_body(chunks(vec![Ok("ab"), Err(Error::backend("gone"))]), 4, out);
+        assert!(failing.collect().await.is_err(), "a failure cuts the body");
+
+        let empty = response_body(chunks(vec![]), 0, out);
+        assert_eq!(empty.size_hint().exact(), Some(0));
+        assert_eq!(out.get(), 14);
+    }
 }

@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use axum::body::Body as HttpBody;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::headers::{preconditions, validator_headers, write_headers};
-use crate::objects::upload_body;
+use crate::objects::{response_body, upload_body};
 use crate::AppState;
 
 /// Where the protocol is mounted.
@@ -109,13 +109,10 @@ pub fn parse_target(path: &str) -> Result<Target, Error> {
 
 /// Every request: the method and path are checked in the order unstorage's server checks
 /// them (405, then 400), then the token, then one store call (or a listing for a base).
-async fn handle(
-    State(s): Shared,
-    uri: Uri,
-    method: Method,
-    headers: HeaderMap,
-    body: HttpBody,
-) -> Response {
+async fn handle(State(s): Shared, req: Request) -> Response {
+    // Taken apart rather than extracted field by field, which would copy the header map.
+    let (parts, body) = req.into_parts();
+    let (uri, method, headers) = (parts.uri, parts.method, parts.headers);
     let result = async {
         if ![Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(&method) {
             return Err(Reject::MethodNotAllowed(method.clone()));
@@ -250,7 +247,7 @@ fn ttl(headers: &HeaderMap) -> Result<Option<std::time::Duration>, Error> {
 /// The fields of a value's answer: the native validators, plus `x-ttl`, the whole seconds left
 /// (rounded up, so a value put with `x-ttl: 60` reads back 60 right away) for a value with a TTL.
 fn meta_headers(meta: &larder::Meta) -> HeaderMap {
-    let mut h = HeaderMap::new();
+    let mut h = HeaderMap::with_capacity(8);
     validator_headers(&mut h, meta);
     if let Some(expires) = meta.expires_at {
         let left = expires
@@ -279,11 +276,8 @@ async fn get(s: &AppState, headers: &HeaderMap, key: Key) -> Result<Response, Re
     };
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(got.meta.size));
-    let bytes_out = s.metrics.bytes.with_label_values(&["out"]);
-    let body = got
-        .body
-        .inspect_ok(move |chunk| bytes_out.inc_by(chunk.len() as u64));
-    Ok((StatusCode::OK, h, HttpBody::from_stream(body)).into_response())
+    let body = response_body(got.body, got.meta.size, s.metrics.bytes_out());
+    Ok((StatusCode::OK, h, body).into_response())
 }
 
 /// HEAD of a value: 200 with its fields, 404 when missing.
