@@ -158,9 +158,17 @@ pub async fn head(State(s): Shared, req: Request) -> Result<Response, ApiError> 
 pub async fn put(State(s): Shared, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
-    let key = parse_key(&parts.uri)?;
-    s.authorize(headers, Access::Write, key.as_str())?;
-    let opts = put_options(headers)?;
+    let checked = parse_key(&parts.uri).and_then(|key| {
+        s.authorize(headers, Access::Write, key.as_str())?;
+        Ok((key, put_options(headers)?))
+    });
+    let (key, opts) = match checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            drain_small(body).await;
+            return Err(e);
+        }
+    };
     let (_permit, body) = upload_body(&s, headers, body)?;
     let put = s.store.put(&key, body, opts).await?;
     let h = write_headers(&put.meta);
@@ -170,6 +178,28 @@ pub async fn put(State(s): Shared, req: Request) -> Result<Response, ApiError> {
         StatusCode::OK
     };
     Ok((status, h, Json(MetaJson::from(&put.meta))).into_response())
+}
+
+/// Most of a refused upload's body read before answering (see [`drain_small`]).
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// An upload refused before its body was read (a bad key or header, a token that may not
+/// write): reads and drops up to [`DRAIN_LIMIT`] bytes of it, for at most a second, so that a
+/// client still sending a small body reads the refusal, not a connection reset (unread bytes in
+/// a closed socket make the kernel reset the connection). A larger body is not read: that
+/// connection is closed.
+pub(crate) async fn drain_small(body: HttpBody) {
+    let mut data = body.into_data_stream();
+    let drain = async {
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = data.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }
 
 /// The body of an upload, bounded as every upload is: refused with 413 past
