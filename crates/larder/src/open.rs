@@ -89,6 +89,21 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     Ok(store)
 }
 
+/// `url` parsed, when its scheme is one of `schemes`: the first step of every driver's
+/// `XConfig::from_url` (`what` names the driver in the error).
+#[allow(dead_code)] // used by whichever drivers are compiled in
+pub(crate) fn parse_store_url(url: &str, what: &str, schemes: &[&str]) -> Result<url::Url> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| Error::InvalidInput(format!("{what} URL {url:?}: {e}")))?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(Error::InvalidInput(format!(
+            "{what} URL {url:?}: the scheme must be {}",
+            schemes.join(" or ")
+        )));
+    }
+    Ok(parsed)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -173,13 +173,7 @@ impl Inner {
 impl MemoryConfig {
     /// From a store URL: `memory://?max_bytes=N&ttl=SECONDS` (both optional).
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| Error::InvalidInput(format!("memory store URL {url:?}: {e}")))?;
-        if parsed.scheme() != "memory" {
-            return Err(Error::InvalidInput(format!(
-                "memory store URL {url:?}: the scheme must be memory"
-            )));
-        }
+        let parsed = crate::open::parse_store_url(url, "memory store", &["memory"])?;
         let mut config = MemoryConfig::default();
         for (k, v) in parsed.query_pairs() {
             let n: u64 = v.parse().map_err(|_| {

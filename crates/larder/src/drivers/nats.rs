@@ -244,13 +244,7 @@ impl Default for NatsConfig {
 impl NatsConfig {
     /// From a store URL (see the [module docs](self) for its options).
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| Error::InvalidInput(format!("nats store URL {url:?}: {e}")))?;
-        if parsed.scheme() != "nats" {
-            return Err(Error::InvalidInput(format!(
-                "nats store URL {url:?}: the scheme must be nats"
-            )));
-        }
+        let parsed = crate::open::parse_store_url(url, "nats store", &["nats"])?;
         let mut config = NatsConfig::default();
         for (k, v) in parsed.query_pairs() {
             let bad = || Error::InvalidInput(format!("nats store: {k}={v}"));

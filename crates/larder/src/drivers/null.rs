@@ -37,13 +37,7 @@ pub struct NullConfig;
 impl NullConfig {
     /// From a store URL: `null://`, without options.
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| Error::InvalidInput(format!("null store URL {url:?}: {e}")))?;
-        if parsed.scheme() != "null" {
-            return Err(Error::InvalidInput(format!(
-                "null store URL {url:?}: the scheme must be null"
-            )));
-        }
+        let parsed = crate::open::parse_store_url(url, "null store", &["null"])?;
         if let Some((k, _)) = parsed.query_pairs().next() {
             return Err(Error::InvalidInput(format!(
                 "null store: unknown option {k}"

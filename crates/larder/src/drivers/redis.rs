@@ -373,13 +373,7 @@ impl RedisConfig {
     /// From a store URL (see the [module docs](self) for its options); query options that are
     /// not Larder's stay in [`RedisConfig::server`] for the `redis` crate.
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| Error::InvalidInput(format!("redis store URL {url:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "redis" | "rediss") {
-            return Err(Error::InvalidInput(format!(
-                "redis store URL {url:?}: the scheme must be redis or rediss"
-            )));
-        }
+        let parsed = crate::open::parse_store_url(url, "redis store", &["redis", "rediss"])?;
         let mut config = RedisConfig::default();
         let mut rest = parsed.clone();
         rest.set_query(None);

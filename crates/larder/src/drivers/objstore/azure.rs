@@ -103,13 +103,7 @@ impl AzureConfig {
     /// `&endpoint=https://…&allow_http=true&use_emulator=true&max_object_size=N`
     /// `&connect_timeout_ms=5000&timeout_ms=5000&retry_timeout_ms=5000` (see [`NetworkBounds`]).
     pub fn from_url(url: &str) -> Result<Self> {
-        let url = url::Url::parse(url)
-            .map_err(|e| Error::InvalidInput(format!("azure URL {url:?}: {e}")))?;
-        if url.scheme() != "azure" {
-            return Err(Error::InvalidInput(format!(
-                "azure URL {url}: the scheme must be azure"
-            )));
-        }
+        let url = crate::open::parse_store_url(url, "azure", &["azure"])?;
         let container = url
             .host_str()
             .filter(|c| !c.is_empty())

@@ -128,13 +128,7 @@ impl S3Config {
     /// `&virtual_hosted=false&max_object_size=N&conditional_delete=true`
     /// `&connect_timeout_ms=5000&timeout_ms=5000&retry_timeout_ms=5000` (see [`NetworkBounds`]).
     pub fn from_url(url: &str) -> Result<Self> {
-        let url = url::Url::parse(url)
-            .map_err(|e| Error::InvalidInput(format!("s3 URL {url:?}: {e}")))?;
-        if url.scheme() != "s3" {
-            return Err(Error::InvalidInput(format!(
-                "s3 URL {url}: the scheme must be s3"
-            )));
-        }
+        let url = crate::open::parse_store_url(url, "s3", &["s3"])?;
         let bucket = url
             .host_str()
             .filter(|b| !b.is_empty())
