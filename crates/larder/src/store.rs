@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::body::{Body, ByteStream};
 use crate::capabilities::Capabilities;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{ListOptions, ListPage};
@@ -21,6 +21,16 @@ use crate::range::ByteRange;
 pub struct HeadOptions {
     /// Conditions, evaluated as for a GET.
     pub preconditions: Preconditions,
+}
+
+impl HeadOptions {
+    /// The answer to a HEAD of `key` whose live version is `current`: its metadata, `NotFound`
+    /// without one, or the failed condition (304, 412). What every driver's `head` returns.
+    pub fn answer(&self, key: &Key, current: Option<Meta>) -> Result<Meta> {
+        let meta = current.ok_or_else(|| Error::not_found(key))?;
+        self.preconditions.evaluate_read(&meta)?;
+        Ok(meta)
+    }
 }
 
 /// Options of [`Store::get`].

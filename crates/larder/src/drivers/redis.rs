@@ -761,12 +761,7 @@ impl Store for RedisStore {
     }
 
     async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
-        let meta = self
-            .read_meta(key)
-            .await?
-            .ok_or_else(|| Error::not_found(key))?;
-        opts.preconditions.evaluate_read(&meta)?;
-        Ok(meta)
+        opts.answer(key, self.read_meta(key).await?)
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {

@@ -395,12 +395,7 @@ impl Store for MysqlStore {
     }
 
     async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
-        let meta = self
-            .current(&self.pool, key)
-            .await?
-            .ok_or_else(|| Error::not_found(key))?;
-        opts.preconditions.evaluate_read(&meta)?;
-        Ok(meta)
+        opts.answer(key, self.current(&self.pool, key).await?)
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
