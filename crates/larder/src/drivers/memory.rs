@@ -15,7 +15,6 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
@@ -304,16 +303,7 @@ impl Store for MemoryStore {
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         // Conditions are decided on the metadata of the version whose bytes are served.
         let (meta, data) = self.snapshot(key)?;
-        let range = opts.evaluate(&meta)?;
-        let data = match &range {
-            Some(r) => data.slice(r.start as usize..r.end as usize),
-            None => data,
-        };
-        Ok(GetResult {
-            meta,
-            range,
-            body: futures::stream::once(futures::future::ready(Ok(data))).boxed(),
-        })
+        GetResult::from_bytes(meta, data, &opts)
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {

@@ -563,16 +563,7 @@ impl Store for NatsStore {
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         // Meta and body are one message, so they are always of the same version.
         let (meta, data) = self.live(key).await?;
-        let range = opts.evaluate(&meta)?;
-        let data = match &range {
-            Some(r) => data.slice(r.start as usize..r.end as usize),
-            None => data,
-        };
-        Ok(GetResult {
-            meta,
-            range,
-            body: futures::stream::once(async move { Ok(data) }).boxed(),
-        })
+        GetResult::from_bytes(meta, data, &opts)
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
