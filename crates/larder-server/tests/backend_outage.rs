@@ -269,9 +269,8 @@ async fn status_of(client: &reqwest::Client, url: &str) -> (StatusCode, String) 
     (status, r.text().await.unwrap())
 }
 
-/// Kills and stops the backend under a live server over `store_url`, and checks what the
-/// module docs promise.
-async fn outage(backend: &mut Backend, store_url: &str) {
+/// A server over `store_url` with default settings, its base URL, and a client.
+async fn serve(store_url: &str) -> (larder_server::ServerHandle, String, reqwest::Client) {
     let config = Config {
         store: store_url.into(),
         ..Config::default()
@@ -281,7 +280,13 @@ async fn outage(backend: &mut Backend, store_url: &str) {
         .await
         .unwrap();
     let base = server.url();
-    let client = reqwest::Client::new();
+    (server, base, reqwest::Client::new())
+}
+
+/// Kills and stops the backend under a live server over `store_url`, and checks what the
+/// module docs promise.
+async fn outage(backend: &mut Backend, store_url: &str) {
+    let (server, base, client) = serve(store_url).await;
     assert_eq!(
         status_of(&client, &format!("{base}/readyz")).await.0,
         StatusCode::OK
@@ -564,16 +569,7 @@ async fn silent_service() -> (u16, tokio::task::JoinHandle<()>) {
 /// Over a store whose backend never answers: a read, a write, a conditional write, a
 /// conditional delete and a listing each fail as `503` with `Retry-After`, within `within`.
 async fn hung_object_store(store_url: &str, within: Duration) {
-    let config = Config {
-        store: store_url.into(),
-        ..Config::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = larder_server::spawn_configured(listener, config)
-        .await
-        .unwrap();
-    let base = server.url();
-    let client = reqwest::Client::new();
+    let (server, base, client) = serve(store_url).await;
     let object = format!("{base}/v1/objects/hung/k");
     let tag = "\"0000000000000000000000000000000000000000000000000000000000000000\"";
     let requests = [
