@@ -330,6 +330,35 @@ pub(crate) enum Guard<'a> {
     Live(Option<&'a str>),
 }
 
+/// The statements a networked SQL driver runs, formatted once for its table in its dialect.
+/// The writes take their values in the order [`bind_row`] binds them.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub(crate) current: String,
+    pub(crate) current_inline: String,
+    pub(crate) span: String,
+    pub(crate) lock: String,
+    pub(crate) insert: String,
+    pub(crate) update_locked: String,
+    pub(crate) update_live_tag: String,
+    pub(crate) update_live: String,
+    pub(crate) delete: String,
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl Statements {
+    /// The statement that writes a row under `guard`.
+    pub(crate) fn write(&self, guard: &Guard<'_>) -> &str {
+        match guard {
+            Guard::Insert => &self.insert,
+            Guard::Locked(_) => &self.update_locked,
+            Guard::Live(Some(_)) => &self.update_live_tag,
+            Guard::Live(None) => &self.update_live,
+        }
+    }
+}
+
 /// Binds `row` to its UPDATE or INSERT, in the order every driver's statements take the values:
 /// etag, size, last_modified, expires_at, content_type, meta, body, key, then the guard's: the
 /// etag (if any), and for [`Guard::Live`] the new version's `last_modified` twice (the row is

@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 
 use super::ranged::{bind_span, get_decided, INLINE_MAX};
-use super::{bind_row, Backend, Guard, LockedRow, Row, SqlConfig, Sweeper};
+use super::{bind_row, Backend, LockedRow, Row, SqlConfig, Statements, Sweeper};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
@@ -158,7 +158,7 @@ impl MysqlStore {
         );
         Ok(MysqlStore {
             pool,
-            sql: Statements::new(&table),
+            sql: statements(&table),
             table,
             max_object_size,
             _sweeper: sweeper,
@@ -271,48 +271,32 @@ impl MysqlStore {
     }
 }
 
-/// The statements that name the table, formatted once. The writes take their values in the
-/// order [`bind_row`] binds them.
-#[derive(Debug)]
-struct Statements {
-    current: String,
-    current_inline: String,
-    span: String,
-    lock: String,
-    insert: String,
-    update_locked: String,
-    update_live_tag: String,
-    update_live: String,
-    delete: String,
-}
-
-impl Statements {
-    fn new(t: &str) -> Self {
-        let set = format!(
-            "UPDATE {t} SET etag = ?, size = ?, last_modified = ?, expires_at = ?,
-               content_type = ?, meta = ?, body = ? WHERE `key` = ?"
-        );
-        let live = "(expires_at IS NULL OR expires_at > ?) AND last_modified <= ?";
-        Statements {
-            current: format!(
-                "SELECT meta FROM {t} WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)"
-            ),
-            current_inline: format!(
-                "SELECT meta, IF(size <= ?, body, NULL) FROM {t}
-                 WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)"
-            ),
-            span: format!("SELECT SUBSTRING(body, ?, ?) FROM {t} WHERE `key` = ? AND etag = ?"),
-            // `_bin` collations make text columns read as bytes.
-            lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE `key` = ? FOR UPDATE"),
-            insert: format!(
-                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, `key`)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            ),
-            update_locked: format!("{set} AND etag = ?"),
-            update_live_tag: format!("{set} AND etag = ? AND {live}"),
-            update_live: format!("{set} AND {live}"),
-            delete: format!("DELETE FROM {t} WHERE `key` = ? AND etag = ?"),
-        }
+/// This dialect's statements for `t`.
+fn statements(t: &str) -> Statements {
+    let set = format!(
+        "UPDATE {t} SET etag = ?, size = ?, last_modified = ?, expires_at = ?,
+           content_type = ?, meta = ?, body = ? WHERE `key` = ?"
+    );
+    let live = "(expires_at IS NULL OR expires_at > ?) AND last_modified <= ?";
+    Statements {
+        current: format!(
+            "SELECT meta FROM {t} WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)"
+        ),
+        current_inline: format!(
+            "SELECT meta, IF(size <= ?, body, NULL) FROM {t}
+             WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)"
+        ),
+        span: format!("SELECT SUBSTRING(body, ?, ?) FROM {t} WHERE `key` = ? AND etag = ?"),
+        // `_bin` collations make text columns read as bytes.
+        lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE `key` = ? FOR UPDATE"),
+        insert: format!(
+            "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, `key`)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ),
+        update_locked: format!("{set} AND etag = ?"),
+        update_live_tag: format!("{set} AND etag = ? AND {live}"),
+        update_live: format!("{set} AND {live}"),
+        delete: format!("DELETE FROM {t} WHERE `key` = ? AND etag = ?"),
     }
 }
 
@@ -360,13 +344,9 @@ impl Backend for MysqlStore {
     }
 
     async fn write(&self, tx: &mut sqlx::MySqlConnection, row: &Row<'_>) -> sqlx::Result<u64> {
-        let sql = match row.guard {
-            Guard::Insert => &self.sql.insert,
-            Guard::Locked(_) => &self.sql.update_locked,
-            Guard::Live(Some(_)) => &self.sql.update_live_tag,
-            Guard::Live(None) => &self.sql.update_live,
-        };
-        let done = bind_row(sqlx::query(sql), row).execute(tx).await?;
+        let done = bind_row(sqlx::query(self.sql.write(&row.guard)), row)
+            .execute(tx)
+            .await?;
         Ok(done.rows_affected())
     }
 

@@ -42,7 +42,7 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::ranged::{bind_span, get_decided, INLINE_MAX};
-use super::{bind_row, Backend, Guard, LockedRow, Row, SqlConfig, Sweeper};
+use super::{bind_row, Backend, LockedRow, Row, SqlConfig, Statements, Sweeper};
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
 use crate::error::{Error, Result};
@@ -119,7 +119,7 @@ impl PostgresStore {
         );
         Ok(PostgresStore {
             pool,
-            sql: Statements::new(&table),
+            sql: statements(&table),
             table,
             _sweeper: sweeper,
         })
@@ -225,51 +225,35 @@ impl PostgresStore {
     }
 }
 
-/// The statements that name the table, formatted once. The writes take their values in the
-/// order [`bind_row`] binds them.
-#[derive(Debug)]
-struct Statements {
-    current: String,
-    current_inline: String,
-    span: String,
-    lock: String,
-    insert: String,
-    update_locked: String,
-    update_live_tag: String,
-    update_live: String,
-    delete: String,
-}
-
-impl Statements {
-    fn new(t: &str) -> Self {
-        let set = format!(
-            "UPDATE {t} SET etag = $1, size = $2, last_modified = $3, expires_at = $4,
-               content_type = $5, meta = $6, body = $7 WHERE key = $8"
-        );
-        let live = |n: u8, m: u8| {
-            format!("(expires_at IS NULL OR expires_at > ${n}) AND last_modified <= ${m}")
-        };
-        Statements {
-            current: format!(
-                "SELECT meta FROM {t} WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)"
-            ),
-            current_inline: format!(
-                "SELECT meta, CASE WHEN size <= $3 THEN body END FROM {t}
-                 WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)"
-            ),
-            span: format!(
-                "SELECT substring(body FROM $1::int FOR $2::int) FROM {t} WHERE key = $3 AND etag = $4"
-            ),
-            lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE key = $1 FOR UPDATE"),
-            insert: format!(
-                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, key)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING"
-            ),
-            update_locked: format!("{set} AND etag = $9"),
-            update_live_tag: format!("{set} AND etag = $9 AND {}", live(10, 11)),
-            update_live: format!("{set} AND {}", live(9, 10)),
-            delete: format!("DELETE FROM {t} WHERE key = $1 AND etag = $2"),
-        }
+/// This dialect's statements for `t`.
+fn statements(t: &str) -> Statements {
+    let set = format!(
+        "UPDATE {t} SET etag = $1, size = $2, last_modified = $3, expires_at = $4,
+           content_type = $5, meta = $6, body = $7 WHERE key = $8"
+    );
+    let live = |n: u8, m: u8| {
+        format!("(expires_at IS NULL OR expires_at > ${n}) AND last_modified <= ${m}")
+    };
+    Statements {
+        current: format!(
+            "SELECT meta FROM {t} WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)"
+        ),
+        current_inline: format!(
+            "SELECT meta, CASE WHEN size <= $3 THEN body END FROM {t}
+             WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)"
+        ),
+        span: format!(
+            "SELECT substring(body FROM $1::int FOR $2::int) FROM {t} WHERE key = $3 AND etag = $4"
+        ),
+        lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE key = $1 FOR UPDATE"),
+        insert: format!(
+            "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING"
+        ),
+        update_locked: format!("{set} AND etag = $9"),
+        update_live_tag: format!("{set} AND etag = $9 AND {}", live(10, 11)),
+        update_live: format!("{set} AND {}", live(9, 10)),
+        delete: format!("DELETE FROM {t} WHERE key = $1 AND etag = $2"),
     }
 }
 
@@ -306,13 +290,9 @@ impl Backend for PostgresStore {
     }
 
     async fn write(&self, tx: &mut sqlx::PgConnection, row: &Row<'_>) -> sqlx::Result<u64> {
-        let sql = match row.guard {
-            Guard::Insert => &self.sql.insert,
-            Guard::Locked(_) => &self.sql.update_locked,
-            Guard::Live(Some(_)) => &self.sql.update_live_tag,
-            Guard::Live(None) => &self.sql.update_live,
-        };
-        let done = bind_row(sqlx::query(sql), row).execute(tx).await?;
+        let done = bind_row(sqlx::query(self.sql.write(&row.guard)), row)
+            .execute(tx)
+            .await?;
         Ok(done.rows_affected())
     }
 
