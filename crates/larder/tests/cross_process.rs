@@ -8,19 +8,12 @@
 use std::process::Command;
 use std::time::Instant;
 
+use larder::conformance::race::{self, INCREMENTS_PER_TASK, PROCESSES, TASKS_PER_PROCESS};
 use larder::conformance::{fresh_prefix, increment, key, read_counter, skip_or_fail};
 use larder::Error;
 
-const PROCESSES: u32 = 2;
-const TASKS_PER_PROCESS: u32 = 4;
-const INCREMENTS_PER_TASK: u32 = 25;
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = race::runtime();
     if let Ok(url) = std::env::var("LARDER_RACE_URL") {
         let key = std::env::var("LARDER_RACE_KEY").unwrap();
         rt.block_on(worker(&url, &key));
@@ -114,7 +107,7 @@ async fn race(url: &str) -> Outcome {
             return Outcome::Failed(format!("a worker exited with {status}"));
         }
     }
-    let want = u64::from(PROCESSES * TASKS_PER_PROCESS * INCREMENTS_PER_TASK);
+    let want = race::TOTAL;
     let got = read_counter(&*store, &k).await;
     if got == want {
         Outcome::Passed(format!(

@@ -8,51 +8,19 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use larder::conformance::{chunked, delimited, Holding};
 use larder::drivers::fs::{FsConfig, FsStore};
 use larder::{
-    Body, DeleteOptions, ETag, Error, GetOptions, GetResult, HeadOptions, Key, ListOptions,
-    ListPage, Meta, PutOptions, PutResult, Store, StoreExt,
+    Body, DeleteOptions, ETag, Error, GetOptions, HeadOptions, Key, ListOptions, ListPage, Meta,
+    PutOptions, Store, StoreExt,
 };
 use tempfile::TempDir;
 
-/// An fs store that owns (and removes) its temporary root.
-#[derive(Debug)]
-struct TempFs {
-    store: FsStore,
-    _dir: TempDir,
-}
-
-#[async_trait]
-impl Store for TempFs {
-    fn capabilities(&self) -> larder::Capabilities {
-        self.store.capabilities()
-    }
-    async fn head(&self, key: &Key, opts: HeadOptions) -> larder::Result<Meta> {
-        self.store.head(key, opts).await
-    }
-    async fn get(&self, key: &Key, opts: GetOptions) -> larder::Result<GetResult> {
-        self.store.get(key, opts).await
-    }
-    async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> larder::Result<PutResult> {
-        self.store.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &Key, opts: DeleteOptions) -> larder::Result<()> {
-        self.store.delete(key, opts).await
-    }
-    async fn list(&self, opts: ListOptions) -> larder::Result<ListPage> {
-        self.store.list(opts).await
-    }
-}
-
 async fn store() -> Option<Arc<dyn Store>> {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(FsConfig::new(dir.path().join("store")))
-        .await
-        .unwrap();
-    Some(Arc::new(TempFs { store, _dir: dir }))
+    let (dir, store) = fresh().await;
+    Some(Arc::new(Holding::new(store, dir)))
 }
 
 larder::conformance_tests!(store());
@@ -61,14 +29,12 @@ mod no_fsync {
     use super::*;
 
     async fn store() -> Option<Arc<dyn Store>> {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsStore::open(FsConfig {
+        let (dir, store) = fresh_with(|root| FsConfig {
             fsync: false,
-            ..FsConfig::new(dir.path().join("store"))
+            ..FsConfig::new(root)
         })
-        .await
-        .unwrap();
-        Some(Arc::new(TempFs { store, _dir: dir }))
+        .await;
+        Some(Arc::new(Holding::new(store, dir)))
     }
 
     larder::conformance_tests!(store());
@@ -78,9 +44,15 @@ fn k(s: &str) -> Key {
     Key::new(s).unwrap()
 }
 
+/// An fs store rooted in a fresh temporary directory, and the directory.
 async fn fresh() -> (TempDir, FsStore) {
+    fresh_with(FsConfig::new).await
+}
+
+/// [`fresh`] with the configuration `config` makes for the root.
+async fn fresh_with(config: impl FnOnce(PathBuf) -> FsConfig) -> (TempDir, FsStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(FsConfig::new(dir.path().join("store")))
+    let store = FsStore::open(config(dir.path().join("store")))
         .await
         .unwrap();
     (dir, store)
@@ -103,6 +75,14 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A put carrying `metadata`.
+fn with_metadata(metadata: &std::collections::BTreeMap<String, String>) -> PutOptions {
+    PutOptions {
+        metadata: metadata.clone(),
+        ..Default::default()
+    }
+}
+
 fn keys(page: &ListPage) -> Vec<&str> {
     page.objects.iter().map(|m| m.key.as_str()).collect()
 }
@@ -122,23 +102,10 @@ async fn object_and_directory_keys_coexist() {
     }
     let all = store.list(ListOptions::prefix("a")).await.unwrap();
     assert_eq!(keys(&all), ["a", "a-", "a/b", "a/b/c", "ab"], "byte order");
-    let dir = store
-        .list(ListOptions {
-            delimiter: Some('/'),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let dir = store.list(delimited("")).await.unwrap();
     assert_eq!(keys(&dir), ["a", "a-", "ab"]);
     assert_eq!(dir.common_prefixes, ["a/"]);
-    let sub = store
-        .list(ListOptions {
-            prefix: "a/".into(),
-            delimiter: Some('/'),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let sub = store.list(delimited("a/")).await.unwrap();
     assert_eq!(keys(&sub), ["a/b"]);
     assert_eq!(sub.common_prefixes, ["a/b/"]);
     let partial = store.list(ListOptions::prefix("a/b/")).await.unwrap();
@@ -300,6 +267,17 @@ async fn a_root_of_another_format_is_refused() {
 struct Killed(std::process::Child);
 
 impl Killed {
+    /// This test binary started again to run only `test`, with `var` set to `root` (the child
+    /// half of a test whose writer is killed).
+    fn rerun(test: &str, var: &str, root: &Path) -> Killed {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture"])
+            .env(var, root)
+            .spawn()
+            .map(Killed)
+            .unwrap()
+    }
+
     fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -309,6 +287,18 @@ impl Killed {
 impl Drop for Killed {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Waits until the expired object's file at `path` is removed (at most 5 s).
+async fn wait_until_reaped(path: &Path) {
+    let started = Instant::now();
+    while path.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "expired file not reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -370,16 +360,11 @@ async fn a_killed_writer_leaves_the_old_object() {
     let (dir, store) = fresh().await;
     let root = store.root().to_owned();
     let old = store.put_bytes(&k("obj"), "old".into()).await.unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_killed_writer_leaves_the_old_object",
-            "--nocapture",
-        ])
-        .env("LARDER_FS_CHILD_ROOT", &root)
-        .spawn()
-        .map(Killed)
-        .unwrap();
+    let mut child = Killed::rerun(
+        "a_killed_writer_leaves_the_old_object",
+        "LARDER_FS_CHILD_ROOT",
+        &root,
+    );
     let started = Instant::now();
     let temp = loop {
         let big = temp_files(&root)
@@ -435,16 +420,11 @@ async fn writers_killed_mid_write_never_leave_a_torn_object() {
     let root = store.root().to_owned();
     drop(store);
     for round in 0..5u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "writers_killed_mid_write_never_leave_a_torn_object",
-                "--nocapture",
-            ])
-            .env("LARDER_FS_LOOP_ROOT", &root)
-            .spawn()
-            .map(Killed)
-            .unwrap();
+        let mut child = Killed::rerun(
+            "writers_killed_mid_write_never_leave_a_torn_object",
+            "LARDER_FS_LOOP_ROOT",
+            &root,
+        );
         // Let it write for a while, at a different point each round.
         let store = FsStore::open(FsConfig::new(dir.path().join("store")))
             .await
@@ -647,18 +627,8 @@ async fn concurrent_readers_always_see_a_whole_version() {
         tokio::spawn(async move {
             for i in 1..=40u64 {
                 let data = version(i);
-                let chunks: Vec<larder::Result<Bytes>> = data
-                    .chunks(50_000)
-                    .map(|c| Ok(Bytes::copy_from_slice(c)))
-                    .collect();
-                store
-                    .put(
-                        &key,
-                        Body::from_stream(futures::stream::iter(chunks)),
-                        PutOptions::default(),
-                    )
-                    .await
-                    .unwrap();
+                let body = chunked(data, 50_000);
+                store.put(&key, body, PutOptions::default()).await.unwrap();
             }
             writer_done.store(true, std::sync::atomic::Ordering::SeqCst);
         })
@@ -802,14 +772,7 @@ async fn expired_objects_are_absent_and_removed_lazily() {
         Err(Error::NotFound { .. })
     ));
     // The read scheduled a removal under the lock.
-    let started = Instant::now();
-    while path.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "expired file not reaped"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_reaped(&path).await;
     // An expired object counts as absent for conditions, and a delete of it is NotFound.
     store.put(&key, Body::from("x"), opts).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -846,14 +809,7 @@ async fn expired_objects_are_absent_and_removed_lazily() {
     assert!(other_path.exists());
     let page = store.list(ListOptions::prefix("t/")).await.unwrap();
     assert_eq!(keys(&page), ["t/short"]);
-    let started = Instant::now();
-    while other_path.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "expired file not reaped"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_reaped(&other_path).await;
 }
 
 #[tokio::test]
@@ -900,14 +856,7 @@ async fn large_metadata_still_round_trips() {
         .map(|i| (format!("key-{i}"), "v".repeat(100)))
         .collect();
     let put = store
-        .put(
-            &key,
-            Body::from(data.clone()),
-            PutOptions {
-                metadata: metadata.clone(),
-                ..Default::default()
-            },
-        )
+        .put(&key, Body::from(data.clone()), with_metadata(&metadata))
         .await
         .unwrap();
     let (got, meta) = store.get_bytes(&key).await.unwrap();
@@ -954,106 +903,13 @@ async fn urls() {
 }
 
 /// Every page of every listing equals the memory store's (the reference) over the same keys,
-/// including keys that are both objects and directories, odd bytes, and expired objects.
+/// including keys that are both objects and directories, odd bytes, and expired objects; at
+/// the top of the store, so the empty prefix walks the whole tree.
 #[cfg(feature = "memory")]
 #[tokio::test]
 async fn listings_page_like_the_reference_store() {
     let (_dir, store) = fresh().await;
-    let reference = larder::drivers::memory::MemoryStore::new();
-    let names = [
-        "a",
-        "a/b",
-        "a/b/c",
-        "a/b/c/d",
-        "a/b0",
-        "a/b-",
-        "a/B",
-        "a.b",
-        "a0",
-        "ab/c",
-        "b",
-        "b/a/a/a/a",
-        "b/a/b",
-        "b/b",
-        "é",
-        "é/x",
-        "z z/1",
-        "z z/2",
-        "Z",
-        "~",
-        "%41",
-    ];
-    for name in names {
-        let body = Bytes::from(name.to_owned());
-        store.put_bytes(&k(name), body.clone()).await.unwrap();
-        reference.put_bytes(&k(name), body).await.unwrap();
-    }
-    let short = PutOptions {
-        ttl: Some(Duration::from_millis(200)),
-        ..Default::default()
-    };
-    for name in ["a/b/expired", "c/expired", "a/expired/x"] {
-        store
-            .put(&k(name), Body::from("x"), short.clone())
-            .await
-            .unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for prefix in [
-        "", "a", "a/", "a/b", "a/b/", "b/a/", "é", "z z/", "q/", "c/",
-    ] {
-        for delimiter in [None, Some('/')] {
-            for limit in [1, 2, 3, 7, 1000] {
-                let mut opts = ListOptions {
-                    prefix: prefix.into(),
-                    delimiter,
-                    limit: Some(limit),
-                    cursor: None,
-                };
-                let mut pages = 0;
-                loop {
-                    let got = store.list(opts.clone()).await.unwrap();
-                    let want = reference.list(opts.clone()).await.unwrap();
-                    let what = format!("prefix {prefix:?} delimiter {delimiter:?} limit {limit}");
-                    assert_eq!(keys(&got), keys(&want), "{what}: objects");
-                    assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
-                    assert_eq!(got.next_cursor, want.next_cursor, "{what}: cursor");
-                    for (g, w) in got.objects.iter().zip(&want.objects) {
-                        assert_eq!((&g.etag, g.size), (&w.etag, w.size), "{what}");
-                    }
-                    pages += 1;
-                    assert!(pages < 100);
-                    match got.next_cursor {
-                        Some(c) => opts.cursor = Some(c),
-                        None => break,
-                    }
-                }
-            }
-            // Arbitrary cursors, not only those the store handed out.
-            let cursors = names.iter().copied().chain([
-                "a/",
-                "a/b/",
-                "b/a/a/",
-                "a/b/c/d/e",
-                "a/b/c/",
-                "0",
-                "zz",
-            ]);
-            for cursor in cursors {
-                let opts = ListOptions {
-                    prefix: prefix.into(),
-                    delimiter,
-                    limit: None,
-                    cursor: Some(cursor.into()),
-                };
-                let got = store.list(opts.clone()).await.unwrap();
-                let want = reference.list(opts).await.unwrap();
-                let what = format!("prefix {prefix:?} delimiter {delimiter:?} cursor {cursor}");
-                assert_eq!(keys(&got), keys(&want), "{what}");
-                assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
-            }
-        }
-    }
+    larder::conformance::listing_matches_reference_at_top(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1180,16 +1036,7 @@ async fn metadata_too_long_to_read_back_is_refused_and_nothing_is_written() {
     )]
     .into();
     for body in [Body::from("new"), Body::from(version(3))] {
-        let r = store
-            .put(
-                &key,
-                body,
-                PutOptions {
-                    metadata: over.clone(),
-                    ..Default::default()
-                },
-            )
-            .await;
+        let r = store.put(&key, body, with_metadata(&over)).await;
         match r {
             Err(Error::InvalidInput(msg)) => assert!(msg.contains("metadata"), "{msg}"),
             other => panic!("expected InvalidInput, got {other:?}"),
@@ -1202,14 +1049,7 @@ async fn metadata_too_long_to_read_back_is_refused_and_nothing_is_written() {
     let under: std::collections::BTreeMap<String, String> =
         [("m".to_owned(), "v".repeat(1 << 20))].into();
     store
-        .put(
-            &key,
-            Body::from("new"),
-            PutOptions {
-                metadata: under.clone(),
-                ..Default::default()
-            },
-        )
+        .put(&key, Body::from("new"), with_metadata(&under))
         .await
         .unwrap();
     let (got, meta) = store.get_bytes(&key).await.unwrap();

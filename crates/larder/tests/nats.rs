@@ -8,73 +8,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use larder::conformance::{fresh_prefix, key, skip_or_fail};
+use larder::conformance::{env_url, fresh_prefix, key, ok_or_skip, with_query};
 use larder::drivers::nats::NatsStore;
 use larder::{Body, DeleteOptions, Error, ListOptions, Preconditions, PutOptions, Store, StoreExt};
 
 fn url() -> Option<String> {
-    match std::env::var("LARDER_TEST_NATS_URL") {
-        Ok(u) => Some(u),
-        Err(_) => skip_or_fail("nats", "LARDER_TEST_NATS_URL is not set"),
-    }
-}
-
-fn with_query(url: &str, q: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{q}")
+    env_url("nats", "LARDER_TEST_NATS_URL")
 }
 
 async fn open_store() -> Option<NatsStore> {
-    let url = url()?;
-    match NatsStore::from_url(&with_query(&url, "bucket=larder-test")).await {
-        Ok(s) => Some(s),
-        Err(e) => skip_or_fail("nats", e),
-    }
+    let url = with_query(&url()?, "bucket=larder-test");
+    ok_or_skip("nats", NatsStore::from_url(&url).await)
 }
 
-async fn store() -> Option<Arc<dyn Store>> {
-    Some(Arc::new(open_store().await?))
-}
-
-larder::conformance_tests!(store());
+larder::networked_tests!(open_store(), "nats");
 
 /// The whole kit again through `larder::open`, on the default bucket.
 mod via_open {
     use super::*;
 
     async fn store() -> Option<Arc<dyn Store>> {
-        let url = url()?;
-        match larder::open(&url).await {
-            Ok(s) => Some(s),
-            Err(e) => skip_or_fail("nats", e),
-        }
+        ok_or_skip("nats", larder::open(&url()?).await)
     }
 
     larder::conformance_tests!(store());
 }
 
-/// A value written through one store is seen, with the same ETag, through another opened
-/// separately (its own connection); a swap through one is a conflict for the other.
-#[tokio::test]
-async fn two_stores_see_the_same_objects() {
-    let (Some(a), Some(b)) = (open_store().await, open_store().await) else {
-        return;
-    };
-    let p = fresh_prefix("nats_two");
-    let k = key(&p, "shared");
-    let written = a.put_bytes(&k, "from a".into()).await.unwrap();
-    let (data, meta) = b.get_bytes(&k).await.unwrap();
-    assert_eq!(&data[..], b"from a");
-    assert_eq!(meta, written, "the same meta, ETag included");
-    let swapped = b.swap(&k, &written.etag, "from b".into()).await.unwrap();
-    match a.swap(&k, &written.etag, "stale".into()).await {
-        Err(Error::PreconditionFailed { current }) => {
-            assert_eq!(current.unwrap().etag, swapped.etag)
-        }
-        other => panic!("{other:?}"),
+/// A put with `If-None-Match: *` (through `put`, so a test sees `PutResult::created`).
+fn if_absent() -> PutOptions {
+    PutOptions {
+        preconditions: Preconditions::if_absent(),
+        ..Default::default()
     }
-    let listed = a.list(ListOptions::prefix(format!("{p}/"))).await.unwrap();
-    assert_eq!(listed.objects, [swapped]);
 }
 
 /// Keys NATS could not hold as they are (dots, wildcards, spaces, non-ASCII) are stored, read
@@ -183,67 +148,13 @@ async fn ttl_is_kept_in_the_meta() {
     assert!(store.stat(&k).await.unwrap().is_none());
     let r = store.delete(&k, DeleteOptions::default()).await.map(|_| ());
     assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
-    let created = store
-        .put(
-            &k,
-            Body::from("y"),
-            PutOptions {
-                preconditions: Preconditions::if_absent(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let created = store.put(&k, Body::from("y"), if_absent()).await.unwrap();
     assert!(created.created);
     assert_eq!(
         store.get_bytes(&k).await.unwrap().0,
         "y",
         "the reaper never removes a newer version"
     );
-}
-
-/// Conditional deletes racing conditional swaps on one key: each If-Match operation succeeds
-/// only on the version it read, so exactly one of each competing pair wins.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_deletes_and_swaps() {
-    let Some(store) = open_store().await else {
-        return;
-    };
-    let store = Arc::new(store);
-    let p = fresh_prefix("nats_del_race");
-    let k = key(&p, "obj");
-    for round in 0..20 {
-        let v = store
-            .put_bytes(&k, Bytes::from(format!("v{round}")))
-            .await
-            .unwrap();
-        let (s1, s2) = (store.clone(), store.clone());
-        let (k1, k2, e1, e2) = (k.clone(), k.clone(), v.etag.clone(), v.etag.clone());
-        let del = tokio::spawn(async move {
-            s1.delete(
-                &k1,
-                DeleteOptions {
-                    preconditions: Preconditions::if_match(e1),
-                },
-            )
-            .await
-        });
-        let swap = tokio::spawn(async move {
-            s2.swap(&k2, &e2, Bytes::from(format!("swapped{round}")))
-                .await
-        });
-        let (d, s) = (del.await.unwrap(), swap.await.unwrap());
-        assert!(
-            d.is_ok() != s.is_ok(),
-            "round {round}: exactly one wins: {d:?} {s:?}"
-        );
-        let now = store.stat(&k).await.unwrap();
-        if d.is_ok() {
-            assert!(now.is_none());
-        } else {
-            assert_eq!(now.unwrap().etag, s.unwrap().etag);
-        }
-    }
 }
 
 /// A store's remembered revision is only a guess: when another store changed the key since,
@@ -270,17 +181,7 @@ async fn remembered_revisions_are_rechecked() {
     assert_eq!(b.get_bytes(&k).await.unwrap().1.etag, v4.etag);
     // Created and deleted elsewhere: a remembered "exists" must not block a create.
     b.remove(&k).await.unwrap();
-    let created = a
-        .put(
-            &k,
-            Body::from("again"),
-            PutOptions {
-                preconditions: Preconditions::if_absent(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let created = a.put(&k, Body::from("again"), if_absent()).await.unwrap();
     assert!(created.created);
     let r = a
         .delete(
@@ -296,15 +197,13 @@ async fn remembered_revisions_are_rechecked() {
 
 #[tokio::test]
 async fn bad_urls_are_refused() {
-    for bad in [
+    larder::conformance::assert_urls_refused(&[
         "nats://127.0.0.1:4222?bucket=a.b",
         "nats://127.0.0.1:4222?bucket=",
         "nats://127.0.0.1:4222?replicas=0",
         "nats://127.0.0.1:4222?colour=blue",
-    ] {
-        let r = larder::open(bad).await;
-        assert!(matches!(r, Err(Error::InvalidInput(_))), "{bad}: {r:?}");
-    }
+    ])
+    .await;
 }
 
 /// `tls=true` requires TLS: against this plain-text server, opening fails with an error.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use larder::conformance::{fresh_prefix, key, skip_or_fail};
+use larder::conformance::{chunked, env_url, fresh_prefix, key, ok_or_skip, with_query};
 use larder::drivers::redis::RedisStore;
 use larder::{
     Body, DeleteOptions, ETag, ETagCondition, Error, ListOptions, Preconditions, PutOptions, Store,
@@ -17,37 +17,22 @@ use larder::{
 };
 
 fn url() -> Option<String> {
-    match std::env::var("LARDER_TEST_REDIS_URL") {
-        Ok(u) => Some(u),
-        Err(_) => skip_or_fail("redis", "LARDER_TEST_REDIS_URL is not set"),
-    }
+    env_url("redis", "LARDER_TEST_REDIS_URL")
 }
 
 async fn open_store() -> Option<RedisStore> {
-    let url = url()?;
-    match RedisStore::from_url(&url).await {
-        Ok(s) => Some(s),
-        Err(e) => skip_or_fail("redis", e),
-    }
+    ok_or_skip("redis", RedisStore::from_url(&url()?).await)
 }
 
-async fn store() -> Option<Arc<dyn Store>> {
-    Some(Arc::new(open_store().await?))
-}
-
-larder::conformance_tests!(store());
+larder::networked_tests!(open_store(), "redis");
 
 /// The whole kit again through `larder::open` with a non-default prefix.
 mod via_open {
     use super::*;
 
     async fn store() -> Option<Arc<dyn Store>> {
-        let url = url()?;
-        let sep = if url.contains('?') { '&' } else { '?' };
-        match larder::open(&format!("{url}{sep}prefix=larder-open-test")).await {
-            Ok(s) => Some(s),
-            Err(e) => skip_or_fail("redis", e),
-        }
+        let url = with_query(&url()?, "prefix=larder-open-test");
+        ok_or_skip("redis", larder::open(&url).await)
     }
 
     larder::conformance_tests!(store());
@@ -125,61 +110,29 @@ async fn script_agrees_with_the_shared_evaluator() {
                         );
                     }
                     // Delete: on the object as it was (rewrite it when the put replaced it).
-                    if exists {
-                        let m = store.put_bytes(&k, "current".into()).await.unwrap();
-                        let want = pre.evaluate_write(Some(&m)).is_ok();
-                        let got = store
-                            .delete(
-                                &k,
-                                DeleteOptions {
-                                    preconditions: pre.clone(),
-                                },
-                            )
-                            .await;
-                        assert_eq!(got.is_ok(), want, "delete {pre:?}: {got:?}");
-                        assert_eq!(store.stat(&k).await.unwrap().is_none(), want);
+                    let before = if exists {
+                        Some(store.put_bytes(&k, "current".into()).await.unwrap())
                     } else {
                         store.remove(&k).await.ok();
-                        let got = store
-                            .delete(
-                                &k,
-                                DeleteOptions {
-                                    preconditions: pre.clone(),
-                                },
-                            )
-                            .await;
-                        assert!(matches!(got, Err(Error::NotFound { .. })), "{got:?}");
+                        None
+                    };
+                    let opts = DeleteOptions {
+                        preconditions: pre.clone(),
+                    };
+                    let got = store.delete(&k, opts).await;
+                    match before {
+                        Some(m) => {
+                            let want = pre.evaluate_write(Some(&m)).is_ok();
+                            assert_eq!(got.is_ok(), want, "delete {pre:?}: {got:?}");
+                            assert_eq!(store.stat(&k).await.unwrap().is_none(), want);
+                        }
+                        None => assert!(matches!(got, Err(Error::NotFound { .. })), "{got:?}"),
                     }
                 }
             }
         }
     }
     assert_eq!(cases, 2 * 8 * 8 * 4);
-}
-
-/// A value written through one store is seen, with the same ETag, through another opened
-/// separately (its own connection); a swap through one is a conflict for the other.
-#[tokio::test]
-async fn two_stores_see_the_same_objects() {
-    let (Some(a), Some(b)) = (open_store().await, open_store().await) else {
-        return;
-    };
-    let p = fresh_prefix("redis_two");
-    let k = key(&p, "shared");
-    let written = a.put_bytes(&k, "from a".into()).await.unwrap();
-    let (data, meta) = b.get_bytes(&k).await.unwrap();
-    assert_eq!(&data[..], b"from a");
-    assert_eq!(meta, written, "the same meta, ETag included");
-    let swapped = b.swap(&k, &written.etag, "from b".into()).await.unwrap();
-    let r = a.swap(&k, &written.etag, "stale".into()).await;
-    match r {
-        Err(Error::PreconditionFailed { current }) => {
-            assert_eq!(current.unwrap().etag, swapped.etag)
-        }
-        other => panic!("{other:?}"),
-    }
-    let listed = a.list(ListOptions::prefix(format!("{p}/"))).await.unwrap();
-    assert_eq!(listed.objects, [swapped]);
 }
 
 /// Keys with characters that are special to Redis patterns or to the key layout are stored and
@@ -207,6 +160,11 @@ async fn pattern_characters_are_plain() {
     }
 }
 
+/// The integer reply of the one-key command `cmd` on `key`.
+async fn int_reply(conn: &mut redis::aio::MultiplexedConnection, cmd: &str, key: &str) -> i64 {
+    redis::cmd(cmd).arg(key).query_async(conn).await.unwrap()
+}
+
 /// A TTL is Redis's own expiry on both keys, at the millisecond the meta reports.
 #[tokio::test]
 async fn ttl_is_a_server_expiry() {
@@ -226,22 +184,13 @@ async fn ttl_is_a_server_expiry() {
     let expires_ms = larder::meta::to_millis(put.meta.expires_at.unwrap());
     let (mk, bk) = store.redis_keys(&k);
     for rk in [&mk, &bk] {
-        let at: i64 = redis::cmd("PEXPIRETIME")
-            .arg(rk)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let at = int_reply(&mut conn, "PEXPIRETIME", rk).await;
         assert_eq!(at, expires_ms, "{rk}");
     }
     // An unconditional rewrite without a TTL makes it persistent again.
     store.put_bytes(&k, "y".into()).await.unwrap();
     for rk in [&mk, &bk] {
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg(rk)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(ttl, -1, "{rk}");
+        assert_eq!(int_reply(&mut conn, "PTTL", rk).await, -1, "{rk}");
     }
 }
 
@@ -262,60 +211,14 @@ async fn size_limit_is_declared() {
     // (Refusing a body past the limit is BodyReader's, tested in the core.)
 }
 
-/// Conditional deletes racing conditional swaps on one key: each If-Match operation succeeds
-/// only on the version it read, so exactly one of each competing pair wins.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_deletes_and_swaps() {
-    let Some(store) = open_store().await else {
-        return;
-    };
-    let store = Arc::new(store);
-    let p = fresh_prefix("redis_del_race");
-    let k = key(&p, "obj");
-    for round in 0..20 {
-        let v = store
-            .put_bytes(&k, Bytes::from(format!("v{round}")))
-            .await
-            .unwrap();
-        let (s1, s2) = (store.clone(), store.clone());
-        let (k1, k2, e1, e2) = (k.clone(), k.clone(), v.etag.clone(), v.etag.clone());
-        let del = tokio::spawn(async move {
-            s1.delete(
-                &k1,
-                DeleteOptions {
-                    preconditions: Preconditions::if_match(e1),
-                },
-            )
-            .await
-        });
-        let swap = tokio::spawn(async move {
-            s2.swap(&k2, &e2, Bytes::from(format!("swapped{round}")))
-                .await
-        });
-        let (d, s) = (del.await.unwrap(), swap.await.unwrap());
-        assert!(
-            d.is_ok() != s.is_ok(),
-            "round {round}: exactly one wins: {d:?} {s:?}"
-        );
-        let now = store.stat(&k).await.unwrap();
-        if d.is_ok() {
-            assert!(now.is_none());
-        } else {
-            assert_eq!(now.unwrap().etag, s.unwrap().etag);
-        }
-    }
-}
-
 #[tokio::test]
 async fn bad_urls_are_refused() {
-    for bad in [
+    larder::conformance::assert_urls_refused(&[
         "redis://127.0.0.1:6379/?prefix=",
         "redis://127.0.0.1:6379/?prefix=a{b",
         "redis://127.0.0.1:6379/?timeout_ms=soon",
-    ] {
-        let r = larder::open(bad).await;
-        assert!(matches!(r, Err(Error::InvalidInput(_))), "{bad}: {r:?}");
-    }
+    ])
+    .await;
 }
 
 /// A put whose stamp is earlier than the version it replaces (a writer whose clock is behind)
@@ -409,18 +312,8 @@ async fn large_bodies_stream_in_and_out() {
         .unwrap();
     let k = key("big", "obj");
     let data = pattern((2 * READ_CHUNK + 12345) as usize, 1);
-    let chunks: Vec<larder::Result<Bytes>> = (0..data.len())
-        .step_by(100_000)
-        .map(|i| Ok(data.slice(i..(i + 100_000).min(data.len()))))
-        .collect();
-    let put = store
-        .put(
-            &k,
-            Body::from_stream(futures::stream::iter(chunks)),
-            PutOptions::default(),
-        )
-        .await
-        .unwrap();
+    let body = chunked(data.clone(), 100_000);
+    let put = store.put(&k, body, PutOptions::default()).await.unwrap();
     assert_eq!(put.meta.etag, ETag::of(&data));
     assert!(staging_keys(&prefix).await.is_empty(), "renamed into place");
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use larder::drivers::memory::MemoryStore;
 use larder::drivers::sqlite::{SqliteConfig, SqliteStore};
-use larder::{Error, Key, ListOptions, PutOptions, Store, StoreExt};
+use larder::{Error, Key, PutOptions, Store, StoreExt};
 
 /// A fresh database file under the target directory's scratch space.
 fn db_path(name: &str) -> PathBuf {
@@ -186,43 +186,8 @@ async fn listing_matches_the_reference_store() {
         reference.put_bytes(&k(key), body).await.unwrap();
     }
     for prefix in ["", "a", "a/", "many/", "many/0", "b/", "nothing"] {
-        for delimiter in [None, Some('/')] {
-            for limit in [1, 2, 3, 7, 1000] {
-                let mut opts = ListOptions {
-                    prefix: prefix.into(),
-                    delimiter,
-                    limit: Some(limit),
-                    cursor: None,
-                };
-                loop {
-                    let got = sqlite.list(opts.clone()).await.unwrap();
-                    let want = reference.list(opts.clone()).await.unwrap();
-                    assert_eq!(shape(&got), shape(&want), "listing {opts:?}");
-                    match got.next_cursor {
-                        Some(c) => opts.cursor = Some(c),
-                        None => break,
-                    }
-                }
-            }
-        }
+        larder::conformance::same_pages_every_way(&sqlite, &reference, prefix).await;
     }
-}
-
-/// What a page lists: (key, etag, size) of each object, common prefixes, next cursor.
-type Shape = (Vec<(String, String, u64)>, Vec<String>, Option<String>);
-
-/// What a page lists (times differ between the two stores).
-fn shape(page: &larder::ListPage) -> Shape {
-    let objects = page
-        .objects
-        .iter()
-        .map(|m| (m.key.to_string(), m.etag.to_string(), m.size))
-        .collect();
-    (
-        objects,
-        page.common_prefixes.clone(),
-        page.next_cursor.clone(),
-    )
 }
 
 #[tokio::test]

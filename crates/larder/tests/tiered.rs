@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use larder::conformance::{fresh_prefix, key};
+use larder::conformance::{delimited, fresh_prefix, key, Holding};
 use larder::drivers::fs::{FsConfig, FsStore};
 use larder::drivers::memory::MemoryStore;
 use larder::tiered::{
@@ -23,35 +23,6 @@ use larder::{
     StoreExt,
 };
 use tempfile::TempDir;
-
-/// A store that keeps temporary directories alive as long as it lives.
-#[derive(Debug)]
-struct Hold<S> {
-    store: S,
-    _dirs: Vec<TempDir>,
-}
-
-#[async_trait]
-impl<S: Store> Store for Hold<S> {
-    fn capabilities(&self) -> larder::Capabilities {
-        self.store.capabilities()
-    }
-    async fn head(&self, key: &Key, opts: HeadOptions) -> larder::Result<Meta> {
-        self.store.head(key, opts).await
-    }
-    async fn get(&self, key: &Key, opts: GetOptions) -> larder::Result<GetResult> {
-        self.store.get(key, opts).await
-    }
-    async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> larder::Result<PutResult> {
-        self.store.put(key, body, opts).await
-    }
-    async fn delete(&self, key: &Key, opts: DeleteOptions) -> larder::Result<()> {
-        self.store.delete(key, opts).await
-    }
-    async fn list(&self, opts: ListOptions) -> larder::Result<ListPage> {
-        self.store.list(opts).await
-    }
-}
 
 async fn fs_tier() -> (Arc<dyn Store>, TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -67,80 +38,75 @@ fn mem() -> Arc<dyn Store> {
 
 const WINDOW: Duration = Duration::from_secs(30);
 
+/// A kind of tier in a [`stack`].
+#[derive(Clone, Copy, Debug)]
+enum Layer {
+    Memory,
+    Fs,
+    #[cfg(feature = "sqlite")]
+    Sqlite,
+}
+
+/// A tiered store over tiers of `layers` (nearest first) with the revalidation `window`,
+/// keeping the temporary directories of its fs and sqlite tiers alive.
+async fn stack(layers: &[Layer], window: Duration) -> Option<Arc<dyn Store>> {
+    let (mut tiers, mut dirs) = (Vec::new(), Vec::new());
+    for layer in layers {
+        match layer {
+            Layer::Memory => tiers.push(mem()),
+            Layer::Fs => {
+                let (fs, dir) = fs_tier().await;
+                tiers.push(fs);
+                dirs.push(dir);
+            }
+            #[cfg(feature = "sqlite")]
+            Layer::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/auth.db", dir.path().display());
+                tiers.push(larder::open(&url).await.unwrap());
+                dirs.push(dir);
+            }
+        }
+    }
+    let store = TieredStore::with_stores(tiers, window).unwrap();
+    Some(Arc::new(Holding::new(store, dirs)))
+}
+
+/// `mod $name`: the conformance kit on a [`stack`] of `$layer`s with `$window`.
+macro_rules! stack_kit {
+    ($(#[$attr:meta])* $name:ident: [$($layer:ident),*], $window:expr) => {
+        $(#[$attr])*
+        mod $name {
+            use super::*;
+            larder::conformance_tests!(stack(&[$(Layer::$layer),*], $window));
+        }
+    };
+}
+
 /// memory -> fs
 async fn memory_fs() -> Option<Arc<dyn Store>> {
-    let (fs, dir) = fs_tier().await;
-    let store = TieredStore::with_stores(vec![mem(), fs], WINDOW).unwrap();
-    Some(Arc::new(Hold {
-        store,
-        _dirs: vec![dir],
-    }))
+    stack(&[Layer::Memory, Layer::Fs], WINDOW).await
 }
 
 larder::conformance_tests!(memory_fs());
 
-/// memory -> fs -> sqlite.
-#[cfg(feature = "sqlite")]
-mod memory_fs_sqlite {
-    use super::*;
-    async fn store() -> Option<Arc<dyn Store>> {
-        let (fs, d1) = fs_tier().await;
-        let d2 = tempfile::tempdir().unwrap();
-        let sqlite = larder::open(&format!("sqlite://{}/auth.db", d2.path().display()))
-            .await
-            .unwrap();
-        let store = TieredStore::with_stores(vec![mem(), fs, sqlite], WINDOW).unwrap();
-        Some(Arc::new(Hold {
-            store,
-            _dirs: vec![d1, d2],
-        }))
-    }
-    larder::conformance_tests!(store());
-}
-
-/// fs -> fs.
-mod fs_fs {
-    use super::*;
-    async fn store() -> Option<Arc<dyn Store>> {
-        let (a, d1) = fs_tier().await;
-        let (b, d2) = fs_tier().await;
-        let store = TieredStore::with_stores(vec![a, b], WINDOW).unwrap();
-        Some(Arc::new(Hold {
-            store,
-            _dirs: vec![d1, d2],
-        }))
-    }
-    larder::conformance_tests!(store());
-}
-
-/// memory -> fs -> fs, three tiers.
-mod memory_fs_fs {
-    use super::*;
-    async fn store() -> Option<Arc<dyn Store>> {
-        let (a, d1) = fs_tier().await;
-        let (b, d2) = fs_tier().await;
-        let store = TieredStore::with_stores(vec![mem(), a, b], WINDOW).unwrap();
-        Some(Arc::new(Hold {
-            store,
-            _dirs: vec![d1, d2],
-        }))
-    }
-    larder::conformance_tests!(store());
-}
-
-/// Every nearer copy revalidated on every read (window zero).
-mod memory_fs_no_window {
-    use super::*;
-    async fn store() -> Option<Arc<dyn Store>> {
-        let (fs, dir) = fs_tier().await;
-        let store = TieredStore::with_stores(vec![mem(), fs], Duration::ZERO).unwrap();
-        Some(Arc::new(Hold {
-            store,
-            _dirs: vec![dir],
-        }))
-    }
-    larder::conformance_tests!(store());
-}
+stack_kit!(
+    /// memory -> fs -> sqlite.
+    #[cfg(feature = "sqlite")]
+    memory_fs_sqlite: [Memory, Fs, Sqlite], WINDOW
+);
+stack_kit!(
+    /// fs -> fs.
+    fs_fs: [Fs, Fs], WINDOW
+);
+stack_kit!(
+    /// memory -> fs -> fs, three tiers.
+    memory_fs_fs: [Memory, Fs, Fs], WINDOW
+);
+stack_kit!(
+    /// Every nearer copy revalidated on every read (window zero).
+    memory_fs_no_window: [Memory, Fs], Duration::ZERO
+);
 
 /// A mount store: `kit/` on a tiered memory -> fs stack, `kit/listing/` on memory, the rest on
 /// memory.
@@ -156,10 +122,7 @@ mod mounts {
             ("kit/listing/".into(), mem()),
         ])
         .unwrap();
-        Some(Arc::new(Hold {
-            store,
-            _dirs: vec![dir],
-        }))
+        Some(Arc::new(Holding::new(store, dir)))
     }
     larder::conformance_tests!(store());
 }
@@ -369,37 +332,23 @@ async fn no_backfill_from_range() {
     let key = k("blob");
     let data = Bytes::from((0..=255u8).collect::<Vec<_>>());
     auth.put_bytes(&key, data.clone()).await.unwrap();
-    let r = t
-        .get(
-            &key,
-            GetOptions {
-                range: Some(ByteRange::Bounded {
-                    first: 10,
-                    last: 19,
-                }),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let tenth_to_nineteenth = GetOptions {
+        range: Some(ByteRange::Bounded {
+            first: 10,
+            last: 19,
+        }),
+        ..Default::default()
+    };
+    let r = t.get(&key, tenth_to_nineteenth.clone()).await.unwrap();
     assert_eq!(r.range, Some(10..20));
     assert_eq!(body(r).await, data.slice(10..20));
     assert_eq!(has(&near, &key).await, None, "a range was backfilled");
     // If-Range failing serves the whole body: that one may be backfilled.
-    let r = t
-        .get(
-            &key,
-            GetOptions {
-                range: Some(ByteRange::Bounded {
-                    first: 10,
-                    last: 19,
-                }),
-                if_range: Some(IfRange::ETag(ETag::of(b"other"))),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let opts = GetOptions {
+        if_range: Some(IfRange::ETag(ETag::of(b"other"))),
+        ..tenth_to_nineteenth
+    };
+    let r = t.get(&key, opts).await.unwrap();
     assert_eq!(r.range, None);
     assert_eq!(body(r).await, data);
     assert_eq!(has(&near, &key).await, Some(ETag::of(&data)));
@@ -425,14 +374,8 @@ async fn stale_setup() -> (TieredStore, Arc<dyn Store>, Key, Meta, Meta) {
     let near = mem();
     let auth = mem();
     let key = k("obj");
-    let v1 = near
-        .put_bytes(&key, Bytes::from_static(b"v1"))
-        .await
-        .unwrap();
-    let v2 = auth
-        .put_bytes(&key, Bytes::from_static(b"v2"))
-        .await
-        .unwrap();
+    let v1 = near.put_bytes(&key, "v1".into()).await.unwrap();
+    let v2 = auth.put_bytes(&key, "v2".into()).await.unwrap();
     let t = TieredStore::with_stores(vec![near.clone(), auth], WINDOW).unwrap();
     (t, near, key, v1, v2)
 }
@@ -553,10 +496,8 @@ async fn single_tier_invalidate_keeps_authoritative_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_and_metadata_written_atomically() {
     let (fs, dir) = fs_tier().await;
-    let t = Arc::new(Hold {
-        store: TieredStore::with_stores(vec![mem(), fs], Duration::from_millis(5)).unwrap(),
-        _dirs: vec![dir],
-    });
+    let store = TieredStore::with_stores(vec![mem(), fs], Duration::from_millis(5)).unwrap();
+    let t = Arc::new(Holding::new(store, dir));
     let key = k("hot");
     t.put_bytes(&key, Bytes::from_static(b"0")).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -598,7 +539,7 @@ async fn data_and_metadata_written_atomically() {
     }
     // After the writes, a read through the tiers gives the authoritative version.
     let last = t
-        .store
+        .inner()
         .tiers()
         .last()
         .unwrap()
@@ -962,14 +903,7 @@ async fn mounts_route_by_longest_prefix_and_merge_listings() {
         }
         assert_eq!(seen, ["a", "cache/", "cachet", "z/"], "limit {limit}");
     }
-    let p = m
-        .list(ListOptions {
-            prefix: "cache/".into(),
-            delimiter: Some('/'),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let p = m.list(delimited("cache/")).await.unwrap();
     let objs: Vec<String> = p.objects.iter().map(|o| o.key.to_string()).collect();
     assert_eq!(objs, ["cache/1", "cache/2"]);
     assert_eq!(p.common_prefixes, ["cache/deep/"]);

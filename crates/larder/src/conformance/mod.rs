@@ -35,10 +35,17 @@ use crate::StoreExt;
 
 mod checks;
 pub use checks::*;
+mod networked;
+pub use networked::{racing_deletes_and_swaps, two_stores_see_the_same_objects};
+mod support;
+pub use support::{assert_urls_refused, delimited, env_url, ok_or_skip, race, with_query, Holding};
 #[cfg(feature = "memory")]
 mod reference;
 #[cfg(feature = "memory")]
-pub use reference::{listing_matches_reference, listing_matches_reference_backend_prefixes};
+pub use reference::{
+    listing_matches_reference, listing_matches_reference_at_top,
+    listing_matches_reference_backend_prefixes, same_pages, same_pages_every_way,
+};
 
 /// Expands to one `#[tokio::test]` per conformance check. `$factory` is an expression giving
 /// `impl Future<Output = Option<Arc<dyn Store>>>`; `None` skips the test (the factory prints
@@ -188,7 +195,7 @@ pub(crate) fn assert_unsupported<T: std::fmt::Debug>(r: Result<T, Error>, what: 
 }
 
 /// A body streamed in chunks of `chunk` bytes.
-pub(crate) fn chunked(data: Bytes, chunk: usize) -> Body {
+pub fn chunked(data: Bytes, chunk: usize) -> Body {
     let chunks: Vec<Result<Bytes, Error>> = (0..data.len())
         .step_by(chunk.max(1))
         .map(|i| Ok(data.slice(i..(i + chunk).min(data.len()))))

@@ -18,10 +18,66 @@ pub async fn listing_matches_reference_backend_prefixes(store: &dyn Store) {
     matches_reference(store, false).await
 }
 
+/// [`listing_matches_reference`] with the keys at the top of the store instead of under a
+/// fresh prefix (so the empty prefix lists them all), for a store that holds nothing else.
+pub async fn listing_matches_reference_at_top(store: &dyn Store) {
+    matches_reference_under(store, true, None).await
+}
+
 async fn matches_reference(store: &dyn Store, expired_prefixes: bool) {
+    matches_reference_under(store, expired_prefixes, Some(fresh_prefix("reference"))).await
+}
+
+/// Every page `store` lists for `opts`, from the first to the last, equals the one `reference`
+/// lists: the same objects (key, ETag, size), common prefixes and cursor.
+pub async fn same_pages(store: &dyn Store, reference: &dyn Store, mut opts: ListOptions) {
+    let mut pages = 0;
+    loop {
+        let got = store.list(opts.clone()).await.unwrap();
+        let want = reference.list(opts.clone()).await.unwrap();
+        let what = format!("{opts:?}");
+        assert_eq!(keys(&got), keys(&want), "{what}: objects");
+        assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
+        assert_eq!(got.next_cursor, want.next_cursor, "{what}: cursor");
+        for (g, w) in got.objects.iter().zip(&want.objects) {
+            assert_eq!((&g.etag, g.size), (&w.etag, w.size), "{what}");
+        }
+        pages += 1;
+        assert!(pages < 100);
+        match got.next_cursor {
+            Some(c) => opts.cursor = Some(c),
+            None => break,
+        }
+    }
+}
+
+/// [`same_pages`] for the listing of `prefix` without a delimiter and with `/`, each with pages
+/// of 1, 2, 3, 7 and 1000 entries.
+pub async fn same_pages_every_way(store: &dyn Store, reference: &dyn Store, prefix: &str) {
+    for delimiter in [None, Some('/')] {
+        for limit in [1, 2, 3, 7, 1000] {
+            let opts = ListOptions {
+                prefix: prefix.to_owned(),
+                delimiter,
+                limit: Some(limit),
+                cursor: None,
+            };
+            same_pages(store, reference, opts).await;
+        }
+    }
+}
+
+/// The keys of a page's objects.
+fn keys(page: &crate::list::ListPage) -> Vec<String> {
+    page.objects.iter().map(|m| m.key.to_string()).collect()
+}
+
+/// The reference check with the keys under `root` (a fresh prefix), or at the top of the
+/// store when `root` is `None`.
+async fn matches_reference_under(store: &dyn Store, expired_prefixes: bool, root: Option<String>) {
     use crate::drivers::memory::MemoryStore;
     let reference = MemoryStore::new();
-    let root = fresh_prefix("reference");
+    let root = root.map_or(String::new(), |r| format!("{r}/"));
     let names = [
         "a",
         "a/b",
@@ -47,7 +103,7 @@ async fn matches_reference(store: &dyn Store, expired_prefixes: bool) {
         "*",
         "[x]",
     ];
-    let k = |n: &str| key(&root, n);
+    let k = |n: &str| Key::new(format!("{root}{n}")).expect("kit keys are valid");
     for name in names {
         let body = Bytes::from(name.to_owned());
         store.put_bytes(&k(name), body.clone()).await.unwrap();
@@ -69,47 +125,23 @@ async fn matches_reference(store: &dyn Store, expired_prefixes: bool) {
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let keys = |p: &crate::list::ListPage| -> Vec<String> {
-        p.objects.iter().map(|m| m.key.to_string()).collect()
-    };
     for prefix in [
         "", "a", "a/", "a/b", "a/b/", "b/a/", "é", "z z/", "q/", "c/", "[",
     ] {
-        let prefix = format!("{root}/{prefix}");
+        let prefix = format!("{root}{prefix}");
+        same_pages_every_way(store, &reference, &prefix).await;
         for delimiter in [None, Some('/')] {
-            for limit in [1, 2, 3, 7, 1000] {
-                let mut opts = ListOptions {
-                    prefix: prefix.clone(),
-                    delimiter,
-                    limit: Some(limit),
-                    cursor: None,
-                };
-                let mut pages = 0;
-                loop {
-                    let got = store.list(opts.clone()).await.unwrap();
-                    let want = reference.list(opts.clone()).await.unwrap();
-                    let what = format!("prefix {prefix:?} delimiter {delimiter:?} limit {limit}");
-                    assert_eq!(keys(&got), keys(&want), "{what}: objects");
-                    assert_eq!(got.common_prefixes, want.common_prefixes, "{what}");
-                    assert_eq!(got.next_cursor, want.next_cursor, "{what}: cursor");
-                    for (g, w) in got.objects.iter().zip(&want.objects) {
-                        assert_eq!((&g.etag, g.size), (&w.etag, w.size), "{what}");
-                    }
-                    pages += 1;
-                    assert!(pages < 100);
-                    match got.next_cursor {
-                        Some(c) => opts.cursor = Some(c),
-                        None => break,
-                    }
-                }
-            }
             // Arbitrary cursors, not only those the store handed out.
             let cursors = names
                 .iter()
                 .copied()
                 .chain(["a/", "a/b/", "b/a/a/", "a/b/c/d/e", "a/b/c/", "0", "zz"])
-                .map(|c| format!("{root}/{c}"))
-                .chain(["".to_string(), "kit/".to_string(), format!("{root}0")]);
+                .map(|c| format!("{root}{c}"))
+                .chain([
+                    "".to_string(),
+                    "kit/".to_string(),
+                    format!("{}0", root.trim_end_matches('/')),
+                ]);
             for cursor in cursors {
                 let opts = ListOptions {
                     prefix: prefix.clone(),
