@@ -8,20 +8,13 @@
 
 use std::process::Command;
 
+use larder::conformance::race::{self, INCREMENTS_PER_TASK, PROCESSES, TASKS_PER_PROCESS};
 use larder_object_store::LarderObjectStore;
 use object_store::path::Path;
 use object_store::{Error, ObjectStore, ObjectStoreExt, PutMode, UpdateVersion};
 
-const PROCESSES: u32 = 2;
-const TASKS_PER_PROCESS: u32 = 4;
-const INCREMENTS_PER_TASK: u32 = 25;
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = race::runtime();
     if let Ok(url) = std::env::var("LARDER_OS_RACE_URL") {
         let conflicts = rt.block_on(worker(&url));
         println!("conflicts={conflicts}");
@@ -53,7 +46,7 @@ fn main() {
             .and_then(|n| n.parse::<u64>().ok())
             .expect("the worker reports its conflicts");
     }
-    let expected = u64::from(PROCESSES * TASKS_PER_PROCESS * INCREMENTS_PER_TASK);
+    let expected = race::TOTAL;
     let value = rt.block_on(async {
         let store = LarderObjectStore::open(&url).await.unwrap();
         let bytes = store.get(&counter()).await.unwrap().bytes().await.unwrap();

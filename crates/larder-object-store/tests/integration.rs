@@ -35,6 +35,13 @@ impl Fixture {
         }
     }
 
+    /// A fixture over `store` that keeps `keep` (what backs the store) alive as long as it lives.
+    fn keeping(store: Arc<dyn Store>, keep: impl Any + Send) -> Self {
+        let mut f = Fixture::new(store);
+        f._keep.push(Box::new(keep));
+        f
+    }
+
     /// Whether objects of `bytes` fit the driver; if not, says which function is skipped.
     fn fits(&self, name: &str, function: &str, bytes: u64) -> bool {
         match self.store.store().capabilities().max_object_size {
@@ -58,6 +65,9 @@ fn env(name: &str, var: &str) -> Option<String> {
 }
 
 fn with_query(url: &str, q: &str) -> String {
+    if q.is_empty() {
+        return url.to_owned();
+    }
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{q}")
 }
@@ -86,56 +96,33 @@ async fn memory(_: &str) -> Option<Fixture> {
     )))
 }
 
-async fn fs(_: &str) -> Option<Fixture> {
+/// An fs store in a fresh temporary directory, and the directory.
+async fn fs_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = larder::drivers::fs::FsStore::open(larder::drivers::fs::FsConfig::new(
         dir.path().join("store"),
     ))
     .await
     .unwrap();
-    let mut f = Fixture::new(Arc::new(store));
-    f._keep.push(Box::new(dir));
-    Some(f)
+    (Arc::new(store), dir)
+}
+
+async fn fs(_: &str) -> Option<Fixture> {
+    let (store, dir) = fs_store().await;
+    Some(Fixture::keeping(store, dir))
 }
 
 async fn sqlite(_: &str) -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/objects.db", dir.path().display());
-    let mut f = Fixture::new(larder::open(&url).await.unwrap());
-    f._keep.push(Box::new(dir));
-    Some(f)
+    Some(Fixture::keeping(larder::open(&url).await.unwrap(), dir))
 }
 
-async fn postgres(name: &str) -> Option<Fixture> {
-    let url = env(name, "LARDER_TEST_POSTGRES_URL")?;
-    shared(name, Some(with_query(&url, "table=larder_objstore"))).await
-}
-
-async fn mysql(name: &str) -> Option<Fixture> {
-    let url = env(name, "LARDER_TEST_MYSQL_URL")?;
-    shared(name, Some(with_query(&url, "table=larder_objstore"))).await
-}
-
-async fn redis(name: &str) -> Option<Fixture> {
-    let url = env(name, "LARDER_TEST_REDIS_URL")?;
-    shared(name, Some(with_query(&url, "prefix=larder-objstore"))).await
-}
-
-async fn nats(name: &str) -> Option<Fixture> {
-    let url = env(name, "LARDER_TEST_NATS_URL")?;
-    shared(name, Some(with_query(&url, "bucket=larder-objstore"))).await
-}
-
-async fn s3(name: &str) -> Option<Fixture> {
-    shared(name, env(name, "LARDER_TEST_S3_URL")).await
-}
-
-async fn s3_alt(name: &str) -> Option<Fixture> {
-    shared(name, env(name, "LARDER_TEST_S3_ALT_URL")).await
-}
-
-async fn azure(name: &str) -> Option<Fixture> {
-    shared(name, env(name, "LARDER_TEST_AZURE_URL")).await
+/// The networked store named by the environment variable `var` (skipped when unset), its URL
+/// with `query` added.
+async fn networked(name: &str, var: &str, query: &str) -> Option<Fixture> {
+    let url = env(name, var)?;
+    shared(name, Some(with_query(&url, query))).await
 }
 
 /// A live `larder serve` over a fresh memory store, reached through the http driver.
@@ -144,30 +131,16 @@ async fn http(_: &str) -> Option<Fixture> {
     let backing = Arc::new(larder::drivers::memory::MemoryStore::new());
     let handle = larder_server::spawn(listener, backing, larder_server::Config::default());
     let store = larder::open(&handle.url()).await.unwrap();
-    let mut f = Fixture::new(store);
-    f._keep.push(Box::new(handle));
-    Some(f)
+    Some(Fixture::keeping(store, handle))
 }
 
 /// memory → fs, the fs tier authoritative.
 async fn tiered(_: &str) -> Option<Fixture> {
-    let dir = tempfile::tempdir().unwrap();
-    let fs = larder::drivers::fs::FsStore::open(larder::drivers::fs::FsConfig::new(
-        dir.path().join("store"),
-    ))
-    .await
-    .unwrap();
-    let store = larder::tiered::TieredStore::with_stores(
-        vec![
-            Arc::new(larder::drivers::memory::MemoryStore::new()),
-            Arc::new(fs),
-        ],
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    let mut f = Fixture::new(Arc::new(store));
-    f._keep.push(Box::new(dir));
-    Some(f)
+    let (fs, dir) = fs_store().await;
+    let memory: Arc<dyn Store> = Arc::new(larder::drivers::memory::MemoryStore::new());
+    let store = larder::tiered::TieredStore::with_stores(vec![memory, fs], Duration::from_secs(30))
+        .unwrap();
+    Some(Fixture::keeping(Arc::new(store), dir))
 }
 
 /// The largest object each size-heavy suite function writes, in bytes.
@@ -281,9 +254,28 @@ async fn over_the_cap_is_refused(name: &str, store: &LarderObjectStore) {
     assert!(matches!(err, object_store::Error::NotFound { .. }), "{err}");
 }
 
-/// The suite over one driver: `$module` names it, `$open` makes its fixture.
+/// One `#[tokio::test]` per line `name [if size] => body;`: `body` runs with the module's
+/// fixture bound to `$f`, and only when the backend takes objects of `size` bytes.
+macro_rules! cases {
+    ($f:ident; $($(#[$attr:meta])* $name:ident $(if $size:expr)? => $body:expr;)*) => {
+        $(
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                let Some($f) = fixture().await else { return };
+                $(if !$f.fits(NAME, stringify!($name), $size) {
+                    return;
+                })?
+                $body;
+            }
+        )*
+    };
+}
+
+/// The suite over one driver: `$module` names it, `$open` makes its fixture (called with the
+/// module's name, then `$arg`s).
 macro_rules! suite {
-    ($module:ident, $open:path) => {
+    ($module:ident, $open:ident $(($($arg:expr),*))?) => {
         mod $module {
             use super::*;
             use object_store::integration;
@@ -291,146 +283,45 @@ macro_rules! suite {
             const NAME: &str = stringify!($module);
 
             async fn fixture() -> Option<Fixture> {
-                $open(NAME).await
+                $open(NAME $($(, $arg)*)?).await
             }
 
-            #[tokio::test(flavor = "multi_thread")]
-            async fn put_get_delete_list() {
-                let Some(f) = fixture().await else { return };
-                integration::put_get_delete_list(&f.store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn put_get_attributes() {
-                let Some(f) = fixture().await else { return };
-                integration::put_get_attributes(&f.store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn get_opts() {
-                let Some(f) = fixture().await else { return };
-                integration::get_opts(&f.store).await;
-            }
-
-            /// With update support on: includes its concurrent read-modify-write race.
-            #[tokio::test(flavor = "multi_thread")]
-            async fn put_opts() {
-                let Some(f) = fixture().await else { return };
-                integration::put_opts(&f.store, true).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn list_uses_directories_correctly() {
-                let Some(f) = fixture().await else { return };
-                integration::list_uses_directories_correctly(&f.store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn list_with_delimiter() {
-                let Some(f) = fixture().await else { return };
-                integration::list_with_delimiter(&f.store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn list_with_offset_exclusivity() {
-                let Some(f) = fixture().await else { return };
-                integration::list_with_offset_exclusivity(&f.store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn list_paginated() {
-                let Some(f) = fixture().await else { return };
-                integration::list_paginated(&f.store, &f.store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn stream_get() {
-                let Some(f) = fixture().await else { return };
-                if f.fits(NAME, "stream_get", sizes::STREAM_GET) {
-                    integration::stream_get(&f.store).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn get_nonexistent_object() {
-                let Some(f) = fixture().await else { return };
-                let err = integration::get_nonexistent_object(&f.store, None)
-                    .await
-                    .unwrap_err();
-                assert!(matches!(err, object_store::Error::NotFound { .. }), "{err}");
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn rename_and_copy() {
-                let Some(f) = fixture().await else { return };
-                integration::rename_and_copy(&f.store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn copy_if_not_exists() {
-                let Some(f) = fixture().await else { return };
-                integration::copy_if_not_exists(&f.store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn copy_rename_nonexistent_object() {
-                let Some(f) = fixture().await else { return };
-                integration::copy_rename_nonexistent_object(&f.store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn multipart() {
-                let Some(f) = fixture().await else { return };
-                if f.fits(NAME, "multipart", sizes::MULTIPART) {
+            cases! { f;
+                put_get_delete_list => integration::put_get_delete_list(&f.store).await;
+                put_get_attributes => integration::put_get_attributes(&f.store).await;
+                get_opts => integration::get_opts(&f.store).await;
+                /// With update support on: includes its concurrent read-modify-write race.
+                put_opts => integration::put_opts(&f.store, true).await;
+                list_uses_directories_correctly =>
+                    integration::list_uses_directories_correctly(&f.store).await;
+                list_with_delimiter => integration::list_with_delimiter(&f.store).await;
+                list_with_offset_exclusivity =>
+                    integration::list_with_offset_exclusivity(&f.store).await;
+                list_paginated => integration::list_paginated(&f.store, &f.store).await;
+                stream_get if sizes::STREAM_GET => integration::stream_get(&f.store).await;
+                get_nonexistent_object => {
+                    let err = integration::get_nonexistent_object(&f.store, None)
+                        .await
+                        .unwrap_err();
+                    assert!(matches!(err, object_store::Error::NotFound { .. }), "{err}");
+                };
+                rename_and_copy => integration::rename_and_copy(&f.store).await;
+                copy_if_not_exists => integration::copy_if_not_exists(&f.store).await;
+                copy_rename_nonexistent_object =>
+                    integration::copy_rename_nonexistent_object(&f.store).await;
+                multipart if sizes::MULTIPART =>
                     integration::multipart(&f.store, &f.store).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn multipart_with_opts() {
-                let Some(f) = fixture().await else { return };
-                if f.fits(NAME, "multipart_with_opts", sizes::MULTIPART) {
+                multipart_with_opts if sizes::MULTIPART =>
                     integration::multipart_with_opts(&f.store, &f.store).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn multipart_put_part_out_of_order() {
-                let Some(f) = fixture().await else { return };
-                let size = sizes::PUT_PART_OUT_OF_ORDER;
-                if f.fits(NAME, "multipart_put_part_out_of_order", size) {
+                multipart_put_part_out_of_order if sizes::PUT_PART_OUT_OF_ORDER =>
                     integration::multipart_put_part_out_of_order(&f.store, &f.store).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn multipart_out_of_order() {
-                let Some(f) = fixture().await else { return };
-                let size = sizes::MULTIPART_OUT_OF_ORDER;
-                if f.fits(NAME, "multipart_out_of_order", size) {
+                multipart_out_of_order if sizes::MULTIPART_OUT_OF_ORDER =>
                     integration::multipart_out_of_order(&f.store).await;
-                }
-            }
-
-            /// Two unconditional uploads to one path: the last to complete wins, whole.
-            #[tokio::test(flavor = "multi_thread")]
-            async fn multipart_race_condition() {
-                let Some(f) = fixture().await else { return };
-                if f.fits(NAME, "multipart_race_condition", sizes::MULTIPART_RACE) {
+                /// Two unconditional uploads to one path: the last to complete wins, whole.
+                multipart_race_condition if sizes::MULTIPART_RACE =>
                     integration::multipart_race_condition(&f.store, true).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn over_the_size_cap() {
-                let Some(f) = fixture().await else { return };
-                super::over_the_cap_is_refused(NAME, &f.store).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn conditional_multipart() {
-                let Some(f) = fixture().await else { return };
-                super::conditional_multipart(&f.store).await;
+                over_the_size_cap => super::over_the_cap_is_refused(NAME, &f.store).await;
+                conditional_multipart => super::conditional_multipart(&f.store).await;
             }
         }
     };
@@ -439,12 +330,24 @@ macro_rules! suite {
 suite!(memory_store, memory);
 suite!(fs_store, fs);
 suite!(sqlite_store, sqlite);
-suite!(postgres_store, postgres);
-suite!(mysql_store, mysql);
-suite!(redis_store, redis);
-suite!(nats_store, nats);
-suite!(s3_store, s3);
-suite!(s3_alt_store, s3_alt);
-suite!(azure_store, azure);
+suite!(
+    postgres_store,
+    networked("LARDER_TEST_POSTGRES_URL", "table=larder_objstore")
+);
+suite!(
+    mysql_store,
+    networked("LARDER_TEST_MYSQL_URL", "table=larder_objstore")
+);
+suite!(
+    redis_store,
+    networked("LARDER_TEST_REDIS_URL", "prefix=larder-objstore")
+);
+suite!(
+    nats_store,
+    networked("LARDER_TEST_NATS_URL", "bucket=larder-objstore")
+);
+suite!(s3_store, networked("LARDER_TEST_S3_URL", ""));
+suite!(s3_alt_store, networked("LARDER_TEST_S3_ALT_URL", ""));
+suite!(azure_store, networked("LARDER_TEST_AZURE_URL", ""));
 suite!(http_store, http);
 suite!(tiered_store, tiered);
