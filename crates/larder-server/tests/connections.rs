@@ -78,6 +78,17 @@ async fn open(addr: SocketAddr, kind: Slow) -> Option<TcpStream> {
     Some(s)
 }
 
+/// Opens `n` connections one after the other, misbehaving in each of the ways in turn: each
+/// with its kind, and `None` where the server closed it before it was set up.
+async fn open_many(addr: SocketAddr, n: usize) -> Vec<(Slow, Option<TcpStream>)> {
+    let mut opened = Vec::with_capacity(n);
+    for i in 0..n {
+        let kind = KINDS[i % KINDS.len()];
+        opened.push((kind, open(addr, kind).await));
+    }
+    opened
+}
+
 /// Waits for the server to close `s` (reading and discarding anything it sends first).
 /// Whether it did within `within`.
 async fn closed_by_server(mut s: TcpStream, within: Duration) -> bool {
@@ -121,14 +132,17 @@ async fn normal_client_answers(addr: SocketAddr, n: usize) -> Duration {
 async fn hundreds_of_slow_connections_are_closed_and_do_not_block_others() {
     let server = start(config(2048)).await;
     let addr = server.local_addr();
-    let mut slow = Vec::new();
-    for i in 0..500 {
-        let kind = KINDS[i % KINDS.len()];
-        let s = open(addr, kind)
-            .await
-            .unwrap_or_else(|| panic!("{kind:?} connection {i} set up"));
-        slow.push((kind, s));
-    }
+    let slow: Vec<_> = open_many(addr, 500)
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, (kind, s))| {
+            (
+                kind,
+                s.unwrap_or_else(|| panic!("{kind:?} connection {i} set up")),
+            )
+        })
+        .collect();
     let slowest = normal_client_answers(addr, 20).await;
     println!("500 slow connections open: the slowest of 20 normal requests took {slowest:?}");
 
@@ -155,12 +169,8 @@ async fn at_the_connection_cap_idle_connections_make_room() {
     // client still gets in.
     let server = start(config(32)).await;
     let addr = server.local_addr();
-    let mut slow = Vec::new();
-    for i in 0..300 {
-        if let Some(s) = open(addr, KINDS[i % KINDS.len()]).await {
-            slow.push(s);
-        }
-    }
+    let opened = open_many(addr, 300).await;
+    let slow: Vec<_> = opened.into_iter().filter_map(|(_, s)| s).collect();
     let slowest = normal_client_answers(addr, 20).await;
     println!("cap 32, 300 slow connections: the slowest of 20 normal requests took {slowest:?}");
     for s in slow {

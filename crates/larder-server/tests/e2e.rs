@@ -7,10 +7,13 @@ use larder::Store;
 use larder_server::config::{Scope, TokenConfig};
 use larder_server::{Config, ServerHandle};
 use reqwest::header::HeaderMap;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// A date before any object was written.
+const LONG_AGO: &str = "Mon, 01 Jan 2001 00:00:00 GMT";
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -63,8 +66,53 @@ impl Server {
         self.client.request(method, self.obj(key))
     }
 
+    /// `method` on the object `key` with `headers` (a name may repeat: each is one field).
+    fn req_with(&self, method: Method, key: &str, headers: &[(&str, &str)]) -> RequestBuilder {
+        let req = self.req(method, key);
+        headers
+            .iter()
+            .fold(req, |req, (name, value)| req.header(*name, *value))
+    }
+
+    /// Sends `method` on the object `key` with `headers` and no body.
+    async fn send(&self, method: Method, key: &str, headers: &[(&str, &str)]) -> Response {
+        self.req_with(method, key, headers).send().await.unwrap()
+    }
+
+    /// A GET of the object `key` with `headers`.
+    async fn get(&self, key: &str, headers: &[(&str, &str)]) -> Response {
+        self.send(Method::GET, key, headers).await
+    }
+
+    /// A PUT of `body` to the object `key` with `headers`.
+    async fn put_with(
+        &self,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        self.write(Method::PUT, key, headers, body).await
+    }
+
+    /// Sends `method` on the object `key` with `headers` and `body`.
+    async fn write(
+        &self,
+        method: Method,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let req = self.req_with(method, key, headers).body(body);
+        req.send().await.unwrap()
+    }
+
+    /// A GET of `path` (below the base URL).
+    async fn get_url(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
     async fn put(&self, key: &str, body: &'static str) -> (StatusCode, String) {
-        let r = self.req(Method::PUT, key).body(body).send().await.unwrap();
+        let r = self.put_with(key, &[], body).await;
         let status = r.status();
         (status, header(r.headers(), "etag"))
     }
@@ -74,14 +122,7 @@ impl Server {
     }
 
     async fn metrics(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.get_url("/metrics").await.text().await.unwrap()
     }
 }
 
@@ -119,16 +160,13 @@ fn status_of(raw: &str) -> u16 {
 
 #[tokio::test]
 async fn objects_round_trip_with_every_plain_status() {
+    let typed = [
+        ("content-type", "text/plain"),
+        ("x-larder-meta-Owner", "alice"),
+    ];
     for kind in KINDS {
         let s = Server::start(kind, Config::default()).await;
-        let r = s
-            .req(Method::PUT, "dir/a.txt")
-            .header("content-type", "text/plain")
-            .header("x-larder-meta-Owner", "alice")
-            .body("hello world")
-            .send()
-            .await
-            .unwrap();
+        let r = s.put_with("dir/a.txt", &typed, "hello world").await;
         assert_eq!(r.status(), StatusCode::CREATED, "{kind:?}");
         let etag = header(r.headers(), "etag");
         assert_eq!(etag, larder::ETag::of(b"hello world").to_string());
@@ -143,17 +181,16 @@ async fn objects_round_trip_with_every_plain_status() {
         assert!(meta["last_modified"].as_str().unwrap().ends_with('Z'));
 
         // Replacing is 200; POST is a synonym.
+        let typed = [
+            ("content-type", "text/plain"),
+            ("x-larder-meta-owner", "alice"),
+        ];
         let r = s
-            .req(Method::POST, "dir/a.txt")
-            .header("content-type", "text/plain")
-            .header("x-larder-meta-owner", "alice")
-            .body("hello world")
-            .send()
-            .await
-            .unwrap();
+            .write(Method::POST, "dir/a.txt", &typed, "hello world")
+            .await;
         assert_eq!(r.status(), StatusCode::OK);
 
-        let r = s.req(Method::GET, "dir/a.txt").send().await.unwrap();
+        let r = s.get("dir/a.txt", &[]).await;
         assert_eq!(r.status(), StatusCode::OK);
         let h = r.headers().clone();
         assert_eq!(header(&h, "etag"), etag);
@@ -165,51 +202,48 @@ async fn objects_round_trip_with_every_plain_status() {
         assert!(h.get("cache-control").is_none() && h.get("expires").is_none());
         assert_eq!(r.text().await.unwrap(), "hello world");
 
-        let r = s.req(Method::HEAD, "dir/a.txt").send().await.unwrap();
+        let r = s.send(Method::HEAD, "dir/a.txt", &[]).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(header(r.headers(), "content-length"), "11");
         assert_eq!(header(r.headers(), "etag"), etag);
 
         // Default content type.
         s.put("plain", "x").await;
-        let r = s.req(Method::GET, "plain").send().await.unwrap();
+        let r = s.get("plain", &[]).await;
         assert_eq!(
             header(r.headers(), "content-type"),
             "application/octet-stream"
         );
 
-        let r = s.req(Method::DELETE, "dir/a.txt").send().await.unwrap();
+        let r = s.send(Method::DELETE, "dir/a.txt", &[]).await;
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        let r = s.req(Method::DELETE, "dir/a.txt").send().await.unwrap();
+        let r = s.send(Method::DELETE, "dir/a.txt", &[]).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(error_code(r).await, "not_found");
-        let r = s.req(Method::GET, "dir/a.txt").send().await.unwrap();
+        let r = s.get("dir/a.txt", &[]).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(error_code(r).await, "not_found");
-        let r = s.req(Method::HEAD, "dir/a.txt").send().await.unwrap();
+        let r = s.send(Method::HEAD, "dir/a.txt", &[]).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
-        let r = s.client.get(s.url("/healthz")).send().await.unwrap();
+        let r = s.get_url("/healthz").await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.text().await.unwrap(), "ok");
-        let r = s.client.get(s.url("/nope")).send().await.unwrap();
+        let r = s.get_url("/nope").await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }
 }
 
 #[tokio::test]
 async fn conditional_reads() {
+    let stored = [
+        ("content-type", "text/csv"),
+        ("x-larder-meta-color", "blue"),
+        ("x-larder-ttl", "3600"),
+    ];
     for kind in KINDS {
         let s = Server::start(kind, Config::default()).await;
-        let r = s
-            .req(Method::PUT, "k")
-            .header("content-type", "text/csv")
-            .header("x-larder-meta-color", "blue")
-            .header("x-larder-ttl", "3600")
-            .body("a,b,c")
-            .send()
-            .await
-            .unwrap();
+        let r = s.put_with("k", &stored, "a,b,c").await;
         assert_eq!(r.status(), StatusCode::CREATED);
         let etag = header(r.headers(), "etag");
         let other = larder::ETag::of(b"other").to_string();
@@ -228,139 +262,68 @@ async fn conditional_reads() {
             assert!((3590..=3600).contains(&max_age), "{cc}");
             assert!(httpdate::parse_http_date(&header(h, "expires")).is_ok());
         };
-        let r = s
-            .req(Method::GET, "k")
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .unwrap();
+        let r = s.get("k", &[("if-none-match", &etag)]).await;
         check_304(&r);
         assert!(r.bytes().await.unwrap().is_empty());
         // Repeated fields are one list: the match is in the second field.
         let r = s
-            .req(Method::GET, "k")
-            .header("if-none-match", &other)
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .unwrap();
+            .get("k", &[("if-none-match", &other), ("if-none-match", &etag)])
+            .await;
         check_304(&r);
         // If-None-Match compares weakly.
-        let r = s
-            .req(Method::GET, "k")
-            .header("if-none-match", &weak)
-            .send()
-            .await
-            .unwrap();
+        let r = s.get("k", &[("if-none-match", &weak)]).await;
         check_304(&r);
-        let r = s
-            .req(Method::HEAD, "k")
-            .header("if-none-match", "*")
-            .send()
-            .await
-            .unwrap();
+        let r = s.send(Method::HEAD, "k", &[("if-none-match", "*")]).await;
         check_304(&r);
-        let r = s
-            .req(Method::GET, "k")
-            .header("if-none-match", &other)
-            .send()
-            .await
-            .unwrap();
+        let r = s.get("k", &[("if-none-match", &other)]).await;
         assert_eq!(r.status(), StatusCode::OK);
 
         // If-Match compares strongly: a weak tag never matches.
-        let r = s
-            .req(Method::GET, "k")
-            .header("if-match", &weak)
-            .send()
-            .await
-            .unwrap();
+        let r = s.get("k", &[("if-match", &weak)]).await;
         assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
         assert_eq!(header(r.headers(), "etag"), etag);
         let body = json(r).await;
         assert_eq!(body["error"]["code"], "precondition_failed");
         assert_eq!(body["error"]["current"]["etag"], etag);
         let r = s
-            .req(Method::GET, "k")
-            .header("if-match", &other)
-            .header("if-match", &etag)
-            .send()
-            .await
-            .unwrap();
+            .get("k", &[("if-match", &other), ("if-match", &etag)])
+            .await;
         assert_eq!(r.status(), StatusCode::OK);
-        let r = s
-            .req(Method::HEAD, "k")
-            .header("if-match", &other)
-            .send()
-            .await
-            .unwrap();
+        let r = s.send(Method::HEAD, "k", &[("if-match", &other)]).await;
         assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
         assert_eq!(header(r.headers(), "etag"), etag);
 
         // Dates: only when the ETag conditions are absent.
         let future =
             httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
-        let past = "Mon, 01 Jan 2001 00:00:00 GMT";
-        let r = s
-            .req(Method::GET, "k")
-            .header("if-modified-since", &future)
-            .send()
-            .await
-            .unwrap();
+        let r = s.get("k", &[("if-modified-since", &future)]).await;
         check_304(&r);
         let r = s
-            .req(Method::GET, "k")
-            .header("if-none-match", &other)
-            .header("if-modified-since", &future)
-            .send()
-            .await
-            .unwrap();
+            .get(
+                "k",
+                &[("if-none-match", &other), ("if-modified-since", &future)],
+            )
+            .await;
         assert_eq!(r.status(), StatusCode::OK, "If-Modified-Since ignored");
-        let r = s
-            .req(Method::GET, "k")
-            .header("if-unmodified-since", past)
-            .send()
-            .await
-            .unwrap();
+        let r = s.get("k", &[("if-unmodified-since", LONG_AGO)]).await;
         assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
         let r = s
-            .req(Method::GET, "k")
-            .header("if-match", &etag)
-            .header("if-unmodified-since", past)
-            .send()
-            .await
-            .unwrap();
+            .get(
+                "k",
+                &[("if-match", &etag), ("if-unmodified-since", LONG_AGO)],
+            )
+            .await;
         assert_eq!(r.status(), StatusCode::OK, "If-Unmodified-Since ignored");
         // An invalid date is ignored (RFC 9110 13.1.3), a malformed ETag list is a 400.
-        let r = s
-            .req(Method::GET, "k")
-            .header("if-modified-since", "not a date")
-            .send()
-            .await
-            .unwrap();
+        let r = s.get("k", &[("if-modified-since", "not a date")]).await;
         assert_eq!(r.status(), StatusCode::OK);
-        let r = s
-            .req(Method::GET, "k")
-            .header("if-none-match", "unquoted")
-            .send()
-            .await
-            .unwrap();
+        let r = s.get("k", &[("if-none-match", "unquoted")]).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         assert_eq!(error_code(r).await, "invalid_input");
-        let r = s
-            .req(Method::GET, "k")
-            .header("if-match", format!("*, {etag}"))
-            .send()
-            .await
-            .unwrap();
+        let r = s.get("k", &[("if-match", &format!("*, {etag}"))]).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         // A missing object is a 404 whatever the conditions.
-        let r = s
-            .req(Method::GET, "missing")
-            .header("if-none-match", "*")
-            .send()
-            .await
-            .unwrap();
+        let r = s.get("missing", &[("if-none-match", "*")]).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }
 }
@@ -370,23 +333,22 @@ async fn ranges() {
     for kind in KINDS {
         let s = Server::start(kind, Config::default()).await;
         let (_, etag) = s.put("r", "0123456789").await;
-        let get = |range: &'static str| s.req(Method::GET, "r").header("range", range);
 
-        let r = get("bytes=2-5").send().await.unwrap();
+        let r = s.get("r", &[("range", "bytes=2-5")]).await;
         assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{kind:?}");
         assert_eq!(header(r.headers(), "content-range"), "bytes 2-5/10");
         assert_eq!(header(r.headers(), "content-length"), "4");
         assert_eq!(header(r.headers(), "etag"), etag);
         assert_eq!(r.text().await.unwrap(), "2345");
-        let r = get("bytes=-3").send().await.unwrap();
+        let r = s.get("r", &[("range", "bytes=-3")]).await;
         assert_eq!(r.text().await.unwrap(), "789");
-        let r = get("bytes=7-").send().await.unwrap();
+        let r = s.get("r", &[("range", "bytes=7-")]).await;
         assert_eq!(header(r.headers(), "content-range"), "bytes 7-9/10");
-        let r = get("bytes=8-100").send().await.unwrap();
+        let r = s.get("r", &[("range", "bytes=8-100")]).await;
         assert_eq!(r.text().await.unwrap(), "89");
 
         for unsatisfiable in ["bytes=10-", "bytes=20-30", "bytes=-0", "bytes=0-1,4-5"] {
-            let r = get(unsatisfiable).send().await.unwrap();
+            let r = s.get("r", &[("range", unsatisfiable)]).await;
             assert_eq!(
                 r.status(),
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -396,64 +358,50 @@ async fn ranges() {
             assert_eq!(error_code(r).await, "range_not_satisfiable");
         }
         // Another unit is ignored; a malformed bytes range is a 400.
-        let r = get("items=0-1").send().await.unwrap();
+        let r = s.get("r", &[("range", "items=0-1")]).await;
         assert_eq!(r.status(), StatusCode::OK);
-        let r = get("bytes=5-1").send().await.unwrap();
+        let r = s.get("r", &[("range", "bytes=5-1")]).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
         // If-Range: the range only while the validator holds.
-        let r = get("bytes=0-0")
-            .header("if-range", &etag)
-            .send()
-            .await
-            .unwrap();
+        let r = s
+            .get("r", &[("range", "bytes=0-0"), ("if-range", &etag)])
+            .await;
         assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
         let stale = larder::ETag::of(b"old").to_string();
-        let r = get("bytes=0-0")
-            .header("if-range", &stale)
-            .send()
-            .await
-            .unwrap();
+        let r = s
+            .get("r", &[("range", "bytes=0-0"), ("if-range", &stale)])
+            .await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.text().await.unwrap(), "0123456789");
-        let r = get("bytes=0-1,4-5")
-            .header("if-range", &stale)
-            .send()
-            .await
-            .unwrap();
+        let r = s
+            .get("r", &[("range", "bytes=0-1,4-5"), ("if-range", &stale)])
+            .await;
         assert_eq!(
             r.status(),
             StatusCode::OK,
             "multi-range with a failed If-Range"
         );
         let lm = {
-            let r = s.req(Method::HEAD, "r").send().await.unwrap();
+            let r = s.send(Method::HEAD, "r", &[]).await;
             header(r.headers(), "last-modified")
         };
-        let r = get("bytes=0-0")
-            .header("if-range", &lm)
-            .send()
-            .await
-            .unwrap();
+        let r = s
+            .get("r", &[("range", "bytes=0-0"), ("if-range", &lm)])
+            .await;
         assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
-        let r = get("bytes=0-0")
-            .header("if-range", "Mon, 01 Jan 2001 00:00:00 GMT")
-            .send()
-            .await
-            .unwrap();
+        let r = s
+            .get("r", &[("range", "bytes=0-0"), ("if-range", LONG_AGO)])
+            .await;
         assert_eq!(r.status(), StatusCode::OK);
         // Preconditions come before the range.
-        let r = get("bytes=0-0")
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .unwrap();
+        let r = s
+            .get("r", &[("range", "bytes=0-0"), ("if-none-match", &etag)])
+            .await;
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
-        let r = get("bytes=0-1,3-4")
-            .header("if-match", &stale)
-            .send()
-            .await
-            .unwrap();
+        let r = s
+            .get("r", &[("range", "bytes=0-1,3-4"), ("if-match", &stale)])
+            .await;
         assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
     }
 }
@@ -463,34 +411,16 @@ async fn conditional_writes() {
     for kind in KINDS {
         let s = Server::start(kind, Config::default()).await;
         // `*` on a missing key.
-        let r = s
-            .req(Method::PUT, "c")
-            .header("if-match", "*")
-            .body("x")
-            .send()
-            .await
-            .unwrap();
+        let r = s.put_with("c", &[("if-match", "*")], "x").await;
         assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED, "{kind:?}");
         assert!(r.headers().get("etag").is_none());
         assert_eq!(json(r).await["error"]["current"], Value::Null);
-        let r = s
-            .req(Method::PUT, "c")
-            .header("if-none-match", "*")
-            .body("v1")
-            .send()
-            .await
-            .unwrap();
+        let r = s.put_with("c", &[("if-none-match", "*")], "v1").await;
         assert_eq!(r.status(), StatusCode::CREATED);
         let v1 = header(r.headers(), "etag");
 
         // Create-only again: 412 carrying the current ETag, in the header and the JSON.
-        let r = s
-            .req(Method::PUT, "c")
-            .header("if-none-match", "*")
-            .body("v1b")
-            .send()
-            .await
-            .unwrap();
+        let r = s.put_with("c", &[("if-none-match", "*")], "v1b").await;
         assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
         assert_eq!(header(r.headers(), "etag"), v1);
         let body = json(r).await;
@@ -501,93 +431,44 @@ async fn conditional_writes() {
         // Swap with the right tag (in the second of two fields): 200 with the new ETag.
         let stale = larder::ETag::of(b"stale").to_string();
         let r = s
-            .req(Method::PUT, "c")
-            .header("if-match", &stale)
-            .header("if-match", &v1)
-            .body("v2")
-            .send()
-            .await
-            .unwrap();
+            .put_with("c", &[("if-match", &stale), ("if-match", &v1)], "v2")
+            .await;
         assert_eq!(r.status(), StatusCode::OK);
         let v2 = header(r.headers(), "etag");
         assert_eq!(v2, larder::ETag::of(b"v2").to_string());
         // A writer still holding v1 loses and learns v2.
-        let r = s
-            .req(Method::PUT, "c")
-            .header("if-match", &v1)
-            .body("v3")
-            .send()
-            .await
-            .unwrap();
+        let r = s.put_with("c", &[("if-match", &v1)], "v3").await;
         assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
         assert_eq!(header(r.headers(), "etag"), v2);
         // Strong comparison: the weak form of the current tag does not match.
         let r = s
-            .req(Method::PUT, "c")
-            .header("if-match", format!("W/{v2}"))
-            .body("v3")
-            .send()
-            .await
-            .unwrap();
+            .put_with("c", &[("if-match", &format!("W/{v2}"))], "v3")
+            .await;
         assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
         // If-None-Match with the current tag (weakly) refuses the write.
         let r = s
-            .req(Method::PUT, "c")
-            .header("if-none-match", format!("W/{v2}"))
-            .body("v3")
-            .send()
-            .await
-            .unwrap();
+            .put_with("c", &[("if-none-match", &format!("W/{v2}"))], "v3")
+            .await;
         assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
         let r = s
-            .req(Method::PUT, "c")
-            .header("if-unmodified-since", "Mon, 01 Jan 2001 00:00:00 GMT")
-            .body("v3")
-            .send()
-            .await
-            .unwrap();
+            .put_with("c", &[("if-unmodified-since", LONG_AGO)], "v3")
+            .await;
         assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
-        let r = s
-            .req(Method::PUT, "c")
-            .header("if-match", "garbage")
-            .body("v3")
-            .send()
-            .await
-            .unwrap();
+        let r = s.put_with("c", &[("if-match", "garbage")], "v3").await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-        let r = s.req(Method::GET, "c").send().await.unwrap();
+        let r = s.get("c", &[]).await;
         assert_eq!(r.text().await.unwrap(), "v2", "no refused write landed");
 
         // Deletes.
-        let r = s
-            .req(Method::DELETE, "c")
-            .header("if-match", &v1)
-            .send()
-            .await
-            .unwrap();
+        let r = s.send(Method::DELETE, "c", &[("if-match", &v1)]).await;
         assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
         assert_eq!(header(r.headers(), "etag"), v2);
         assert_eq!(json(r).await["error"]["current"]["etag"], v2);
-        let r = s
-            .req(Method::DELETE, "c")
-            .header("if-none-match", "*")
-            .send()
-            .await
-            .unwrap();
+        let r = s.send(Method::DELETE, "c", &[("if-none-match", "*")]).await;
         assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
-        let r = s
-            .req(Method::DELETE, "c")
-            .header("if-match", &v2)
-            .send()
-            .await
-            .unwrap();
+        let r = s.send(Method::DELETE, "c", &[("if-match", &v2)]).await;
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        let r = s
-            .req(Method::DELETE, "c")
-            .header("if-match", "*")
-            .send()
-            .await
-            .unwrap();
+        let r = s.send(Method::DELETE, "c", &[("if-match", "*")]).await;
         assert!(
             matches!(
                 r.status(),
@@ -604,23 +485,25 @@ async fn only_metadata_and_content_type_are_stored() {
     for kind in KINDS {
         let s = Server::start(kind, Config::default()).await;
         let r = s
-            .req(Method::PUT, "m")
-            .header("authorization", "Bearer secret")
-            .header("cookie", "session=1")
-            .header("if-none-match", "*")
-            .header("x-forwarded-for", "10.0.0.1")
-            .header("x-larder-meta-a", "1")
-            .header("content-type", "application/json")
-            .header("cache-control", "max-age=120")
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+            .put_with(
+                "m",
+                &[
+                    ("authorization", "Bearer secret"),
+                    ("cookie", "session=1"),
+                    ("if-none-match", "*"),
+                    ("x-forwarded-for", "10.0.0.1"),
+                    ("x-larder-meta-a", "1"),
+                    ("content-type", "application/json"),
+                    ("cache-control", "max-age=120"),
+                ],
+                "{}",
+            )
+            .await;
         assert_eq!(r.status(), StatusCode::CREATED, "{kind:?}");
         let meta = json(r).await;
         assert_eq!(meta["metadata"], serde_json::json!({"a": "1"}));
         assert!(meta["expires_at"].as_str().unwrap().ends_with('Z'));
-        let r = s.req(Method::GET, "m").send().await.unwrap();
+        let r = s.get("m", &[]).await;
         let h = r.headers();
         for absent in [
             "authorization",
@@ -639,13 +522,7 @@ async fn only_metadata_and_content_type_are_stored() {
         assert!(header(h, "cache-control").starts_with("max-age="));
         // Bad TTLs are refused.
         for ttl in ["0", "-1", "soon"] {
-            let r = s
-                .req(Method::PUT, "m2")
-                .header("x-larder-ttl", ttl)
-                .body("x")
-                .send()
-                .await
-                .unwrap();
+            let r = s.put_with("m2", &[("x-larder-ttl", ttl)], "x").await;
             assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{ttl}");
         }
     }
@@ -661,39 +538,19 @@ async fn body_digests() {
             .map(|i| u8::from_str_radix(&tag.opaque()[i * 2..i * 2 + 2], 16).unwrap())
             .collect();
         let b64 = base64::engine::general_purpose::STANDARD.encode(&digest);
-        let r = s
-            .req(Method::PUT, "d")
-            .header("repr-digest", format!("sha-256=:{b64}:"))
-            .body("payload")
-            .send()
-            .await
-            .unwrap();
+        let digest = format!("sha-256=:{b64}:");
+        let digest = [("repr-digest", digest.as_str())];
+        let r = s.put_with("d", &digest, "payload").await;
         assert_eq!(r.status(), StatusCode::CREATED, "{kind:?}");
-        let r = s
-            .req(Method::PUT, "d2")
-            .header("repr-digest", format!("sha-256=:{b64}:"))
-            .body("tampered")
-            .send()
-            .await
-            .unwrap();
+        let r = s.put_with("d2", &digest, "tampered").await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-        let r = s
-            .req(Method::PUT, "d2")
-            .header("x-larder-expect-etag", tag.to_string())
-            .body("tampered")
-            .send()
-            .await
-            .unwrap();
+        let expect = tag.to_string();
+        let expect = [("x-larder-expect-etag", expect.as_str())];
+        let r = s.put_with("d2", &expect, "tampered").await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-        let r = s.req(Method::GET, "d2").send().await.unwrap();
+        let r = s.get("d2", &[]).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "nothing stored");
-        let r = s
-            .req(Method::PUT, "d2")
-            .header("x-larder-expect-etag", tag.to_string())
-            .body("payload")
-            .send()
-            .await
-            .unwrap();
+        let r = s.put_with("d2", &expect, "payload").await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
 }
@@ -730,35 +587,15 @@ async fn bad_keys_are_400() {
         .await;
         assert_eq!(status_of(&resp), 400, "PUT {path}: {resp}");
     }
-    let r = s
-        .req(Method::PUT, "..%2Fescape")
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r = s.put_with("..%2Fescape", &[], "x").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "invalid_key");
     // Percent-encoded segments are decoded: `a%20b` is the key "a b".
-    let r = s
-        .req(Method::PUT, "sp/a%20b")
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r = s.put_with("sp/a%20b", &[], "x").await;
     assert_eq!(json(r).await["key"], "sp/a b");
-    let r = s
-        .client
-        .get(s.url("/v1/objects?prefix=../"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_url("/v1/objects?prefix=../").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = s
-        .client
-        .get(s.url("/v1/objects?limit=many"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_url("/v1/objects?limit=many").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "invalid_input");
 }
@@ -770,12 +607,7 @@ async fn listing() {
         for k in ["a/1", "a/2", "b", "c/x/1"] {
             assert_eq!(s.put(k, "v").await.0, StatusCode::CREATED);
         }
-        let r = s
-            .client
-            .get(s.url("/v1/objects?delimiter=/"))
-            .send()
-            .await
-            .unwrap();
+        let r = s.get_url("/v1/objects?delimiter=/").await;
         assert_eq!(r.status(), StatusCode::OK);
         let page = json(r).await;
         assert_eq!(page["common_prefixes"], serde_json::json!(["a/", "c/"]));
@@ -808,23 +640,13 @@ async fn size_limit_is_413_up_front_and_while_streaming() {
             ..Config::default()
         };
         let s = Server::start(kind, config).await;
-        let r = s
-            .req(Method::PUT, "big")
-            .body("0123456789")
-            .send()
-            .await
-            .unwrap();
+        let r = s.put_with("big", &[], "0123456789").await;
         assert_eq!(
             r.status(),
             StatusCode::CREATED,
             "{kind:?}: the limit itself fits"
         );
-        let r = s
-            .req(Method::PUT, "big")
-            .body("0123456789A")
-            .send()
-            .await
-            .unwrap();
+        let r = s.put_with("big", &[], "0123456789A").await;
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let body = json(r).await;
         assert_eq!(body["error"]["code"], "too_large");
@@ -836,15 +658,16 @@ async fn size_limit_is_413_up_front_and_while_streaming() {
         let chunks: Vec<Result<&'static str, std::io::Error>> =
             vec![Ok("012345"), Ok("6789AB"), Ok("CDEF")];
         let r = s
-            .req(Method::PUT, "big2")
-            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-            .send()
-            .await
-            .unwrap();
+            .put_with(
+                "big2",
+                &[],
+                reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+            )
+            .await;
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let r = s.req(Method::GET, "big2").send().await.unwrap();
+        let r = s.get("big2", &[]).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
-        let r = s.req(Method::GET, "big").send().await.unwrap();
+        let r = s.get("big", &[]).await;
         assert_eq!(r.text().await.unwrap(), "0123456789");
     }
 }
@@ -867,11 +690,11 @@ async fn torn_upload_stores_nothing() {
         }
         // Give the server time to see the end of the connection.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let r = s.req(Method::GET, "new").send().await.unwrap();
+        let r = s.get("new", &[]).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{kind:?}");
-        let r = s.req(Method::GET, "old").send().await.unwrap();
+        let r = s.get("old", &[]).await;
         assert_eq!(r.text().await.unwrap(), "original", "{kind:?}");
-        let page = json(s.client.get(s.url("/v1/objects")).send().await.unwrap()).await;
+        let page = json(s.get_url("/v1/objects").await).await;
         assert_eq!(page["objects"].as_array().unwrap().len(), 1);
         // The same with a chunked body cut before its last chunk.
         let mut sock = TcpStream::connect(s.addr()).await.unwrap();
@@ -883,7 +706,7 @@ async fn torn_upload_stores_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(sock);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let r = s.req(Method::GET, "chunked").send().await.unwrap();
+        let r = s.get("chunked", &[]).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{kind:?}");
         if let Some(dir) = &s._dir {
             // The fs driver's temp files of the torn bodies are gone too.
@@ -925,7 +748,7 @@ async fn bearer_tokens() {
         },
     )
     .await;
-    let r = s.req(Method::GET, "pub/x").send().await.unwrap();
+    let r = s.get("pub/x", &[]).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(header(r.headers(), "www-authenticate").starts_with("Bearer"));
     assert_eq!(error_code(r).await, "unauthorized");
@@ -1022,9 +845,9 @@ async fn bearer_tokens() {
         assert_eq!(r.status(), status, "listing {query:?} as {token}");
     }
     // Health and metrics stay open.
-    let r = s.client.get(s.url("/healthz")).send().await.unwrap();
+    let r = s.get_url("/healthz").await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = s.client.get(s.url("/metrics")).send().await.unwrap();
+    let r = s.get_url("/metrics").await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -1066,22 +889,11 @@ async fn metrics_move() {
     let s = Server::start(Kind::Memory, Config::default()).await;
     let before = s.metrics().await;
     let (_, etag) = s.put("m", "12345").await;
-    let r = s
-        .req(Method::GET, "m")
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("m", &[("if-none-match", &etag)]).await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
-    let r = s
-        .req(Method::PUT, "m")
-        .header("if-none-match", "*")
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r = s.put_with("m", &[("if-none-match", "*")], "x").await;
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
-    let r = s.req(Method::GET, "m").send().await.unwrap();
+    let r = s.get("m", &[]).await;
     assert_eq!(r.text().await.unwrap(), "12345");
     let after = s.metrics().await;
 
@@ -1136,18 +948,18 @@ async fn upload_cap_answers_503_with_retry_after() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = s.req(Method::PUT, "other").body("x").send().await.unwrap();
+    let r = s.put_with("other", &[], "x").await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(header(r.headers(), "retry-after"), "1");
     assert_eq!(error_code(r).await, "busy");
     // Reads are not limited.
-    let r = s.req(Method::GET, "other").send().await.unwrap();
+    let r = s.get("other", &[]).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     first.write_all(b"cd").await.unwrap();
     let mut buf = [0u8; 12];
     first.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"HTTP/1.1 201");
-    let r = s.req(Method::PUT, "other").body("x").send().await.unwrap();
+    let r = s.put_with("other", &[], "x").await;
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 
@@ -1166,7 +978,7 @@ async fn slow_upload_times_out_with_408_and_stores_nothing() {
     .await;
     assert_eq!(status_of(&resp), 408, "{resp}");
     assert!(resp.contains("\"timeout\""));
-    let r = s.req(Method::GET, "slow").send().await.unwrap();
+    let r = s.get("slow", &[]).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -1223,21 +1035,16 @@ async fn bodies_past_axum_default_limit_stream_both_ways() {
     for kind in KINDS {
         let s = Server::start(kind, Config::default()).await;
         let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-        let r = s
-            .req(Method::PUT, "big/blob")
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = s.put_with("big/blob", &[], data.clone()).await;
         assert_eq!(r.status(), StatusCode::CREATED, "{kind:?}");
         assert_eq!(
             header(r.headers(), "etag"),
             larder::ETag::of(&data).to_string()
         );
-        let r = s.req(Method::GET, "big/blob").send().await.unwrap();
+        let r = s.get("big/blob", &[]).await;
         assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..]);
         // Unknown routes answer the contract's JSON too.
-        let r = s.client.get(s.url("/v1/nothing")).send().await.unwrap();
+        let r = s.get_url("/v1/nothing").await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(error_code(r).await, "not_found");
     }
