@@ -365,37 +365,17 @@ token = "read-secret-0123456789"
 scope = "read"
 "#,
     );
+    const READ: Option<&str> = Some("read-secret-0123456789");
+    let put_as_writer = ["put", "k", "-", "--token", "write-secret-0123456789"];
     let r = larder_with_stdin(&server, &["put", "k", "-"], Some(b"v"));
     assert_eq!(code(&r), 1, "no token: {}", stderr(&r));
     assert!(stderr(&r).contains("401"), "{}", stderr(&r));
-    ok(&larder_with_stdin(
-        &server,
-        &["put", "k", "-", "--token", "write-secret-0123456789"],
-        Some(b"v"),
-    ));
-    assert_eq!(
-        ok(&larder_full(
-            &server,
-            &["get", "k"],
-            None,
-            Some("read-secret-0123456789")
-        )),
-        "v",
-        "LARDER_TOKEN"
-    );
-    let r = larder_full(
-        &server,
-        &["put", "k", "-"],
-        Some(b"w"),
-        Some("read-secret-0123456789"),
-    );
+    ok(&larder_with_stdin(&server, &put_as_writer, Some(b"v")));
+    let got = larder_full(&server, &["get", "k"], None, READ);
+    assert_eq!(ok(&got), "v", "LARDER_TOKEN");
+    let r = larder_full(&server, &["put", "k", "-"], Some(b"w"), READ);
     assert_eq!(code(&r), 1, "read token cannot write: {}", stderr(&r));
     assert!(stderr(&r).contains("403"), "{}", stderr(&r));
     // --token wins over LARDER_TOKEN.
-    ok(&larder_full(
-        &server,
-        &["put", "k", "-", "--token", "write-secret-0123456789"],
-        Some(b"w"),
-        Some("read-secret-0123456789"),
-    ));
+    ok(&larder_full(&server, &put_as_writer, Some(b"w"), READ));
 }

@@ -70,11 +70,7 @@ impl S3Server {
 
 /// A bucket name no other run uses.
 fn fresh_bucket(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{tag}-{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
+    common::fresh_name(tag)
 }
 
 /// The tool a services.d script exported in `var`, if it is there.
@@ -94,56 +90,27 @@ fn boto3_suite(name: &str, store: &str) {
     let bucket = fresh_bucket("s3ep");
     let server = S3Server::start(store, &format!("{bucket}/public/"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3/clients.py");
-    let out = Command::new(python)
+    let mut clients = Command::new(python);
+    clients
         .args([
             script, &server.s3, &bucket, WRITER.0, WRITER.1, READER.0, READER.1,
         ])
         .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    print!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains("ALL OK"),
-        "{name}: clients.py failed\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let all_ok = |stdout: &str| stdout.contains("ALL OK");
+    common::assert_tool_passes(name, &mut clients, all_ok, "clients.py failed");
 }
 
-#[test]
-fn boto3_over_memory() {
-    boto3_suite("s3 endpoint over memory", "memory://");
-}
-
-#[test]
-fn boto3_over_fs() {
-    let dir = tempfile::tempdir().unwrap();
-    boto3_suite(
-        "s3 endpoint over fs",
-        &format!("fs://{}", dir.path().display()),
-    );
-}
-
-#[test]
-fn boto3_over_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    boto3_suite(
-        "s3 endpoint over sqlite",
-        &format!("sqlite://{}", dir.path().join("s3.db").display()),
-    );
-}
+local_store_tests!(
+    boto3_suite("s3 endpoint over "): boto3_over_memory, boto3_over_fs, boto3_over_sqlite
+);
 
 #[test]
 fn boto3_over_redis() {
-    let Ok(url) = std::env::var("LARDER_TEST_REDIS_URL") else {
-        skip_or_fail::<()>("s3 endpoint over redis", "LARDER_TEST_REDIS_URL is not set");
-        return;
-    };
-    let mut url = url::Url::parse(&url).expect("a redis URL");
-    url.query_pairs_mut()
-        .append_pair("prefix", &fresh_bucket("larder-s3ep"));
-    boto3_suite("s3 endpoint over redis", url.as_str());
+    let name = "s3 endpoint over redis";
+    if let Some(url) = common::redis_url_with_fresh_prefix(name, "larder-s3ep") {
+        boto3_suite(name, &url);
+    }
 }
 
 /// Without keys on loopback, any access key is accepted.

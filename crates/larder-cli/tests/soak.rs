@@ -314,13 +314,18 @@ impl Clerk<'_> {
         }
     }
 
-    async fn get(&mut self) -> Result<(), String> {
+    /// A `method` request without conditions for a key to read: the key, the request as
+    /// messages name it, and the answer.
+    async fn read_plain(&mut self, method: Method) -> Result<(String, String, Answer), String> {
         let key = self.read_key();
-        let what = format!("GET {key}");
-        let a = self
-            .run
-            .send(self.http.get(self.run.url(&key)), &what)
-            .await?;
+        let what = format!("{method} {key}");
+        let req = self.http.request(method, self.run.url(&key));
+        let a = self.run.send(req, &what).await?;
+        Ok((key, what, a))
+    }
+
+    async fn get(&mut self) -> Result<(), String> {
+        let (key, what, a) = self.read_plain(Method::GET).await?;
         match a.status {
             StatusCode::OK => {
                 bodies()
@@ -421,12 +426,7 @@ impl Clerk<'_> {
     }
 
     async fn head(&mut self) -> Result<(), String> {
-        let key = self.read_key();
-        let what = format!("HEAD {key}");
-        let a = self
-            .run
-            .send(self.http.head(self.run.url(&key)), &what)
-            .await?;
+        let (key, what, a) = self.read_plain(Method::HEAD).await?;
         match a.status {
             StatusCode::OK => {
                 let etag = header(&a.headers, ETAG)?;
@@ -872,41 +872,13 @@ fn reachable(service: &str, url: &str) -> bool {
     }
 }
 
-#[test]
-fn soak_memory() {
-    soak("memory", "memory://");
-}
-
-#[test]
-fn soak_fs() {
-    let dir = tempfile::tempdir().unwrap();
-    soak("fs", &format!("fs://{}", dir.path().display()));
-}
-
-#[test]
-fn soak_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    soak(
-        "sqlite",
-        &format!("sqlite://{}", dir.path().join("soak.db").display()),
-    );
-}
+local_store_tests!(soak(""): soak_memory, soak_fs, soak_sqlite);
 
 #[test]
 fn soak_redis() {
-    let Ok(url) = std::env::var("LARDER_TEST_REDIS_URL") else {
-        skip_or_fail::<()>("redis", "LARDER_TEST_REDIS_URL is not set");
+    let Some(url) = common::redis_url_with_fresh_prefix("redis", "larder-soak") else {
         return;
     };
-    let prefix = format!(
-        "larder-soak-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
-    let url = with_query(&url, &format!("prefix={prefix}"));
     if reachable("redis", &url) {
         soak("redis", &url);
     }

@@ -136,6 +136,78 @@ impl Server {
     }
 }
 
+/// A name no other run uses: `tag`, the process id and the clock.
+#[allow(dead_code)]
+pub fn fresh_name(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{tag}-{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
+}
+
+/// The Redis server named by `LARDER_TEST_REDIS_URL` with a fresh key prefix starting with
+/// `tag` (so runs never see each other's keys); `None` when the variable is unset (the test of
+/// `service` is skipped, or fails under `LARDER_REQUIRE_SERVICES=1`).
+#[allow(dead_code)]
+pub fn redis_url_with_fresh_prefix(service: &str, tag: &str) -> Option<String> {
+    let url = larder::conformance::env_url(service, "LARDER_TEST_REDIS_URL")?;
+    let prefix = format!("prefix={}", fresh_name(tag));
+    Some(larder::conformance::with_query(&url, &prefix))
+}
+
+/// Runs `command` (an outside tool) to the end, prints its standard output under `what`, and
+/// asserts that it succeeded and that `passed` holds of that output; otherwise fails with
+/// `failure` and both outputs.
+#[allow(dead_code)]
+pub fn assert_tool_passes(
+    what: &str,
+    command: &mut Command,
+    passed: impl FnOnce(&str) -> bool,
+    failure: &str,
+) {
+    let out = command.output().expect("run the tool");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{what}:\n{stdout}");
+    assert!(
+        out.status.success() && passed(&stdout),
+        "{what}: {failure}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One `#[test]` per store a test can make on its own (memory, and fs and sqlite in a fresh
+/// temporary directory), named `$memory`, `$fs` and `$sqlite`: each calls
+/// `$run(<$what followed by the driver's name>, <the store's URL>)`.
+#[macro_export]
+macro_rules! local_store_tests {
+    ($run:ident($what:literal): $memory:ident, $fs:ident, $sqlite:ident) => {
+        #[test]
+        fn $memory() {
+            $run(concat!($what, "memory"), "memory://");
+        }
+
+        #[test]
+        fn $fs() {
+            let dir = tempfile::tempdir().unwrap();
+            $run(
+                concat!($what, "fs"),
+                &format!("fs://{}", dir.path().display()),
+            );
+        }
+
+        #[test]
+        fn $sqlite() {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("store.db");
+            $run(
+                concat!($what, "sqlite"),
+                &format!("sqlite://{}", db.display()),
+            );
+        }
+    };
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
