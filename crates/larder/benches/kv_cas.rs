@@ -24,7 +24,9 @@
 //! are measured back to back, `KV_CAS_RUNS` times (default 5), in alternating order; a row's
 //! ratio is the median of its per-run ratios to the hand-written loop. `-- --tsv` prints the
 //! rows for `bench/run` instead (section, case, implementation, min and median rate, unit; the
-//! hand-written loop first).
+//! hand-written loop first). `KV_CAS_ONLY=<text>` keeps only the implementations whose
+//! `backend operation` contains that text (for profiling one of them; ratios are then to the
+//! first one kept).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -95,11 +97,7 @@ async fn take_redis_counter(conn: &redis::aio::ConnectionManager, k: &str) -> u3
 
 /// The hand-written Redis CAS: `GET`, then the compare-and-set script, until it lands.
 #[cfg(feature = "redis")]
-async fn redis_cas_step(
-    mut c: redis::aio::ConnectionManager,
-    cas: &redis::Script,
-    k: &str,
-) -> u32 {
+async fn redis_cas_step(mut c: redis::aio::ConnectionManager, cas: &redis::Script, k: &str) -> u32 {
     let mut lost = 0;
     loop {
         let v: String = redis::cmd("GET").arg(k).query_async(&mut c).await.unwrap();
@@ -279,17 +277,16 @@ async fn redis_backend(url: &str) -> Option<Backend> {
 async fn nats_backend(url: &str) -> Option<Backend> {
     let bucket = "larder-bench";
     let sep = if url.contains('?') { '&' } else { '?' };
-    let store = match larder::drivers::nats::NatsStore::from_url(&format!(
-        "{url}{sep}bucket={bucket}"
-    ))
-    .await
-    {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("nats skipped: {e}");
-            return None;
-        }
-    };
+    let store =
+        match larder::drivers::nats::NatsStore::from_url(&format!("{url}{sep}bucket={bucket}"))
+            .await
+        {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                eprintln!("nats skipped: {e}");
+                return None;
+            }
+        };
     let client = async_nats::connect(url.split('?').next().unwrap())
         .await
         .unwrap();
@@ -355,6 +352,17 @@ fn main() {
         }
         b
     });
+    let only = std::env::var("KV_CAS_ONLY").unwrap_or_default();
+    let backends: Vec<Backend> = backends
+        .into_iter()
+        .map(|b| Backend {
+            imps: (b.imps.into_iter())
+                .filter(|i| format!("{} {}", b.name, i.what()).contains(&only))
+                .collect(),
+            ..b
+        })
+        .filter(|b| !b.imps.is_empty())
+        .collect();
     let mut rows: Vec<Row> = Vec::new();
     for b in &backends {
         for workers in WORKER_COUNTS {
