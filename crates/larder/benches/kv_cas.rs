@@ -67,6 +67,16 @@ where
     (started.elapsed(), conflicts)
 }
 
+/// [`run`], `step` getting its own clone of `shared` on every call.
+async fn run_with<S, F, Fut>(workers: u32, shared: S, step: F) -> (Duration, u32)
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = u32> + Send,
+{
+    run(workers, move || step(shared.clone())).await
+}
+
 /// A name no other measurement uses, valid as a Redis key and as a NATS KV key.
 fn fresh_name(what: &str) -> String {
     fresh_prefix(what).replace('/', "-")
@@ -93,6 +103,14 @@ async fn take_redis_counter(conn: &redis::aio::ConnectionManager, k: &str) -> u3
     let n: u32 = redis::cmd("GET").arg(k).query_async(&mut c).await.unwrap();
     let _: () = redis::cmd("DEL").arg(k).query_async(&mut c).await.unwrap();
     n
+}
+
+/// A NATS KV counter's value, then removes it.
+#[cfg(feature = "nats")]
+async fn take_nats_counter(kv: &async_nats::jetstream::kv::Store, k: &str) -> u64 {
+    let got = kv.get(k).await.unwrap().unwrap();
+    kv.purge(k).await.unwrap();
+    std::str::from_utf8(&got).unwrap().parse().unwrap()
 }
 
 /// The hand-written Redis CAS: `GET`, then the compare-and-set script, until it lands.
@@ -161,12 +179,11 @@ impl Imp {
         let (elapsed, conflicts, landed) = match self.clone() {
             Imp::Larder(store) => {
                 let k = key(&fresh_prefix("bench"), "counter");
-                let (s, kk) = (store.clone(), k.clone());
-                let (elapsed, conflicts) = run(workers, move || {
-                    let (s, kk) = (s.clone(), kk.clone());
-                    async move { increment(&*s, &kk, 1).await.unwrap() }
-                })
-                .await;
+                let (elapsed, conflicts) =
+                    run_with(workers, (store.clone(), k.clone()), |(s, k)| async move {
+                        increment(&*s, &k, 1).await.unwrap()
+                    })
+                    .await;
                 (elapsed, conflicts, read_counter(&*store, &k).await)
             }
             #[cfg(feature = "redis")]
@@ -179,30 +196,29 @@ impl Imp {
                     .query_async(&mut c)
                     .await
                     .unwrap();
-                let (c, kk) = (conn.clone(), k.clone());
-                let (elapsed, conflicts) = run(workers, move || {
-                    let (c, kk, cas) = (c.clone(), kk.clone(), cas.clone());
-                    async move { redis_cas_step(c, &cas, &kk).await }
-                })
-                .await;
+                let (elapsed, conflicts) =
+                    run_with(workers, (c, k.clone(), cas), |(c, k, cas)| async move {
+                        redis_cas_step(c, &cas, &k).await
+                    })
+                    .await;
                 let n = take_redis_counter(&conn, &k).await;
                 (elapsed, conflicts, u64::from(n))
             }
             #[cfg(feature = "redis")]
             Imp::RedisIncr(conn) => {
                 let k = format!("larder-bench:incr:{}", fresh_name("incr"));
-                let (c, kk) = (conn.clone(), k.clone());
-                let (elapsed, _) = run(workers, move || {
-                    let (mut c, kk) = (c.clone(), kk.clone());
-                    async move {
+                let (elapsed, _) = run_with(
+                    workers,
+                    (conn.clone(), k.clone()),
+                    |(mut c, k)| async move {
                         let _: i64 = redis::cmd("INCR")
-                            .arg(&kk)
+                            .arg(&k)
                             .query_async(&mut c)
                             .await
                             .unwrap();
                         0
-                    }
-                })
+                    },
+                )
                 .await;
                 let n = take_redis_counter(&conn, &k).await;
                 (elapsed, 0, u64::from(n))
@@ -210,30 +226,23 @@ impl Imp {
             #[cfg(feature = "nats")]
             Imp::NatsCas(kv) => {
                 let k = fresh_name("native");
-                let (kv2, kk) = (kv.clone(), k.clone());
-                let (elapsed, conflicts) = run(workers, move || {
-                    let (kv, kk) = (kv2.clone(), kk.clone());
-                    async move { nats_cas_step(&kv, &kk).await }
-                })
-                .await;
-                let got = kv.get(k.as_str()).await.unwrap().unwrap();
-                kv.purge(k.as_str()).await.unwrap();
-                let n = std::str::from_utf8(&got).unwrap().parse().unwrap();
-                (elapsed, conflicts, n)
+                let (elapsed, conflicts) =
+                    run_with(workers, (kv.clone(), k.clone()), |(kv, k)| async move {
+                        nats_cas_step(&kv, &k).await
+                    })
+                    .await;
+                (elapsed, conflicts, take_nats_counter(&kv, &k).await)
             }
             #[cfg(feature = "nats")]
             Imp::NatsPut(kv) => {
                 let k = fresh_name("put");
-                let (kv2, kk) = (kv.clone(), k.clone());
-                let (elapsed, _) = run(workers, move || {
-                    let (kv, kk) = (kv2.clone(), kk.clone());
-                    async move {
-                        kv.put(kk.as_str(), "1".into()).await.unwrap();
+                let (elapsed, _) =
+                    run_with(workers, (kv.clone(), k.clone()), |(kv, k)| async move {
+                        kv.put(k.as_str(), "1".into()).await.unwrap();
                         0
-                    }
-                })
-                .await;
-                kv.purge(k.as_str()).await.unwrap();
+                    })
+                    .await;
+                take_nats_counter(&kv, &k).await; // always 1: the puts overwrite each other
                 (elapsed, 0, u64::from(OPS))
             }
         };

@@ -190,10 +190,8 @@ pub struct NatsStore {
 
 impl std::fmt::Debug for NatsStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsStore")
-            .field("bucket", &self.bucket)
-            .field("max_object_size", &self.max_object_size)
-            .finish_non_exhaustive()
+        // The bucket names the store; the rest is the connection and a cache.
+        write!(f, "NatsStore({:?})", self.bucket)
     }
 }
 
@@ -289,19 +287,21 @@ impl Default for NatsConfig {
 impl NatsConfig {
     /// From a store URL (see the [module docs](self) for its options).
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = crate::open::parse_store_url(url, "nats store", &["nats"])?;
-        let mut config = NatsConfig::default();
-        for (k, v) in parsed.query_pairs() {
+        let mut server = crate::open::parse_store_url(url, "nats store", &["nats"])?;
+        let options: Vec<(String, String)> = server.query_pairs().into_owned().collect();
+        server.set_query(None);
+        let mut config = NatsConfig {
+            server: server.into(),
+            ..NatsConfig::default()
+        };
+        for (k, v) in options {
             let bad = || Error::InvalidInput(format!("nats store: {k}={v}"));
-            match &*k {
-                "bucket" => config.bucket = v.into_owned(),
+            let ms = |v: &str| v.parse().map(Duration::from_millis).map_err(|_| bad());
+            match k.as_str() {
+                "bucket" => config.bucket = v.clone(),
                 "replicas" => config.replicas = v.parse().map_err(|_| bad())?,
-                "timeout_ms" => {
-                    config.timeout = Duration::from_millis(v.parse().map_err(|_| bad())?)
-                }
-                "connect_timeout_ms" => {
-                    config.connect_timeout = Duration::from_millis(v.parse().map_err(|_| bad())?)
-                }
+                "timeout_ms" => config.timeout = ms(&v)?,
+                "connect_timeout_ms" => config.connect_timeout = ms(&v)?,
                 "tls" => config.tls = v.parse().map_err(|_| bad())?,
                 _ => {
                     return Err(Error::InvalidInput(format!(
@@ -310,10 +310,28 @@ impl NatsConfig {
                 }
             }
         }
-        let mut server = parsed;
-        server.set_query(None);
-        config.server = server.into();
         Ok(config)
+    }
+
+    /// Refuses a bucket name NATS does not allow, or a replica count outside 1 to 5.
+    fn check(&self) -> Result<()> {
+        let bucket = &self.bucket;
+        if bucket.is_empty()
+            || !bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::InvalidInput(format!(
+                "nats store: bucket {bucket:?} must be letters, digits, '-' or '_'"
+            )));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(Error::InvalidInput(format!(
+                "nats store: replicas={} (1 to 5)",
+                self.replicas
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -335,6 +353,7 @@ impl NatsStore {
     /// # Ok(()) }
     /// ```
     pub async fn open(config: NatsConfig) -> Result<Self> {
+        config.check()?;
         let NatsConfig {
             server,
             bucket,
@@ -343,20 +362,6 @@ impl NatsStore {
             connect_timeout,
             tls,
         } = config;
-        if bucket.is_empty()
-            || !bucket
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(Error::InvalidInput(format!(
-                "nats store: bucket {bucket:?} must be letters, digits, '-' or '_'"
-            )));
-        }
-        if !(1..=5).contains(&replicas) {
-            return Err(Error::InvalidInput(format!(
-                "nats store: replicas={replicas} (1 to 5)"
-            )));
-        }
         crate::drivers::tls::ensure_crypto_provider();
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(timeout))
@@ -673,12 +678,7 @@ impl Store for NatsStore {
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
-        let caps = self.capabilities();
-        caps.check_put(&opts)?;
-        let (data, etag, size) = body
-            .reader(caps.max_object_size)
-            .collect(opts.expected_etag.as_ref())
-            .await?;
+        let (data, etag, size) = self.capabilities().collect_put(body, &opts).await?;
         let (new, (meta, created)) = self
             .write_if(key, |current| {
                 opts.preconditions.evaluate_write(current)?;
