@@ -27,6 +27,16 @@
 //! hand-written loop first). `KV_CAS_ONLY=<text>` keeps only the implementations whose
 //! `backend operation` contains that text (for profiling one of them; ratios are then to the
 //! first one kept).
+//!
+//! On a machine busy with other work, the figures in `bench/targets.md` were taken with servers
+//! of the bench's own, all at real-time priority (as root):
+//!
+//! ```text
+//! redis-server --port 16379 --save "" --appendonly no &  nats-server -p 14222 -js -sd /tmp/js &
+//! chrt -a -f -p 50 <each server's pid>
+//! LARDER_TEST_REDIS_URL=redis://127.0.0.1:16379/ LARDER_TEST_NATS_URL=nats://127.0.0.1:14222 \
+//!   KV_CAS_RUNS=7 chrt -f 50 target/release/deps/kv_cas-<hash>
+//! ```
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
