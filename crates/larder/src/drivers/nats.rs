@@ -430,6 +430,16 @@ impl NatsStore {
         &self.bucket
     }
 
+    /// Test seam (feature `test-util`): this store reading from the stream leader, as it does
+    /// on a bucket with more than one replica, even if the bucket has one.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn reading_from_the_leader(self) -> Self {
+        NatsStore {
+            direct_reads: false,
+            ..self
+        }
+    }
+
     fn subject(&self, key: &Key) -> String {
         format!("{}{}", self.subject_prefix, encode_key(key.as_str()))
     }
