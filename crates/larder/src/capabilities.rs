@@ -129,6 +129,20 @@ impl Capabilities {
         Ok(())
     }
 
+    /// A `put` of a store whose backend takes one value: refused as [`Capabilities::check_put`]
+    /// refuses it, else the whole body, read within [`Capabilities::max_object_size`] and
+    /// checked against `opts.expected_etag`, with its ETag and size.
+    pub async fn collect_put(
+        &self,
+        body: crate::body::Body,
+        opts: &PutOptions,
+    ) -> Result<(bytes::Bytes, crate::etag::ETag, u64)> {
+        self.check_put(opts)?;
+        (body.reader(self.max_object_size))
+            .collect(opts.expected_etag.as_ref())
+            .await
+    }
+
     /// Refuses a `delete` this store cannot do as asked.
     pub fn check_delete(&self, opts: &DeleteOptions) -> Result<()> {
         self.delete_conditions.check(&opts.preconditions, "delete")

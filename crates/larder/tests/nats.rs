@@ -252,3 +252,15 @@ async fn listings_page_like_the_reference_store() {
     };
     larder::conformance::listing_matches_reference(&store).await;
 }
+
+/// The whole kit again with reads from the stream leader (the read path of a bucket with more
+/// than one replica; the default bucket has one, read by direct gets).
+mod via_the_leader {
+    use super::*;
+
+    async fn store() -> Option<Arc<dyn Store>> {
+        Some(Arc::new(open_store().await?.reading_from_the_leader()))
+    }
+
+    larder::conformance_tests!(store());
+}

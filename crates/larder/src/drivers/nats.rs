@@ -20,8 +20,8 @@
 //! # Atomicity
 //!
 //! Every put and delete is a compare-and-swap on the KV revision (the stream sequence of the
-//! key's last message), checked by the JetStream server: read the key's last message (from the
-//! stream leader), decide with
+//! key's last message), checked by the JetStream server: read the key's last message (see
+//! Reads below), decide with
 //! [`Preconditions::evaluate_write`](crate::Preconditions::evaluate_write) on its meta (a
 //! delete marker or an expired object is "no object"), then publish with `Nats-Expected-Last-Subject-Sequence` set
 //! to that revision (0 when the key never existed). If another write landed in between, the
@@ -38,11 +38,25 @@
 //! accepts it only if the key is still at exactly that revision, which is the state decided on
 //! (a message never changes), so this is as atomic as deciding on a fresh read. If the
 //! remembered state is stale (the publish is refused, or the conditions fail on it), the write
-//! reads the key from the server and decides again; only a decision on a fresh read answers
-//! 412. A read-modify-write (`get`, then `put` with `If-Match`) so costs two round trips, not
-//! three. (Revisions are stream sequences: deleting the bucket's stream and recreating it under
-//! running stores restarts them, so a remembered revision could then name another message; don't
-//! recreate a bucket under live stores.)
+//! decides again on a state the server confirmed: when a refusal names the key's last revision
+//! (`wrong last sequence: N`) and this store remembers revision N or a later one (another
+//! write through this store landed it), that remembered state, which was current at some
+//! instant of this write; otherwise the key read now. Only a decision on a confirmed state
+//! answers 412. A read-modify-write (`get`, then `put` with `If-Match`) so costs two round
+//! trips, not three, and a lost race among writers of one store one more (the refusal), as in
+//! the KV client's own update loop. (Revisions are stream sequences: deleting the bucket's
+//! stream and recreating it under running stores restarts them, so a remembered revision could
+//! then name another message; don't recreate a bucket under live stores.)
+//!
+//! # Reads
+//!
+//! A read fetches the key's last message whole (meta and body are one message, so always of
+//! one version). On a bucket with one replica it is a direct get (`$JS.API.DIRECT.GET`, as the
+//! KV client reads): the one server holding the stream answers it from the stream's store, so
+//! it sees every acknowledged write. With more replicas a direct get may be answered by a
+//! follower that has not caught up, so reads go to the stream leader's message-get API instead
+//! (a JSON reply, slower). A mirror of the bucket's stream created with `mirror_direct` would
+//! answer direct gets as well, and may lag: don't create one for a bucket a store writes.
 //!
 //! Durability is the bucket's: `replicas=1` is one server's disk; 3 or 5 replicate through
 //! JetStream's Raft, and a write is acknowledged once a quorum has it.
@@ -65,8 +79,8 @@
 //!   on the prefix's complete leading segments, then sorted: a page costs
 //!   `O(keys under those segments)` (a prefix with no `/` reads every key of the bucket).
 //! - Reads and writes are one message each; a CAS costs a read and a publish, plus one more of
-//!   each per lost race. `head` and the read before a write fetch the whole message (through
-//!   the stream leader's message-get API, which returns it whole), at most `max_payload`.
+//!   each per lost race. `head` and the read before a write fetch the whole message (see
+//!   Reads), at most `max_payload`.
 //! - An entry another KV client wrote at an encoded key (no `Larder-Meta` header) is not an
 //!   object: listings skip it, reads and writes of that key fail with a `Backend` error.
 
@@ -168,17 +182,46 @@ pub struct NatsStore {
     /// `$KV.<bucket>.`
     subject_prefix: String,
     max_object_size: u64,
+    /// Reads by direct get (the bucket has one replica and allows direct gets).
+    direct_reads: bool,
     /// The last revision seen of recently used keys, with its meta (`None`: no object).
     revisions: Arc<Mutex<Revisions>>,
 }
 
 impl std::fmt::Debug for NatsStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsStore")
-            .field("bucket", &self.bucket)
-            .field("max_object_size", &self.max_object_size)
-            .finish_non_exhaustive()
+        // The bucket names the store; the rest is the connection and a cache.
+        write!(f, "NatsStore({:?})", self.bucket)
     }
+}
+
+/// The headers of a KV delete marker.
+fn delete_marker() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(KV_OPERATION, "DEL");
+    headers
+}
+
+/// What a write decides on.
+#[derive(Clone, Copy, Debug)]
+enum Basis {
+    /// The remembered state of the key if there is one (it may be stale: a decision against
+    /// it is not an answer), else a fresh read.
+    Remembered,
+    /// The server refused a publish saying the key was at this revision: the remembered state
+    /// if it is at this revision or later (current at some instant of this write, a message
+    /// never changes), else a fresh read.
+    AtLeast(u64),
+    /// A fresh read.
+    Fresh,
+}
+
+/// The outcome of a revision-checked publish.
+enum Published {
+    /// Stored, at this revision.
+    At(u64),
+    /// Refused: the key was at another revision (the one the server named, if it did).
+    Refused(Option<u64>),
 }
 
 /// The last message of a key: its revision and, when it is a live object, its meta and body.
@@ -244,19 +287,21 @@ impl Default for NatsConfig {
 impl NatsConfig {
     /// From a store URL (see the [module docs](self) for its options).
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = crate::open::parse_store_url(url, "nats store", &["nats"])?;
-        let mut config = NatsConfig::default();
-        for (k, v) in parsed.query_pairs() {
+        let mut server = crate::open::parse_store_url(url, "nats store", &["nats"])?;
+        let options: Vec<(String, String)> = server.query_pairs().into_owned().collect();
+        server.set_query(None);
+        let mut config = NatsConfig {
+            server: server.into(),
+            ..NatsConfig::default()
+        };
+        for (k, v) in options {
             let bad = || Error::InvalidInput(format!("nats store: {k}={v}"));
-            match &*k {
-                "bucket" => config.bucket = v.into_owned(),
+            let ms = |v: &str| v.parse().map(Duration::from_millis).map_err(|_| bad());
+            match k.as_str() {
+                "bucket" => config.bucket = v.clone(),
                 "replicas" => config.replicas = v.parse().map_err(|_| bad())?,
-                "timeout_ms" => {
-                    config.timeout = Duration::from_millis(v.parse().map_err(|_| bad())?)
-                }
-                "connect_timeout_ms" => {
-                    config.connect_timeout = Duration::from_millis(v.parse().map_err(|_| bad())?)
-                }
+                "timeout_ms" => config.timeout = ms(&v)?,
+                "connect_timeout_ms" => config.connect_timeout = ms(&v)?,
                 "tls" => config.tls = v.parse().map_err(|_| bad())?,
                 _ => {
                     return Err(Error::InvalidInput(format!(
@@ -265,10 +310,28 @@ impl NatsConfig {
                 }
             }
         }
-        let mut server = parsed;
-        server.set_query(None);
-        config.server = server.into();
         Ok(config)
+    }
+
+    /// Refuses a bucket name NATS does not allow, or a replica count outside 1 to 5.
+    fn check(&self) -> Result<()> {
+        let bucket = &self.bucket;
+        if bucket.is_empty()
+            || !bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::InvalidInput(format!(
+                "nats store: bucket {bucket:?} must be letters, digits, '-' or '_'"
+            )));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(Error::InvalidInput(format!(
+                "nats store: replicas={} (1 to 5)",
+                self.replicas
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -290,6 +353,7 @@ impl NatsStore {
     /// # Ok(()) }
     /// ```
     pub async fn open(config: NatsConfig) -> Result<Self> {
+        config.check()?;
         let NatsConfig {
             server,
             bucket,
@@ -298,20 +362,6 @@ impl NatsStore {
             connect_timeout,
             tls,
         } = config;
-        if bucket.is_empty()
-            || !bucket
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(Error::InvalidInput(format!(
-                "nats store: bucket {bucket:?} must be letters, digits, '-' or '_'"
-            )));
-        }
-        if !(1..=5).contains(&replicas) {
-            return Err(Error::InvalidInput(format!(
-                "nats store: replicas={replicas} (1 to 5)"
-            )));
-        }
         crate::drivers::tls::ensure_crypto_provider();
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(timeout))
@@ -342,6 +392,8 @@ impl NatsStore {
             .get_or_create_stream(config)
             .await
             .map_err(|e| permanent("opening or creating the bucket", e))?;
+        let info = &stream.cached_info().config;
+        let direct_reads = info.allow_direct && info.num_replicas <= 1;
         let max_payload = client.server_info().max_payload as u64;
         if max_payload <= HEADER_RESERVE {
             return Err(permanent(
@@ -355,6 +407,7 @@ impl NatsStore {
             subject_prefix: format!("$KV.{bucket}."),
             bucket,
             max_object_size: max_payload - HEADER_RESERVE,
+            direct_reads,
             revisions: Arc::default(),
         })
     }
@@ -377,11 +430,21 @@ impl NatsStore {
         &self.bucket
     }
 
+    /// Test seam (feature `test-util`): this store reading from the stream leader, as it does
+    /// on a bucket with more than one replica, even if the bucket has one.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn reading_from_the_leader(self) -> Self {
+        NatsStore {
+            direct_reads: false,
+            ..self
+        }
+    }
+
     fn subject(&self, key: &Key) -> String {
         format!("{}{}", self.subject_prefix, encode_key(key.as_str()))
     }
 
-    /// Reads the key's last message from the stream leader, and remembers its revision.
+    /// Reads the key's last message, and remembers its revision.
     async fn latest(&self, key: &Key) -> Result<Latest> {
         let latest = self.read_latest(key).await?;
         let meta = latest.current.as_ref().map(|(m, _)| m.clone());
@@ -408,45 +471,66 @@ impl NatsStore {
         map.remove(key);
     }
 
-    /// The state a conditional write is decided on, and whether it is remembered (possibly
-    /// stale) rather than read now: the remembered revision of `key` when `use_memory` and
-    /// there is one, else the last message read now. An expired object is "none".
-    async fn state(&self, key: &Key, use_memory: bool) -> Result<(u64, Option<Meta>, bool)> {
-        if use_memory {
-            let remembered = {
+    /// The state a conditional write is decided on, and whether it may be stale (remembered
+    /// and not confirmed by the server) rather than current at some instant of this call. See
+    /// [`Basis`]. An expired object is "none".
+    async fn state(&self, key: &Key, basis: Basis) -> Result<(u64, Option<Meta>, bool)> {
+        let remembered = match basis {
+            Basis::Fresh => None,
+            Basis::Remembered | Basis::AtLeast(_) => {
                 let map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
                 map.get(key).cloned()
-            };
-            if let Some((revision, meta)) = remembered {
-                return Ok((revision, meta.filter(|m| !m.is_expired()), true));
             }
+        };
+        match (basis, remembered) {
+            (Basis::Remembered, Some((revision, meta))) => {
+                return Ok((revision, meta.filter(|m| !m.is_expired()), true))
+            }
+            // The server said the key was at `last` during this call, so a message at `last`
+            // or later (written after that, and seen since) was current during this call too.
+            (Basis::AtLeast(last), Some((revision, meta))) if revision >= last => {
+                return Ok((revision, meta.filter(|m| !m.is_expired()), false))
+            }
+            _ => {}
         }
         let latest = self.latest(key).await?;
         Ok((latest.revision, latest.current.map(|(m, _)| m), false))
     }
 
-    /// Reads the key's last message from the stream leader.
+    /// Reads the key's last message: by a direct get when the bucket has one replica (the one
+    /// server holding it answers), from the stream leader otherwise.
     async fn read_latest(&self, key: &Key) -> Result<Latest> {
-        use jetstream::stream::LastRawMessageErrorKind as K;
-        let msg = match self
-            .stream
-            .get_last_raw_message_by_subject(&self.subject(key))
-            .await
-        {
-            Ok(m) => m,
-            Err(e) if e.kind() == K::NoMessageFound => {
-                return Ok(Latest {
-                    revision: 0,
-                    current: None,
-                    expired: false,
-                })
+        let msg = if self.direct_reads {
+            use jetstream::stream::DirectGetErrorKind as K;
+            match self
+                .stream
+                .direct_get_last_for_subject(self.subject(key))
+                .await
+            {
+                Ok(m) => Some(m),
+                Err(e) if e.kind() == K::NotFound => None,
+                Err(e) if e.kind() == K::InvalidSubject => return Err(permanent("read", e)),
+                Err(e) => return Err(transient("read", e)),
             }
-            Err(e) => {
-                return Err(match e.kind() {
-                    K::InvalidSubject => permanent("read", e),
-                    _ => transient("read", e),
-                })
+        } else {
+            use jetstream::stream::LastRawMessageErrorKind as K;
+            match self
+                .stream
+                .get_last_raw_message_by_subject(&self.subject(key))
+                .await
+            {
+                Ok(m) => Some(m),
+                Err(e) if e.kind() == K::NoMessageFound => None,
+                Err(e) if e.kind() == K::InvalidSubject => return Err(permanent("read", e)),
+                Err(e) => return Err(transient("read", e)),
             }
+        };
+        let Some(msg) = msg else {
+            return Ok(Latest {
+                revision: 0,
+                current: None,
+                expired: false,
+            });
         };
         if is_deleted(&msg.headers) {
             return Ok(Latest {
@@ -487,7 +571,8 @@ impl NatsStore {
             let (store, key) = (self.clone(), key.clone());
             tokio::spawn(async move {
                 // Conditional on the expired revision, so it never removes a newer version.
-                if let Ok(Some(new)) = store.publish_delete(&key, latest.revision).await {
+                let marker = store.publish_if(&key, delete_marker(), Bytes::new(), latest.revision);
+                if let Ok(Published::At(new)) = marker.await {
                     store.remember(&key, new, None);
                 }
             });
@@ -496,14 +581,13 @@ impl NatsStore {
     }
 
     /// Publishes `payload` with `headers` only if the key's last revision is still `revision`.
-    /// `Ok(Some(new revision))`, or `Ok(None)`: another write got there first.
     async fn publish_if(
         &self,
         key: &Key,
         mut headers: HeaderMap,
         payload: Bytes,
         revision: u64,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Published> {
         headers.insert(
             EXPECTED_LAST_SUBJECT_SEQUENCE,
             revision.to_string().as_str(),
@@ -514,10 +598,9 @@ impl NatsStore {
             .await
             .map_err(|e| publish_error(&e))?;
         match ack.await {
-            Ok(ack) => Ok(Some(ack.sequence)),
+            Ok(ack) => Ok(Published::At(ack.sequence)),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                self.forget(key);
-                Ok(None)
+                Ok(Published::Refused(reported_last_sequence(&e)))
             }
             Err(e) => {
                 self.forget(key);
@@ -526,11 +609,49 @@ impl NatsStore {
         }
     }
 
-    async fn publish_delete(&self, key: &Key, revision: u64) -> Result<Option<u64>> {
-        let mut headers = HeaderMap::new();
-        headers.insert(KV_OPERATION, "DEL");
-        self.publish_if(key, headers, Bytes::new(), revision).await
+    /// The compare-and-swap of every put and delete: `decide` gets the key's live object (or
+    /// `None`) and returns the message to publish, or the error to answer (a
+    /// `PreconditionFailed` or `NotFound` only on a state the server confirmed: see [`Basis`]);
+    /// the message is published only if the key is still at the revision decided on, else the
+    /// write decides again. Returns the new revision and what `decide` returned with the
+    /// message.
+    async fn write_if<T: Send>(
+        &self,
+        key: &Key,
+        mut decide: impl FnMut(Option<&Meta>) -> Result<(HeaderMap, Bytes, T)> + Send,
+    ) -> Result<(u64, T)> {
+        let mut basis = Basis::Remembered;
+        let attempts = Attempts::new(MAX_ATTEMPTS);
+        for _ in attempts {
+            let (revision, current, may_be_stale) = self.state(key, basis).await?;
+            basis = Basis::Fresh;
+            let (headers, payload, out) = match decide(current.as_ref()) {
+                Ok(decided) => decided,
+                // A remembered state may be stale: only a confirmed one can refuse.
+                Err(Error::PreconditionFailed { .. } | Error::NotFound { .. }) if may_be_stale => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
+            // The server accepts this only if the key is still at `revision`: exactly the
+            // state just decided on (a message never changes).
+            match self.publish_if(key, headers, payload, revision).await? {
+                Published::At(new) => return Ok((new, out)),
+                Published::Refused(Some(last)) => basis = Basis::AtLeast(last),
+                Published::Refused(None) => {}
+            }
+        }
+        attempts.exhausted(format_args!("nats store: {key} changed"))
     }
+}
+
+/// The key's last revision as the server gave it when refusing a publish ("wrong last
+/// sequence: N"), if the message says it.
+fn reported_last_sequence(e: &jetstream::context::PublishError) -> Option<u64> {
+    let text = e.to_string();
+    let (_, after) = text.rsplit_once("wrong last sequence: ")?;
+    let digits = after.split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok()
 }
 
 fn publish_error(e: &jetstream::context::PublishError) -> Error {
@@ -567,74 +688,41 @@ impl Store for NatsStore {
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
-        let caps = self.capabilities();
-        caps.check_put(&opts)?;
-        let (data, etag, size) = body
-            .reader(caps.max_object_size)
-            .collect(opts.expected_etag.as_ref())
+        let (data, etag, size) = self.capabilities().collect_put(body, &opts).await?;
+        let (new, (meta, created)) = self
+            .write_if(key, |current| {
+                opts.preconditions.evaluate_write(current)?;
+                // Last-Modified never goes backwards, even if this writer's clock is behind.
+                let replaces = current.map(|c| c.last_modified);
+                let meta = Meta::next_version(key, etag.clone(), size, replaces, &opts)?;
+                let encoded = meta.encode();
+                if encoded.len() as u64 + 256 > HEADER_RESERVE {
+                    return Err(Error::InvalidInput(format!(
+                        "nats store: metadata of {} bytes is over the {} reserved for headers",
+                        encoded.len(),
+                        HEADER_RESERVE - 256
+                    )));
+                }
+                let mut headers = HeaderMap::new();
+                headers.insert(META_HEADER, encoded.as_str());
+                Ok((headers, data.clone(), (meta, current.is_none())))
+            })
             .await?;
-        let mut use_memory = true;
-        let attempts = Attempts::new(MAX_ATTEMPTS);
-        for _ in attempts {
-            let (revision, current, remembered) = self.state(key, use_memory).await?;
-            use_memory = false;
-            match opts.preconditions.evaluate_write(current.as_ref()) {
-                Ok(()) => {}
-                // A remembered state may be stale: only the server's current one can refuse.
-                Err(_) if remembered => continue,
-                Err(e) => return Err(e),
-            }
-            let current = current.as_ref();
-            // Last-Modified never goes backwards, even if this writer's clock is behind.
-            let replaces = current.map(|c| c.last_modified);
-            let meta = Meta::next_version(key, etag.clone(), size, replaces, &opts)?;
-            let encoded = meta.encode();
-            if encoded.len() as u64 + 256 > HEADER_RESERVE {
-                return Err(Error::InvalidInput(format!(
-                    "nats store: metadata of {} bytes is over the {} reserved for headers",
-                    encoded.len(),
-                    HEADER_RESERVE - 256
-                )));
-            }
-            let mut headers = HeaderMap::new();
-            headers.insert(META_HEADER, encoded.as_str());
-            // The server accepts this only if the key is still at `revision`: exactly the
-            // state just decided on (remembered or read, a message never changes).
-            if let Some(new) = self
-                .publish_if(key, headers, data.clone(), revision)
-                .await?
-            {
-                let created = current.is_none();
-                self.remember(key, new, Some(meta.clone()));
-                return Ok(PutResult { meta, created });
-            }
-        }
-        attempts.exhausted(format_args!("nats store: {key} changed"))
+        self.remember(key, new, Some(meta.clone()));
+        Ok(PutResult { meta, created })
     }
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
         self.capabilities().check_delete(&opts)?;
-        let mut use_memory = true;
-        let attempts = Attempts::new(MAX_ATTEMPTS);
-        for _ in attempts {
-            let (revision, current, remembered) = self.state(key, use_memory).await?;
-            use_memory = false;
-            let decided = match &current {
-                None => Err(Error::not_found(key)),
-                Some(current) => opts.preconditions.evaluate_write(Some(current)),
-            };
-            match decided {
-                Ok(()) => {}
-                // A remembered state may be stale: only the server's current one can refuse.
-                Err(_) if remembered => continue,
-                Err(e) => return Err(e),
-            }
-            if let Some(new) = self.publish_delete(key, revision).await? {
-                self.remember(key, new, None);
-                return Ok(());
-            }
-        }
-        attempts.exhausted(format_args!("nats store: {key} changed"))
+        let (new, ()) = self
+            .write_if(key, |current| {
+                let current = current.ok_or_else(|| Error::not_found(key))?;
+                opts.preconditions.evaluate_write(Some(current))?;
+                Ok((delete_marker(), Bytes::new(), ()))
+            })
+            .await?;
+        self.remember(key, new, None);
+        Ok(())
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {
@@ -703,6 +791,20 @@ mod tests {
         for bad in ["a b", "=2", "=zz", "=2e", "a*"] {
             assert_eq!(decode_key(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_refusal_names_the_last_revision() {
+        use jetstream::context::PublishError;
+        // What a 2.9 server answers to a publish at a stale expected sequence.
+        let server: jetstream::Error = serde_json::from_str(
+            r#"{"code":400,"err_code":10071,"description":"wrong last sequence: 78024"}"#,
+        )
+        .unwrap();
+        let e = PublishError::with_source(PublishErrorKind::WrongLastSequence, server);
+        assert_eq!(reported_last_sequence(&e), Some(78024));
+        let bare = PublishError::new(PublishErrorKind::WrongLastSequence);
+        assert_eq!(reported_last_sequence(&bare), None);
     }
 
     proptest! {

@@ -46,7 +46,7 @@
 //!   current meta, so `PreconditionFailed` carries it.
 //! - `delete`: the same, then `DEL` of both keys and `ZREM` from the index.
 //! - `get`: a plain read (no condition, no range) fetches the meta and the first chunk in one
-//!   `MULTI`/`EXEC`. Otherwise it reads the meta and decides with [`GetOptions::evaluate`], then a
+//!   script call. Otherwise it reads the meta and decides with [`GetOptions::evaluate`], then a
 //!   script returns the first chunk (`GETRANGE`) only if the ETag is still the one decided on
 //!   (else the read starts again). The rest of the body streams in chunks of [`READ_CHUNK`],
 //!   each read by that script on the same condition: meta and bytes always belong to one
@@ -198,6 +198,12 @@ redis.call('ZREM', KEYS[3], ARGV[6])
 return {1}
 "#;
 
+/// KEYS: meta hash, body. ARGV: the last byte of the first chunk. Returns {meta or nil, first
+/// chunk}: a plain read, in one step.
+const READ_PLAIN: &str = r#"
+return {redis.call('HGET', KEYS[1], 'm'), redis.call('GETRANGE', KEYS[2], 0, ARGV[1])}
+"#;
+
 /// KEYS: meta hash, body. ARGV: the ETag opaque decided on, the first and last byte.
 /// Returns {1, bytes}, or {0} when the version changed (or is gone).
 const READ: &str = r#"
@@ -267,14 +273,23 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     list_batch: usize,
-    scripts: std::sync::Arc<Scripts>,
+    shared: std::sync::Arc<Shared>,
 }
 
-struct Scripts {
+/// What every clone of a store uses: the scripts, and the names of its Redis keys (see the
+/// module docs' layout), made once.
+struct Shared {
     put: Script,
     delete: Script,
+    read_plain: Script,
     read: Script,
     list: Script,
+    /// `{prefix}:m:`
+    meta_prefix: String,
+    /// `{prefix}:b:`
+    body_prefix: String,
+    /// `{prefix}:idx`
+    index_key: String,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -460,14 +475,18 @@ impl RedisStore {
             .map_err(backend)?;
         Ok(RedisStore {
             conn,
-            prefix,
             list_batch,
-            scripts: std::sync::Arc::new(Scripts {
+            shared: std::sync::Arc::new(Shared {
                 put: Script::new(&format!("{DECIDE}{PUT_BODY}")),
                 delete: Script::new(&format!("{DECIDE}{DELETE_BODY}")),
+                read_plain: Script::new(READ_PLAIN),
                 read: Script::new(READ),
                 list: Script::new(LIST),
+                meta_prefix: format!("{{{prefix}}}:m:"),
+                body_prefix: format!("{{{prefix}}}:b:"),
+                index_key: format!("{{{prefix}}}:idx"),
             }),
+            prefix,
         })
     }
 
@@ -490,19 +509,32 @@ impl RedisStore {
     }
 
     fn meta_key(&self, key: &Key) -> String {
-        format!("{}{}", self.meta_prefix(), key.as_str())
-    }
-
-    fn meta_prefix(&self) -> String {
-        format!("{{{}}}:m:", self.prefix)
+        [&self.shared.meta_prefix, key.as_str()].concat()
     }
 
     fn body_key(&self, key: &Key) -> String {
-        format!("{{{}}}:b:{}", self.prefix, key.as_str())
+        [&self.shared.body_prefix, key.as_str()].concat()
     }
 
-    fn index_key(&self) -> String {
-        format!("{{{}}}:idx", self.prefix)
+    /// The put or delete script on `key` with the conditions `p` (KEYS 1-3, ARGV 1-6).
+    fn conditioned<'a>(
+        &self,
+        script: &'a Script,
+        key: &Key,
+        p: &Preconditions,
+    ) -> redis::ScriptInvocation<'a> {
+        let c = encode_conditions(p);
+        let mut inv = script.prepare_invoke();
+        inv.key(self.meta_key(key))
+            .key(self.body_key(key))
+            .key(&self.shared.index_key)
+            .arg(c.if_match_mode)
+            .arg(c.if_match_tags)
+            .arg(c.if_none_match_mode)
+            .arg(c.if_none_match_tags)
+            .arg(c.if_unmodified_since)
+            .arg(key.as_str());
+        inv
     }
 
     /// Test seam (feature `test-util`): the Redis keys holding `key`'s meta and body.
@@ -532,7 +564,7 @@ impl RedisStore {
         if span.is_empty() {
             return Ok(Some(Bytes::new()));
         }
-        let mut inv = self.scripts.read.prepare_invoke();
+        let mut inv = self.shared.read.prepare_invoke();
         inv.key(self.meta_key(key))
             .key(self.body_key(key))
             .arg(meta.etag.opaque())
@@ -600,13 +632,7 @@ impl RedisStore {
         for _ in attempts {
             let meta = Meta::next_version(key, etag.clone(), size, replaces, &opts)?;
             let now = meta.last_modified;
-            let mut inv = self.scripts.put.prepare_invoke();
-            prepare(
-                &mut inv,
-                [self.meta_key(key), self.body_key(key), self.index_key()],
-                &opts.preconditions,
-                key.as_str(),
-            );
+            let mut inv = self.conditioned(&self.shared.put, key, &opts.preconditions);
             let (staging, inline, flag): (String, &[u8], &str) = match staged {
                 Staged::Inline(data) => (self.body_key(key), data, "0"),
                 Staged::Key(name) => (name.clone(), b"", "1"),
@@ -732,25 +758,6 @@ impl RedisStore {
     }
 }
 
-/// Adds the three keys and the condition arguments of a put or delete.
-fn prepare<'a>(
-    inv: &mut redis::ScriptInvocation<'a>,
-    keys: [String; 3],
-    p: &Preconditions,
-    member: &str,
-) {
-    let c = encode_conditions(p);
-    for k in keys {
-        inv.key(k);
-    }
-    inv.arg(c.if_match_mode)
-        .arg(c.if_match_tags)
-        .arg(c.if_none_match_mode)
-        .arg(c.if_none_match_tags)
-        .arg(c.if_unmodified_since)
-        .arg(member);
-}
-
 #[async_trait]
 impl Store for RedisStore {
     fn capabilities(&self) -> Capabilities {
@@ -766,20 +773,32 @@ impl Store for RedisStore {
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         // A plain read (no condition that could make the body unneeded, no range): the meta
-        // and the first chunk in one MULTI/EXEC, one round trip.
+        // and the first chunk in one script call, one round trip.
         if opts.range.is_none() && opts.preconditions.is_empty() {
             let mut conn = self.conn.clone();
-            let (meta, first): (Option<Vec<u8>>, Vec<u8>) = redis::pipe()
-                .atomic()
-                .hget(self.meta_key(key), "m")
-                .getrange(self.body_key(key), 0, READ_CHUNK as isize - 1)
-                .query_async(&mut conn)
+            let reply: Vec<Value> = self
+                .shared
+                .read_plain
+                .key(self.meta_key(key))
+                .key(self.body_key(key))
+                .arg(READ_CHUNK - 1)
+                .invoke_async(&mut conn)
                 .await
                 .map_err(backend)?;
-            let meta = Meta::decode(&meta.ok_or_else(|| Error::not_found(key))?)?;
+            let [meta, first]: [Value; 2] = reply
+                .try_into()
+                .map_err(|r| unexpected("get", &Value::Array(r)))?;
+            let meta = match meta {
+                Value::Nil | Value::Boolean(false) => return Err(Error::not_found(key)),
+                m => Meta::decode(bytes_of(&m).ok_or_else(|| unexpected("get", &m))?)?,
+            };
+            let first = match first {
+                Value::BulkString(b) => Bytes::from(b),
+                v => return Err(unexpected("get", &v)),
+            };
             let range = opts.evaluate(&meta)?;
             check_len(key, &first, meta.size.min(READ_CHUNK))?;
-            let body = self.body_stream(key, &meta, Bytes::from(first), 0..meta.size);
+            let body = self.body_stream(key, &meta, first, 0..meta.size);
             return Ok(GetResult { meta, range, body });
         }
         // A version can be replaced between reading its meta and its bytes: the byte read
@@ -818,13 +837,7 @@ impl Store for RedisStore {
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
         self.capabilities().check_delete(&opts)?;
-        let mut inv = self.scripts.delete.prepare_invoke();
-        prepare(
-            &mut inv,
-            [self.meta_key(key), self.body_key(key), self.index_key()],
-            &opts.preconditions,
-            key.as_str(),
-        );
+        let inv = self.conditioned(&self.shared.delete, key, &opts.preconditions);
         let mut conn = self.conn.clone();
         let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
         match reply.as_slice() {
@@ -853,16 +866,15 @@ impl RedisStore {
             ScanFrom::After(k) => [b"(", k.as_bytes()].concat(),
             ScanFrom::At(k) => [b"[", k.as_bytes()].concat(),
         };
-        let meta_prefix = self.meta_prefix();
         let mut found: Vec<Meta> = Vec::new();
         while found.len() < n {
             let batch = (n - found.len()).min(self.list_batch);
-            let mut inv = self.scripts.list.prepare_invoke();
-            inv.key(self.index_key())
+            let mut inv = self.shared.list.prepare_invoke();
+            inv.key(&self.shared.index_key)
                 .arg(&min[..])
                 .arg(&max[..])
                 .arg(batch)
-                .arg(&meta_prefix);
+                .arg(&self.shared.meta_prefix);
             let mut conn = self.conn.clone();
             let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
             let (scanned, last) = match reply.get(..2) {
