@@ -151,74 +151,79 @@ where
     t0.elapsed().as_secs_f64() * 1e6 / ops as f64
 }
 
-async fn bench_kv(group: &str, imp: &str, kv: Arc<dyn Kv>, size: usize, ops: usize, do_cas: bool) {
-    bench_kv_parts(group, imp, kv, size, ops, do_cas, true).await
+/// What a [`bench_kv`] implementation is timed on.
+struct KvCase {
+    name: &'static str,
+    kv: Arc<dyn Kv>,
+    get: bool,
+    cas: bool,
 }
 
-async fn bench_kv_parts(group: &str, imp: &str, kv: Arc<dyn Kv>, size: usize, ops: usize, do_cas: bool, do_get: bool) {
+/// Puts, gets and CAS by 1 and 8 tasks, for every implementation. The passes of all
+/// implementations are interleaved (pass 1 of each, then pass 2 of each, ...), so that the load
+/// of a shared machine drifting during the run weighs on each alike: the ratios of one case are
+/// of the same moments.
+async fn bench_kv(group: &str, impls: &[KvCase], size: usize, ops: usize) {
     let val = Bytes::from(vec![7u8; size]);
     for tasks in [1usize, 8] {
-        // put: each task overwrites its own 64 keys round-robin.
-        let mut xs = Vec::new();
-        for run in 0..=RUNS {
-            let (kv, val) = (kv.clone(), val.clone());
-            let us = timed(tasks, ops, move |t, i| {
-                let (kv, val) = (kv.clone(), val.clone());
-                async move {
-                    kv.put(&format!("k{t}/{}", i % 64), val).await;
+        for op in ["put", "get", "cas"] {
+            let mut xs: Vec<Vec<f64>> = impls.iter().map(|_| Vec::new()).collect();
+            for run in 0..=RUNS {
+                for (c, xs) in impls.iter().zip(xs.iter_mut()) {
+                    let us = match op {
+                        "put" => kv_pass(c.kv.clone(), &val, tasks, ops, false).await,
+                        "get" if c.get => kv_pass(c.kv.clone(), &val, tasks, ops, true).await,
+                        "cas" if c.cas => cas_pass(c.kv.clone(), &val, tasks, ops).await,
+                        _ => continue,
+                    };
+                    if run > 0 {
+                        xs.push(us);
+                    }
                 }
-            })
-            .await;
-            if run > 0 {
-                xs.push(us);
             }
-        }
-        emit(group, &format!("put {size}B x{tasks}"), imp, xs, "us/op");
-        if !do_get {
-            continue;
-        }
-        let mut xs = Vec::new();
-        for run in 0..=RUNS {
-            let kv2 = kv.clone();
-            let us = timed(tasks, ops, move |t, i| {
-                let kv = kv2.clone();
-                async move {
-                    kv.get(&format!("k{t}/{}", i % 64)).await;
+            for (c, xs) in impls.iter().zip(xs) {
+                if !xs.is_empty() {
+                    emit(group, &format!("{op} {size}B x{tasks}"), c.name, xs, "us/op");
                 }
-            })
-            .await;
-            if run > 0 {
-                xs.push(us);
             }
         }
-        emit(group, &format!("get {size}B x{tasks}"), imp, xs, "us/op");
-        if !do_cas {
-            continue;
-        }
-        // CAS: each task swaps its own key, carrying the tag it got back (uncontended If-Match).
-        let mut xs = Vec::new();
-        for run in 0..=RUNS {
-            let mut tags = Vec::new();
-            for t in 0..tasks {
-                tags.push(Arc::new(Mutex::new(kv.put(&format!("c{t}"), val.clone()).await)));
-            }
-            let tags = Arc::new(tags);
-            let (kv2, val2) = (kv.clone(), val.clone());
-            let us = timed(tasks, ops, move |t, _i| {
-                let (kv, val, tags) = (kv2.clone(), val2.clone(), tags.clone());
-                async move {
-                    let cur = tags[t].lock().unwrap().clone();
-                    let new = kv.cas(&format!("c{t}"), &cur, val).await.expect("cas lost");
-                    *tags[t].lock().unwrap() = new;
-                }
-            })
-            .await;
-            if run > 0 {
-                xs.push(us);
-            }
-        }
-        emit(group, &format!("cas {size}B x{tasks}"), imp, xs, "us/op");
     }
+}
+
+/// One pass of puts (each task overwrites its own 64 keys round-robin) or gets of those keys.
+async fn kv_pass(kv: Arc<dyn Kv>, val: &Bytes, tasks: usize, ops: usize, get: bool) -> f64 {
+    let val = val.clone();
+    timed(tasks, ops, move |t, i| {
+        let (kv, val) = (kv.clone(), val.clone());
+        async move {
+            let k = format!("k{t}/{}", i % 64);
+            if get {
+                kv.get(&k).await;
+            } else {
+                kv.put(&k, val).await;
+            }
+        }
+    })
+    .await
+}
+
+/// One pass of CAS: each task swaps its own key, carrying the tag it got back (uncontended
+/// If-Match).
+async fn cas_pass(kv: Arc<dyn Kv>, val: &Bytes, tasks: usize, ops: usize) -> f64 {
+    let mut tags = Vec::new();
+    for t in 0..tasks {
+        tags.push(Arc::new(Mutex::new(kv.put(&format!("c{t}"), val.clone()).await)));
+    }
+    let (tags, val) = (Arc::new(tags), val.clone());
+    timed(tasks, ops, move |t, _i| {
+        let (kv, val, tags) = (kv.clone(), val.clone(), tags.clone());
+        async move {
+            let cur = tags[t].lock().unwrap().clone();
+            let new = kv.cas(&format!("c{t}"), &cur, val).await.expect("cas lost");
+            *tags[t].lock().unwrap() = new;
+        }
+    })
+    .await
 }
 
 fn object_store_fs(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
@@ -237,17 +242,16 @@ fn dal_fs(dir: &std::path::Path) -> opendal::Operator {
 
 async fn mem() {
     let ops = 20_000;
-    let impls: Vec<(&str, Arc<dyn Kv>, bool)> = vec![
-        ("hashmap+lock (floor)", Arc::new(MapKv(Mutex::new(HashMap::new()))), true),
-        ("larder memory", Arc::new(LarderKv(larder::open("memory://").await.unwrap())), true),
-        ("object_store InMemory", Arc::new(OsKv(Arc::new(object_store::memory::InMemory::new()))), true),
-        ("opendal memory (no CAS)", Arc::new(DalKv(dal_mem())), false),
+    let case = |name, kv, get, cas| KvCase { name, kv, get, cas };
+    let impls = [
+        // First, so it is the base of the put cases: the target is a put within 1 µs of hashing.
+        case("sha256 of the body alone (put floor)", Arc::new(ShaKv) as Arc<dyn Kv>, false, false),
+        case("hashmap+lock (floor)", Arc::new(MapKv(Mutex::new(HashMap::new()))), true, true),
+        case("larder memory", Arc::new(LarderKv(larder::open("memory://").await.unwrap())), true, true),
+        case("object_store InMemory", Arc::new(OsKv(Arc::new(object_store::memory::InMemory::new()))), true, true),
+        case("opendal memory (no CAS)", Arc::new(DalKv(dal_mem())), true, false),
     ];
-    // First, so it is the base of the put cases: the target is a put within 1 µs of hashing.
-    bench_kv_parts("memory", "sha256 of the body alone (put floor)", Arc::new(ShaKv), 4096, ops, false, false).await;
-    for (name, kv, cas) in impls {
-        bench_kv("memory", name, kv, 4096, ops, cas).await;
-    }
+    bench_kv("memory", &impls, 4096, ops).await;
 }
 
 /// The fs floor: `std::fs` write + rename (with or without fsync of the file and of the

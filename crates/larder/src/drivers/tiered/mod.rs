@@ -22,6 +22,7 @@
 mod config;
 mod invalidate;
 mod mount;
+mod side_table;
 
 pub use config::{
     open_config, open_config_parts, InvalidationConfig, MountConfig, OpenedConfig, TierConfig,
@@ -33,9 +34,10 @@ pub use invalidate::{Invalidator, MemoryInvalidator, Message};
 pub use mount::MountStore;
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -52,6 +54,7 @@ use crate::precondition::Preconditions;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
+use side_table::SideTables;
 
 /// Counters of one tier (see [`TierStatsSnapshot`]).
 #[derive(Debug, Default)]
@@ -132,68 +135,12 @@ impl Tier {
     }
 }
 
-/// What this replica knows about a key.
-#[derive(Debug)]
-struct KeyState {
-    /// Renewed (from [`Shared::epochs`]) by every write, delete and invalidation of the key,
-    /// so that a read that began before one does not record what it saw as fresh.
-    epoch: u64,
-    /// The authoritative metadata and when it was seen.
-    /// Shared (`Arc`) so a hot read takes it without copying under the lock.
-    fresh: Option<(Arc<Meta>, Instant)>,
-}
-
-/// When each key of one shard was last validated against the authoritative tier.
-#[derive(Debug, Default)]
-struct SideTable {
-    keys: HashMap<Key, KeyState>,
-    /// The epoch of every key not in `keys`. Set to a new epoch whenever keys are dropped from
-    /// the table, so a read that began before the drop cannot record.
-    floor: u64,
-}
-
-/// Keys the side table holds before it drops those without a fresh validation.
-const SIDE_TABLE_KEYS: usize = 1 << 16;
-
-/// Shards of the side table: reads of different keys rarely meet on one lock.
-const SIDE_TABLE_SHARDS: usize = 16;
-
-impl SideTable {
-    fn state(&mut self, key: &Key, epochs: &AtomicU64) -> &mut KeyState {
-        if self.keys.len() >= SIDE_TABLE_KEYS / SIDE_TABLE_SHARDS && !self.keys.contains_key(key) {
-            self.prune(epochs);
-        }
-        let floor = self.floor;
-        self.keys.entry(key.clone()).or_insert(KeyState {
-            epoch: floor,
-            fresh: None,
-        })
-    }
-
-    fn prune(&mut self, epochs: &AtomicU64) {
-        self.floor = next_epoch(epochs);
-        self.keys
-            .retain(|_, s| s.fresh.as_ref().is_some_and(|(m, _)| !m.is_expired()));
-        if self.keys.len() >= SIDE_TABLE_KEYS / SIDE_TABLE_SHARDS / 2 {
-            // Mostly fresh: forget them all (they are revalidated on their next read).
-            self.keys.clear();
-        }
-    }
-}
-
-/// A new epoch, different from every one handed out before.
-fn next_epoch(epochs: &AtomicU64) -> u64 {
-    epochs.fetch_add(1, Ordering::Relaxed) + 1
-}
-
 #[derive(Debug)]
 struct Shared {
     tiers: Vec<Tier>,
     stats: Vec<TierStats>,
-    /// The side table, sharded by key.
-    state: Vec<RwLock<SideTable>>,
-    /// Source of epochs: only grows.
-    epochs: AtomicU64,
+    /// When each key was last validated against the authoritative tier.
+    side: SideTables,
     /// Identifies this replica's own invalidation messages.
     replica_id: String,
     /// Largest object kept in nearer tiers (write-through and backfill).
@@ -314,8 +261,7 @@ impl TieredBuilder {
             shared: Arc::new(Shared {
                 tiers,
                 stats,
-                state: (0..SIDE_TABLE_SHARDS).map(|_| RwLock::default()).collect(),
-                epochs: AtomicU64::new(0),
+                side: SideTables::default(),
                 replica_id,
                 max_cached_bytes: self.max_cached_bytes,
                 seq: AtomicU64::new(0),
@@ -365,11 +311,11 @@ fn spawn_subscriber(
                     }
                     // The subscription was interrupted: messages may have been lost, so
                     // nothing this replica saw may be served without revalidation.
-                    Message::Gap => shared.forget_all(),
+                    Message::Gap => shared.side.forget_all(),
                 }
             }
             let Some(shared) = weak.upgrade() else { return };
-            shared.forget_all();
+            shared.side.forget_all();
             drop(shared);
             tokio::time::sleep(Duration::from_millis(200)).await;
             match inv.subscribe().await {
@@ -471,44 +417,63 @@ impl TieredStore {
         opts: &GetOptions,
         auth: &Meta,
     ) -> Result<Option<GetResult>> {
-        // Conditions and If-Range are decided on the authoritative metadata, never the tier's.
-        let range = opts.evaluate(auth)?;
-        let tier_opts = GetOptions {
-            range: range.as_ref().and(opts.range),
-            ..Default::default()
-        };
-        match self.shared.tiers[i].store.get(key, tier_opts).await {
-            Ok(r) if r.meta.etag.strong_eq(&auth.etag) && r.range == range => {
-                bump(&self.shared.stats[i].hits);
-                // The authoritative metadata, reusing the key and ETag the tier just built
-                // (the same ones: same key, strongly equal ETag) rather than copying them again.
-                let Meta { key, etag, .. } = r.meta;
-                let meta = Meta {
-                    key,
-                    etag,
-                    size: auth.size,
-                    last_modified: auth.last_modified,
-                    expires_at: auth.expires_at,
-                    content_type: auth.content_type.clone(),
-                    metadata: auth.metadata.clone(),
-                };
-                Ok(Some(GetResult {
-                    meta,
-                    range: r.range,
-                    body: r.body,
-                }))
-            }
-            Ok(_) => {
-                bump(&self.shared.stats[i].stale_reads_refused);
-                self.shared.drop_copy(i, key).await;
-                Ok(None)
-            }
-            Err(Error::NotFound { .. }) => Ok(None),
-            Err(e) => {
-                tracing::warn!("tiered: tier {i} read of {key}: {e}");
+        let (range, tier_opts) = tier_request(opts, auth)?;
+        let r = self.shared.tiers[i].store.get(key, tier_opts).await;
+        match self.accept(i, key, r, auth, &range) {
+            Ok(r) => Ok(Some(r)),
+            Err(stale) => {
+                if stale {
+                    self.shared.drop_copy(i, key).await;
+                }
                 Ok(None)
             }
         }
+    }
+
+    /// Tier `i`'s answer `r` to a read whose authoritative metadata is `auth` and range
+    /// `range`, as this store's answer; `Err(stale)` when it has no copy of that version
+    /// (`stale`: it has another one, to drop).
+    fn accept(
+        &self,
+        i: usize,
+        key: &Key,
+        r: Result<GetResult>,
+        auth: &Meta,
+        range: &Option<Range<u64>>,
+    ) -> std::result::Result<GetResult, bool> {
+        match r {
+            Ok(mut r) if r.meta.etag.strong_eq(&auth.etag) && r.range == *range => {
+                bump(&self.shared.stats[i].hits);
+                // The authoritative metadata, keeping the key and ETag the tier just built (the
+                // same ones: same key, strongly equal ETag) rather than copying them again.
+                let m = &mut r.meta;
+                m.size = auth.size;
+                m.last_modified = auth.last_modified;
+                m.expires_at = auth.expires_at;
+                m.content_type.clone_from(&auth.content_type);
+                m.metadata.clone_from(&auth.metadata);
+                Ok(r)
+            }
+            Ok(_) => {
+                bump(&self.shared.stats[i].stale_reads_refused);
+                Err(true)
+            }
+            Err(Error::NotFound { .. }) => Err(false),
+            Err(e) => {
+                tracing::warn!("tiered: tier {i} read of {key}: {e}");
+                Err(false)
+            }
+        }
+    }
+
+    /// After nearest tier 0 could not serve a fresh read (`stale`: it had another version),
+    /// the deeper tiers.
+    async fn get_after_miss(&self, stale: bool, key: &Key, opts: GetOptions) -> Result<GetResult> {
+        if stale {
+            self.shared.drop_copy(0, key).await;
+        }
+        bump(&self.shared.stats[0].misses);
+        self.get_from(1, vec![0], key, opts).await
     }
 
     /// A read from nearer tier `start` on, the tiers before it having missed (`missed`).
@@ -542,8 +507,8 @@ impl TieredStore {
                     continue;
                 }
             };
-            let epoch = self.shared.epoch(key);
-            let started = Instant::now();
+            let epoch = self.shared.side.epoch(key);
+            let started = side_table::now();
             let auth = match self.auth().head(key, HeadOptions::default()).await {
                 Ok(m) => m,
                 Err(Error::NotFound { .. }) => {
@@ -554,7 +519,7 @@ impl TieredStore {
                 Err(e) => return Err(e),
             };
             if auth.etag.strong_eq(&copy.etag) {
-                self.shared.record(key, epoch, &auth, started);
+                self.shared.side.record(key, epoch, &auth, started);
                 if let Some(r) = self.serve_from(i, key, &opts, &auth).await? {
                     return Ok(r);
                 }
@@ -565,8 +530,8 @@ impl TieredStore {
             bump(&self.shared.stats[i].misses);
             missed.push(i);
         }
-        let epoch = self.shared.epoch(key);
-        let started = Instant::now();
+        let epoch = self.shared.side.epoch(key);
+        let started = side_table::now();
         let last = self.nearer();
         let r = self.auth().get(key, opts).await?;
         bump(&self.shared.stats[last].hits);
@@ -591,75 +556,15 @@ impl TieredStore {
 
     /// The key's authoritative metadata if validated within tier `i`'s window.
     fn fresh_for(&self, i: usize, key: &Key) -> Option<Arc<Meta>> {
-        let (meta, at) = {
-            let state = self.shared.read(key);
-            let (meta, at) = state.keys.get(key)?.fresh.as_ref()?;
-            (meta.clone(), *at)
-        };
-        // The clock is read only for objects with an expiry.
-        let expired = meta.expires_at.is_some_and(|t| t <= SystemTime::now());
-        (at.elapsed() < self.shared.tiers[i].freshness && !expired).then_some(meta)
+        self.shared.side.fresh(key, self.shared.tiers[i].freshness)
     }
 }
 
 impl Shared {
-    /// The side-table shard of `key`, picked by FNV-1a of its bytes (the shard's map hashes
-    /// the key again with a keyed hash: a chosen key can at worst crowd one shard).
-    fn shard(&self, key: &Key) -> &RwLock<SideTable> {
-        let hash = key.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        &self.state[(hash % SIDE_TABLE_SHARDS as u64) as usize]
-    }
-
-    fn read(&self, key: &Key) -> std::sync::RwLockReadGuard<'_, SideTable> {
-        // Every change under this lock is a single assignment: a poisoned lock is consistent.
-        self.shard(key).read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock(&self, key: &Key) -> std::sync::RwLockWriteGuard<'_, SideTable> {
-        self.shard(key).write().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn pending_lock(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<u64, tokio::sync::watch::Sender<usize>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn epoch(&self, key: &Key) -> u64 {
-        let t = self.read(key);
-        t.keys.get(key).map_or(t.floor, |s| s.epoch)
-    }
-
-    /// Forgets the key's validation and renews its epoch; returns the new epoch.
-    fn forget(&self, key: &Key) -> u64 {
-        let mut t = self.lock(key);
-        let epoch = next_epoch(&self.epochs);
-        let s = t.state(key, &self.epochs);
-        s.epoch = epoch;
-        s.fresh = None;
-        epoch
-    }
-
-    fn forget_all(&self) {
-        for shard in &self.state {
-            let mut t = shard.write().unwrap_or_else(|p| p.into_inner());
-            t.floor = next_epoch(&self.epochs);
-            t.keys.clear();
-        }
-    }
-
-    /// Records `meta` as the validated authoritative metadata, unless the key changed since
-    /// `epoch`. Returns whether it was recorded.
-    fn record(&self, key: &Key, epoch: u64, meta: &Meta, seen: Instant) -> bool {
-        let mut t = self.lock(key);
-        let s = t.state(key, &self.epochs);
-        if s.epoch != epoch {
-            return false;
-        }
-        s.fresh = Some((Arc::new(meta.clone()), seen));
-        true
     }
 
     /// Removes nearer tier `i`'s copy (a missing one is fine).
@@ -679,11 +584,27 @@ impl Shared {
     /// Invalidates every nearer tier, deepest first, so a concurrent read cannot refill a nearer
     /// tier from a deeper one that still has the old copy.
     async fn invalidate_nearer(&self, key: &Key) {
-        self.forget(key);
+        self.side.forget(key);
         for i in (0..self.tiers.len() - 1).rev() {
             self.drop_copy(i, key).await;
         }
     }
+}
+
+/// What a nearer tier is asked for, on a read with `opts` of a key whose authoritative metadata
+/// is `auth`: the range to serve, and the tier's options. Conditions and If-Range are decided
+/// on the authoritative metadata, never the tier's (a plain read, the hot path, has none).
+fn tier_request(opts: &GetOptions, auth: &Meta) -> Result<(Option<Range<u64>>, GetOptions)> {
+    let range = if opts.preconditions.is_empty() && opts.range.is_none() {
+        None
+    } else {
+        opts.evaluate(auth)?
+    };
+    let tier_opts = GetOptions {
+        range: range.as_ref().and(opts.range),
+        ..Default::default()
+    };
+    Ok((range, tier_opts))
 }
 
 /// The nearer tiers to backfill after a full read, with what is needed to do it.
@@ -693,7 +614,7 @@ struct Backfill {
     meta: Meta,
     tiers: Vec<usize>,
     epoch: u64,
-    started: Instant,
+    started: side_table::Stamp,
 }
 
 impl Backfill {
@@ -734,6 +655,7 @@ impl Backfill {
         }
         if !self
             .shared
+            .side
             .record(&self.key, self.epoch, &self.meta, self.started)
         {
             // A write or invalidation raced this read: what was just copied may be old.
@@ -850,11 +772,11 @@ impl Store for TieredStore {
             }
             bump(&self.shared.stats[i].misses);
         }
-        let epoch = self.shared.epoch(key);
-        let started = Instant::now();
+        let epoch = self.shared.side.epoch(key);
+        let started = side_table::now();
         match self.auth().head(key, HeadOptions::default()).await {
             Ok(meta) => {
-                self.shared.record(key, epoch, &meta, started);
+                self.shared.side.record(key, epoch, &meta, started);
                 opts.preconditions.evaluate_read(&meta)?;
                 Ok(meta)
             }
@@ -865,13 +787,15 @@ impl Store for TieredStore {
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         // The hot path, a fresh copy in the nearest tier, is kept apart from the rest (boxed),
         // so that its future stays small: a read's future is allocated and moved per call.
+        // It awaits nothing but tier 0's read (no nested future), so that it holds little.
         if self.nearer() > 0 {
             if let Some(auth) = self.fresh_for(0, key) {
-                if let Some(r) = self.serve_from(0, key, &opts, &auth).await? {
-                    return Ok(r);
-                }
-                bump(&self.shared.stats[0].misses);
-                return Box::pin(self.get_from(1, vec![0], key, opts)).await;
+                let (range, tier_opts) = tier_request(&opts, &auth)?;
+                let r = self.shared.tiers[0].store.get(key, tier_opts).await;
+                return match self.accept(0, key, r, &auth, &range) {
+                    Ok(r) => Ok(r),
+                    Err(stale) => Box::pin(self.get_after_miss(stale, key, opts)).await,
+                };
             }
         }
         Box::pin(self.get_from(0, Vec::new(), key, opts)).await
@@ -885,7 +809,7 @@ impl Store for TieredStore {
         };
         let (content_type, metadata) = (opts.content_type.clone(), opts.metadata.clone());
         // Stop serving nearer copies while the write is in flight.
-        self.shared.forget(key);
+        self.shared.side.forget(key);
         let res = match self.auth().put(key, body, opts).await {
             Ok(r) => r,
             // These change nothing in the authoritative tier.
@@ -903,7 +827,7 @@ impl Store for TieredStore {
                 return Err(e);
             }
         };
-        let epoch = self.shared.forget(key);
+        let epoch = self.shared.side.forget(key);
         self.publish(key).await;
         let ttl = res
             .meta
@@ -941,14 +865,16 @@ impl Store for TieredStore {
             }
         }
         if all_through {
-            self.shared.record(key, epoch, &res.meta, Instant::now());
+            self.shared
+                .side
+                .record(key, epoch, &res.meta, side_table::now());
         }
         Ok(res)
     }
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
         self.capabilities().check_delete(&opts)?;
-        self.shared.forget(key);
+        self.shared.side.forget(key);
         let r = self.auth().delete(key, opts).await;
         if matches!(r, Err(Error::PreconditionFailed { .. })) {
             return r;

@@ -1,0 +1,282 @@
+//! What a replica knows about each key: when its authoritative metadata was last validated
+//! (the side table, sharded by key), and the cheap monotonic clock that validation is stamped
+//! with.
+//!
+//! A hot read does one keyed hash of the key (the shard and the slot in it come from the same
+//! hash), takes one shard's read lock, and reads the coarse clock: no allocation, no write to a
+//! shared cache line but the lock word of the key's own shard.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use hashbrown::HashTable;
+
+use crate::key::Key;
+use crate::meta::Meta;
+
+/// Keys the side table holds before it drops those without a fresh validation.
+const KEYS: usize = 1 << 16;
+
+/// Shards: reads of different keys rarely meet on one lock.
+const SHARDS: usize = 16;
+
+/// A point on the monotonic clock [`now`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Stamp(Duration);
+
+/// Now, on a monotonic clock that is cheap to read: on Linux the coarse clock (the time of the
+/// last timer tick, read from the vDSO without a hardware counter: a few nanoseconds, where a
+/// precise read costs tens). It lags the true time by up to [`resolution`].
+pub(super) fn now() -> Stamp {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        Stamp(coarse(libc::clock_gettime))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        Stamp(BASE.get_or_init(std::time::Instant::now).elapsed())
+    }
+}
+
+/// How far [`now`] may lag the true time.
+fn resolution() -> Duration {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        static RES: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+        *RES.get_or_init(|| coarse(libc::clock_getres))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        Duration::ZERO
+    }
+}
+
+/// `clock_gettime` or `clock_getres` of the coarse monotonic clock. (Through libc, which reads
+/// the vDSO the way every tool expects: valgrind included.)
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn coarse(
+    call: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int,
+) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { call(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    // As `Instant::now` does: a monotonic clock the kernel has (since Linux 2.6.32) cannot fail.
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE) failed");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Whether something stamped `seen` (by [`now`], before the validation it records) is still
+/// within `window`. Conservative: `seen` is at or before the true time of the validation, and
+/// the clock's lag is added to the time elapsed, so a copy is never served past its window
+/// (at worst it is revalidated one clock tick early). A zero window is never fresh.
+fn within(seen: Stamp, window: Duration) -> bool {
+    let elapsed = now().0.saturating_sub(seen.0);
+    elapsed + resolution() < window
+}
+
+/// What this replica knows about a key.
+#[derive(Debug)]
+struct KeyState {
+    key: Key,
+    /// Renewed (from [`SideTables::epochs`]) by every write, delete and invalidation of the
+    /// key, so that a read that began before one does not record what it saw as fresh.
+    epoch: u64,
+    /// The authoritative metadata and when it was seen.
+    /// Shared (`Arc`) so a hot read takes it without copying under the lock.
+    fresh: Option<(Arc<Meta>, Stamp)>,
+}
+
+/// One shard, on cache lines of its own: its lock word is written by every read of its keys,
+/// and must not share a line with a neighbour's.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(RwLock<Table>);
+
+#[derive(Debug, Default)]
+struct Table {
+    keys: HashTable<KeyState>,
+    /// The epoch of every key not in `keys`. Set to a new epoch whenever keys are dropped from
+    /// the table, so a read that began before the drop cannot record.
+    floor: u64,
+}
+
+/// The side table of a tiered store: when each key was last validated against the
+/// authoritative tier, and the key's epoch.
+#[derive(Debug)]
+pub(super) struct SideTables {
+    shards: Box<[Shard]>,
+    /// Keyed with a random seed per store (keys are chosen by users: a fixed hash would let
+    /// them pile keys into one slot).
+    hasher: foldhash::fast::RandomState,
+    /// Source of epochs: only grows.
+    epochs: AtomicU64,
+}
+
+impl Default for SideTables {
+    fn default() -> Self {
+        SideTables {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            epochs: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SideTables {
+    fn hash(&self, key: &Key) -> u64 {
+        self.hasher.hash_one(key.as_str())
+    }
+
+    /// The shard of a key's hash. The table inside uses the low bits (the slot) and the top
+    /// seven (the tag), so the shard is taken from bits in between.
+    fn shard(&self, hash: u64) -> &RwLock<Table> {
+        &self.shards[(hash >> 32) as usize % SHARDS].0
+    }
+
+    fn read(&self, hash: u64) -> RwLockReadGuard<'_, Table> {
+        // Every change under this lock is a single assignment: a poisoned lock is consistent.
+        self.shard(hash).read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self, hash: u64) -> RwLockWriteGuard<'_, Table> {
+        self.shard(hash).write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new epoch, different from every one handed out before.
+    fn next_epoch(&self) -> u64 {
+        self.epochs.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The key's authoritative metadata, if it was validated within `window` and has not
+    /// expired.
+    pub(super) fn fresh(&self, key: &Key, window: Duration) -> Option<Arc<Meta>> {
+        let hash = self.hash(key);
+        let (meta, seen) = {
+            let t = self.read(hash);
+            let s = t.keys.find(hash, |s| s.key == *key)?;
+            let (meta, seen) = s.fresh.as_ref()?;
+            (meta.clone(), *seen)
+        };
+        // The wall clock is read only for objects with an expiry.
+        let expired = meta.expires_at.is_some_and(|_| meta.is_expired());
+        (within(seen, window) && !expired).then_some(meta)
+    }
+
+    /// The key's current epoch: pass it to [`record`](Self::record) after reading the
+    /// authoritative tier.
+    pub(super) fn epoch(&self, key: &Key) -> u64 {
+        let hash = self.hash(key);
+        let t = self.read(hash);
+        t.keys
+            .find(hash, |s| s.key == *key)
+            .map_or(t.floor, |s| s.epoch)
+    }
+
+    /// Forgets the key's validation and renews its epoch; returns the new epoch.
+    pub(super) fn forget(&self, key: &Key) -> u64 {
+        let hash = self.hash(key);
+        let mut t = self.lock(hash);
+        let epoch = self.next_epoch();
+        let s = self.state(&mut t, hash, key);
+        s.epoch = epoch;
+        s.fresh = None;
+        epoch
+    }
+
+    /// Forgets every validation (nothing is served from a nearer tier before it is
+    /// revalidated), and renews every epoch.
+    pub(super) fn forget_all(&self) {
+        for shard in self.shards.iter() {
+            let mut t = shard.0.write().unwrap_or_else(|p| p.into_inner());
+            t.floor = self.next_epoch();
+            t.keys.clear();
+        }
+    }
+
+    /// Records `meta` as the validated authoritative metadata, seen at `seen`, unless the key
+    /// changed since `epoch`. Returns whether it was recorded.
+    pub(super) fn record(&self, key: &Key, epoch: u64, meta: &Meta, seen: Stamp) -> bool {
+        let hash = self.hash(key);
+        let mut t = self.lock(hash);
+        let s = self.state(&mut t, hash, key);
+        if s.epoch != epoch {
+            return false;
+        }
+        s.fresh = Some((Arc::new(meta.clone()), seen));
+        true
+    }
+
+    /// The key's entry in its shard `t`, added (with the shard's floor epoch) if absent.
+    fn state<'t>(&self, t: &'t mut Table, hash: u64, key: &Key) -> &'t mut KeyState {
+        let present = t.keys.find(hash, |s| s.key == *key).is_some();
+        if !present && t.keys.len() >= KEYS / SHARDS {
+            self.prune(t);
+        }
+        let floor = t.floor;
+        t.keys
+            .entry(hash, |s| s.key == *key, |s| self.hash(&s.key))
+            .or_insert_with(|| KeyState {
+                key: key.clone(),
+                epoch: floor,
+                fresh: None,
+            })
+            .into_mut()
+    }
+
+    /// Drops the keys of a full shard that have no fresh validation (all of them if most do).
+    fn prune(&self, t: &mut Table) {
+        t.floor = self.next_epoch();
+        t.keys
+            .retain(|s| s.fresh.as_ref().is_some_and(|(m, _)| !m.is_expired()));
+        if t.keys.len() >= KEYS / SHARDS / 2 {
+            // Mostly fresh: forget them all (they are revalidated on their next read).
+            t.keys.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_never_extends_a_window() {
+        let seen = now();
+        assert!(
+            !within(seen, Duration::ZERO),
+            "a zero window is never fresh"
+        );
+        assert!(within(seen, Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            !within(seen, Duration::from_millis(30)),
+            "served past its window"
+        );
+    }
+
+    #[test]
+    fn full_shards_drop_stale_keys_and_renew_the_floor() {
+        let t = SideTables::default();
+        let keys: Vec<Key> = (0..KEYS * 2)
+            .map(|i| Key::new(format!("k{i}")).unwrap())
+            .collect();
+        let epoch = t.epoch(&keys[0]);
+        for k in &keys {
+            t.forget(k);
+        }
+        let held: usize = t
+            .shards
+            .iter()
+            .map(|s| s.0.read().unwrap().keys.len())
+            .sum();
+        assert!(held <= KEYS, "{held} keys held");
+        // The first key may have been dropped, but never back to the epoch it had.
+        assert_ne!(t.epoch(&keys[0]), epoch);
+    }
+}
