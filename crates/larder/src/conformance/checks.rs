@@ -62,14 +62,14 @@ pub async fn round_trip(store: Arc<dyn Store>) {
         );
     }
     let missing = key(&p, "missing");
-    assert!(matches!(
+    assert_not_found(
         store.get(&missing, GetOptions::default()).await,
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
+        "GET missing",
+    );
+    assert_not_found(
         store.head(&missing, HeadOptions::default()).await,
-        Err(Error::NotFound { .. })
-    ));
+        "HEAD missing",
+    );
 }
 
 /// The same bytes give the same ETag under different keys; different bytes a different one.
@@ -181,14 +181,8 @@ pub async fn ttl(store: Arc<dyn Store>) {
     assert!(head.expires_at.is_some(), "head reports the expiry");
     store.put_bytes(&key(&p, "long"), "y".into()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(matches!(
-        store.get(&k, GetOptions::default()).await,
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        store.head(&k, HeadOptions::default()).await,
-        Err(Error::NotFound { .. })
-    ));
+    assert_not_found(store.get(&k, GetOptions::default()).await, "GET expired");
+    assert_not_found(store.head(&k, HeadOptions::default()).await, "HEAD expired");
     let listed = store
         .list(ListOptions::prefix(format!("{p}/")))
         .await
@@ -539,10 +533,7 @@ pub async fn read_preconditions(store: Arc<dyn Store>) {
         im(tags(&[&cur.etag])),
     ] {
         let r = store.get(&missing, get_opts(pre)).await;
-        assert!(
-            matches!(r, Err(Error::NotFound { .. })),
-            "conditions on a missing key: 404"
-        );
+        assert_not_found(r, "conditions on a missing key");
     }
 }
 
@@ -613,11 +604,7 @@ pub async fn delete_preconditions(store: Arc<dyn Store>) {
         del(Preconditions::none()).await.unwrap();
     }
     assert!(store.stat(&k).await.unwrap().is_none());
-    let r = del(Preconditions::none()).await;
-    assert!(
-        matches!(r, Err(Error::NotFound { .. })),
-        "delete of a missing key: {r:?}"
-    );
+    assert_not_found(del(Preconditions::none()).await, "delete of a missing key");
 }
 
 /// Ranges: first byte, middle, suffix, past the end, unsatisfiable, and any range of an empty
