@@ -18,9 +18,8 @@ use http::Method;
 use object_store::azure::{AzureAuthorizer, AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
-use object_store::{ClientConfigKey, RetryConfig};
 
-use super::config::{parse_bool, Builder};
+use super::config::{parse_bool, Builder as _};
 use super::native::{
     self, BlobHeaders, Guard, ListRequest, Listed, ListedBlob, Listing, Native, NativeError,
     Response, Uploaded,
@@ -99,27 +98,7 @@ impl AzureConfig {
     }
 }
 
-impl Builder for MicrosoftAzureBuilder {
-    type Key = AzureConfigKey;
-    type Client = MicrosoftAzure;
-    const ENDPOINT: AzureConfigKey = AzureConfigKey::Endpoint;
-
-    fn client(key: ClientConfigKey) -> AzureConfigKey {
-        AzureConfigKey::Client(key)
-    }
-
-    fn set(self, key: AzureConfigKey, value: String) -> Self {
-        self.with_config(key, value)
-    }
-
-    fn retry(self, retry: RetryConfig) -> Self {
-        self.with_retry(retry)
-    }
-
-    fn build(self) -> object_store::Result<MicrosoftAzure> {
-        MicrosoftAzureBuilder::build(self)
-    }
-}
+super::config::impl_builder!(MicrosoftAzureBuilder, AzureConfigKey, MicrosoftAzure);
 
 /// Builds the store [`ObjStore::open`] opens for an [`AzureConfig`].
 pub(super) fn open(config: AzureConfig) -> Result<ObjStore> {

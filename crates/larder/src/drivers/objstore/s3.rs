@@ -27,9 +27,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthori
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
-use object_store::{ClientConfigKey, RetryConfig};
 
-use super::config::{parse_bool, Builder};
+use super::config::{parse_bool, Builder as _};
 use super::native::{
     self, BlobHeaders, Guard, ListOrder, ListRequest, Listed, ListedBlob, Listing, Native,
     NativeError, Response, Uploaded,
@@ -120,27 +119,7 @@ impl S3Config {
     }
 }
 
-impl Builder for AmazonS3Builder {
-    type Key = AmazonS3ConfigKey;
-    type Client = AmazonS3;
-    const ENDPOINT: AmazonS3ConfigKey = AmazonS3ConfigKey::Endpoint;
-
-    fn client(key: ClientConfigKey) -> AmazonS3ConfigKey {
-        AmazonS3ConfigKey::Client(key)
-    }
-
-    fn set(self, key: AmazonS3ConfigKey, value: String) -> Self {
-        self.with_config(key, value)
-    }
-
-    fn retry(self, retry: RetryConfig) -> Self {
-        self.with_retry(retry)
-    }
-
-    fn build(self) -> object_store::Result<AmazonS3> {
-        AmazonS3Builder::build(self)
-    }
-}
+super::config::impl_builder!(AmazonS3Builder, AmazonS3ConfigKey, AmazonS3);
 
 /// Builds the store [`ObjStore::open`] opens for an [`S3Config`].
 pub(super) fn open(config: S3Config) -> Result<ObjStore> {
@@ -453,6 +432,7 @@ mod tests {
     /// gave (`from_env` here reads AWS_* variables, if any), and `Debug` shows no secret.
     #[test]
     fn settings_reach_the_builder_and_secrets_stay_hidden() {
+        use object_store::ClientConfigKey;
         use AmazonS3ConfigKey as K;
         let config = S3Config::from_url(
             "s3://b/p?endpoint=http://h:1&allow_http=true&region=r&secret_access_key=sekrit\
