@@ -124,10 +124,7 @@ impl GetArgs {
     /// The read's conditions and range.
     fn options(&self) -> Result<GetOptions, Failure> {
         Ok(GetOptions {
-            preconditions: etag_preconditions(
-                self.if_match.as_deref(),
-                self.if_none_match.as_deref(),
-            )?,
+            preconditions: etag_preconditions(&self.if_match, &self.if_none_match)?,
             range: self.range.as_deref().map(parse_range).transpose()?,
             if_range: None,
         })
@@ -162,10 +159,7 @@ impl PutArgs {
     /// The write's conditions, expiry, content type and metadata.
     fn options(&self) -> Result<PutOptions, Failure> {
         Ok(PutOptions {
-            preconditions: etag_preconditions(
-                self.if_match.as_deref(),
-                self.if_none_match.as_deref(),
-            )?,
+            preconditions: etag_preconditions(&self.if_match, &self.if_none_match)?,
             ttl: self.ttl,
             content_type: self.content_type.clone(),
             metadata: self.meta.iter().cloned().collect(),
@@ -313,12 +307,12 @@ async fn connect(args: &ClientArgs) -> Result<HttpStore, Failure> {
 /// shells eat them), or a comma-separated list of those.
 /// `--if-match` / `--if-none-match` as preconditions.
 fn etag_preconditions(
-    if_match: Option<&str>,
-    if_none_match: Option<&str>,
+    if_match: &Option<String>,
+    if_none_match: &Option<String>,
 ) -> Result<Preconditions, Failure> {
     Ok(Preconditions {
-        if_match: etag_condition(if_match, "--if-match")?,
-        if_none_match: etag_condition(if_none_match, "--if-none-match")?,
+        if_match: etag_condition(if_match.as_deref(), "--if-match")?,
+        if_none_match: etag_condition(if_none_match.as_deref(), "--if-none-match")?,
         ..Default::default()
     })
 }
