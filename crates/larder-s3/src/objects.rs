@@ -169,6 +169,11 @@ fn larder_key(bucket: &str, key: &str) -> S3Result<Key> {
     Key::new(format!("{bucket}/{key}")).map_err(to_s3)
 }
 
+/// The Larder key of `bucket`'s marker ([`BUCKET_MARKER`]).
+fn marker_key(bucket: &str) -> S3Result<Key> {
+    Key::new(format!("{bucket}/{BUCKET_MARKER}")).map_err(to_s3)
+}
+
 /// A Larder error as S3's.
 fn to_s3(e: Error) -> S3Error {
     match e {
@@ -753,10 +758,7 @@ impl S3 for LarderS3 {
                 if visible {
                     let created = self
                         .store
-                        .head(
-                            &Key::new(format!("{p}{BUCKET_MARKER}")).map_err(to_s3)?,
-                            HeadOptions::default(),
-                        )
+                        .head(&marker_key(name)?, HeadOptions::default())
                         .await
                         .ok()
                         .map(|m| Timestamp::from(m.last_modified));
@@ -788,7 +790,7 @@ impl S3 for LarderS3 {
         req: S3Request<dto::CreateBucketInput>,
     ) -> S3Result<S3Response<dto::CreateBucketOutput>> {
         let bucket = req.input.bucket;
-        let marker = Key::new(format!("{bucket}/{BUCKET_MARKER}")).map_err(to_s3)?;
+        let marker = marker_key(&bucket)?;
         self.authorize(req.credentials.as_ref(), Access::Write, marker.as_str())?;
         let created = self
             .store
@@ -836,7 +838,7 @@ impl S3 for LarderS3 {
         req: S3Request<dto::DeleteBucketInput>,
     ) -> S3Result<S3Response<dto::DeleteBucketOutput>> {
         let bucket = req.input.bucket;
-        let marker = Key::new(format!("{bucket}/{BUCKET_MARKER}")).map_err(to_s3)?;
+        let marker = marker_key(&bucket)?;
         self.authorize(req.credentials.as_ref(), Access::Write, marker.as_str())?;
         let page = self
             .store
