@@ -47,66 +47,41 @@ struct ClientArgs {
     token: Option<String>,
 }
 
+/// One object on the server, for the commands on one key.
+#[derive(Args, Debug, Clone)]
+struct Object {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The key.
+    key: String,
+}
+
+impl Object {
+    /// The store and the key (a bad key is a usage error).
+    async fn open(&self) -> Result<(HttpStore, Key), Failure> {
+        let store = connect(&self.client).await?;
+        let key = Key::new(&*self.key).map_err(|e| Failure::usage(e.to_string()))?;
+        Ok((store, key))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs a Larder server (the native HTTP API over a store).
     Serve(larder_server::ServeArgs),
     /// Prints an object (or writes it to a file).
-    Get {
-        #[command(flatten)]
-        client: ClientArgs,
-        /// The key.
-        key: String,
-        /// Write to this file instead of stdout (replaced only once the whole body arrived).
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// Only if the ETag is not this (or `*`): exit 5, nothing written, when it is.
-        #[arg(long, value_name = "ETAG")]
-        if_none_match: Option<String>,
-        /// Only if the ETag is this: exit 4 otherwise.
-        #[arg(long, value_name = "ETAG")]
-        if_match: Option<String>,
-        /// Only these bytes: `a-b` (inclusive), `a-` or `-n` (the last n).
-        #[arg(long, value_name = "RANGE", allow_hyphen_values = true)]
-        range: Option<String>,
-    },
+    Get(GetArgs),
     /// Writes an object from a file or stdin (`-`) and prints its new ETag.
-    Put {
-        #[command(flatten)]
-        client: ClientArgs,
-        /// The key.
-        key: String,
-        /// The file to upload, or `-` for stdin.
-        file: String,
-        /// Only if the current ETag is this (a swap): exit 4 otherwise.
-        #[arg(long, value_name = "ETAG", conflicts_with = "if_none_match")]
-        if_match: Option<String>,
-        /// `*`: only if there is no object yet (create-only): exit 4 otherwise.
-        #[arg(long, value_name = "ETAG")]
-        if_none_match: Option<String>,
-        /// Expire the object after this long (`90s`, `30m`, `1h`, `2d`).
-        #[arg(long, value_parser = parse_ttl)]
-        ttl: Option<Duration>,
-        /// Media type to store.
-        #[arg(long, value_name = "TYPE")]
-        content_type: Option<String>,
-        /// User metadata `name=value` (repeatable).
-        #[arg(long = "meta", value_name = "NAME=VALUE", value_parser = parse_meta)]
-        meta: Vec<(String, String)>,
-    },
+    Put(PutArgs),
     /// Prints an object's metadata.
     Stat {
         #[command(flatten)]
-        client: ClientArgs,
-        /// The key.
-        key: String,
+        object: Object,
     },
     /// Deletes an object.
     Rm {
         #[command(flatten)]
-        client: ClientArgs,
-        /// The key.
-        key: String,
+        object: Object,
         /// Only if the current ETag is this: exit 4 otherwise.
         #[arg(long, value_name = "ETAG")]
         if_match: Option<String>,
@@ -124,6 +99,73 @@ enum Command {
         #[arg(short, long)]
         long: bool,
     },
+}
+
+/// The flags of `larder get`.
+#[derive(Args, Debug)]
+struct GetArgs {
+    #[command(flatten)]
+    object: Object,
+    /// Write to this file instead of stdout (replaced only once the whole body arrived).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Only if the ETag is not this (or `*`): exit 5, nothing written, when it is.
+    #[arg(long, value_name = "ETAG")]
+    if_none_match: Option<String>,
+    /// Only if the ETag is this: exit 4 otherwise.
+    #[arg(long, value_name = "ETAG")]
+    if_match: Option<String>,
+    /// Only these bytes: `a-b` (inclusive), `a-` or `-n` (the last n).
+    #[arg(long, value_name = "RANGE", allow_hyphen_values = true)]
+    range: Option<String>,
+}
+
+impl GetArgs {
+    /// The read's conditions and range.
+    fn options(&self) -> Result<GetOptions, Failure> {
+        Ok(GetOptions {
+            preconditions: etag_preconditions(&self.if_match, &self.if_none_match)?,
+            range: self.range.as_deref().map(parse_range).transpose()?,
+            if_range: None,
+        })
+    }
+}
+
+/// The flags of `larder put`.
+#[derive(Args, Debug)]
+struct PutArgs {
+    #[command(flatten)]
+    object: Object,
+    /// The file to upload, or `-` for stdin.
+    file: String,
+    /// Only if the current ETag is this (a swap): exit 4 otherwise.
+    #[arg(long, value_name = "ETAG", conflicts_with = "if_none_match")]
+    if_match: Option<String>,
+    /// `*`: only if there is no object yet (create-only): exit 4 otherwise.
+    #[arg(long, value_name = "ETAG")]
+    if_none_match: Option<String>,
+    /// Expire the object after this long (`90s`, `30m`, `1h`, `2d`).
+    #[arg(long, value_parser = parse_ttl)]
+    ttl: Option<Duration>,
+    /// Media type to store.
+    #[arg(long, value_name = "TYPE")]
+    content_type: Option<String>,
+    /// User metadata `name=value` (repeatable).
+    #[arg(long = "meta", value_name = "NAME=VALUE", value_parser = parse_meta)]
+    meta: Vec<(String, String)>,
+}
+
+impl PutArgs {
+    /// The write's conditions, expiry, content type and metadata.
+    fn options(&self) -> Result<PutOptions, Failure> {
+        Ok(PutOptions {
+            preconditions: etag_preconditions(&self.if_match, &self.if_none_match)?,
+            ttl: self.ttl,
+            content_type: self.content_type.clone(),
+            metadata: self.meta.iter().cloned().collect(),
+            expected_etag: None,
+        })
+    }
 }
 
 /// A failed command: the message for stderr and the exit code.
@@ -153,7 +195,7 @@ impl From<Error> for Failure {
                 (4, "precondition failed: there is no object".into())
             }
             Error::NotModified(m) => (5, format!("not modified: the ETag is {}", m.etag)),
-            _ => (1, error_chain(&e)),
+            _ => (1, larder::error::chain(&e)),
         };
         Failure { code, message }
     }
@@ -166,21 +208,6 @@ impl From<std::io::Error> for Failure {
             message: e.to_string(),
         }
     }
-}
-
-/// An error and its causes, `: `-separated (reqwest puts the useful part in the causes).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 type CmdResult = Result<(), Failure>;
@@ -220,70 +247,37 @@ async fn run(cmd: Command) -> CmdResult {
                 .try_init();
             let config = larder_server::Config::resolve(&args).map_err(|e| Failure {
                 code: 2,
-                message: error_chain(&e),
+                message: larder::error::chain(&e),
             })?;
             larder_server::serve(config).await.map_err(|e| Failure {
                 code: 1,
-                message: error_chain(&e),
+                message: larder::error::chain(&e),
             })
         }
-        Command::Get {
-            client,
-            key,
-            output,
-            if_none_match,
-            if_match,
-            range,
-        } => {
-            let store = connect(&client).await?;
-            let opts = GetOptions {
-                preconditions: etag_preconditions(if_match.as_deref(), if_none_match.as_deref())?,
-                range: range.as_deref().map(parse_range).transpose()?,
-                if_range: None,
-            };
-            get(&store, &parse_key(&key)?, opts, output.as_deref()).await
+        Command::Get(args) => {
+            let (store, key) = args.object.open().await?;
+            get(&store, &key, args.options()?, args.output.as_deref()).await
         }
-        Command::Put {
-            client,
-            key,
-            file,
-            if_match,
-            if_none_match,
-            ttl,
-            content_type,
-            meta,
-        } => {
-            let store = connect(&client).await?;
-            let opts = PutOptions {
-                preconditions: etag_preconditions(if_match.as_deref(), if_none_match.as_deref())?,
-                ttl,
-                content_type,
-                metadata: meta.into_iter().collect(),
-                expected_etag: None,
-            };
-            put(&store, &parse_key(&key)?, &file, opts).await
+        Command::Put(args) => {
+            let (store, key) = args.object.open().await?;
+            put(&store, &key, &args.file, args.options()?).await
         }
-        Command::Stat { client, key } => {
-            let store = connect(&client).await?;
-            let meta = store
-                .head(&parse_key(&key)?, HeadOptions::default())
-                .await?;
-            print!("{}", describe(&meta));
+        Command::Stat { object } => {
+            let (store, key) = object.open().await?;
+            print!(
+                "{}",
+                describe(&store.head(&key, HeadOptions::default()).await?)
+            );
             Ok(())
         }
-        Command::Rm {
-            client,
-            key,
-            if_match,
-        } => {
-            let store = connect(&client).await?;
-            let opts = DeleteOptions {
-                preconditions: Preconditions {
-                    if_match: etag_condition(if_match.as_deref(), "--if-match")?,
-                    ..Default::default()
-                },
+        Command::Rm { object, if_match } => {
+            let (store, key) = object.open().await?;
+            let if_match = etag_condition(if_match.as_deref(), "--if-match")?;
+            let preconditions = Preconditions {
+                if_match,
+                ..Default::default()
             };
-            store.delete(&parse_key(&key)?, opts).await?;
+            store.delete(&key, DeleteOptions { preconditions }).await?;
             Ok(())
         }
         Command::Ls {
@@ -300,7 +294,7 @@ async fn run(cmd: Command) -> CmdResult {
 
 async fn connect(args: &ClientArgs) -> Result<HttpStore, Failure> {
     let mut config = HttpConfig::from_url(&args.server)
-        .map_err(|e| Failure::usage(format!("--server: {}", error_chain(&e))))?;
+        .map_err(|e| Failure::usage(format!("--server: {}", larder::error::chain(&e))))?;
     if let Some(t) = args.token.as_ref().filter(|t| !t.is_empty()) {
         config.token = Some(t.clone());
     }
@@ -309,20 +303,16 @@ async fn connect(args: &ClientArgs) -> Result<HttpStore, Failure> {
     Ok(HttpStore::open(config).await?)
 }
 
-fn parse_key(key: &str) -> Result<Key, Failure> {
-    Key::new(key).map_err(|e| Failure::usage(e.to_string()))
-}
-
 /// An ETag argument: `*`, a quoted tag (`"…"`, `W/"…"`), a bare hex tag (quotes added, as
 /// shells eat them), or a comma-separated list of those.
 /// `--if-match` / `--if-none-match` as preconditions.
 fn etag_preconditions(
-    if_match: Option<&str>,
-    if_none_match: Option<&str>,
+    if_match: &Option<String>,
+    if_none_match: &Option<String>,
 ) -> Result<Preconditions, Failure> {
     Ok(Preconditions {
-        if_match: etag_condition(if_match, "--if-match")?,
-        if_none_match: etag_condition(if_none_match, "--if-none-match")?,
+        if_match: etag_condition(if_match.as_deref(), "--if-match")?,
+        if_none_match: etag_condition(if_none_match.as_deref(), "--if-none-match")?,
         ..Default::default()
     })
 }
@@ -624,7 +614,7 @@ mod tests {
             "http://h:1",
         ])
         .unwrap();
-        assert!(matches!(cli.command, Command::Get { range: Some(r), .. } if r == "-5"));
+        assert!(matches!(cli.command, Command::Get(GetArgs { range: Some(r), .. }) if r == "-5"));
         let err = Cli::try_parse_from([
             "larder",
             "put",

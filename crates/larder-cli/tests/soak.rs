@@ -152,18 +152,6 @@ impl Rng {
     }
 }
 
-/// `e` with its chain of causes (reqwest's own message hides them).
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
-}
-
 /// What one soak of one store shares between its clients.
 struct Run {
     /// `http://127.0.0.1:PORT/v1/objects`
@@ -207,13 +195,13 @@ impl Run {
         let r = http
             .execute(req)
             .await
-            .map_err(|e| format!("{what}: transport: {}", describe(&e)))?;
+            .map_err(|e| format!("{what}: transport: {}", larder::error::chain(&e)))?;
         let status = r.status();
         let headers = r.headers().clone();
         let body = r
             .bytes()
             .await
-            .map_err(|e| format!("{what}: reading the body: {}", describe(&e)))?;
+            .map_err(|e| format!("{what}: reading the body: {}", larder::error::chain(&e)))?;
         if status.is_server_error() {
             return Err(format!(
                 "{what}: {status} {}",

@@ -43,6 +43,7 @@ pub(crate) struct Upload {
 pub(crate) const MAX_UPLOADS: usize = 1024;
 
 /// The uploads in progress and where their parts are spooled.
+#[derive(Debug)]
 pub(crate) struct Uploads {
     dir: tempfile::TempDir,
     uploads: Mutex<HashMap<String, Upload>>,

@@ -16,7 +16,7 @@ use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use crate::integrity::{body_failure, Expectations};
 use crate::multipart::{concat, Part, Upload, Uploads};
-use crate::{Access, Grants, S3Options};
+use crate::{Access, S3Options};
 
 /// The object that makes a bucket exist before anything is stored in it: CreateBucket writes
 /// it (empty) at `<bucket>/.larder-bucket`; listings hide it and S3 clients can't address it.
@@ -27,19 +27,11 @@ pub const BUCKET_MARKER: &str = ".larder-bucket";
 const MAX_KEYS: usize = 1000;
 
 /// The S3 API over a Larder store (an [`s3s::S3`]).
+#[derive(Debug)]
 pub struct LarderS3 {
     store: Arc<dyn Store>,
-    grants: Option<Arc<dyn Grants>>,
-    max_object_size: Option<u64>,
+    options: S3Options,
     uploads: Uploads,
-}
-
-impl std::fmt::Debug for LarderS3 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LarderS3")
-            .field("store", &self.store)
-            .finish_non_exhaustive()
-    }
 }
 
 impl LarderS3 {
@@ -47,20 +39,32 @@ impl LarderS3 {
     pub fn new(store: Arc<dyn Store>, options: &S3Options) -> std::io::Result<Self> {
         Ok(LarderS3 {
             store,
-            grants: options.grants.clone(),
-            max_object_size: options.max_object_size,
+            options: options.clone(),
             uploads: Uploads::new(options.spool_dir.as_deref())?,
         })
     }
 
     fn authorize(&self, creds: Option<&Credentials>, access: Access, target: &str) -> S3Result<()> {
-        let Some(grants) = &self.grants else {
+        let Some(grants) = &self.options.grants else {
             return Ok(());
         };
         let creds = creds.ok_or_else(|| s3_error!(AccessDenied, "a signature is required"))?;
         grants
             .check(&creds.access_key, access, target)
             .map_err(|m| S3Error::with_message(S3ErrorCode::AccessDenied, m))
+    }
+
+    /// The Larder key of object `key` in `bucket`, if the caller may have `access` to it.
+    fn object(
+        &self,
+        creds: &Option<Credentials>,
+        access: Access,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<Key> {
+        let key = larder_key(bucket, key)?;
+        self.authorize(creds.as_ref(), access, key.as_str())?;
+        Ok(key)
     }
 
     /// HeadBucket and GetBucketLocation: the caller may list `bucket`, and it exists.
@@ -163,6 +167,11 @@ fn larder_key(bucket: &str, key: &str) -> S3Result<Key> {
         ));
     }
     Key::new(format!("{bucket}/{key}")).map_err(to_s3)
+}
+
+/// The Larder key of `bucket`'s marker ([`BUCKET_MARKER`]).
+fn marker_key(bucket: &str) -> S3Result<Key> {
+    Key::new(format!("{bucket}/{BUCKET_MARKER}")).map_err(to_s3)
 }
 
 /// A Larder error as S3's.
@@ -294,6 +303,19 @@ fn metadata_out(m: &BTreeMap<String, String>) -> Option<dto::Metadata> {
     (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
+/// HeadObject's answer for `meta`; GetObject's carries the same headers.
+fn head_out(meta: &Meta) -> dto::HeadObjectOutput {
+    dto::HeadObjectOutput {
+        content_length: Some(size_out(meta.size)),
+        accept_ranges: Some("bytes".into()),
+        e_tag: Some(etag_out(&meta.etag)),
+        last_modified: Some(Timestamp::from(meta.last_modified)),
+        content_type: meta.content_type.clone(),
+        metadata: metadata_out(&meta.metadata),
+        ..Default::default()
+    }
+}
+
 fn size_out(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -371,10 +393,12 @@ impl S3 for LarderS3 {
         req: S3Request<dto::PutObjectInput>,
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
         let input = req.input;
-        let key = larder_key(&input.bucket, &input.key)?;
-        self.authorize(req.credentials.as_ref(), Access::Write, key.as_str())?;
-        let expect =
-            Expectations::from_request(&req.headers, req.trailing_headers, self.max_object_size)?;
+        let key = self.object(&req.credentials, Access::Write, &input.bucket, &input.key)?;
+        let expect = Expectations::from_request(
+            &req.headers,
+            req.trailing_headers,
+            self.options.max_object_size,
+        )?;
         let opts = PutOptions {
             preconditions: conditions(
                 input.if_match.as_ref(),
@@ -404,8 +428,7 @@ impl S3 for LarderS3 {
         req: S3Request<dto::GetObjectInput>,
     ) -> S3Result<S3Response<dto::GetObjectOutput>> {
         let input = req.input;
-        let key = larder_key(&input.bucket, &input.key)?;
-        self.authorize(req.credentials.as_ref(), Access::Read, key.as_str())?;
+        let key = self.object(&req.credentials, Access::Read, &input.bucket, &input.key)?;
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GetObject by partNumber"));
         }
@@ -428,17 +451,19 @@ impl S3 for LarderS3 {
             ),
             None => (meta.size, None),
         };
+        // The headers HeadObject answers, with the body and its length.
+        let head = head_out(&meta);
         Ok(S3Response::new(dto::GetObjectOutput {
             body: Some(StreamingBlob::wrap(SyncBody(std::sync::Mutex::new(
                 got.body,
             )))),
             content_length: Some(size_out(length)),
             content_range,
-            accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag_out(&meta.etag)),
-            last_modified: Some(Timestamp::from(meta.last_modified)),
-            content_type: meta.content_type.clone(),
-            metadata: metadata_out(&meta.metadata),
+            accept_ranges: head.accept_ranges,
+            e_tag: head.e_tag,
+            last_modified: head.last_modified,
+            content_type: head.content_type,
+            metadata: head.metadata,
             ..Default::default()
         }))
     }
@@ -448,8 +473,7 @@ impl S3 for LarderS3 {
         req: S3Request<dto::HeadObjectInput>,
     ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
         let input = req.input;
-        let key = larder_key(&input.bucket, &input.key)?;
-        self.authorize(req.credentials.as_ref(), Access::Read, key.as_str())?;
+        let key = self.object(&req.credentials, Access::Read, &input.bucket, &input.key)?;
         let opts = HeadOptions {
             preconditions: conditions(
                 input.if_match.as_ref(),
@@ -459,15 +483,7 @@ impl S3 for LarderS3 {
             )?,
         };
         let meta = self.store.head(&key, opts).await.map_err(to_s3)?;
-        Ok(S3Response::new(dto::HeadObjectOutput {
-            content_length: Some(size_out(meta.size)),
-            accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag_out(&meta.etag)),
-            last_modified: Some(Timestamp::from(meta.last_modified)),
-            content_type: meta.content_type.clone(),
-            metadata: metadata_out(&meta.metadata),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(head_out(&meta)))
     }
 
     async fn delete_object(
@@ -475,8 +491,7 @@ impl S3 for LarderS3 {
         req: S3Request<dto::DeleteObjectInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
         let input = req.input;
-        let key = larder_key(&input.bucket, &input.key)?;
-        self.authorize(req.credentials.as_ref(), Access::Write, key.as_str())?;
+        let key = self.object(&req.credentials, Access::Write, &input.bucket, &input.key)?;
         if input.if_match_last_modified_time.is_some() || input.if_match_size.is_some() {
             return Err(s3_error!(
                 NotImplemented,
@@ -514,8 +529,7 @@ impl S3 for LarderS3 {
         let mut errors = Vec::new();
         for obj in input.delete.objects {
             let result = async {
-                let key = larder_key(&input.bucket, &obj.key)?;
-                self.authorize(req.credentials.as_ref(), Access::Write, key.as_str())?;
+                let key = self.object(&req.credentials, Access::Write, &input.bucket, &obj.key)?;
                 let preconditions = Preconditions {
                     if_match: obj
                         .e_tag
@@ -578,10 +592,9 @@ impl S3 for LarderS3 {
         if version_id.is_some() {
             return Err(s3_error!(NotImplemented, "versions are not supported"));
         }
-        let src = larder_key(src_bucket, src_key)?;
-        let dst = larder_key(&input.bucket, &input.key)?;
-        self.authorize(req.credentials.as_ref(), Access::Read, src.as_str())?;
-        self.authorize(req.credentials.as_ref(), Access::Write, dst.as_str())?;
+        let creds = &req.credentials;
+        let src = self.object(creds, Access::Read, src_bucket, src_key)?;
+        let dst = self.object(creds, Access::Write, &input.bucket, &input.key)?;
         let source_conditions = conditions(
             input.copy_source_if_match.as_ref(),
             input.copy_source_if_none_match.as_ref(),
@@ -612,7 +625,11 @@ impl S3 for LarderS3 {
         } else {
             (got.meta.content_type.clone(), got.meta.metadata.clone())
         };
-        if self.max_object_size.is_some_and(|l| got.meta.size > l) {
+        if self
+            .options
+            .max_object_size
+            .is_some_and(|l| got.meta.size > l)
+        {
             return Err(s3_error!(EntityTooLarge));
         }
         let put = self
@@ -741,10 +758,7 @@ impl S3 for LarderS3 {
                 if visible {
                     let created = self
                         .store
-                        .head(
-                            &Key::new(format!("{p}{BUCKET_MARKER}")).map_err(to_s3)?,
-                            HeadOptions::default(),
-                        )
+                        .head(&marker_key(name)?, HeadOptions::default())
                         .await
                         .ok()
                         .map(|m| Timestamp::from(m.last_modified));
@@ -776,7 +790,7 @@ impl S3 for LarderS3 {
         req: S3Request<dto::CreateBucketInput>,
     ) -> S3Result<S3Response<dto::CreateBucketOutput>> {
         let bucket = req.input.bucket;
-        let marker = Key::new(format!("{bucket}/{BUCKET_MARKER}")).map_err(to_s3)?;
+        let marker = marker_key(&bucket)?;
         self.authorize(req.credentials.as_ref(), Access::Write, marker.as_str())?;
         let created = self
             .store
@@ -824,7 +838,7 @@ impl S3 for LarderS3 {
         req: S3Request<dto::DeleteBucketInput>,
     ) -> S3Result<S3Response<dto::DeleteBucketOutput>> {
         let bucket = req.input.bucket;
-        let marker = Key::new(format!("{bucket}/{BUCKET_MARKER}")).map_err(to_s3)?;
+        let marker = marker_key(&bucket)?;
         self.authorize(req.credentials.as_ref(), Access::Write, marker.as_str())?;
         let page = self
             .store
@@ -857,8 +871,7 @@ impl S3 for LarderS3 {
         req: S3Request<dto::CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
         let input = req.input;
-        let key = larder_key(&input.bucket, &input.key)?;
-        self.authorize(req.credentials.as_ref(), Access::Write, key.as_str())?;
+        let key = self.object(&req.credentials, Access::Write, &input.bucket, &input.key)?;
         let id = self
             .uploads
             .create(Upload {
@@ -889,8 +902,7 @@ impl S3 for LarderS3 {
         req: S3Request<dto::UploadPartInput>,
     ) -> S3Result<S3Response<dto::UploadPartOutput>> {
         let input = req.input;
-        let key = larder_key(&input.bucket, &input.key)?;
-        self.authorize(req.credentials.as_ref(), Access::Write, key.as_str())?;
+        let key = self.object(&req.credentials, Access::Write, &input.bucket, &input.key)?;
         if !(1..=10_000).contains(&input.part_number) {
             return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
         }
@@ -901,8 +913,11 @@ impl S3 for LarderS3 {
         if !known {
             return Err(s3_error!(NoSuchUpload, "the upload is being completed"));
         }
-        let expect =
-            Expectations::from_request(&req.headers, req.trailing_headers, self.max_object_size)?;
+        let expect = Expectations::from_request(
+            &req.headers,
+            req.trailing_headers,
+            self.options.max_object_size,
+        )?;
         let (path, etag, size) = self
             .uploads
             .spool(expect.check(input.body))
@@ -931,8 +946,7 @@ impl S3 for LarderS3 {
         req: S3Request<dto::CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
         let input = req.input;
-        let key = larder_key(&input.bucket, &input.key)?;
-        self.authorize(req.credentials.as_ref(), Access::Write, key.as_str())?;
+        let key = self.object(&req.credentials, Access::Write, &input.bucket, &input.key)?;
         let preconditions = conditions(
             input.if_match.as_ref(),
             input.if_none_match.as_ref(),
@@ -990,7 +1004,7 @@ impl S3 for LarderS3 {
             armed: true,
         };
         let total: u64 = parts.iter().map(|p| p.size).sum();
-        let result = if self.max_object_size.is_some_and(|l| total > l) {
+        let result = if self.options.max_object_size.is_some_and(|l| total > l) {
             Err(s3_error!(EntityTooLarge))
         } else {
             // One put of all the parts: the conditions are decided by the store, atomically
@@ -1032,8 +1046,7 @@ impl S3 for LarderS3 {
         req: S3Request<dto::AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
         let input = req.input;
-        let key = larder_key(&input.bucket, &input.key)?;
-        self.authorize(req.credentials.as_ref(), Access::Write, key.as_str())?;
+        let key = self.object(&req.credentials, Access::Write, &input.bucket, &input.key)?;
         if !self.uploads.remove(&input.upload_id, &key) {
             return Err(s3_error!(NoSuchUpload));
         }
@@ -1045,8 +1058,7 @@ impl S3 for LarderS3 {
         req: S3Request<dto::ListPartsInput>,
     ) -> S3Result<S3Response<dto::ListPartsOutput>> {
         let input = req.input;
-        let key = larder_key(&input.bucket, &input.key)?;
-        self.authorize(req.credentials.as_ref(), Access::Read, key.as_str())?;
+        let key = self.object(&req.credentials, Access::Read, &input.bucket, &input.key)?;
         let after = input.part_number_marker.unwrap_or(0);
         let max = usize::try_from(input.max_parts.unwrap_or(1000))
             .unwrap_or(0)

@@ -229,33 +229,44 @@ impl Config {
         };
         let d = Config::default();
         let tiered = Self::tier_config(&file, args.store.is_some())?;
+        // A flag (or its variable) wins over the file, the file over the default.
+        fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+            flag.or(file).unwrap_or(default)
+        }
+        let secs = |s: Option<u64>| s.map(Duration::from_secs);
         let config = Config {
-            listen: args.listen.or(file.listen).unwrap_or(d.listen),
-            store: args.store.clone().or(file.store).unwrap_or(d.store),
-            max_object_size: args
-                .max_object_size
-                .or(file.max_object_size)
-                .unwrap_or(d.max_object_size),
-            max_concurrent_uploads: args
-                .max_concurrent_uploads
-                .or(file.max_concurrent_uploads)
-                .unwrap_or(d.max_concurrent_uploads),
-            request_timeout: args
-                .request_timeout
-                .or(file.request_timeout_secs)
-                .map_or(d.request_timeout, Duration::from_secs),
-            header_read_timeout: args
-                .header_read_timeout
-                .or(file.header_read_timeout_secs)
-                .map_or(d.header_read_timeout, Duration::from_secs),
-            idle_timeout: args
-                .idle_timeout
-                .or(file.idle_timeout_secs)
-                .map_or(d.idle_timeout, Duration::from_secs),
-            max_connections: args
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(d.max_connections),
+            listen: pick(args.listen, file.listen, d.listen),
+            store: pick(args.store.clone(), file.store, d.store),
+            max_object_size: pick(
+                args.max_object_size,
+                file.max_object_size,
+                d.max_object_size,
+            ),
+            max_concurrent_uploads: pick(
+                args.max_concurrent_uploads,
+                file.max_concurrent_uploads,
+                d.max_concurrent_uploads,
+            ),
+            request_timeout: pick(
+                secs(args.request_timeout),
+                secs(file.request_timeout_secs),
+                d.request_timeout,
+            ),
+            header_read_timeout: pick(
+                secs(args.header_read_timeout),
+                secs(file.header_read_timeout_secs),
+                d.header_read_timeout,
+            ),
+            idle_timeout: pick(
+                secs(args.idle_timeout),
+                secs(file.idle_timeout_secs),
+                d.idle_timeout,
+            ),
+            max_connections: pick(
+                args.max_connections,
+                file.max_connections,
+                d.max_connections,
+            ),
             insecure: args.insecure || file.insecure.unwrap_or(false),
             tokens: file.tokens,
             tiered,

@@ -129,6 +129,22 @@ impl Error {
     }
 }
 
+/// `e` with its chain of causes, `: `-separated, leaving out a cause whose text the message
+/// already holds (reqwest's and hyper's own messages hide their causes; others repeat them).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// Whether an I/O error means "no space left" (`ENOSPC`) or "quota exceeded" (`EDQUOT`).
 pub fn is_storage_full(e: &std::io::Error) -> bool {
     matches!(

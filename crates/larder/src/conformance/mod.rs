@@ -194,6 +194,14 @@ pub(crate) fn assert_unsupported<T: std::fmt::Debug>(r: Result<T, Error>, what: 
     );
 }
 
+/// `r` is `NotFound`.
+pub(crate) fn assert_not_found<T: std::fmt::Debug>(r: Result<T, Error>, what: &str) {
+    assert!(
+        matches!(r, Err(Error::NotFound { .. })),
+        "{what}: expected NotFound, got {r:?}"
+    );
+}
+
 /// A body streamed in chunks of `chunk` bytes.
 pub fn chunked(data: Bytes, chunk: usize) -> Body {
     let chunks: Vec<Result<Bytes, Error>> = (0..data.len())

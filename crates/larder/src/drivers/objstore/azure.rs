@@ -16,71 +16,51 @@ use base64::Engine;
 use bytes::Bytes;
 use http::Method;
 use object_store::azure::{AzureAuthorizer, AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
-use object_store::multipart::{MultipartStore, PartId};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 
+use super::config::{parse_bool, Builder as _};
 use super::native::{
     self, BlobHeaders, Guard, ListRequest, Listed, ListedBlob, Listing, Native, NativeError,
-    Response,
+    Response, Uploaded,
 };
-use super::{map_err, NetworkBounds, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
+use super::{map_err, ObjStore, ObjStoreOptions, Secret};
 use crate::error::{Error, Result};
 
 /// Settings of an Azure Blob Storage [`ObjStore`]: what is `None` comes from the `AZURE_*`
 /// environment variables. With `use_emulator` the store talks to Azurite at
 /// `AZURITE_BLOB_STORAGE_URL` (default `http://127.0.0.1:10000`) with its well-known account
-/// and key; an `endpoint` given with it must name that same emulator (`object_store` takes the
-/// emulator's address only from that variable).
+/// and key; an endpoint given with it must name that same emulator (`object_store` takes the
+/// emulator's address only from that variable). `Debug` shows no secret.
 ///
 /// ```no_run
 /// # async fn example() -> larder::Result<()> {
-/// use larder::drivers::objstore::{azure::AzureConfig, ObjStore};
+/// use larder::drivers::objstore::{azure::AzureConfig, ObjStore, ObjStoreOptions};
 ///
 /// let store = ObjStore::open(AzureConfig {
-///     prefix: "myapp".into(),
+///     options: ObjStoreOptions {
+///         prefix: "myapp".into(),
+///         ..Default::default()
+///     },
 ///     account: Some("myaccount".into()), // the key from AZURE_STORAGE_ACCESS_KEY
 ///     ..AzureConfig::new("my-container")
 /// })
 /// .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AzureConfig {
     /// The container.
     pub container: String,
-    /// Blob-name prefix of every key (slashes at either end are ignored; `""` for the root).
-    pub prefix: String,
+    /// Prefix, endpoint (the account's URL, when it is not
+    /// `https://ACCOUNT.blob.core.windows.net`), size limit and network bounds.
+    pub options: ObjStoreOptions,
     /// The storage account.
     pub account: Option<String>,
     /// The account's access key.
-    pub access_key: Option<String>,
-    /// The account's URL, when it is not `https://ACCOUNT.blob.core.windows.net`.
-    pub endpoint: Option<String>,
-    /// Allow plain-HTTP endpoints.
-    pub allow_http: Option<bool>,
+    pub access_key: Option<Secret>,
     /// Talk to Azurite (see above).
     pub use_emulator: Option<bool>,
-    /// Largest object (default [`DEFAULT_MAX_OBJECT_SIZE`]).
-    pub max_object_size: u64,
-    /// How long to wait on the backend: `connect_timeout_ms`, `timeout_ms` and
-    /// `retry_timeout_ms` in the URL (5 s each by default).
-    pub bounds: NetworkBounds,
-}
-
-impl std::fmt::Debug for AzureConfig {
-    /// Without the access key.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AzureConfig")
-            .field("container", &self.container)
-            .field("prefix", &self.prefix)
-            .field("account", &self.account)
-            .field("endpoint", &self.endpoint)
-            .field("allow_http", &self.allow_http)
-            .field("use_emulator", &self.use_emulator)
-            .field("max_object_size", &self.max_object_size)
-            .field("bounds", &self.bounds)
-            .finish_non_exhaustive()
-    }
 }
 
 impl AzureConfig {
@@ -88,96 +68,64 @@ impl AzureConfig {
     pub fn new(container: impl Into<String>) -> Self {
         AzureConfig {
             container: container.into(),
-            prefix: String::new(),
+            options: ObjStoreOptions::default(),
             account: None,
             access_key: None,
-            endpoint: None,
-            allow_http: None,
             use_emulator: None,
-            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
-            bounds: NetworkBounds::default(),
         }
     }
 
     /// From a store URL: `azure://container/prefix?account=NAME&access_key=…`
     /// `&endpoint=https://…&allow_http=true&use_emulator=true&max_object_size=N`
-    /// `&connect_timeout_ms=5000&timeout_ms=5000&retry_timeout_ms=5000` (see [`NetworkBounds`]).
+    /// `&connect_timeout_ms=5000&timeout_ms=5000&retry_timeout_ms=5000` (see
+    /// [`ObjStoreOptions`]).
     pub fn from_url(url: &str) -> Result<Self> {
-        let url = crate::open::parse_store_url(url, "azure", &["azure"])?;
-        let container = url
-            .host_str()
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| Error::InvalidInput(format!("azure URL {url}: no container")))?;
-        let mut config = AzureConfig {
-            prefix: url.path().to_owned(),
-            ..AzureConfig::new(container)
-        };
-        for (k, v) in url.query_pairs() {
-            match &*k {
-                k if NetworkBounds::PARAMETERS.contains(&k) => config.bounds.set(k, &v)?,
-                "account" => config.account = Some(v.into_owned()),
-                "access_key" => config.access_key = Some(v.into_owned()),
-                "endpoint" => config.endpoint = Some(v.into_owned()),
-                "allow_http" => config.allow_http = Some(super::parse_bool(&k, &v)?),
-                "use_emulator" => config.use_emulator = Some(super::parse_bool(&k, &v)?),
-                "max_object_size" => {
-                    config.max_object_size = v.parse().map_err(|_| {
-                        Error::InvalidInput(format!(
-                            "azure URL: max_object_size={v:?} is not a number"
-                        ))
-                    })?
-                }
-                other => {
-                    return Err(Error::InvalidInput(format!(
-                        "azure URL: unknown parameter {other:?}"
-                    )))
-                }
+        let mut config = AzureConfig::new("");
+        let (container, options) = ObjStoreOptions::from_url(url, "azure", "container", |k, v| {
+            match k {
+                "account" => config.account = Some(v.to_owned()),
+                "access_key" => config.access_key = Some(v.into()),
+                "use_emulator" => config.use_emulator = Some(parse_bool(k, v)?),
+                _ => return Ok(false),
             }
-        }
-        Ok(config)
+            Ok(true)
+        })?;
+        Ok(AzureConfig {
+            container,
+            options,
+            ..config
+        })
     }
 }
 
+super::config::impl_builder!(MicrosoftAzureBuilder, AzureConfigKey, MicrosoftAzure);
+
 /// Builds the store [`ObjStore::open`] opens for an [`AzureConfig`].
 pub(super) fn open(config: AzureConfig) -> Result<ObjStore> {
+    use AzureConfigKey as K;
     let AzureConfig {
         container,
-        prefix,
+        options,
         account,
         access_key,
-        endpoint,
-        allow_http,
         use_emulator,
-        max_object_size,
-        bounds,
     } = config;
-    let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(&container);
-    if let Some(v) = &account {
-        builder = builder.with_account(v);
-    }
-    if let Some(v) = access_key {
-        builder = builder.with_access_key(v);
-    }
-    if let Some(v) = &endpoint {
-        builder = builder.with_endpoint(v.clone());
-    }
-    if let Some(v) = allow_http {
-        builder = builder.with_allow_http(v);
-    }
-    if let Some(v) = use_emulator {
-        builder = builder.with_use_emulator(v);
-    }
-    let emulator = use_emulator == Some(true)
-        || builder
-            .get_config_value(&AzureConfigKey::UseEmulator)
-            .is_some_and(|v| v == "true");
-    let account = account
-        .or_else(|| builder.get_config_value(&AzureConfigKey::AccountName))
+    let builder = options.configure(
+        MicrosoftAzureBuilder::from_env().with_container_name(&container),
+        [
+            (K::AccountName, account),
+            (K::AccessKey, access_key.map(|s| s.0)),
+            (K::UseEmulator, use_emulator.map(|b| b.to_string())),
+        ],
+    );
+    let config = |k: AzureConfigKey| builder.get_config_value(&k);
+    let emulator = config(K::UseEmulator).is_some_and(|v| v == "true");
+    let account = config(K::AccountName)
         .or_else(|| emulator.then(|| "devstoreaccount1".to_owned()))
         .ok_or_else(|| Error::InvalidInput(format!("azure container {container}: no account")))?;
     let emulator_url = std::env::var("AZURITE_BLOB_STORAGE_URL")
         .unwrap_or_else(|_| "http://127.0.0.1:10000".to_owned());
-    if let (true, Some(given)) = (emulator, &endpoint) {
+    if let (true, Some(given)) = (emulator, &options.endpoint) {
         let trim = |u: &str| u.trim_end_matches('/').to_owned();
         let given = trim(given);
         let given = given
@@ -190,34 +138,22 @@ pub(super) fn open(config: AzureConfig) -> Result<ObjStore> {
             )));
         }
     }
-    let endpoint = endpoint.or_else(|| builder.get_config_value(&AzureConfigKey::Endpoint));
     let container_url = container_url(
         emulator.then_some(emulator_url.as_str()),
-        endpoint.as_deref(),
+        config(K::Endpoint).as_deref(),
         &account,
         &container,
     );
-    for (key, value) in bounds.client_config() {
-        builder = builder.with_config(AzureConfigKey::Client(key), value);
-    }
-    let builder = builder.with_retry(bounds.retry_config());
-    let (client, writer) = super::clients(
-        builder,
-        MicrosoftAzureBuilder::with_retry,
-        MicrosoftAzureBuilder::build,
-        &format!("azure container {container}"),
-    )?;
+    let (client, writer) = builder.clients(&format!("azure container {container}"))?;
     let native = AzureNative {
         client: client.clone(),
-        http: native::new_client(&bounds)?,
+        http: native::new_client(&options.bounds)?,
         container_url,
         account,
-        retry_timeout: bounds.retry_timeout,
+        retry_timeout: options.bounds.retry_timeout,
         emulator,
     };
-    Ok(ObjStore::new("azure", client, &prefix, max_object_size)?
-        .with_writer(writer)
-        .with_native(Arc::new(native)))
+    options.store("azure", client, writer, Arc::new(native))
 }
 
 /// The container's URL as object_store derives it (its own is private), for the raw requests:
@@ -245,7 +181,7 @@ struct AzureNative {
     http: reqwest::Client,
     container_url: String,
     account: String,
-    /// How long a read is sent again while the connection fails ([`NetworkBounds`]).
+    /// How long a read is sent again while the connection fails ([`NetworkBounds`](super::NetworkBounds)).
     retry_timeout: std::time::Duration,
     /// Azurite: its List Blobs marker is the last name listed, so a listing can resume after
     /// any name; Azure's markers are opaque, and `startFrom` does that there instead.
@@ -405,12 +341,16 @@ impl Native for AzureNative {
 
     async fn complete_upload(
         &self,
-        path: &Path,
-        _upload: &str,
-        parts: &[PartId],
+        upload: Uploaded<'_>,
         guard: &Guard,
-        headers: &BlobHeaders,
     ) -> std::result::Result<(), NativeError> {
+        // Blocks need no upload id.
+        let Uploaded {
+            path,
+            parts,
+            headers,
+            ..
+        } = upload;
         let mut xml = String::from(r#"<?xml version="1.0" encoding="utf-8"?><BlockList>"#);
         for part in parts {
             // object_store's block id is the base64 of the part's content id.

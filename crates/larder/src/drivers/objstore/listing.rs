@@ -660,11 +660,8 @@ mod tests {
 
         async fn complete_upload(
             &self,
-            _: &object_store::path::Path,
-            _: &str,
-            _: &[object_store::multipart::PartId],
+            _: crate::drivers::objstore::native::Uploaded<'_>,
             _: &crate::drivers::objstore::native::Guard,
-            _: &crate::drivers::objstore::native::BlobHeaders,
         ) -> std::result::Result<(), crate::drivers::objstore::native::NativeError> {
             Err(crate::Error::unsupported("multipart").into())
         }

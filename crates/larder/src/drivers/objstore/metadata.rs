@@ -4,35 +4,15 @@
 //! well under S3's 2 KiB user-metadata limit. A unique write id in it tells a write that landed
 //! from an equal one by another writer (see [`super::guard`]).
 
-use std::collections::BTreeMap;
-
 use object_store::{Attribute, AttributeValue, Attributes};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::etag::ETag;
 use crate::key::Key;
-use crate::meta::{from_millis, to_millis, Meta};
+use crate::meta::{Meta, StoredMeta};
 
 /// The user-metadata entry holding Larder's metadata.
 pub(crate) const META_ATTR: &str = "larder";
-
-/// Larder's metadata as stored in the `larder` entry.
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    etag: ETag,
-    modified_ms: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    expires_ms: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    content_type: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    metadata: BTreeMap<String, String>,
-    /// Unique per write: tells a write that landed from an equal one by another writer.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    write_id: String,
-}
 
 /// An id no other write (in this or another process) uses.
 pub(crate) fn write_id() -> String {
@@ -46,14 +26,7 @@ pub(crate) fn write_id() -> String {
 
 /// The `larder` entry's value for `meta` written by `write_id`.
 pub(crate) fn encode(meta: &Meta, write_id: &str) -> String {
-    let stored = Stored {
-        etag: meta.etag.clone(),
-        modified_ms: to_millis(meta.last_modified),
-        expires_ms: meta.expires_at.map(to_millis),
-        content_type: meta.content_type.clone(),
-        metadata: meta.metadata.clone(),
-        write_id: write_id.to_owned(),
-    };
+    let stored = StoredMeta::of_blob(meta, write_id);
     let json = serde_json::to_string(&stored).expect("metadata always serializes");
     utf8_percent_encode(&json, NON_ALPHANUMERIC).to_string()
 }
@@ -91,17 +64,9 @@ pub(crate) fn decode(key: &Key, size: u64, value: Option<&str>) -> Result<Option
     let json = percent_decode_str(value)
         .decode_utf8()
         .map_err(|e| corrupt(&e))?;
-    let s: Stored = serde_json::from_str(&json).map_err(|e| corrupt(&e))?;
-    let meta = Meta {
-        key: key.clone(),
-        etag: s.etag,
-        size,
-        last_modified: from_millis(s.modified_ms),
-        expires_at: s.expires_ms.map(from_millis),
-        content_type: s.content_type,
-        metadata: s.metadata,
-    };
-    Ok(Some((meta, s.write_id)))
+    let mut s: StoredMeta = serde_json::from_str(&json).map_err(|e| corrupt(&e))?;
+    let write_id = std::mem::take(&mut s.write_id);
+    Ok(Some((s.into_meta(key.clone(), size), write_id)))
 }
 
 /// The error for a blob without the `larder` entry.
@@ -114,22 +79,10 @@ pub(crate) fn foreign(key: &Key) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::meta::now_millis;
 
     fn sample() -> Meta {
-        let now = now_millis();
-        Meta {
-            key: Key::new("a/ü k").unwrap(),
-            etag: ETag::of(b"x"),
-            size: 1,
-            last_modified: now,
-            expires_at: Some(now + Duration::from_secs(60)),
-            content_type: Some("text/plain; charset=utf-8".into()),
-            metadata: [("owner".to_string(), "zoë \"q\"\n".to_string())].into(),
-        }
+        Meta::sample()
     }
 
     #[test]

@@ -46,6 +46,7 @@
 
 #[cfg(feature = "azure")]
 pub mod azure;
+mod config;
 mod guard;
 mod listing;
 mod metadata;
@@ -57,7 +58,6 @@ mod single;
 mod spool;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 #[cfg(any(test, feature = "test-util"))]
@@ -76,6 +76,7 @@ use crate::retry::Attempts;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
+pub use config::{NetworkBounds, ObjStoreOptions, Secret};
 use native::{Guard, Native, NativeError};
 use spool::Spool;
 
@@ -93,10 +94,18 @@ pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
 
 /// Runs between the decision and the completion request of a multipart upload.
 #[cfg(any(test, feature = "test-util"))]
-type CompletionHook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+struct CompletionHook(Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>);
+
+#[cfg(any(test, feature = "test-util"))]
+impl std::fmt::Debug for CompletionHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CompletionHook")
+    }
+}
 
 /// A store on any `object_store` backend whose conditional PUT (`PutMode::Create` and
 /// `PutMode::Update`) is atomic on the server, as S3's and Azure's are.
+#[derive(Debug)]
 pub struct ObjStore {
     name: &'static str,
     inner: Arc<dyn ObjectStore>,
@@ -114,18 +123,6 @@ pub struct ObjStore {
     /// Test seam, see [`ObjStore::with_before_completion`].
     #[cfg(any(test, feature = "test-util"))]
     before_completion: Option<CompletionHook>,
-}
-
-impl std::fmt::Debug for ObjStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjStore")
-            .field("name", &self.name)
-            .field("inner", &self.inner)
-            .field("native", &self.native)
-            .field("prefix", &self.prefix)
-            .field("max_object_size", &self.max_object_size)
-            .finish_non_exhaustive()
-    }
 }
 
 impl ObjStore {
@@ -177,7 +174,7 @@ impl ObjStore {
         mut self,
         hook: impl Fn() -> BoxFuture<'static, ()> + Send + Sync + 'static,
     ) -> Self {
-        self.before_completion = Some(Arc::new(hook));
+        self.before_completion = Some(CompletionHook(Arc::new(hook)));
         self
     }
 
@@ -310,126 +307,6 @@ fn kept_changing<T>(attempts: Attempts, key: &Key) -> Result<T> {
     attempts.exhausted(format_args!(
         "{key}: the object kept changing; the write was not done"
     ))
-}
-
-/// How long the s3 and azure drivers wait on their backend, from the URL parameters
-/// `connect_timeout_ms`, `timeout_ms` and `retry_timeout_ms`: a backend that is down or hung
-/// fails a request within seconds, as a retryable error (503 at the server), like the other
-/// networked drivers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NetworkBounds {
-    /// `connect_timeout_ms`: each connection attempt (default 5 s).
-    pub connect_timeout: Duration,
-    /// `timeout_ms`: the longest the backend may stay silent: from sending a request (its body
-    /// included: up to [`MULTIPART_THRESHOLD`] bytes for a single PUT or one part) to the start
-    /// of the response, and between two reads of a response body (default 5 s). A download
-    /// that keeps moving is not cut off, however long it takes. Raise it on a slow uplink.
-    pub timeout: Duration,
-    /// `retry_timeout_ms`: how long a request that failed on the connection, on a timeout
-    /// (reads only) or with a 5xx is retried, counted from its first attempt (default 5 s).
-    /// Conditional writes are never retried (see [`ObjStore::with_writer`]).
-    pub retry_timeout: Duration,
-}
-
-impl Default for NetworkBounds {
-    fn default() -> Self {
-        NetworkBounds {
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(5),
-            retry_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl NetworkBounds {
-    /// The URL parameters these bounds are read from.
-    pub const PARAMETERS: [&'static str; 3] =
-        ["connect_timeout_ms", "timeout_ms", "retry_timeout_ms"];
-
-    /// Sets the bound that URL parameter `k` (one of [`Self::PARAMETERS`]) names to `v`
-    /// milliseconds (more than 0).
-    #[allow(dead_code)] // used by whichever of the s3 and azure features is on
-    fn set(&mut self, k: &str, v: &str) -> Result<()> {
-        let ms: u64 = v.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "store URL: {k}={v:?} is not a positive number of milliseconds"
-            ))
-        })?;
-        let d = Duration::from_millis(ms);
-        match k {
-            "connect_timeout_ms" => self.connect_timeout = d,
-            "timeout_ms" => self.timeout = d,
-            "retry_timeout_ms" => self.retry_timeout = d,
-            other => {
-                return Err(Error::InvalidInput(format!(
-                    "store URL: {other:?} is not a timeout"
-                )))
-            }
-        }
-        Ok(())
-    }
-
-    /// The `object_store` client settings, as its config keys (set one by one, so that the
-    /// builder's other client settings, from the URL or the environment, stay).
-    #[allow(dead_code)] // used by whichever of the s3 and azure features is on
-    fn client_config(&self) -> [(object_store::ClientConfigKey, String); 3] {
-        use object_store::ClientConfigKey as K;
-        let ms = |d: Duration| format!("{}ms", d.as_millis());
-        [
-            (K::ConnectTimeout, ms(self.connect_timeout)),
-            (K::ReadTimeout, ms(self.timeout)),
-            // The whole request: not bounded beyond the read timeout, so that a long download
-            // is not cut off (object_store's default, 30 s, would cut it, and its retries are
-            // bounded by `retry_timeout`).
-            (K::Timeout, "1day".to_owned()),
-        ]
-    }
-
-    /// `object_store`'s retries, bounded by `retry_timeout` (its default keeps retrying for
-    /// three minutes, with waits of up to 15 s between attempts).
-    #[allow(dead_code)] // used by whichever of the s3 and azure features is on
-    fn retry_config(&self) -> object_store::RetryConfig {
-        object_store::RetryConfig {
-            backoff: object_store::BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(1),
-                base: 2.0,
-            },
-            max_retries: 10,
-            retry_timeout: self.retry_timeout,
-        }
-    }
-}
-
-/// The backend's client twice, from one builder: with `object_store`'s retries (reads,
-/// unconditional writes, parts) and without (conditional PUTs, see [`ObjStore::with_writer`]).
-#[allow(dead_code)] // used by whichever of the s3 and azure features is on
-fn clients<B: Clone, S>(
-    builder: B,
-    with_retry: fn(B, object_store::RetryConfig) -> B,
-    build: fn(B) -> object_store::Result<S>,
-    what: &str,
-) -> Result<(Arc<S>, Arc<S>)> {
-    let no_retries = object_store::RetryConfig {
-        max_retries: 0,
-        ..Default::default()
-    };
-    let invalid = |e: object_store::Error| Error::InvalidInput(format!("{what}: {e}"));
-    let writer = build(with_retry(builder.clone(), no_retries)).map_err(invalid)?;
-    let client = build(builder).map_err(invalid)?;
-    Ok((Arc::new(client), Arc::new(writer)))
-}
-
-/// A boolean URL parameter.
-#[allow(dead_code)] // used by whichever of the s3 and azure features is on
-fn parse_bool(k: &str, v: &str) -> Result<bool> {
-    match v {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(Error::InvalidInput(format!(
-            "store URL: {k}={v:?} is not true or false"
-        ))),
-    }
 }
 
 fn not_found(key: &Key) -> Error {

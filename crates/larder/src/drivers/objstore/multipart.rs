@@ -11,7 +11,7 @@ use object_store::PutPayload;
 
 use super::guard::Decision;
 use super::metadata;
-use super::native::{BlobHeaders, Guard, Native, NativeError};
+use super::native::{BlobHeaders, Guard, Native, NativeError, Uploaded};
 use super::spool::Spool;
 use super::{kept_changing, ObjStore, MAX_ATTEMPTS, MULTIPART_THRESHOLD};
 use crate::error::Result;
@@ -106,9 +106,13 @@ impl<'a> Upload<'a> {
 
     /// Makes the parts the blob if `guard` holds at that moment.
     pub(crate) async fn complete(&self, guard: &Guard) -> Result<(), NativeError> {
-        self.native
-            .complete_upload(self.path, &self.id, &self.parts, guard, self.headers)
-            .await
+        let upload = Uploaded {
+            path: self.path,
+            id: &self.id,
+            parts: &self.parts,
+            headers: self.headers,
+        };
+        self.native.complete_upload(upload, guard).await
     }
 
     /// Uploads every part again, as a new upload: for when the backend dropped them
@@ -190,7 +194,7 @@ impl ObjStore {
             };
             #[cfg(any(test, feature = "test-util"))]
             if let Some(hook) = &self.before_completion {
-                hook().await;
+                (hook.0)().await;
             }
             match upload.complete(&guard).await {
                 Ok(()) => return Ok(created),
@@ -289,12 +293,15 @@ mod tests {
 
         async fn complete_upload(
             &self,
-            path: &Path,
-            upload: &str,
-            parts: &[PartId],
+            upload: Uploaded<'_>,
             guard: &Guard,
-            headers: &BlobHeaders,
         ) -> Result<(), NativeError> {
+            let Uploaded {
+                path,
+                id: upload,
+                parts,
+                headers,
+            } = upload;
             if self.drop_parts.swap(false, Ordering::SeqCst) {
                 self.uploads.lock().unwrap().remove(upload);
             }

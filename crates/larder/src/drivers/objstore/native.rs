@@ -70,6 +70,19 @@ pub struct BlobHeaders {
     pub content_type: Option<String>,
 }
 
+/// A multipart upload whose parts are all uploaded, as its completion names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Uploaded<'a> {
+    /// The blob.
+    pub path: &'a Path,
+    /// The upload id, as [`Native::begin_upload`] returned it.
+    pub id: &'a str,
+    /// The parts, in order.
+    pub parts: &'a [PartId],
+    /// What the blob will carry.
+    pub headers: &'a BlobHeaders,
+}
+
 /// How a backend lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listing {
@@ -177,14 +190,8 @@ pub trait Native: Send + Sync + std::fmt::Debug {
     }
 
     /// Makes the uploaded parts the blob, if `guard` holds at that moment.
-    async fn complete_upload(
-        &self,
-        path: &Path,
-        upload: &str,
-        parts: &[PartId],
-        guard: &Guard,
-        headers: &BlobHeaders,
-    ) -> Result<(), NativeError>;
+    async fn complete_upload(&self, upload: Uploaded<'_>, guard: &Guard)
+        -> Result<(), NativeError>;
 
     /// Drops an upload that will not be completed (best effort).
     async fn abort_upload(&self, path: &Path, upload: &str);
@@ -324,18 +331,6 @@ enum SendError {
     Other(Error),
 }
 
-/// `e` with its chain of causes (reqwest's own message hides them).
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
-}
-
 async fn send_one(client: &reqwest::Client, request: HttpRequest) -> Result<Response, SendError> {
     let (parts, body) = request.into_parts();
     let body = body.as_bytes().cloned().unwrap_or_default();
@@ -346,7 +341,12 @@ async fn send_one(client: &reqwest::Client, request: HttpRequest) -> Result<Resp
         .body(body)
         .send()
         .await
-        .map_err(|e| SendError::Connection(Error::transient(format!("{url}: {}", describe(&e)))))?;
+        .map_err(|e| {
+            SendError::Connection(Error::transient(format!(
+                "{url}: {}",
+                crate::error::chain(&e)
+            )))
+        })?;
     let status = response.status();
     let header_code = response
         .headers()
@@ -361,7 +361,7 @@ async fn send_one(client: &reqwest::Client, request: HttpRequest) -> Result<Resp
     let body = response.text().await.map_err(|e| {
         SendError::Other(Error::transient(format!(
             "{url}: reading the response: {}",
-            describe(&e)
+            crate::error::chain(&e)
         )))
     })?;
     let code = header_code.or_else(|| xml_text(&body, "Code"));

@@ -16,11 +16,6 @@
 //! per page in the usual case, and a `HEAD` of each object on the page for Larder's metadata.
 //! SeaweedFS lists in directory-walk order, not S3's byte order: the driver knows it by its
 //! `Server` header (and any server by a response out of byte order) and lists accordingly.
-//!
-//! Listing: `ListObjectsV2` with the delimiter (object_store's paginated listing), one request
-//! per page in the usual case, and a `HEAD` of each object on the page for Larder's metadata.
-//! SeaweedFS lists in directory-walk order, not S3's byte order: the driver knows it by its
-//! `Server` header (and any server by a response out of byte order) and lists accordingly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,79 +24,57 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer};
-use object_store::multipart::{MultipartStore, PartId};
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 
-use object_store::list::{PaginatedListOptions, PaginatedListStore};
-
+use super::config::{parse_bool, Builder as _};
 use super::native::{
     self, BlobHeaders, Guard, ListOrder, ListRequest, Listed, ListedBlob, Listing, Native,
-    NativeError, Response,
+    NativeError, Response, Uploaded,
 };
-use super::{map_err, NetworkBounds, ObjStore, DEFAULT_MAX_OBJECT_SIZE};
+use super::{map_err, ObjStore, ObjStoreOptions, Secret};
 use crate::error::{Error, Result};
 
 /// Settings of an S3 [`ObjStore`]: what is `None` comes from the `AWS_*` environment variables
-/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, …).
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, …). `Debug`
+/// shows no secret.
 ///
 /// ```no_run
 /// # async fn example() -> larder::Result<()> {
-/// use larder::drivers::objstore::{s3::S3Config, ObjStore};
+/// use larder::drivers::objstore::{s3::S3Config, ObjStore, ObjStoreOptions};
 ///
 /// let store = ObjStore::open(S3Config {
-///     prefix: "myapp".into(),
+///     options: ObjStoreOptions {
+///         prefix: "myapp".into(),
+///         ..Default::default()
+///     },
 ///     region: Some("eu-west-1".into()),
 ///     ..S3Config::new("my-bucket") // credentials from the AWS_* variables
 /// })
 /// .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct S3Config {
     /// The bucket.
     pub bucket: String,
-    /// Blob-name prefix of every key (slashes at either end are ignored; `""` for the root).
-    pub prefix: String,
-    /// The service's URL, for S3-compatibles (`http://127.0.0.1:9000`).
-    pub endpoint: Option<String>,
+    /// Prefix, endpoint (`http://127.0.0.1:9000` for an S3-compatible), size limit and
+    /// network bounds.
+    pub options: ObjStoreOptions,
     /// The region (`us-east-1` when neither this nor the environment names one).
     pub region: Option<String>,
-    /// Allow plain-HTTP endpoints.
-    pub allow_http: Option<bool>,
     /// Access key id.
     pub access_key_id: Option<String>,
     /// Secret access key.
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<Secret>,
     /// Session token of temporary credentials.
-    pub session_token: Option<String>,
+    pub session_token: Option<Secret>,
     /// Virtual-hosted-style requests (`bucket.host`) instead of path-style (`host/bucket`).
     pub virtual_hosted: Option<bool>,
-    /// Largest object (default [`DEFAULT_MAX_OBJECT_SIZE`]).
-    pub max_object_size: u64,
-    /// How long to wait on the backend: `connect_timeout_ms`, `timeout_ms` and
-    /// `retry_timeout_ms` in the URL (5 s each by default).
-    pub bounds: NetworkBounds,
     /// Send `If-Match` on `DELETE` (default `true`); off for S3-compatibles that ignore it,
     /// where conditional deletes are then `Unsupported`.
     pub conditional_delete: bool,
-}
-
-impl std::fmt::Debug for S3Config {
-    /// Without the secret key and session token.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Config")
-            .field("bucket", &self.bucket)
-            .field("prefix", &self.prefix)
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("allow_http", &self.allow_http)
-            .field("access_key_id", &self.access_key_id)
-            .field("virtual_hosted", &self.virtual_hosted)
-            .field("max_object_size", &self.max_object_size)
-            .field("bounds", &self.bounds)
-            .field("conditional_delete", &self.conditional_delete)
-            .finish_non_exhaustive()
-    }
 }
 
 impl S3Config {
@@ -109,16 +82,12 @@ impl S3Config {
     pub fn new(bucket: impl Into<String>) -> Self {
         S3Config {
             bucket: bucket.into(),
-            prefix: String::new(),
-            endpoint: None,
+            options: ObjStoreOptions::default(),
             region: None,
-            allow_http: None,
             access_key_id: None,
             secret_access_key: None,
             session_token: None,
             virtual_hosted: None,
-            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
-            bounds: NetworkBounds::default(),
             conditional_delete: true,
         }
     }
@@ -126,106 +95,69 @@ impl S3Config {
     /// From a store URL: `s3://bucket/prefix?endpoint=http://host:port&region=us-east-1`
     /// `&allow_http=true&access_key_id=…&secret_access_key=…&session_token=…`
     /// `&virtual_hosted=false&max_object_size=N&conditional_delete=true`
-    /// `&connect_timeout_ms=5000&timeout_ms=5000&retry_timeout_ms=5000` (see [`NetworkBounds`]).
+    /// `&connect_timeout_ms=5000&timeout_ms=5000&retry_timeout_ms=5000` (see
+    /// [`ObjStoreOptions`]).
     pub fn from_url(url: &str) -> Result<Self> {
-        let url = crate::open::parse_store_url(url, "s3", &["s3"])?;
-        let bucket = url
-            .host_str()
-            .filter(|b| !b.is_empty())
-            .ok_or_else(|| Error::InvalidInput(format!("s3 URL {url}: no bucket")))?;
-        let mut config = S3Config {
-            prefix: url.path().to_owned(),
-            ..S3Config::new(bucket)
-        };
-        for (k, v) in url.query_pairs() {
-            match &*k {
-                k if NetworkBounds::PARAMETERS.contains(&k) => config.bounds.set(k, &v)?,
-                "conditional_delete" => config.conditional_delete = super::parse_bool(&k, &v)?,
-                "endpoint" => config.endpoint = Some(v.into_owned()),
-                "region" => config.region = Some(v.into_owned()),
-                "allow_http" => config.allow_http = Some(super::parse_bool(&k, &v)?),
-                "access_key_id" => config.access_key_id = Some(v.into_owned()),
-                "secret_access_key" => config.secret_access_key = Some(v.into_owned()),
-                "session_token" => config.session_token = Some(v.into_owned()),
-                "virtual_hosted" => config.virtual_hosted = Some(super::parse_bool(&k, &v)?),
-                "max_object_size" => {
-                    config.max_object_size = v.parse().map_err(|_| {
-                        Error::InvalidInput(format!(
-                            "s3 URL: max_object_size={v:?} is not a number"
-                        ))
-                    })?
-                }
-                other => {
-                    return Err(Error::InvalidInput(format!(
-                        "s3 URL: unknown parameter {other:?}"
-                    )))
-                }
+        let mut config = S3Config::new("");
+        let (bucket, options) = ObjStoreOptions::from_url(url, "s3", "bucket", |k, v| {
+            match k {
+                "conditional_delete" => config.conditional_delete = parse_bool(k, v)?,
+                "region" => config.region = Some(v.to_owned()),
+                "access_key_id" => config.access_key_id = Some(v.to_owned()),
+                "secret_access_key" => config.secret_access_key = Some(v.into()),
+                "session_token" => config.session_token = Some(v.into()),
+                "virtual_hosted" => config.virtual_hosted = Some(parse_bool(k, v)?),
+                _ => return Ok(false),
             }
-        }
-        Ok(config)
+            Ok(true)
+        })?;
+        Ok(S3Config {
+            bucket,
+            options,
+            ..config
+        })
     }
 }
 
+super::config::impl_builder!(AmazonS3Builder, AmazonS3ConfigKey, AmazonS3);
+
 /// Builds the store [`ObjStore::open`] opens for an [`S3Config`].
 pub(super) fn open(config: S3Config) -> Result<ObjStore> {
+    use AmazonS3ConfigKey as K;
     let S3Config {
         bucket,
-        prefix,
-        endpoint,
+        options,
         region,
-        allow_http,
         access_key_id,
         secret_access_key,
         session_token,
         virtual_hosted,
-        max_object_size,
         conditional_delete,
-        bounds,
     } = config;
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
-    if let Some(v) = endpoint {
-        builder = builder.with_endpoint(v);
-    }
-    if let Some(v) = region {
-        builder = builder.with_region(v);
-    }
-    if let Some(v) = allow_http {
-        builder = builder.with_allow_http(v);
-    }
-    if let Some(v) = access_key_id {
-        builder = builder.with_access_key_id(v);
-    }
-    if let Some(v) = secret_access_key {
-        builder = builder.with_secret_access_key(v);
-    }
-    if let Some(v) = session_token {
-        builder = builder.with_token(v);
-    }
-    if let Some(v) = virtual_hosted {
-        builder = builder.with_virtual_hosted_style_request(v);
-    }
-    for (key, value) in bounds.client_config() {
-        builder = builder.with_config(AmazonS3ConfigKey::Client(key), value);
-    }
-    let builder = builder.with_retry(bounds.retry_config());
+    let builder = options.configure(
+        AmazonS3Builder::from_env().with_bucket_name(&bucket),
+        [
+            (K::Region, region),
+            (K::AccessKeyId, access_key_id),
+            (K::SecretAccessKey, secret_access_key.map(|s| s.0)),
+            (K::Token, session_token.map(|s| s.0)),
+            (
+                K::VirtualHostedStyleRequest,
+                virtual_hosted.map(|b| b.to_string()),
+            ),
+        ],
+    );
     let (bucket_endpoint, region) = bucket_endpoint(&builder, &bucket);
-    let (client, writer) = super::clients(
-        builder,
-        AmazonS3Builder::with_retry,
-        AmazonS3Builder::build,
-        &format!("s3 bucket {bucket}"),
-    )?;
+    let (client, writer) = builder.clients(&format!("s3 bucket {bucket}"))?;
     let native = S3Native {
         client: client.clone(),
-        http: native::new_client(&bounds)?,
+        http: native::new_client(&options.bounds)?,
         bucket_endpoint,
         region,
         conditional_delete,
-        retry_timeout: bounds.retry_timeout,
+        retry_timeout: options.bounds.retry_timeout,
     };
-    Ok(ObjStore::new("s3", client, &prefix, max_object_size)?
-        .with_writer(writer)
-        .with_native(Arc::new(native)))
+    options.store("s3", client, writer, Arc::new(native))
 }
 
 /// The bucket's URL as object_store derives it from the same settings (its own is private), for
@@ -261,7 +193,7 @@ struct S3Native {
     bucket_endpoint: String,
     region: String,
     conditional_delete: bool,
-    /// How long a read is sent again while the connection fails ([`NetworkBounds`]).
+    /// How long a read is sent again while the connection fails ([`NetworkBounds`](super::NetworkBounds)).
     retry_timeout: Duration,
 }
 
@@ -275,19 +207,32 @@ impl S3Native {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Response> {
+        let mut url = native::blob_url(&self.bucket_endpoint, path);
+        url.push_str(query);
+        self.send_to(method, &url, headers, body, 1).await
+    }
+
+    /// Sends a request to `url`, SigV4-signed, up to `attempts` times while the connection
+    /// fails (more than once only for reads).
+    async fn send_to(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        attempts: usize,
+    ) -> Result<Response> {
         let credential = self
             .client
             .credentials()
             .get_credential()
             .await
             .map_err(map_err)?;
-        let mut url = native::blob_url(&self.bucket_endpoint, path);
-        url.push_str(query);
-        let mut request = native::request(method, &url, headers, body)?;
+        let mut request = native::request(method, url, headers, body)?;
         AwsAuthorizer::new(&credential, "s3", &self.region)
             .try_authorize(&mut request, None)
             .map_err(map_err)?;
-        native::send(&self.http, request, 1, Duration::ZERO).await
+        native::send(&self.http, request, attempts, self.retry_timeout).await
     }
 }
 
@@ -325,21 +270,13 @@ impl Native for S3Native {
     /// S3 specifies byte order; SeaweedFS walks its directories instead, and says who it is in
     /// the `Server` header of any response (here, of an empty listing).
     async fn list_order(&self) -> Result<ListOrder> {
-        let credential = self
-            .client
-            .credentials()
-            .get_credential()
-            .await
-            .map_err(map_err)?;
         let url = format!(
             "{}?list-type=2&max-keys=0",
             self.bucket_endpoint.trim_end_matches('/')
         );
-        let mut request = native::request(Method::GET, &url, &[], Bytes::new())?;
-        AwsAuthorizer::new(&credential, "s3", &self.region)
-            .try_authorize(&mut request, None)
-            .map_err(map_err)?;
-        let r = native::send(&self.http, request, 3, self.retry_timeout).await?;
+        let r = self
+            .send_to(Method::GET, &url, &[], Bytes::new(), 3)
+            .await?;
         Ok(order_of_server(r.server.as_deref()))
     }
 
@@ -419,13 +356,13 @@ impl Native for S3Native {
 
     async fn complete_upload(
         &self,
-        path: &Path,
-        upload: &str,
-        parts: &[PartId],
+        upload: Uploaded<'_>,
         guard: &Guard,
-        _headers: &BlobHeaders,
     ) -> std::result::Result<(), NativeError> {
         // The metadata went with CreateMultipartUpload; S3 takes none here.
+        let Uploaded {
+            path, id, parts, ..
+        } = upload;
         let mut xml = String::from(
             r#"<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">"#,
         );
@@ -438,7 +375,7 @@ impl Native for S3Native {
         }
         xml.push_str("</CompleteMultipartUpload>");
         let headers: Vec<_> = guard.header().into_iter().collect();
-        let query = format!("?uploadId={}", native::query_value(upload));
+        let query = format!("?uploadId={}", native::query_value(id));
         let r = self
             .send(Method::POST, path, &query, &headers, Bytes::from(xml))
             .await?;
@@ -489,6 +426,47 @@ mod tests {
         let caps = crate::Store::capabilities(&no_delete);
         assert_eq!(caps.delete_conditions, crate::ConditionSupport::NONE);
         assert_eq!(caps.put_conditions, crate::ConditionSupport::ALL);
+    }
+
+    /// The URL's settings reach the builder by their config keys, over what the environment
+    /// gave (`from_env` here reads AWS_* variables, if any), and `Debug` shows no secret.
+    #[test]
+    fn settings_reach_the_builder_and_secrets_stay_hidden() {
+        use object_store::ClientConfigKey;
+        use AmazonS3ConfigKey as K;
+        let config = S3Config::from_url(
+            "s3://b/p?endpoint=http://h:1&allow_http=true&region=r&secret_access_key=sekrit\
+             &session_token=t0ken&timeout_ms=1234",
+        )
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("sekrit") && !debug.contains("t0ken"),
+            "{debug}"
+        );
+        assert!(debug.contains("http://h:1"), "{debug}");
+        let builder = config.options.configure(
+            AmazonS3Builder::new(),
+            [
+                (K::Region, config.region.clone()),
+                (K::SecretAccessKey, config.secret_access_key.map(|s| s.0)),
+                (K::AccessKeyId, None),
+            ],
+        );
+        let value = |k: K| builder.get_config_value(&k);
+        assert_eq!(value(K::Endpoint).as_deref(), Some("http://h:1"));
+        assert_eq!(
+            value(K::Client(ClientConfigKey::AllowHttp)).as_deref(),
+            Some("true")
+        );
+        assert_eq!(value(K::Region).as_deref(), Some("r"));
+        assert_eq!(value(K::SecretAccessKey).as_deref(), Some("sekrit"));
+        assert_eq!(value(K::AccessKeyId), None);
+        assert_eq!(
+            value(K::Client(ClientConfigKey::ReadTimeout)).as_deref(),
+            Some("1234ms")
+        );
+        assert_eq!(config.options.prefix, "/p");
     }
 
     /// The raw requests go where object_store sends its own: the blob URLs built from
