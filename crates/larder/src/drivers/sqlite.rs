@@ -39,7 +39,6 @@
 //! Expired rows are absent for every read, listing and condition, and a background task deletes
 //! them every `sweep` seconds (default 60; 0 = never) for as long as the store lives.
 
-use std::ops::Range;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -47,23 +46,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{
     LockedSqliteHandle, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
-    SqlitePoolOptions, SqliteSynchronous,
+    SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous,
 };
 
-use crate::body::Body;
-use crate::capabilities::{AtomicScope, Capabilities};
-use crate::drivers::sql::ranged::{bind_span, get_decided};
+use crate::capabilities::AtomicScope;
 use crate::drivers::sql::{
-    self, validate_table, Backend, Guard, LockedRow, Row, Sweeper, TableOptions,
+    self, validate_table, write_row, Affected, Backend, Row, Statements, Table, TableOptions,
 };
 use crate::error::{Error, Result};
-use crate::etag::ETag;
-use crate::key::Key;
-use crate::list::{scan_page, ListOptions, ListPage, ScanFrom};
-use crate::meta::{now_millis, to_millis, Meta};
-use crate::store::{
-    DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
-};
 
 /// Largest object: SQLite's default `SQLITE_MAX_LENGTH` is 1,000,000,000 bytes per value.
 pub const MAX_OBJECT_SIZE: u64 = 1_000_000_000;
@@ -156,25 +146,9 @@ impl SqliteConfig {
 /// A store in a SQLite database.
 #[derive(Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    table: String,
-    sql: Statements,
-    /// Deletes expired rows while the store lives.
-    _sweeper: Option<Sweeper>,
-}
-
-fn db_error(e: sqlx::Error) -> Error {
-    match &e {
-        sqlx::Error::Io(io) if crate::error::is_storage_full(io) => Error::storage_full(e),
-        // SQLITE_FULL: "database or disk is full" (the disk, or max_page_count).
-        sqlx::Error::Database(d) if d.code().as_deref() == Some("13") => Error::storage_full(e),
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Error::transient(e),
-        // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout: another writer held the lock.
-        sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "6" | "517")) => {
-            Error::transient(e)
-        }
-        _ => Error::backend(e),
-    }
+    table: Table<sqlx::Sqlite>,
+    /// The row id of a key's row, for writing its body in place ([`write_blob`]).
+    rowid: String,
 }
 
 impl SqliteStore {
@@ -192,7 +166,7 @@ impl SqliteStore {
                     .filename(path)
                     .create_if_missing(true)
             }
-            None => SqliteConnectOptions::from_str("sqlite::memory:").map_err(db_error)?,
+            None => SqliteConnectOptions::from_str("sqlite::memory:").map_err(Self::db_error)?,
         };
         opts = opts
             .journal_mode(SqliteJournalMode::Wal)
@@ -212,20 +186,21 @@ impl SqliteStore {
                 .idle_timeout(None)
                 .max_lifetime(None);
         }
-        let pool = pool_opts.connect_with(opts).await.map_err(db_error)?;
-        let table = config.table.clone();
-        Self::migrate(&pool, &table).await?;
-        let sweeper = Sweeper::spawn(
-            "sqlite",
-            &pool,
-            format!("DELETE FROM {table} WHERE expires_at <= ?"),
+        let pool = pool_opts.connect_with(opts).await.map_err(Self::db_error)?;
+        let t = &config.table;
+        Self::migrate(&pool, t).await?;
+        let sql = statements(t);
+        let table = Table::new(
+            Self::NAME,
+            pool,
+            t,
+            sql,
+            MAX_OBJECT_SIZE,
             config.sweep_interval,
         );
         Ok(SqliteStore {
-            pool,
-            sql: Statements::new(&table),
             table,
-            _sweeper: sweeper,
+            rowid: format!("SELECT rowid FROM {t} WHERE key = ?"),
         })
     }
 
@@ -235,19 +210,22 @@ impl SqliteStore {
     }
 
     async fn migrate(pool: &SqlitePool, table: &str) -> Result<()> {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        let mut tx = pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(Self::db_error)?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS larder_schema (tbl TEXT PRIMARY KEY, version INTEGER NOT NULL)",
         )
         .execute(&mut *tx)
         .await
-        .map_err(db_error)?;
+        .map_err(Self::db_error)?;
         let version: Option<i64> =
             sqlx::query_scalar("SELECT version FROM larder_schema WHERE tbl = ?")
                 .bind(table)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(db_error)?;
+                .map_err(Self::db_error)?;
         let create = format!(
             "CREATE TABLE {table} (
                 key TEXT PRIMARY KEY NOT NULL,
@@ -292,118 +270,81 @@ impl SqliteStore {
             sqlx::raw_sql(&step)
                 .execute(&mut *tx)
                 .await
-                .map_err(db_error)?;
+                .map_err(Self::db_error)?;
         }
-        tx.commit().await.map_err(db_error)
-    }
-
-    /// The live (unexpired) object's metadata at `key`, read with `exec`.
-    async fn current<'e, E>(&self, exec: E, key: &Key) -> Result<Option<Meta>>
-    where
-        E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-    {
-        let meta: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT meta FROM {} WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-            self.table
-        ))
-        .bind(key.as_str())
-        .bind(to_millis(now_millis()))
-        .fetch_optional(exec)
-        .await
-        .map_err(db_error)?;
-        meta.map(|m| Meta::decode(m.as_bytes())).transpose()
-    }
-
-    /// `span` of the body of `key`, if the object there still has `etag`.
-    async fn read_span(&self, key: &Key, etag: ETag, span: Range<u64>) -> Result<Option<Vec<u8>>> {
-        // substr on a BLOB counts bytes, from 1.
-        let sql = format!(
-            "SELECT substr(body, ?, ?) FROM {} WHERE key = ? AND etag = ?",
-            self.table
-        );
-        let q = bind_span(sqlx::query_scalar(&sql), key, &etag, span);
-        q.fetch_optional(&self.pool).await.map_err(db_error)
+        tx.commit().await.map_err(Self::db_error)
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            max_object_size: Some(MAX_OBJECT_SIZE),
-            ..Capabilities::full("sqlite", AtomicScope::Host, true)
-        }
-    }
-
-    async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
-        opts.answer(key, self.current(&self.pool, key).await?)
-    }
-
-    async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        let bytes = |etag, span| self.read_span(key, etag, span);
-        let meta = || async {
-            let meta = self.current(&self.pool, key).await?;
-            Ok(meta.map(|m| (m, None)))
-        };
-        get_decided(key, &opts, meta, bytes).await
-    }
-
-    async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
-        sql::put(self, self.capabilities(), key, body, opts).await
-    }
-
-    async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
-        sql::delete(self, self.capabilities(), key, opts).await
-    }
-
-    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
-        opts.validate()?;
-        let now = to_millis(now_millis());
-        scan_page(&opts, |from, end, n| async move {
-            let (op, start) = match from {
-                ScanFrom::After(s) => (">", s),
-                ScanFrom::At(s) => (">=", s),
-            };
-            sqlx::query_scalar::<_, String>(&format!(
-                "SELECT meta FROM {} WHERE key {op} ? AND (? IS NULL OR key < ?)
-                 AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
-                self.table
-            ))
-            .bind(start)
-            .bind(end.as_deref())
-            .bind(end.as_deref())
-            .bind(now)
-            .bind(n as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(|json| Meta::decode(json.as_bytes()))
-            .collect()
-        })
-        .await
+/// This dialect's statements for `t`. The writes name the values of [`Row::args`] they take by
+/// number (etag, size, expires_at, meta, key, the guard's etag): the body is not bound but
+/// written into the row afterwards ([`write_blob`]).
+fn statements(t: &str) -> Statements {
+    let live = "(expires_at IS NULL OR expires_at > ?)";
+    let list = |op: &str| {
+        format!(
+            "SELECT meta FROM {t} WHERE key {op} ? AND (? IS NULL OR key < ?) AND {live}
+             ORDER BY key LIMIT ?"
+        )
+    };
+    Statements {
+        current: format!("SELECT meta FROM {t} WHERE key = ? AND {live}"),
+        // length() of a BLOB is its size, read without the blob.
+        current_inline: format!(
+            "SELECT meta, CASE WHEN length(body) <= ? THEN body END FROM {t} WHERE key = ? AND {live}"
+        ),
+        // substr on a BLOB counts bytes, from 1.
+        span: format!("SELECT substr(body, ?, ?) FROM {t} WHERE key = ? AND etag = ?"),
+        list_after: list(">"),
+        list_at: list(">="),
+        sweep: format!("DELETE FROM {t} WHERE expires_at <= ?"),
+        // Under the write lock `BEGIN IMMEDIATE` took: no one else can change the row.
+        lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE key = ?"),
+        delete: format!("DELETE FROM {t} WHERE key = ? AND etag = ?"),
+        insert: format!(
+            "INSERT INTO {t} (etag, expires_at, meta, body, key)
+             VALUES (?1, ?4, ?6, zeroblob(?2), ?8)"
+        ),
+        update_locked: format!(
+            "UPDATE {t} SET etag = ?1, expires_at = ?4, meta = ?6, body = zeroblob(?2)
+             WHERE key = ?8 AND etag = ?9"
+        ),
+        // This layout has no last_modified column to guard on, and the write lock makes the
+        // decision cheap here.
+        update_live: None,
     }
 }
 
 #[async_trait]
 impl Backend for SqliteStore {
     type Db = sqlx::Sqlite;
-
+    type Text = String;
+    const NAME: &'static str = "sqlite";
+    const SCOPE: AtomicScope = AtomicScope::Host;
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
-
     const DISCARD_FAILED_CONNECTIONS: bool = true;
 
-    fn pool(&self) -> &SqlitePool {
-        &self.pool
+    fn table(&self) -> &Table<sqlx::Sqlite> {
+        &self.table
     }
 
     fn db_error(e: sqlx::Error) -> Error {
-        db_error(e)
+        match &e {
+            sqlx::Error::Io(io) if crate::error::is_storage_full(io) => Error::storage_full(e),
+            // SQLITE_FULL: "database or disk is full" (the disk, or max_page_count).
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("13") => Error::storage_full(e),
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Error::transient(e),
+            // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout: another writer held the lock.
+            sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "6" | "517")) => {
+                Error::transient(e)
+            }
+            _ => Error::backend(e),
+        }
     }
 
     /// A failed COMMIT of an embedded database did not commit: read like any other error.
     fn commit_error(e: sqlx::Error) -> Error {
-        db_error(e)
+        Self::db_error(e)
     }
 
     /// Never: `BEGIN IMMEDIATE` holds the write lock across the decision, so no other writer
@@ -412,100 +353,27 @@ impl Backend for SqliteStore {
         false
     }
 
-    async fn lock_row(&self, tx: &mut SqliteConnection, key: &Key) -> Result<Option<LockedRow>> {
-        // Under the write lock `BEGIN IMMEDIATE` took: no one else can change the row.
-        let row: Option<(String, Option<i64>, String)> = sqlx::query_as(&self.sql.lock)
-            .bind(key.as_str())
-            .fetch_optional(tx)
-            .await
-            .map_err(db_error)?;
-        Ok(row.map(|(etag, exp, meta)| (etag, exp, meta.into_bytes())))
-    }
-
-    async fn read_live(&self, conn: &mut SqliteConnection, key: &Key) -> Result<Option<Meta>> {
-        self.current(conn, key).await
-    }
-
     /// The row is written with a zero-filled body of the right length (`zeroblob`, which
     /// SQLite stores without building it in memory), then the body is copied into it in place
     /// ([`write_blob`]): the body is never bound to a statement, which would copy it twice more
     /// (into sqlx's arguments and into SQLite's record).
     async fn write(&self, tx: &mut SqliteConnection, row: &Row<'_>) -> sqlx::Result<u64> {
-        let (sql, guard) = match row.guard {
-            Guard::Locked(etag) => (&self.sql.update, Some(etag)),
-            Guard::Insert => (&self.sql.insert, None),
-            // Not asked for (no ONE_STATEMENT_WRITES: this layout has no last_modified column
-            // to guard on, and the write lock makes the decision cheap here).
-            Guard::Live(_) => {
-                return Err(sqlx::Error::Protocol(
-                    "sqlite store: one-statement writes are not used".into(),
-                ))
-            }
-        };
-        let key = row.meta.key.as_str();
-        let mut q = sqlx::query(sql)
-            .bind(row.meta.etag.opaque())
-            .bind(row.meta.expires_at.map(to_millis))
-            .bind(row.encoded)
-            .bind(row.body.len() as i64)
-            .bind(key);
-        if let Some(etag) = guard {
-            q = q.bind(etag);
-        }
-        let written = q.execute(&mut *tx).await?.rows_affected();
+        let written = write_row(self, tx, row, &[]).await?;
         if written == 1 && !row.body.is_empty() {
-            let rowid: i64 = sqlx::query_scalar(&self.sql.rowid)
-                .bind(key)
+            let rowid: i64 = sqlx::query_scalar(&self.rowid)
+                .bind(row.meta.key.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
             let mut handle = tx.lock_handle().await?;
-            write_blob(&mut handle, &self.table, rowid, row.body)?;
+            write_blob(&mut handle, &self.table.name, rowid, row.body)?;
         }
         Ok(written)
     }
-
-    async fn delete_row(
-        &self,
-        tx: &mut SqliteConnection,
-        key: &Key,
-        etag: &str,
-    ) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.delete)
-            .bind(key.as_str())
-            .bind(etag)
-            .execute(tx)
-            .await?;
-        Ok(())
-    }
 }
 
-/// The statements that name the table, formatted once. The writes take `?1` etag, `?2`
-/// expires_at, `?3` meta, `?4` the body's length, `?5` key, `?6` the guard's etag; the body
-/// itself is written by [`write_blob`].
-#[derive(Debug)]
-struct Statements {
-    lock: String,
-    update: String,
-    insert: String,
-    rowid: String,
-    delete: String,
-}
-
-impl Statements {
-    fn new(t: &str) -> Self {
-        Statements {
-            lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE key = ?"),
-            update: format!(
-                "UPDATE {t} SET etag = ?1, expires_at = ?2, meta = ?3, body = zeroblob(?4)
-                 WHERE key = ?5 AND etag = ?6"
-            ),
-            insert: format!(
-                "INSERT INTO {t} (etag, expires_at, meta, body, key)
-                 VALUES (?1, ?2, ?3, zeroblob(?4), ?5)"
-            ),
-            rowid: format!("SELECT rowid FROM {t} WHERE key = ?"),
-            delete: format!("DELETE FROM {t} WHERE key = ? AND etag = ?"),
-        }
+impl Affected for SqliteQueryResult {
+    fn affected(&self) -> u64 {
+        self.rows_affected()
     }
 }
 
@@ -570,7 +438,7 @@ fn write_blob(
     result
 }
 
-/// A failed blob call as a sqlx error that [`db_error`] reads: a full disk or database as
+/// A failed blob call as a sqlx error that [`Backend::db_error`] reads: a full disk or database as
 /// `StorageFull`, an I/O error as I/O, anything else as a protocol error with SQLite's message.
 fn blob_error(db: *mut libsqlite3_sys::sqlite3, rc: std::ffi::c_int) -> sqlx::Error {
     use libsqlite3_sys as ffi;
