@@ -51,7 +51,8 @@ use sqlx::sqlite::{
 
 use crate::capabilities::AtomicScope;
 use crate::drivers::sql::{
-    self, validate_table, write_row, Affected, Backend, Row, Statements, Table, TableOptions,
+    self, validate_table, write_row, Affected, Backend, Dialect, Layout, Row, Statements, Table,
+    TableOptions,
 };
 use crate::error::{Error, Result};
 
@@ -60,6 +61,15 @@ pub const MAX_OBJECT_SIZE: u64 = 1_000_000_000;
 
 /// The layout version this driver writes.
 const SCHEMA_VERSION: i64 = 2;
+
+/// SQLite's SQL where it differs: the layout keeps no `size` column, and `BEGIN IMMEDIATE`
+/// holds the database's write lock instead of a row lock.
+const DIALECT: Dialect = Dialect {
+    // length() of a BLOB is its size, read without the blob.
+    size: "length(body)",
+    for_update: "",
+    ..Dialect::STANDARD
+};
 
 /// Settings of a [`SqliteStore`].
 #[derive(Clone, Debug)]
@@ -188,16 +198,7 @@ impl SqliteStore {
         }
         let pool = pool_opts.connect_with(opts).await.map_err(Self::db_error)?;
         let t = &config.table;
-        Self::migrate(&pool, t).await?;
-        let sql = statements(t);
-        let table = Table::new(
-            Self::NAME,
-            pool,
-            t,
-            sql,
-            MAX_OBJECT_SIZE,
-            config.sweep_interval,
-        );
+        let table = Table::open::<Self>(pool, t, MAX_OBJECT_SIZE, config.sweep_interval).await?;
         Ok(SqliteStore {
             table,
             rowid: format!("SELECT rowid FROM {t} WHERE key = ?"),
@@ -207,111 +208,6 @@ impl SqliteStore {
     /// Opens the store a `sqlite:` URL names (see [`SqliteConfig::from_url`]).
     pub async fn from_url(url: &str) -> Result<Self> {
         Self::open(SqliteConfig::from_url(url)?).await
-    }
-
-    async fn migrate(pool: &SqlitePool, table: &str) -> Result<()> {
-        let mut tx = pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(Self::db_error)?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS larder_schema (tbl TEXT PRIMARY KEY, version INTEGER NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(Self::db_error)?;
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM larder_schema WHERE tbl = ?")
-                .bind(table)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(Self::db_error)?;
-        let create = format!(
-            "CREATE TABLE {table} (
-                key TEXT PRIMARY KEY NOT NULL,
-                etag TEXT NOT NULL,
-                expires_at INTEGER,
-                meta TEXT NOT NULL,
-                body BLOB NOT NULL
-            );
-            CREATE INDEX {table}_expires ON {table} (expires_at) WHERE expires_at IS NOT NULL"
-        );
-        let steps = match version {
-            Some(SCHEMA_VERSION) => vec![],
-            // Layout 1 was a WITHOUT ROWID table, which incremental blob I/O cannot write
-            // into: copied into the layout-2 table once, inside this transaction.
-            Some(1) => vec![
-                format!("ALTER TABLE {table} RENAME TO {table}_v1"),
-                format!("DROP INDEX IF EXISTS {table}_expires"),
-                create,
-                format!(
-                    "INSERT INTO {table} (key, etag, expires_at, meta, body)
-                     SELECT key, etag, expires_at, meta, body FROM {table}_v1"
-                ),
-                format!("DROP TABLE {table}_v1"),
-                format!(
-                    "UPDATE larder_schema SET version = {SCHEMA_VERSION} WHERE tbl = '{table}'"
-                ),
-            ],
-            Some(v) => {
-                return Err(Error::backend(format!(
-                    "sqlite table {table} has layout version {v}; this build reads {SCHEMA_VERSION}"
-                )))
-            }
-            None => vec![
-                create,
-                format!(
-                    "INSERT INTO larder_schema (tbl, version) VALUES ('{table}', {SCHEMA_VERSION})"
-                ),
-            ],
-        };
-        for step in steps {
-            // The table name is checked (letters, digits, _): splicing it is safe.
-            sqlx::raw_sql(&step)
-                .execute(&mut *tx)
-                .await
-                .map_err(Self::db_error)?;
-        }
-        tx.commit().await.map_err(Self::db_error)
-    }
-}
-
-/// This dialect's statements for `t`. The writes name the values of [`Row::args`] they take by
-/// number (etag, size, expires_at, meta, key, the guard's etag): the body is not bound but
-/// written into the row afterwards ([`write_blob`]).
-fn statements(t: &str) -> Statements {
-    let live = "(expires_at IS NULL OR expires_at > ?)";
-    let list = |op: &str| {
-        format!(
-            "SELECT meta FROM {t} WHERE key {op} ? AND (? IS NULL OR key < ?) AND {live}
-             ORDER BY key LIMIT ?"
-        )
-    };
-    Statements {
-        current: format!("SELECT meta FROM {t} WHERE key = ? AND {live}"),
-        // length() of a BLOB is its size, read without the blob.
-        current_inline: format!(
-            "SELECT meta, CASE WHEN length(body) <= ? THEN body END FROM {t} WHERE key = ? AND {live}"
-        ),
-        // substr on a BLOB counts bytes, from 1.
-        span: format!("SELECT substr(body, ?, ?) FROM {t} WHERE key = ? AND etag = ?"),
-        list_after: list(">"),
-        list_at: list(">="),
-        sweep: format!("DELETE FROM {t} WHERE expires_at <= ?"),
-        // Under the write lock `BEGIN IMMEDIATE` took: no one else can change the row.
-        lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE key = ?"),
-        delete: format!("DELETE FROM {t} WHERE key = ? AND etag = ?"),
-        insert: format!(
-            "INSERT INTO {t} (etag, expires_at, meta, body, key)
-             VALUES (?1, ?4, ?6, zeroblob(?2), ?8)"
-        ),
-        update_locked: format!(
-            "UPDATE {t} SET etag = ?1, expires_at = ?4, meta = ?6, body = zeroblob(?2)
-             WHERE key = ?8 AND etag = ?9"
-        ),
-        // This layout has no last_modified column to guard on, and the write lock makes the
-        // decision cheap here.
-        update_live: None,
     }
 }
 
@@ -326,6 +222,62 @@ impl Backend for SqliteStore {
 
     fn table(&self) -> &Table<sqlx::Sqlite> {
         &self.table
+    }
+
+    async fn migrate(pool: &SqlitePool, t: &str) -> Result<()> {
+        let mut tx = pool.begin_with(Self::BEGIN).await.map_err(Self::db_error)?;
+        let create = [
+            format!(
+                "CREATE TABLE {t} (
+                    key TEXT PRIMARY KEY NOT NULL,
+                    etag TEXT NOT NULL,
+                    expires_at INTEGER,
+                    meta TEXT NOT NULL,
+                    body BLOB NOT NULL
+                )"
+            ),
+            format!("CREATE INDEX {t}_expires ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
+        ];
+        // Layout 1 was a WITHOUT ROWID table, which incremental blob I/O cannot write into:
+        // copied into the layout-2 table once, inside this transaction.
+        let mut from_1 = vec![
+            format!("ALTER TABLE {t} RENAME TO {t}_v1"),
+            format!("DROP INDEX IF EXISTS {t}_expires"),
+        ];
+        from_1.extend(create.iter().cloned());
+        from_1.extend([
+            format!(
+                "INSERT INTO {t} (key, etag, expires_at, meta, body)
+                 SELECT key, etag, expires_at, meta, body FROM {t}_v1"
+            ),
+            format!("DROP TABLE {t}_v1"),
+        ]);
+        let layout = Layout {
+            version: SCHEMA_VERSION,
+            create: create.into(),
+            upgrade: Some((1, from_1)),
+        };
+        sql::migrate::<Self>(&mut tx, &DIALECT, t, layout).await?;
+        tx.commit().await.map_err(Self::db_error)
+    }
+
+    /// This dialect's statements for `t`. The writes name the values of [`Row::args`] they take by
+    /// number (etag, size, expires_at, meta, key, the guard's etag): the body is not bound but
+    /// written into the row afterwards ([`write_blob`]), and no put is one statement (this layout
+    /// has no `last_modified` column to guard on, and the write lock makes the decision cheap).
+    fn statements(t: &str) -> Statements {
+        Statements {
+            insert: format!(
+                "INSERT INTO {t} (etag, expires_at, meta, body, key)
+                 VALUES (?1, ?4, ?6, zeroblob(?2), ?8)"
+            ),
+            update_locked: format!(
+                "UPDATE {t} SET etag = ?1, expires_at = ?4, meta = ?6, body = zeroblob(?2)
+                 WHERE key = ?8 AND etag = ?9"
+            ),
+            update_live: None,
+            ..Statements::new(t, &DIALECT)
+        }
     }
 
     fn db_error(e: sqlx::Error) -> Error {

@@ -266,15 +266,8 @@ pub(crate) trait SqlDb: Database {
     async fn execute(conn: &mut Self::Connection, sql: &str, args: &[Arg<'_>])
         -> sqlx::Result<u64>;
 
-    /// The first row `sql` with `args` returns on `conn`, if any.
-    async fn fetch_optional(
-        conn: &mut Self::Connection,
-        sql: &str,
-        args: &[Arg<'_>],
-    ) -> sqlx::Result<Option<Self::Row>>;
-
     /// Every row `sql` with `args` returns on `conn`.
-    async fn fetch_all(
+    async fn fetch(
         conn: &mut Self::Connection,
         sql: &str,
         args: &[Arg<'_>],
@@ -285,7 +278,7 @@ pub(crate) trait SqlDb: Database {
     where
         T: for<'r> Decode<'r, Self> + Type<Self>;
 
-    /// Column `i` of `row`, a nullable integer.
+    /// Column `i` of `row`, a nullable integer (of 64 or 32 bits).
     fn int(row: &Self::Row, i: usize) -> sqlx::Result<Option<i64>>;
 
     /// Column `i` of `row`, nullable bytes.
@@ -324,6 +317,8 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB>,
     for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
     for<'r> Option<i64>: Decode<'r, DB>,
+    for<'r> Option<i32>: Decode<'r, DB>,
+    i32: Type<DB>,
     for<'r> Option<Vec<u8>>: Decode<'r, DB>,
     Vec<u8>: Type<DB>,
     usize: ColumnIndex<DB::Row>,
@@ -332,15 +327,7 @@ where
         Ok(query(sql, args).execute(conn).await?.affected())
     }
 
-    async fn fetch_optional(
-        conn: &mut DB::Connection,
-        sql: &str,
-        args: &[Arg<'_>],
-    ) -> sqlx::Result<Option<DB::Row>> {
-        query(sql, args).fetch_optional(conn).await
-    }
-
-    async fn fetch_all(
+    async fn fetch(
         conn: &mut DB::Connection,
         sql: &str,
         args: &[Arg<'_>],
@@ -357,6 +344,7 @@ where
 
     fn int(row: &DB::Row, i: usize) -> sqlx::Result<Option<i64>> {
         row.try_get(i)
+            .or_else(|_| Ok(row.try_get::<Option<i32>, _>(i)?.map(i64::from)))
     }
 
     fn bytes(row: &DB::Row, i: usize) -> sqlx::Result<Option<Vec<u8>>> {
@@ -396,6 +384,53 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
+    /// The statements of table `t` in dialect `d`: the writes bind the whole row (every
+    /// column, the body included) and a put can be one statement.
+    pub(crate) fn new(t: &str, d: &Dialect) -> Self {
+        let k = d.key;
+        let live = "(expires_at IS NULL OR expires_at > ?)";
+        let set = format!(
+            "UPDATE {t} SET etag = ?, size = ?, last_modified = ?, expires_at = ?,
+               content_type = ?, meta = ?, body = ? WHERE {k} = ?"
+        );
+        let list = |op: &str| {
+            d.sql(format!(
+                "SELECT meta FROM {t} WHERE {k} {op} ? AND ({} IS NULL OR {k} < ?) AND {live}
+                 ORDER BY {k} LIMIT ?",
+                d.text
+            ))
+        };
+        Statements {
+            current: d.sql(format!("SELECT meta FROM {t} WHERE {k} = ? AND {live}")),
+            current_inline: d.sql(format!(
+                "SELECT meta, CASE WHEN {} <= ? THEN body END FROM {t} WHERE {k} = ? AND {live}",
+                d.size
+            )),
+            span: d.sql(format!(
+                "SELECT {} FROM {t} WHERE {k} = ? AND etag = ?",
+                d.span
+            )),
+            list_after: list(">"),
+            list_at: list(">="),
+            sweep: d.sql(format!("DELETE FROM {t} WHERE expires_at <= ?")),
+            lock: d.sql(format!(
+                "SELECT etag, expires_at, meta FROM {t} WHERE {k} = ?{}",
+                d.for_update
+            )),
+            delete: d.sql(format!("DELETE FROM {t} WHERE {k} = ? AND etag = ?")),
+            insert: d.sql(format!(
+                "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, {k})
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?){}",
+                d.on_conflict
+            )),
+            update_locked: d.sql(format!("{set} AND etag = ?")),
+            update_live: Some((
+                d.sql(format!("{set} AND etag = ? AND {live} AND last_modified <= ?")),
+                d.sql(format!("{set} AND {live} AND last_modified <= ?")),
+            )),
+        }
+    }
+
     /// The statement that writes a row under `guard`.
     fn write(&self, guard: &Guard<'_>) -> sqlx::Result<&str> {
         match (guard, &self.update_live) {
@@ -408,6 +443,115 @@ impl Statements {
             )),
         }
     }
+}
+
+/// How a dialect's SQL differs from the statements written once here ([`Statements::new`],
+/// [`migrate`]), as data.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dialect {
+    /// The key column as a statement names it (MySQL: `` `key` ``, a reserved word there).
+    pub(crate) key: &'static str,
+    /// Whether placeholders are numbered (`$1`, `$2`: PostgreSQL) rather than `?`.
+    pub(crate) numbered: bool,
+    /// A text placeholder whose type the server cannot infer (in `? IS NULL`).
+    pub(crate) text: &'static str,
+    /// The span of the body from byte `?` (counted from 1), `?` bytes long.
+    pub(crate) span: &'static str,
+    /// The body's size.
+    pub(crate) size: &'static str,
+    /// What makes a read lock the row it reads for the rest of the transaction.
+    pub(crate) for_update: &'static str,
+    /// What makes an INSERT of a key that has a row affect 0 rows instead of failing.
+    pub(crate) on_conflict: &'static str,
+    /// Creates the table `larder_schema` (`tbl`, `version`) if missing.
+    pub(crate) schema: &'static str,
+}
+
+impl Dialect {
+    /// The SQL a dialect keeps unless it differs.
+    pub(crate) const STANDARD: Dialect = Dialect {
+        key: "key",
+        numbered: false,
+        text: "?",
+        span: "substring(body, ?, ?)",
+        size: "size",
+        for_update: " FOR UPDATE",
+        on_conflict: "",
+        schema: "CREATE TABLE IF NOT EXISTS larder_schema (tbl TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+    };
+
+    /// `sql`, written with `?` placeholders, as this dialect takes it.
+    pub(crate) fn sql(&self, sql: String) -> String {
+        if !self.numbered {
+            return sql;
+        }
+        let mut numbered = String::with_capacity(sql.len() + 16);
+        for (n, part) in sql.split('?').enumerate() {
+            if n > 0 {
+                numbered.push_str(&format!("${n}"));
+            }
+            numbered.push_str(part);
+        }
+        numbered
+    }
+}
+
+/// A table's layout: the version this build writes and what creates it, and what converts the
+/// older layout this build still reads, if there is one.
+pub(crate) struct Layout {
+    /// The version this build writes.
+    pub(crate) version: i64,
+    /// The statements that create the table at this version.
+    pub(crate) create: Vec<String>,
+    /// An older version and the statements that convert a table from it.
+    pub(crate) upgrade: Option<(i64, Vec<String>)>,
+}
+
+/// Brings the table `name` to `layout` on `conn`, under a lock on the schema that the caller
+/// holds: a missing table is created, one of the older layout this build reads is converted,
+/// one of this layout is kept, and any other (a newer build's) is refused, never misread.
+/// `larder_schema` records each table's layout version. (The name is checked, letters, digits
+/// and `_`: splicing it into the statements is safe.)
+pub(crate) async fn migrate<B: Backend>(
+    conn: &mut Conn<B>,
+    d: &Dialect,
+    name: &str,
+    layout: Layout,
+) -> Result<()> {
+    B::Db::execute(conn, d.schema, &[])
+        .await
+        .map_err(B::db_error)?;
+    let read = d.sql("SELECT version FROM larder_schema WHERE tbl = ?".into());
+    let row = fetch_row::<B>(conn, &read, &[Arg::Text(name)]).await?;
+    let version = match row {
+        Some(row) => B::Db::int(&row, 0).map_err(B::db_error)?,
+        None => None,
+    };
+    let (steps, record) = match (version, layout.upgrade) {
+        (Some(v), _) if v == layout.version => return Ok(()),
+        (Some(v), Some((from, steps))) if v == from => {
+            (steps, "UPDATE larder_schema SET version = ? WHERE tbl = ?")
+        }
+        (Some(v), _) => {
+            return Err(Error::backend(format!(
+                "{} table {name} has layout version {v}; this build reads {}",
+                B::NAME,
+                layout.version
+            )))
+        }
+        (None, _) => (
+            layout.create,
+            "INSERT INTO larder_schema (version, tbl) VALUES (?, ?)",
+        ),
+    };
+    for step in &steps {
+        B::Db::execute(conn, step, &[]).await.map_err(B::db_error)?;
+    }
+    let args = [Arg::Int(layout.version), Arg::Text(name)];
+    B::Db::execute(conn, &d.sql(record.into()), &args)
+        .await
+        .map_err(B::db_error)?;
+    Ok(())
 }
 
 /// What every SQL store holds: its pool, its statements, its bound on objects, and the sweeper
@@ -424,23 +568,25 @@ pub(crate) struct Table<DB: Database> {
 }
 
 impl<DB: SqlDb> Table<DB> {
-    /// The table `name` of a `driver` store, its layout already checked: sweeps it every `sweep`.
-    pub(crate) fn new(
-        driver: &'static str,
+    /// The table `name` of a `B` store connected to by `pool`: brought to this build's layout
+    /// ([`Backend::migrate`]), with objects of at most `max_object_size` bytes, and its expired
+    /// rows swept every `sweep`.
+    pub(crate) async fn open<B: Backend<Db = DB>>(
         pool: Pool<DB>,
         name: &str,
-        sql: Statements,
         max_object_size: u64,
         sweep: Option<Duration>,
-    ) -> Self {
-        let sweeper = Sweeper::spawn(driver, &pool, sql.sweep.clone(), sweep);
-        Table {
+    ) -> Result<Self> {
+        B::migrate(&pool, name).await?;
+        let sql = B::statements(name);
+        let sweeper = Sweeper::spawn(B::NAME, &pool, sql.sweep.clone(), sweep);
+        Ok(Table {
             pool,
             name: name.to_owned(),
             sql,
             max_object_size,
             _sweeper: sweeper,
-        }
+        })
     }
 }
 
@@ -483,6 +629,13 @@ pub(crate) trait Backend: std::fmt::Debug + Send + Sync + Sized + 'static {
     /// The store's table.
     fn table(&self) -> &Table<Self::Db>;
 
+    /// Brings the table `t` to this build's layout ([`migrate`]) under the dialect's lock on
+    /// the schema.
+    async fn migrate(pool: &Pool<Self::Db>, t: &str) -> Result<()>;
+
+    /// The statements of the table `t`.
+    fn statements(t: &str) -> Statements;
+
     /// Maps an error: transient where retrying is worth it, else permanent.
     fn db_error(e: sqlx::Error) -> Error;
 
@@ -519,10 +672,8 @@ pub(crate) async fn write_row<B: Backend>(
 /// The live (unexpired) object's metadata at `key`.
 async fn current<B: Backend>(backend: &B, conn: &mut Conn<B>, key: &Key) -> Result<Option<Meta>> {
     let args = [Arg::Text(key.as_str()), Arg::Int(to_millis(now_millis()))];
-    let row = B::Db::fetch_optional(conn, &backend.table().sql.current, &args).await;
-    row.map_err(B::db_error)?
-        .map(|row| meta_column::<B>(&row, 0))
-        .transpose()
+    let row = fetch_row::<B>(conn, &backend.table().sql.current, &args).await?;
+    row.map(|row| meta_column::<B>(&row, 0)).transpose()
 }
 
 /// The live object's metadata at `key`, with its body if that is at most [`INLINE_MAX`] bytes:
@@ -534,8 +685,8 @@ async fn current_inline<B: Backend>(
     let mut conn = backend.table().pool.acquire().await.map_err(B::db_error)?;
     let now = to_millis(now_millis());
     let args = [Arg::Int(INLINE_MAX), Arg::Text(key.as_str()), Arg::Int(now)];
-    let row = B::Db::fetch_optional(&mut conn, &backend.table().sql.current_inline, &args).await;
-    let Some(row) = row.map_err(B::db_error)? else {
+    let row = fetch_row::<B>(&mut conn, &backend.table().sql.current_inline, &args).await?;
+    let Some(row) = row else {
         return Ok(None);
     };
     let body = B::Db::bytes(&row, 1).map_err(B::db_error)?;
@@ -557,8 +708,7 @@ async fn read_span<B: Backend>(
         Arg::Text(key.as_str()),
         Arg::Text(etag.opaque()),
     ];
-    let row = B::Db::fetch_optional(&mut conn, &backend.table().sql.span, &args).await;
-    match row.map_err(B::db_error)? {
+    match fetch_row::<B>(&mut conn, &backend.table().sql.span, &args).await? {
         Some(row) => Ok(Some(
             B::Db::bytes(&row, 0)
                 .map_err(B::db_error)?
@@ -566,6 +716,16 @@ async fn read_span<B: Backend>(
         )),
         None => Ok(None),
     }
+}
+
+/// The row `sql` with `args` (a statement of one row at most) returns on `conn`, if any.
+async fn fetch_row<B: Backend>(
+    conn: &mut Conn<B>,
+    sql: &str,
+    args: &[Arg<'_>],
+) -> Result<Option<<B::Db as Database>::Row>> {
+    let rows = B::Db::fetch(conn, sql, args).await.map_err(B::db_error)?;
+    Ok(rows.into_iter().next())
 }
 
 /// Column `i` of `row`, a `meta` column, decoded.
@@ -582,8 +742,7 @@ async fn lock<B: Backend>(
     key: &Key,
 ) -> Result<(Option<String>, Option<Meta>)> {
     let sql = &backend.table().sql.lock;
-    let row = B::Db::fetch_optional(conn, sql, &[Arg::Text(key.as_str())]).await;
-    let Some(row) = row.map_err(B::db_error)? else {
+    let Some(row) = fetch_row::<B>(conn, sql, &[Arg::Text(key.as_str())]).await? else {
         return Ok((None, None));
     };
     let etag: B::Text = B::Db::column(&row, 0).map_err(B::db_error)?;
@@ -642,7 +801,7 @@ impl<B: Backend> Store for B {
                 Arg::Int(n as i64),
             ];
             let mut conn = table.pool.acquire().await.map_err(B::db_error)?;
-            let rows = B::Db::fetch_all(&mut conn, sql, &args).await;
+            let rows = B::Db::fetch(&mut conn, sql, &args).await;
             let rows = rows.map_err(B::db_error)?;
             rows.iter().map(|row| meta_column::<B>(row, 0)).collect()
         })

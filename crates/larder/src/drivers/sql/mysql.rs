@@ -35,16 +35,25 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlQueryResult};
 
-use super::{Affected, Backend, SqlConfig, Statements, Table};
+use super::{Affected, Backend, Dialect, Layout, SqlConfig, Statements, Table};
 use crate::error::{Error, Result};
 
 /// Room left in `max_allowed_packet` for the statement around the body (meta, metadata).
 const PACKET_HEADROOM: u64 = 256 * 1024;
 
 /// The layout version this driver writes.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i64 = 1;
+
+/// MySQL's SQL where it differs: `key` is a reserved word, and a `TEXT` primary key needs a
+/// length. (`_bin` collations make text columns read as bytes.)
+const DIALECT: Dialect = Dialect {
+    key: "`key`",
+    schema: "CREATE TABLE IF NOT EXISTS larder_schema (tbl VARCHAR(64) PRIMARY KEY, version INTEGER NOT NULL) ENGINE=InnoDB",
+    ..Dialect::STANDARD
+};
 
 /// A store in a MySQL / MariaDB (InnoDB) table.
 #[derive(Debug)]
@@ -110,22 +119,14 @@ impl MysqlStore {
             .connect(&config.url)
             .await
             .map_err(Self::db_error)?;
-        let t = &config.table;
-        Self::migrate(&pool, t).await?;
         let packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
             .fetch_one(&pool)
             .await
             .map_err(Self::db_error)?;
         let max_object_size = packet.saturating_sub(PACKET_HEADROOM);
-        let sql = statements(t);
-        let table = Table::new(
-            Self::NAME,
-            pool,
-            t,
-            sql,
-            max_object_size,
-            config.sweep_interval,
-        );
+        let table =
+            Table::open::<Self>(pool, &config.table, max_object_size, config.sweep_interval)
+                .await?;
         Ok(MysqlStore { table })
     }
 
@@ -133,6 +134,45 @@ impl MysqlStore {
     /// (see [`SqlConfig::from_url`]).
     pub async fn from_url(url: &str) -> Result<Self> {
         Self::open(SqlConfig::from_url(url)?).await
+    }
+
+    async fn migrate_locked(conn: &mut sqlx::MySqlConnection, t: &str) -> Result<()> {
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (
+                `key` VARBINARY(1024) NOT NULL PRIMARY KEY,
+                etag VARCHAR(128) NOT NULL,
+                size BIGINT NOT NULL,
+                last_modified BIGINT NOT NULL,
+                expires_at BIGINT NULL,
+                content_type TEXT NULL,
+                meta LONGTEXT NOT NULL,
+                body LONGBLOB NOT NULL,
+                INDEX {t}_expires (expires_at)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+        );
+        let layout = Layout {
+            version: SCHEMA_VERSION,
+            create: vec![create],
+            upgrade: None,
+        };
+        super::migrate::<Self>(conn, &DIALECT, t, layout).await
+    }
+}
+
+#[async_trait]
+impl Backend for MysqlStore {
+    type Db = sqlx::MySql;
+    type Text = Vec<u8>;
+    const NAME: &'static str = "mysql";
+
+    /// sqlx connects with CLIENT_FOUND_ROWS, so an UPDATE counts the rows it matched; without
+    /// it MySQL would count only the rows it changed (rewriting identical values counts 0).
+    /// Counted as changed rows all the same: the row-lock path does not rely on the count, and
+    /// the one-statement path only reads 0 as "decide under the row lock".
+    const UPDATE_COUNTS_CHANGED_ROWS_ONLY: bool = true;
+
+    fn table(&self) -> &Table<sqlx::MySql> {
+        &self.table
     }
 
     async fn migrate(pool: &MySqlPool, table: &str) -> Result<()> {
@@ -154,103 +194,8 @@ impl MysqlStore {
         result
     }
 
-    async fn migrate_locked(conn: &mut sqlx::MySqlConnection, table: &str) -> Result<()> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS larder_schema (tbl VARCHAR(64) PRIMARY KEY, version INTEGER NOT NULL) ENGINE=InnoDB",
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(Self::db_error)?;
-        let version: Option<i32> =
-            sqlx::query_scalar("SELECT version FROM larder_schema WHERE tbl = ?")
-                .bind(table)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(Self::db_error)?;
-        match version {
-            Some(SCHEMA_VERSION) => Ok(()),
-            Some(v) => Err(Error::backend(format!(
-                "mysql table {table} has layout version {v}; this build reads {SCHEMA_VERSION}"
-            ))),
-            None => {
-                sqlx::query(&format!(
-                    "CREATE TABLE IF NOT EXISTS {table} (
-                        `key` VARBINARY(1024) NOT NULL PRIMARY KEY,
-                        etag VARCHAR(128) NOT NULL,
-                        size BIGINT NOT NULL,
-                        last_modified BIGINT NOT NULL,
-                        expires_at BIGINT NULL,
-                        content_type TEXT NULL,
-                        meta LONGTEXT NOT NULL,
-                        body LONGBLOB NOT NULL,
-                        INDEX {table}_expires (expires_at)
-                    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
-                ))
-                .execute(&mut *conn)
-                .await
-                .map_err(Self::db_error)?;
-                sqlx::query("INSERT INTO larder_schema (tbl, version) VALUES (?, ?)")
-                    .bind(table)
-                    .bind(SCHEMA_VERSION)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(Self::db_error)?;
-                Ok(())
-            }
-        }
-    }
-}
-
-/// This dialect's statements for `t`.
-fn statements(t: &str) -> Statements {
-    let live = "(expires_at IS NULL OR expires_at > ?)";
-    let set = format!(
-        "UPDATE {t} SET etag = ?, size = ?, last_modified = ?, expires_at = ?,
-           content_type = ?, meta = ?, body = ? WHERE `key` = ?"
-    );
-    let list = |op: &str| {
-        format!(
-            "SELECT meta FROM {t} WHERE `key` {op} ? AND (? IS NULL OR `key` < ?) AND {live}
-             ORDER BY `key` LIMIT ?"
-        )
-    };
-    Statements {
-        current: format!("SELECT meta FROM {t} WHERE `key` = ? AND {live}"),
-        current_inline: format!(
-            "SELECT meta, IF(size <= ?, body, NULL) FROM {t} WHERE `key` = ? AND {live}"
-        ),
-        span: format!("SELECT SUBSTRING(body, ?, ?) FROM {t} WHERE `key` = ? AND etag = ?"),
-        list_after: list(">"),
-        list_at: list(">="),
-        sweep: format!("DELETE FROM {t} WHERE expires_at <= ?"),
-        // `_bin` collations make text columns read as bytes.
-        lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE `key` = ? FOR UPDATE"),
-        delete: format!("DELETE FROM {t} WHERE `key` = ? AND etag = ?"),
-        insert: format!(
-            "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, `key`)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        ),
-        update_locked: format!("{set} AND etag = ?"),
-        update_live: Some((
-            format!("{set} AND etag = ? AND {live} AND last_modified <= ?"),
-            format!("{set} AND {live} AND last_modified <= ?"),
-        )),
-    }
-}
-
-impl Backend for MysqlStore {
-    type Db = sqlx::MySql;
-    type Text = Vec<u8>;
-    const NAME: &'static str = "mysql";
-
-    /// sqlx connects with CLIENT_FOUND_ROWS, so an UPDATE counts the rows it matched; without
-    /// it MySQL would count only the rows it changed (rewriting identical values counts 0).
-    /// Counted as changed rows all the same: the row-lock path does not rely on the count, and
-    /// the one-statement path only reads 0 as "decide under the row lock".
-    const UPDATE_COUNTS_CHANGED_ROWS_ONLY: bool = true;
-
-    fn table(&self) -> &Table<sqlx::MySql> {
-        &self.table
+    fn statements(t: &str) -> Statements {
+        Statements::new(t, &DIALECT)
     }
 
     /// Connection and pool trouble, lock waits, deadlocks and statement timeouts are worth

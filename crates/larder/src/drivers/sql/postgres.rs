@@ -36,16 +36,27 @@
 
 use std::str::FromStr;
 
+use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult};
 
-use super::{Affected, Backend, SqlConfig, Statements, Table};
+use super::{Affected, Backend, Dialect, Layout, SqlConfig, Statements, Table};
 use crate::error::{Error, Result};
 
 /// Largest object: below PostgreSQL's 1 GB limit on one field, with room for the protocol.
 pub const MAX_OBJECT_SIZE: u64 = 512 * 1024 * 1024;
 
 /// The layout version this driver writes.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i64 = 1;
+
+/// PostgreSQL's SQL where it differs: numbered placeholders, typed where the server cannot
+/// infer them, and an insert of a key that has a row affects none.
+const DIALECT: Dialect = Dialect {
+    numbered: true,
+    text: "?::text",
+    span: "substring(body FROM ?::int FOR ?::int)",
+    on_conflict: " ON CONFLICT (key) DO NOTHING",
+    ..Dialect::STANDARD
+};
 
 /// A store in a PostgreSQL table.
 #[derive(Debug)]
@@ -69,17 +80,9 @@ impl PostgresStore {
             .connect_with(connect)
             .await
             .map_err(Self::db_error)?;
-        let t = &config.table;
-        Self::migrate(&pool, t).await?;
-        let sql = statements(t);
-        let table = Table::new(
-            Self::NAME,
-            pool,
-            t,
-            sql,
-            MAX_OBJECT_SIZE,
-            config.sweep_interval,
-        );
+        let table =
+            Table::open::<Self>(pool, &config.table, MAX_OBJECT_SIZE, config.sweep_interval)
+                .await?;
         Ok(PostgresStore { table })
     }
 
@@ -88,110 +91,9 @@ impl PostgresStore {
     pub async fn from_url(url: &str) -> Result<Self> {
         Self::open(SqlConfig::from_url(url)?).await
     }
-
-    async fn migrate(pool: &PgPool, table: &str) -> Result<()> {
-        let mut tx = pool.begin().await.map_err(Self::db_error)?;
-        // Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog: serialize.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('larder_schema'))")
-            .execute(&mut *tx)
-            .await
-            .map_err(Self::db_error)?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS larder_schema (tbl TEXT PRIMARY KEY, version INTEGER NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(Self::db_error)?;
-        let version: Option<i32> =
-            sqlx::query_scalar("SELECT version FROM larder_schema WHERE tbl = $1")
-                .bind(table)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(Self::db_error)?;
-        match version {
-            Some(SCHEMA_VERSION) => {}
-            Some(v) => {
-                return Err(Error::backend(format!(
-                "postgres table {table} has layout version {v}; this build reads {SCHEMA_VERSION}"
-            )))
-            }
-            None => {
-                sqlx::query(&format!(
-                    "CREATE TABLE IF NOT EXISTS {table} (
-                        key TEXT COLLATE \"C\" PRIMARY KEY,
-                        etag TEXT NOT NULL,
-                        size BIGINT NOT NULL,
-                        last_modified BIGINT NOT NULL,
-                        expires_at BIGINT,
-                        content_type TEXT,
-                        meta TEXT NOT NULL,
-                        body BYTEA NOT NULL
-                    )"
-                ))
-                .execute(&mut *tx)
-                .await
-                .map_err(Self::db_error)?;
-                sqlx::query(&format!(
-                    "CREATE INDEX IF NOT EXISTS {table}_expires ON {table} (expires_at) WHERE expires_at IS NOT NULL"
-                ))
-                .execute(&mut *tx)
-                .await
-                .map_err(Self::db_error)?;
-                sqlx::query("INSERT INTO larder_schema (tbl, version) VALUES ($1, $2)")
-                    .bind(table)
-                    .bind(SCHEMA_VERSION)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Self::db_error)?;
-            }
-        }
-        tx.commit().await.map_err(Self::db_error)
-    }
 }
 
-/// This dialect's statements for `t`.
-fn statements(t: &str) -> Statements {
-    let live_at = |n: u8| format!("(expires_at IS NULL OR expires_at > ${n})");
-    let set = format!(
-        "UPDATE {t} SET etag = $1, size = $2, last_modified = $3, expires_at = $4,
-           content_type = $5, meta = $6, body = $7 WHERE key = $8"
-    );
-    let list = |op: &str| {
-        format!(
-            "SELECT meta FROM {t} WHERE key {op} $1 AND ($2::text IS NULL OR key < $3)
-             AND {} ORDER BY key LIMIT $5",
-            live_at(4)
-        )
-    };
-    Statements {
-        current: format!("SELECT meta FROM {t} WHERE key = $1 AND {}", live_at(2)),
-        current_inline: format!(
-            "SELECT meta, CASE WHEN size <= $1 THEN body END FROM {t} WHERE key = $2 AND {}",
-            live_at(3)
-        ),
-        span: format!(
-            "SELECT substring(body FROM $1::int FOR $2::int) FROM {t} WHERE key = $3 AND etag = $4"
-        ),
-        list_after: list(">"),
-        list_at: list(">="),
-        sweep: format!("DELETE FROM {t} WHERE expires_at <= $1"),
-        lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE key = $1 FOR UPDATE"),
-        delete: format!("DELETE FROM {t} WHERE key = $1 AND etag = $2"),
-        insert: format!(
-            "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING"
-        ),
-        update_locked: format!("{set} AND etag = $9"),
-        update_live: Some((
-            format!(
-                "{set} AND etag = $9 AND {} AND last_modified <= $11",
-                live_at(10)
-            ),
-            format!("{set} AND {} AND last_modified <= $10", live_at(9)),
-        )),
-    }
-}
-
+#[async_trait]
 impl Backend for PostgresStore {
     type Db = sqlx::Postgres;
     type Text = String;
@@ -199,6 +101,43 @@ impl Backend for PostgresStore {
 
     fn table(&self) -> &Table<sqlx::Postgres> {
         &self.table
+    }
+
+    async fn migrate(pool: &PgPool, t: &str) -> Result<()> {
+        let mut tx = pool.begin().await.map_err(Self::db_error)?;
+        // Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog: serialize.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('larder_schema'))")
+            .execute(&mut *tx)
+            .await
+            .map_err(Self::db_error)?;
+        let create = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+                    key TEXT COLLATE \"C\" PRIMARY KEY,
+                    etag TEXT NOT NULL,
+                    size BIGINT NOT NULL,
+                    last_modified BIGINT NOT NULL,
+                    expires_at BIGINT,
+                    content_type TEXT,
+                    meta TEXT NOT NULL,
+                    body BYTEA NOT NULL
+                )"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at) WHERE expires_at IS NOT NULL"
+            ),
+        ];
+        let layout = Layout {
+            version: SCHEMA_VERSION,
+            create,
+            upgrade: None,
+        };
+        super::migrate::<Self>(&mut tx, &DIALECT, t, layout).await?;
+        tx.commit().await.map_err(Self::db_error)
+    }
+
+    fn statements(t: &str) -> Statements {
+        Statements::new(t, &DIALECT)
     }
 
     /// Connection and pool trouble, serialization failures, deadlocks and timeouts (a
