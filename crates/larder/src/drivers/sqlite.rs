@@ -30,7 +30,7 @@
 //! (`zeroblob`) and the bytes are written into it in place (`sqlite3_blob_write`), so a PUT of
 //! N bytes holds about N bytes, not the body again in a bound argument and in SQLite's record
 //! (`cargo bench --bench sqlite_put_rss` measures it); reads of a range
-//! fetch only that range (`substr`), checked against the ETag the decision was made on, so meta
+//! fetch only that range (`substring`), checked against the ETag the decision was made on, so meta
 //! and bytes always belong to one version. SQLite's blob limit (1 GB by default) bounds objects
 //! at [`MAX_OBJECT_SIZE`].
 //!

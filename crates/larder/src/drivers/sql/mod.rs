@@ -111,46 +111,36 @@ impl SqlConfig {
     /// none) are taken out of its query,
     /// the rest is the client's [`url`](SqlConfig::url).
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| Error::InvalidInput(format!("SQL store URL {url:?}: {e}")))?;
-        let driver = match parsed.scheme() {
-            "postgres" | "postgresql" => "postgres",
-            "mysql" | "mariadb" => "mysql",
-            other => {
-                return Err(Error::InvalidInput(format!(
-                    "not a postgres or mysql URL (scheme {other:?}): {url}"
-                )))
-            }
+        let schemes = ["postgres", "postgresql", "mysql", "mariadb"];
+        let parsed = crate::open::parse_store_url(url, "SQL store", &schemes)?;
+        let driver = if parsed.scheme().starts_with("postgres") {
+            "postgres"
+        } else {
+            "mysql"
         };
         let mut config = SqlConfig::default();
-        let mut rest = parsed.clone();
-        rest.set_query(None);
-        let mut kept = Vec::new();
-        for (k, v) in parsed.query_pairs() {
+        // Anything but Larder's options is the database client's own (sslmode, …).
+        config.url = crate::open::client_url(&parsed, |k, v| {
             let shared = TableOptions {
                 table: &mut config.table,
                 sweep_interval: &mut config.sweep_interval,
                 max_connections: &mut config.max_connections,
             };
-            if shared.take(driver, &k, &v)? {
-                continue;
+            if shared.take(driver, k, v)? {
+                return Ok(true);
             }
-            match &*k {
+            match k {
                 "acquire_timeout_ms" => {
-                    config.acquire_timeout = Duration::from_millis(number(driver, &k, &v)?)
+                    config.acquire_timeout = Duration::from_millis(number(driver, k, v)?)
                 }
                 "statement_timeout_ms" => {
-                    config.statement_timeout = Some(Duration::from_millis(number(driver, &k, &v)?))
-                        .filter(|d| !d.is_zero())
+                    config.statement_timeout =
+                        Some(Duration::from_millis(number(driver, k, v)?)).filter(|d| !d.is_zero())
                 }
-                // Anything else is the database client's own option (sslmode, …).
-                _ => kept.push((k.into_owned(), v.into_owned())),
+                _ => return Ok(false),
             }
-        }
-        if !kept.is_empty() {
-            rest.query_pairs_mut().extend_pairs(kept);
-        }
-        config.url = rest.into();
+            Ok(true)
+        })?;
         validate_table(driver, &config.table)?;
         Ok(config)
     }
@@ -1093,13 +1083,13 @@ fn discard_if_failed<B: Backend, T>(
 mod tests {
     use super::*;
 
+    /// (That the client's own options are kept: `open`'s `client_urls_keep_the_clients_options`.)
     #[test]
     fn larder_options_are_taken_out_of_the_url() {
         let c = SqlConfig::from_url(
-            "postgres://u@h:5432/db?table=t_1&sslmode=disable&sweep=0&max_connections=3&acquire_timeout_ms=250&statement_timeout_ms=0",
+            "postgres://u@h:5432/db?table=t_1&sweep=0&max_connections=3&acquire_timeout_ms=250&statement_timeout_ms=0",
         )
         .unwrap();
-        assert_eq!(c.url, "postgres://u@h:5432/db?sslmode=disable");
         assert_eq!(
             (c.table.as_str(), c.sweep_interval, c.max_connections),
             ("t_1", None, 3)
@@ -1108,10 +1098,6 @@ mod tests {
         assert_eq!(c.statement_timeout, None);
         let c = SqlConfig::from_url("mysql://h/db?statement_timeout_ms=1500").unwrap();
         assert_eq!(c.statement_timeout, Some(Duration::from_millis(1500)));
-        assert_eq!(
-            SqlConfig::from_url("mysql://h/db").unwrap().url,
-            "mysql://h/db"
-        );
         for bad in [
             "postgres://h/db?table=a-b",
             "postgres://h/db?sweep=soon",
