@@ -15,11 +15,12 @@
 //!   does `get_bytes` then `swap`, again on 412; for context, the database's own `n = n + 1`.
 //!   Every run checks that no increment was lost.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod contended;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use larder::{ETag, Error, Key, StoreExt};
+use larder::{ETag, Key, StoreExt};
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 
 const WORKERS: usize = 8;
@@ -197,93 +198,54 @@ where
             .execute(&pool)
             .await
             .unwrap();
-        let done = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..WORKERS)
-            .map(|_| {
-                let (pool, hk, done) = (pool.clone(), hk.clone(), done.clone());
-                tokio::spawn(async move {
-                    while start.elapsed() < RUN {
-                        let (body, etag): (Vec<u8>, String) = sqlx::query_as(h.read)
-                            .bind(&*hk)
-                            .fetch_one(&pool)
-                            .await
-                            .unwrap();
-                        let next = value(parse(&body) + 1);
-                        if hand_swap(&pool, h, &hk, &etag, &next).await {
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
-        let (body, _): (Vec<u8>, String) = sqlx::query_as(h.read)
-            .bind(&*hk)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        assert_eq!(
-            parse(&body),
-            done.load(Ordering::Relaxed),
-            "hand loop lost updates"
-        );
+        let read = move |pool: Pool<DB>, hk: Arc<str>| async move {
+            let row: (Vec<u8>, String) = sqlx::query_as(h.read)
+                .bind(&*hk)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            row
+        };
+        let hand_step = {
+            let (pool, hk) = (pool.clone(), hk.clone());
+            move || {
+                let (pool, hk) = (pool.clone(), hk.clone());
+                async move {
+                    let (body, etag) = read(pool.clone(), hk.clone()).await;
+                    hand_swap(&pool, h, &hk, &etag, &value(parse(&body) + 1)).await
+                }
+            }
+        };
+        let (rate, done) = contended::rate(WORKERS, RUN, hand_step).await;
+        let (body, _) = read(pool.clone(), hk).await;
+        assert_eq!(parse(&body), done, "hand loop lost updates");
         hand.push(rate);
 
         let lk = Key::new(format!("bench/cas/{tag}/{pass}")).unwrap();
         store.put_bytes(&lk, value(0).into()).await.unwrap();
-        let done = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..WORKERS)
-            .map(|_| {
-                let (store, lk, done) = (store.clone(), lk.clone(), done.clone());
-                tokio::spawn(async move {
-                    while start.elapsed() < RUN {
-                        let (bytes, meta) = store.get_bytes(&lk).await.unwrap();
-                        let next = value(parse(&bytes) + 1);
-                        match store.swap(&lk, &meta.etag, next.into()).await {
-                            Ok(_) => {
-                                done.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(Error::PreconditionFailed { .. }) => {}
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+        let larder_step = {
+            let (store, lk) = (store.clone(), lk.clone());
+            move || {
+                let (store, lk) = (store.clone(), lk.clone());
+                async move { contended::swap_increment(&*store, &lk, value).await }
+            }
+        };
+        let (rate, done) = contended::rate(WORKERS, RUN, larder_step).await;
         let (bytes, _) = store.get_bytes(&lk).await.unwrap();
-        assert_eq!(
-            parse(&bytes),
-            done.load(Ordering::Relaxed),
-            "larder lost updates"
-        );
+        assert_eq!(parse(&bytes), done, "larder lost updates");
         lard.push(rate);
 
-        let done = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..WORKERS)
-            .map(|_| {
-                let (pool, done) = (pool.clone(), done.clone());
-                tokio::spawn(async move {
-                    while start.elapsed() < RUN {
-                        sqlx::query(h.native).execute(&pool).await.unwrap();
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        native.push(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64());
+        let native_step = {
+            let pool = pool.clone();
+            move || {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query(h.native).execute(&pool).await.unwrap();
+                    true
+                }
+            }
+        };
+        native.push(contended::rate(WORKERS, RUN, native_step).await.0);
     }
     let case = format!("{db} CAS increment, {WORKERS} workers, one key");
     row(

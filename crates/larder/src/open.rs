@@ -104,6 +104,28 @@ pub(crate) fn parse_store_url(url: &str, what: &str, schemes: &[&str]) -> Result
     Ok(parsed)
 }
 
+/// The URL a driver hands to its database client: `parsed` without the options `take` takes
+/// out of its query (`take(k, v)` applies option `k`, `Ok(true)`, if it is the driver's own),
+/// the client's own options kept in their order, and no query when none is left.
+#[allow(dead_code)] // used by whichever drivers are compiled in
+pub(crate) fn client_url(
+    parsed: &url::Url,
+    mut take: impl FnMut(&str, &str) -> Result<bool>,
+) -> Result<String> {
+    let mut kept = Vec::new();
+    for (k, v) in parsed.query_pairs() {
+        if !take(&k, &v)? {
+            kept.push((k, v));
+        }
+    }
+    let mut client = parsed.clone();
+    client.set_query(None);
+    if !kept.is_empty() {
+        client.query_pairs_mut().extend_pairs(kept);
+    }
+    Ok(client.into())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -163,15 +185,47 @@ mod tests {
         }
     }
 
+    /// Every driver that hands its URL to a database client takes its own options out of the
+    /// query and keeps the client's.
+    #[test]
+    fn client_urls_keep_the_clients_options() {
+        let ours = |k: &str, _: &str| Ok(k == "table");
+        let split = |url: &str| client_url(&url::Url::parse(url).unwrap(), ours).unwrap();
+        assert_eq!(split("x://h/db?b=1&table=t&a=2"), "x://h/db?b=1&a=2");
+        assert_eq!(split("x://h/db?table=t"), "x://h/db");
+        let refuse = |_: &str, _: &str| Err(Error::InvalidInput("no".into()));
+        assert!(client_url(&url::Url::parse("x://h?k=v").unwrap(), refuse).is_err());
+        #[allow(unused_mut)]
+        let mut drivers: Vec<(&str, Result<String>, &str)> = Vec::new();
+        #[cfg(any(feature = "postgres", feature = "mysql"))]
+        {
+            use crate::drivers::sql::SqlConfig;
+            let url = "postgres://u@h:5432/db?table=t_1&sslmode=disable&sweep=0";
+            let want = "postgres://u@h:5432/db?sslmode=disable";
+            drivers.push((url, SqlConfig::from_url(url).map(|c| c.url), want));
+            let url = "mysql://h/db";
+            drivers.push((url, SqlConfig::from_url(url).map(|c| c.url), url));
+        }
+        #[cfg(feature = "redis")]
+        {
+            use crate::drivers::redis::RedisConfig;
+            let url = "rediss://u:p@h:6380/2?prefix=app&timeout_ms=7&list_batch=9&protocol=resp3";
+            let want = "rediss://u:p@h:6380/2?protocol=resp3";
+            drivers.push((url, RedisConfig::from_url(url).map(|c| c.server), want));
+        }
+        for (url, got, want) in drivers {
+            assert_eq!(got.unwrap(), want, "{url}");
+        }
+    }
+
     #[cfg(feature = "redis")]
     #[test]
-    fn redis_url_keeps_the_clients_own_options() {
+    fn redis_url_options() {
         use crate::drivers::redis::RedisConfig;
         let c = RedisConfig::from_url(
             "rediss://u:p@h:6380/2?prefix=app&timeout_ms=7&list_batch=9&protocol=resp3",
         )
         .unwrap();
-        assert_eq!(c.server, "rediss://u:p@h:6380/2?protocol=resp3");
         assert_eq!((c.prefix.as_str(), c.list_batch), ("app", 9));
         assert_eq!(c.timeout, Duration::from_millis(7));
         let c = RedisConfig::from_url("redis://h").unwrap();

@@ -30,7 +30,7 @@
 //! (`zeroblob`) and the bytes are written into it in place (`sqlite3_blob_write`), so a PUT of
 //! N bytes holds about N bytes, not the body again in a bound argument and in SQLite's record
 //! (`cargo bench --bench sqlite_put_rss` measures it); reads of a range
-//! fetch only that range (`substr`), checked against the ETag the decision was made on, so meta
+//! fetch only that range (`substring`), checked against the ETag the decision was made on, so meta
 //! and bytes always belong to one version. SQLite's blob limit (1 GB by default) bounds objects
 //! at [`MAX_OBJECT_SIZE`].
 //!
@@ -39,7 +39,6 @@
 //! Expired rows are absent for every read, listing and condition, and a background task deletes
 //! them every `sweep` seconds (default 60; 0 = never) for as long as the store lives.
 
-use std::ops::Range;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -47,29 +46,30 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{
     LockedSqliteHandle, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
-    SqlitePoolOptions, SqliteSynchronous,
+    SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous,
 };
 
-use crate::body::Body;
-use crate::capabilities::{AtomicScope, Capabilities};
-use crate::drivers::sql::ranged::{bind_span, get_decided};
+use crate::capabilities::AtomicScope;
 use crate::drivers::sql::{
-    self, validate_table, Backend, Guard, LockedRow, Row, Sweeper, TableOptions,
+    self, validate_table, write_row, Affected, Backend, Dialect, Layout, Row, Statements, Table,
+    TableOptions,
 };
 use crate::error::{Error, Result};
-use crate::etag::ETag;
-use crate::key::Key;
-use crate::list::{scan_page, ListOptions, ListPage, ScanFrom};
-use crate::meta::{now_millis, to_millis, Meta};
-use crate::store::{
-    DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
-};
 
 /// Largest object: SQLite's default `SQLITE_MAX_LENGTH` is 1,000,000,000 bytes per value.
 pub const MAX_OBJECT_SIZE: u64 = 1_000_000_000;
 
 /// The layout version this driver writes.
 const SCHEMA_VERSION: i64 = 2;
+
+/// SQLite's SQL where it differs: the layout keeps no `size` column, and `BEGIN IMMEDIATE`
+/// holds the database's write lock instead of a row lock.
+const DIALECT: Dialect = Dialect {
+    // length() of a BLOB is its size, read without the blob.
+    size: "length(body)",
+    for_update: "",
+    ..Dialect::STANDARD
+};
 
 /// Settings of a [`SqliteStore`].
 #[derive(Clone, Debug)]
@@ -156,25 +156,9 @@ impl SqliteConfig {
 /// A store in a SQLite database.
 #[derive(Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    table: String,
-    sql: Statements,
-    /// Deletes expired rows while the store lives.
-    _sweeper: Option<Sweeper>,
-}
-
-fn db_error(e: sqlx::Error) -> Error {
-    match &e {
-        sqlx::Error::Io(io) if crate::error::is_storage_full(io) => Error::storage_full(e),
-        // SQLITE_FULL: "database or disk is full" (the disk, or max_page_count).
-        sqlx::Error::Database(d) if d.code().as_deref() == Some("13") => Error::storage_full(e),
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Error::transient(e),
-        // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout: another writer held the lock.
-        sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "6" | "517")) => {
-            Error::transient(e)
-        }
-        _ => Error::backend(e),
-    }
+    table: Table<sqlx::Sqlite>,
+    /// The row id of a key's row, for writing its body in place ([`write_blob`]).
+    rowid: String,
 }
 
 impl SqliteStore {
@@ -192,7 +176,7 @@ impl SqliteStore {
                     .filename(path)
                     .create_if_missing(true)
             }
-            None => SqliteConnectOptions::from_str("sqlite::memory:").map_err(db_error)?,
+            None => SqliteConnectOptions::from_str("sqlite::memory:").map_err(Self::db_error)?,
         };
         opts = opts
             .journal_mode(SqliteJournalMode::Wal)
@@ -212,20 +196,12 @@ impl SqliteStore {
                 .idle_timeout(None)
                 .max_lifetime(None);
         }
-        let pool = pool_opts.connect_with(opts).await.map_err(db_error)?;
-        let table = config.table.clone();
-        Self::migrate(&pool, &table).await?;
-        let sweeper = Sweeper::spawn(
-            "sqlite",
-            &pool,
-            format!("DELETE FROM {table} WHERE expires_at <= ?"),
-            config.sweep_interval,
-        );
+        let pool = pool_opts.connect_with(opts).await.map_err(Self::db_error)?;
+        let t = &config.table;
+        let table = Table::open::<Self>(pool, t, MAX_OBJECT_SIZE, config.sweep_interval).await?;
         Ok(SqliteStore {
-            pool,
-            sql: Statements::new(&table),
             table,
-            _sweeper: sweeper,
+            rowid: format!("SELECT rowid FROM {t} WHERE key = ?"),
         })
     }
 
@@ -233,177 +209,94 @@ impl SqliteStore {
     pub async fn from_url(url: &str) -> Result<Self> {
         Self::open(SqliteConfig::from_url(url)?).await
     }
-
-    async fn migrate(pool: &SqlitePool, table: &str) -> Result<()> {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS larder_schema (tbl TEXT PRIMARY KEY, version INTEGER NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM larder_schema WHERE tbl = ?")
-                .bind(table)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        let create = format!(
-            "CREATE TABLE {table} (
-                key TEXT PRIMARY KEY NOT NULL,
-                etag TEXT NOT NULL,
-                expires_at INTEGER,
-                meta TEXT NOT NULL,
-                body BLOB NOT NULL
-            );
-            CREATE INDEX {table}_expires ON {table} (expires_at) WHERE expires_at IS NOT NULL"
-        );
-        let steps = match version {
-            Some(SCHEMA_VERSION) => vec![],
-            // Layout 1 was a WITHOUT ROWID table, which incremental blob I/O cannot write
-            // into: copied into the layout-2 table once, inside this transaction.
-            Some(1) => vec![
-                format!("ALTER TABLE {table} RENAME TO {table}_v1"),
-                format!("DROP INDEX IF EXISTS {table}_expires"),
-                create,
-                format!(
-                    "INSERT INTO {table} (key, etag, expires_at, meta, body)
-                     SELECT key, etag, expires_at, meta, body FROM {table}_v1"
-                ),
-                format!("DROP TABLE {table}_v1"),
-                format!(
-                    "UPDATE larder_schema SET version = {SCHEMA_VERSION} WHERE tbl = '{table}'"
-                ),
-            ],
-            Some(v) => {
-                return Err(Error::backend(format!(
-                    "sqlite table {table} has layout version {v}; this build reads {SCHEMA_VERSION}"
-                )))
-            }
-            None => vec![
-                create,
-                format!(
-                    "INSERT INTO larder_schema (tbl, version) VALUES ('{table}', {SCHEMA_VERSION})"
-                ),
-            ],
-        };
-        for step in steps {
-            // The table name is checked (letters, digits, _): splicing it is safe.
-            sqlx::raw_sql(&step)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        }
-        tx.commit().await.map_err(db_error)
-    }
-
-    /// The live (unexpired) object's metadata at `key`, read with `exec`.
-    async fn current<'e, E>(&self, exec: E, key: &Key) -> Result<Option<Meta>>
-    where
-        E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-    {
-        let meta: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT meta FROM {} WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-            self.table
-        ))
-        .bind(key.as_str())
-        .bind(to_millis(now_millis()))
-        .fetch_optional(exec)
-        .await
-        .map_err(db_error)?;
-        meta.map(|m| Meta::decode(m.as_bytes())).transpose()
-    }
-
-    /// `span` of the body of `key`, if the object there still has `etag`.
-    async fn read_span(&self, key: &Key, etag: ETag, span: Range<u64>) -> Result<Option<Vec<u8>>> {
-        // substr on a BLOB counts bytes, from 1.
-        let sql = format!(
-            "SELECT substr(body, ?, ?) FROM {} WHERE key = ? AND etag = ?",
-            self.table
-        );
-        let q = bind_span(sqlx::query_scalar(&sql), key, &etag, span);
-        q.fetch_optional(&self.pool).await.map_err(db_error)
-    }
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            max_object_size: Some(MAX_OBJECT_SIZE),
-            ..Capabilities::full("sqlite", AtomicScope::Host, true)
-        }
-    }
-
-    async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
-        opts.answer(key, self.current(&self.pool, key).await?)
-    }
-
-    async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        let bytes = |etag, span| self.read_span(key, etag, span);
-        let meta = || async {
-            let meta = self.current(&self.pool, key).await?;
-            Ok(meta.map(|m| (m, None)))
-        };
-        get_decided(key, &opts, meta, bytes).await
-    }
-
-    async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
-        sql::put(self, self.capabilities(), key, body, opts).await
-    }
-
-    async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
-        sql::delete(self, self.capabilities(), key, opts).await
-    }
-
-    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
-        opts.validate()?;
-        let now = to_millis(now_millis());
-        scan_page(&opts, |from, end, n| async move {
-            let (op, start) = match from {
-                ScanFrom::After(s) => (">", s),
-                ScanFrom::At(s) => (">=", s),
-            };
-            sqlx::query_scalar::<_, String>(&format!(
-                "SELECT meta FROM {} WHERE key {op} ? AND (? IS NULL OR key < ?)
-                 AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
-                self.table
-            ))
-            .bind(start)
-            .bind(end.as_deref())
-            .bind(end.as_deref())
-            .bind(now)
-            .bind(n as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(|json| Meta::decode(json.as_bytes()))
-            .collect()
-        })
-        .await
-    }
 }
 
 #[async_trait]
 impl Backend for SqliteStore {
     type Db = sqlx::Sqlite;
-
+    type Text = String;
+    const NAME: &'static str = "sqlite";
+    const SCOPE: AtomicScope = AtomicScope::Host;
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
-
     const DISCARD_FAILED_CONNECTIONS: bool = true;
 
-    fn pool(&self) -> &SqlitePool {
-        &self.pool
+    fn table(&self) -> &Table<sqlx::Sqlite> {
+        &self.table
+    }
+
+    async fn migrate(pool: &SqlitePool, t: &str) -> Result<()> {
+        let mut tx = pool.begin_with(Self::BEGIN).await.map_err(Self::db_error)?;
+        let create = [
+            format!(
+                "CREATE TABLE {t} (
+                    key TEXT PRIMARY KEY NOT NULL,
+                    etag TEXT NOT NULL,
+                    expires_at INTEGER,
+                    meta TEXT NOT NULL,
+                    body BLOB NOT NULL
+                )"
+            ),
+            format!("CREATE INDEX {t}_expires ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
+        ];
+        // Layout 1 was a WITHOUT ROWID table, which incremental blob I/O cannot write into:
+        // copied into the layout-2 table once, inside this transaction.
+        let mut from_1 = vec![
+            format!("ALTER TABLE {t} RENAME TO {t}_v1"),
+            format!("DROP INDEX IF EXISTS {t}_expires"),
+        ];
+        from_1.extend(create.iter().cloned());
+        from_1.extend([
+            format!(
+                "INSERT INTO {t} (key, etag, expires_at, meta, body)
+                 SELECT key, etag, expires_at, meta, body FROM {t}_v1"
+            ),
+            format!("DROP TABLE {t}_v1"),
+        ]);
+        let layout = Layout {
+            version: SCHEMA_VERSION,
+            create: create.into(),
+            upgrade: Some((1, from_1)),
+        };
+        sql::migrate::<Self>(&mut tx, &DIALECT, t, layout).await?;
+        tx.commit().await.map_err(Self::db_error)
+    }
+
+    /// This dialect's statements for `t`. The writes name the values of [`Row::args`] they take by
+    /// number (etag, size, expires_at, meta, key, the guard's etag): the body is not bound but
+    /// written into the row afterwards ([`write_blob`]), and no put is one statement (this layout
+    /// has no `last_modified` column to guard on, and the write lock makes the decision cheap).
+    fn statements(t: &str) -> Statements {
+        Statements {
+            insert: format!(
+                "INSERT INTO {t} (etag, expires_at, meta, body, key)
+                 VALUES (?1, ?4, ?6, zeroblob(?2), ?8)"
+            ),
+            update_locked: format!(
+                "UPDATE {t} SET etag = ?1, expires_at = ?4, meta = ?6, body = zeroblob(?2)
+                 WHERE key = ?8 AND etag = ?9"
+            ),
+            update_live: None,
+            ..Statements::new(t, &DIALECT)
+        }
     }
 
     fn db_error(e: sqlx::Error) -> Error {
-        db_error(e)
+        match &e {
+            sqlx::Error::Io(io) if crate::error::is_storage_full(io) => Error::storage_full(e),
+            // SQLITE_FULL: "database or disk is full" (the disk, or max_page_count).
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("13") => Error::storage_full(e),
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Error::transient(e),
+            // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout: another writer held the lock.
+            sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "6" | "517")) => {
+                Error::transient(e)
+            }
+            _ => Error::backend(e),
+        }
     }
 
     /// A failed COMMIT of an embedded database did not commit: read like any other error.
     fn commit_error(e: sqlx::Error) -> Error {
-        db_error(e)
+        Self::db_error(e)
     }
 
     /// Never: `BEGIN IMMEDIATE` holds the write lock across the decision, so no other writer
@@ -412,100 +305,27 @@ impl Backend for SqliteStore {
         false
     }
 
-    async fn lock_row(&self, tx: &mut SqliteConnection, key: &Key) -> Result<Option<LockedRow>> {
-        // Under the write lock `BEGIN IMMEDIATE` took: no one else can change the row.
-        let row: Option<(String, Option<i64>, String)> = sqlx::query_as(&self.sql.lock)
-            .bind(key.as_str())
-            .fetch_optional(tx)
-            .await
-            .map_err(db_error)?;
-        Ok(row.map(|(etag, exp, meta)| (etag, exp, meta.into_bytes())))
-    }
-
-    async fn read_live(&self, conn: &mut SqliteConnection, key: &Key) -> Result<Option<Meta>> {
-        self.current(conn, key).await
-    }
-
     /// The row is written with a zero-filled body of the right length (`zeroblob`, which
     /// SQLite stores without building it in memory), then the body is copied into it in place
     /// ([`write_blob`]): the body is never bound to a statement, which would copy it twice more
     /// (into sqlx's arguments and into SQLite's record).
     async fn write(&self, tx: &mut SqliteConnection, row: &Row<'_>) -> sqlx::Result<u64> {
-        let (sql, guard) = match row.guard {
-            Guard::Locked(etag) => (&self.sql.update, Some(etag)),
-            Guard::Insert => (&self.sql.insert, None),
-            // Not asked for (no ONE_STATEMENT_WRITES: this layout has no last_modified column
-            // to guard on, and the write lock makes the decision cheap here).
-            Guard::Live(_) => {
-                return Err(sqlx::Error::Protocol(
-                    "sqlite store: one-statement writes are not used".into(),
-                ))
-            }
-        };
-        let key = row.meta.key.as_str();
-        let mut q = sqlx::query(sql)
-            .bind(row.meta.etag.opaque())
-            .bind(row.meta.expires_at.map(to_millis))
-            .bind(row.encoded)
-            .bind(row.body.len() as i64)
-            .bind(key);
-        if let Some(etag) = guard {
-            q = q.bind(etag);
-        }
-        let written = q.execute(&mut *tx).await?.rows_affected();
+        let written = write_row(self, tx, row, &[]).await?;
         if written == 1 && !row.body.is_empty() {
-            let rowid: i64 = sqlx::query_scalar(&self.sql.rowid)
-                .bind(key)
+            let rowid: i64 = sqlx::query_scalar(&self.rowid)
+                .bind(row.meta.key.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
             let mut handle = tx.lock_handle().await?;
-            write_blob(&mut handle, &self.table, rowid, row.body)?;
+            write_blob(&mut handle, &self.table.name, rowid, row.body)?;
         }
         Ok(written)
     }
-
-    async fn delete_row(
-        &self,
-        tx: &mut SqliteConnection,
-        key: &Key,
-        etag: &str,
-    ) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.delete)
-            .bind(key.as_str())
-            .bind(etag)
-            .execute(tx)
-            .await?;
-        Ok(())
-    }
 }
 
-/// The statements that name the table, formatted once. The writes take `?1` etag, `?2`
-/// expires_at, `?3` meta, `?4` the body's length, `?5` key, `?6` the guard's etag; the body
-/// itself is written by [`write_blob`].
-#[derive(Debug)]
-struct Statements {
-    lock: String,
-    update: String,
-    insert: String,
-    rowid: String,
-    delete: String,
-}
-
-impl Statements {
-    fn new(t: &str) -> Self {
-        Statements {
-            lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE key = ?"),
-            update: format!(
-                "UPDATE {t} SET etag = ?1, expires_at = ?2, meta = ?3, body = zeroblob(?4)
-                 WHERE key = ?5 AND etag = ?6"
-            ),
-            insert: format!(
-                "INSERT INTO {t} (etag, expires_at, meta, body, key)
-                 VALUES (?1, ?2, ?3, zeroblob(?4), ?5)"
-            ),
-            rowid: format!("SELECT rowid FROM {t} WHERE key = ?"),
-            delete: format!("DELETE FROM {t} WHERE key = ? AND etag = ?"),
-        }
+impl Affected for SqliteQueryResult {
+    fn affected(&self) -> u64 {
+        self.rows_affected()
     }
 }
 
@@ -570,7 +390,7 @@ fn write_blob(
     result
 }
 
-/// A failed blob call as a sqlx error that [`db_error`] reads: a full disk or database as
+/// A failed blob call as a sqlx error that [`Backend::db_error`] reads: a full disk or database as
 /// `StorageFull`, an I/O error as I/O, anything else as a protocol error with SQLite's message.
 fn blob_error(db: *mut libsqlite3_sys::sqlite3, rc: std::ffi::c_int) -> sqlx::Error {
     use libsqlite3_sys as ffi;

@@ -106,6 +106,7 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::list::{ListOptions, ListPage};
 use crate::meta::Meta;
+use crate::retry::Attempts;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
@@ -678,24 +679,17 @@ impl Inner {
         let tmp_path = temp.path.clone().expect("temp not yet committed");
         // Renamed first, directories made only when it fails for want of them (usually they
         // exist: no stat on the common path).
-        let mut attempts = 0;
-        let mut created_dirs = false;
-        loop {
-            match fs::rename(&tmp_path, &path) {
-                Ok(()) => break,
-                // No parent yet, or a delete of a sibling removed the (empty) directory in
-                // between: make it and retry.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => {
-                    if !tmp_path.exists() {
-                        return Err(io_context(e, "renaming vanished temp file", &tmp_path));
-                    }
-                    create_dir_all_racing(parent)?;
-                    created_dirs = true;
-                    attempts += 1;
-                }
-                Err(e) => return Err(io_context(e, "renaming into", &path)),
+        let rename = || fs::rename(&tmp_path, &path);
+        // No parent yet, or a delete of a sibling removed the (empty) directory in between:
+        // make it and retry.
+        let make_parent = |e| {
+            if !tmp_path.exists() {
+                return Err(io_context(e, "renaming vanished temp file", &tmp_path));
             }
-        }
+            create_dir_all_racing(parent)
+        };
+        let ((), lost) = despite_deletes("renaming into", &path, rename, make_parent)?;
+        let created_dirs = lost > 0;
         temp.path = None; // renamed: nothing to clean up
         if self.config.fsync {
             sync_dir(parent)?;
@@ -927,16 +921,36 @@ pub mod fuzzing {
     }
 }
 
-/// `create_dir_all` that survives a concurrent delete removing empty directories on the way.
-fn create_dir_all_racing(dir: &Path) -> Result<()> {
-    let mut attempts = 0;
-    loop {
-        match fs::create_dir_all(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
-            Err(e) => return Err(io_context(e, "creating directory", dir)),
+/// How many times a step is tried whose path a concurrent delete can pull away (it removes a
+/// directory once empty) before the step gives up.
+const DELETE_RACE_ATTEMPTS: u32 = 100;
+
+/// Runs `step` (`what` on `path`) until it succeeds, or fails other than with `NotFound` (a
+/// directory on its way removed by a concurrent delete); after each `NotFound`, `repair` runs
+/// first (and may end it with an error). Returns `step`'s value and how many attempts failed.
+fn despite_deletes<T>(
+    what: &str,
+    path: &Path,
+    mut step: impl FnMut() -> io::Result<T>,
+    mut repair: impl FnMut(io::Error) -> Result<()>,
+) -> Result<(T, u32)> {
+    let attempts = Attempts::new(DELETE_RACE_ATTEMPTS);
+    for lost in attempts {
+        match step() {
+            Ok(value) => return Ok((value, lost)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => repair(e)?,
+            Err(e) => return Err(io_context(e, what, path)),
         }
     }
+    attempts.exhausted(format_args!(
+        "{what} {path:?}: concurrent deletes kept removing a directory on its way"
+    ))
+}
+
+/// `create_dir_all` that survives a concurrent delete removing empty directories on the way.
+fn create_dir_all_racing(dir: &Path) -> Result<()> {
+    let create = || fs::create_dir_all(dir);
+    despite_deletes("creating directory", dir, create, |_| Ok(())).map(|((), _)| ())
 }
 
 #[cfg(unix)]

@@ -33,40 +33,32 @@
 //! Expired rows are absent for every read, listing and condition; a background task deletes
 //! them every `sweep` seconds (default 60; 0 = never) while the store lives.
 
-use std::ops::Range;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlQueryResult};
 
-use super::ranged::{bind_span, get_decided, INLINE_MAX};
-use super::{bind_row, Backend, LockedRow, Row, SqlConfig, Statements, Sweeper};
-use crate::body::Body;
-use crate::capabilities::{AtomicScope, Capabilities};
+use super::{Affected, Backend, Dialect, Layout, SqlConfig, Statements, Table};
 use crate::error::{Error, Result};
-use crate::etag::ETag;
-use crate::key::Key;
-use crate::list::{scan_page, ListOptions, ListPage, ScanFrom};
-use crate::meta::{now_millis, to_millis, Meta};
-use crate::store::{
-    DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
-};
 
 /// Room left in `max_allowed_packet` for the statement around the body (meta, metadata).
 const PACKET_HEADROOM: u64 = 256 * 1024;
 
 /// The layout version this driver writes.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i64 = 1;
+
+/// MySQL's SQL where it differs: `key` is a reserved word, and a `TEXT` primary key needs a
+/// length. (`_bin` collations make text columns read as bytes.)
+const DIALECT: Dialect = Dialect {
+    key: "`key`",
+    schema: "CREATE TABLE IF NOT EXISTS larder_schema (tbl VARCHAR(64) PRIMARY KEY, version INTEGER NOT NULL) ENGINE=InnoDB",
+    ..Dialect::STANDARD
+};
 
 /// A store in a MySQL / MariaDB (InnoDB) table.
 #[derive(Debug)]
 pub struct MysqlStore {
-    pool: MySqlPool,
-    table: String,
-    sql: Statements,
-    max_object_size: u64,
-    /// Deletes expired rows while the store lives.
-    _sweeper: Option<Sweeper>,
+    table: Table<sqlx::MySql>,
 }
 
 /// The server's error number, if it is a MySQL error.
@@ -76,22 +68,6 @@ fn number(e: &sqlx::Error) -> Option<u16> {
             .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
             .map(|m| m.number()),
         _ => None,
-    }
-}
-
-/// Connection and pool trouble, lock waits, deadlocks and statement timeouts are worth
-/// retrying; everything else is permanent.
-fn db_error(e: sqlx::Error) -> Error {
-    match (&e, number(&e)) {
-        // disk full, table full.
-        (_, Some(1021 | 1114)) => Error::storage_full(e),
-        (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_), _) => {
-            Error::transient(e)
-        }
-        // too many connections, shutdown, lock wait timeout, deadlock, gone away, lost,
-        // statement timeout (MariaDB's max_statement_time, MySQL's max_execution_time).
-        (_, Some(1040 | 1053 | 1205 | 1213 | 2006 | 2013 | 1969 | 3024)) => Error::transient(e),
-        _ => Error::backend(e),
     }
 }
 
@@ -142,27 +118,16 @@ impl MysqlStore {
             })
             .connect(&config.url)
             .await
-            .map_err(db_error)?;
-        let table = config.table.clone();
-        Self::migrate(&pool, &table).await?;
+            .map_err(Self::db_error)?;
         let packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
             .fetch_one(&pool)
             .await
-            .map_err(db_error)?;
+            .map_err(Self::db_error)?;
         let max_object_size = packet.saturating_sub(PACKET_HEADROOM);
-        let sweeper = Sweeper::spawn(
-            "mysql",
-            &pool,
-            format!("DELETE FROM {table} WHERE expires_at <= ?"),
-            config.sweep_interval,
-        );
-        Ok(MysqlStore {
-            pool,
-            sql: statements(&table),
-            table,
-            max_object_size,
-            _sweeper: sweeper,
-        })
+        let table =
+            Table::open::<Self>(pool, &config.table, max_object_size, config.sweep_interval)
+                .await?;
+        Ok(MysqlStore { table })
     }
 
     /// Opens the store a `mysql://` / `mariadb://` URL names, with the options in the module docs
@@ -171,13 +136,52 @@ impl MysqlStore {
         Self::open(SqlConfig::from_url(url)?).await
     }
 
+    async fn migrate_locked(conn: &mut sqlx::MySqlConnection, t: &str) -> Result<()> {
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (
+                `key` VARBINARY(1024) NOT NULL PRIMARY KEY,
+                etag VARCHAR(128) NOT NULL,
+                size BIGINT NOT NULL,
+                last_modified BIGINT NOT NULL,
+                expires_at BIGINT NULL,
+                content_type TEXT NULL,
+                meta LONGTEXT NOT NULL,
+                body LONGBLOB NOT NULL,
+                INDEX {t}_expires (expires_at)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+        );
+        let layout = Layout {
+            version: SCHEMA_VERSION,
+            create: vec![create],
+            upgrade: None,
+        };
+        super::migrate::<Self>(conn, &DIALECT, t, layout).await
+    }
+}
+
+#[async_trait]
+impl Backend for MysqlStore {
+    type Db = sqlx::MySql;
+    type Text = Vec<u8>;
+    const NAME: &'static str = "mysql";
+
+    /// sqlx connects with CLIENT_FOUND_ROWS, so an UPDATE counts the rows it matched; without
+    /// it MySQL would count only the rows it changed (rewriting identical values counts 0).
+    /// Counted as changed rows all the same: the row-lock path does not rely on the count, and
+    /// the one-statement path only reads 0 as "decide under the row lock".
+    const UPDATE_COUNTS_CHANGED_ROWS_ONLY: bool = true;
+
+    fn table(&self) -> &Table<sqlx::MySql> {
+        &self.table
+    }
+
     async fn migrate(pool: &MySqlPool, table: &str) -> Result<()> {
         // DDL commits implicitly in MySQL, so concurrent openers are serialized by a named lock.
-        let mut conn = pool.acquire().await.map_err(db_error)?;
+        let mut conn = pool.acquire().await.map_err(Self::db_error)?;
         let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('larder_schema', 60)")
             .fetch_one(&mut *conn)
             .await
-            .map_err(db_error)?;
+            .map_err(Self::db_error)?;
         if got != Some(1) {
             return Err(Error::transient(
                 "mysql store: timed out waiting for the schema lock",
@@ -190,134 +194,24 @@ impl MysqlStore {
         result
     }
 
-    async fn migrate_locked(conn: &mut sqlx::MySqlConnection, table: &str) -> Result<()> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS larder_schema (tbl VARCHAR(64) PRIMARY KEY, version INTEGER NOT NULL) ENGINE=InnoDB",
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
-        let version: Option<i32> =
-            sqlx::query_scalar("SELECT version FROM larder_schema WHERE tbl = ?")
-                .bind(table)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db_error)?;
-        match version {
-            Some(SCHEMA_VERSION) => Ok(()),
-            Some(v) => Err(Error::backend(format!(
-                "mysql table {table} has layout version {v}; this build reads {SCHEMA_VERSION}"
-            ))),
-            None => {
-                sqlx::query(&format!(
-                    "CREATE TABLE IF NOT EXISTS {table} (
-                        `key` VARBINARY(1024) NOT NULL PRIMARY KEY,
-                        etag VARCHAR(128) NOT NULL,
-                        size BIGINT NOT NULL,
-                        last_modified BIGINT NOT NULL,
-                        expires_at BIGINT NULL,
-                        content_type TEXT NULL,
-                        meta LONGTEXT NOT NULL,
-                        body LONGBLOB NOT NULL,
-                        INDEX {table}_expires (expires_at)
-                    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
-                ))
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
-                sqlx::query("INSERT INTO larder_schema (tbl, version) VALUES (?, ?)")
-                    .bind(table)
-                    .bind(SCHEMA_VERSION)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
-                Ok(())
-            }
-        }
+    fn statements(t: &str) -> Statements {
+        Statements::new(t, &DIALECT)
     }
 
-    /// The live object's metadata at `key`, read with `exec`.
-    async fn current<'e, E>(&self, exec: E, key: &Key) -> Result<Option<Meta>>
-    where
-        E: sqlx::Executor<'e, Database = sqlx::MySql>,
-    {
-        let meta: Option<Vec<u8>> = sqlx::query_scalar(&self.sql.current)
-            .bind(key.as_str())
-            .bind(to_millis(now_millis()))
-            .fetch_optional(exec)
-            .await
-            .map_err(db_error)?;
-        meta.map(|m| Meta::decode(&m)).transpose()
-    }
-
-    /// The live object's metadata at `key`, with its body if that is at most [`INLINE_MAX`]
-    /// bytes: one round trip for a small object's get.
-    async fn current_inline(&self, key: &Key) -> Result<Option<(Meta, Option<Vec<u8>>)>> {
-        let row: Option<(Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(&self.sql.current_inline)
-            .bind(INLINE_MAX)
-            .bind(key.as_str())
-            .bind(to_millis(now_millis()))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
-        row.map(|(m, body)| Ok((Meta::decode(&m)?, body)))
-            .transpose()
-    }
-
-    /// `span` of the body of `key`, if the object there still has `etag`.
-    async fn read_span(&self, key: &Key, etag: ETag, span: Range<u64>) -> Result<Option<Vec<u8>>> {
-        let q = bind_span(sqlx::query_scalar(&self.sql.span), key, &etag, span);
-        q.fetch_optional(&self.pool).await.map_err(db_error)
-    }
-}
-
-/// This dialect's statements for `t`.
-fn statements(t: &str) -> Statements {
-    let set = format!(
-        "UPDATE {t} SET etag = ?, size = ?, last_modified = ?, expires_at = ?,
-           content_type = ?, meta = ?, body = ? WHERE `key` = ?"
-    );
-    let live = "(expires_at IS NULL OR expires_at > ?) AND last_modified <= ?";
-    Statements {
-        current: format!(
-            "SELECT meta FROM {t} WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)"
-        ),
-        current_inline: format!(
-            "SELECT meta, IF(size <= ?, body, NULL) FROM {t}
-             WHERE `key` = ? AND (expires_at IS NULL OR expires_at > ?)"
-        ),
-        span: format!("SELECT SUBSTRING(body, ?, ?) FROM {t} WHERE `key` = ? AND etag = ?"),
-        // `_bin` collations make text columns read as bytes.
-        lock: format!("SELECT etag, expires_at, meta FROM {t} WHERE `key` = ? FOR UPDATE"),
-        insert: format!(
-            "INSERT INTO {t} (etag, size, last_modified, expires_at, content_type, meta, body, `key`)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        ),
-        update_locked: format!("{set} AND etag = ?"),
-        update_live_tag: format!("{set} AND etag = ? AND {live}"),
-        update_live: format!("{set} AND {live}"),
-        delete: format!("DELETE FROM {t} WHERE `key` = ? AND etag = ?"),
-    }
-}
-
-#[async_trait]
-impl Backend for MysqlStore {
-    type Db = sqlx::MySql;
-
-    /// sqlx connects with CLIENT_FOUND_ROWS, so an UPDATE counts the rows it matched; without
-    /// it MySQL would count only the rows it changed (rewriting identical values counts 0).
-    /// Counted as changed rows all the same: the row-lock path does not rely on the count, and
-    /// the one-statement path only reads 0 as "decide under the row lock".
-    const UPDATE_COUNTS_CHANGED_ROWS_ONLY: bool = true;
-
-    const ONE_STATEMENT_WRITES: bool = true;
-
-    fn pool(&self) -> &MySqlPool {
-        &self.pool
-    }
-
+    /// Connection and pool trouble, lock waits, deadlocks and statement timeouts are worth
+    /// retrying; everything else is permanent.
     fn db_error(e: sqlx::Error) -> Error {
-        db_error(e)
+        match (&e, number(&e)) {
+            // disk full, table full.
+            (_, Some(1021 | 1114)) => Error::storage_full(e),
+            (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_), _) => {
+                Error::transient(e)
+            }
+            // too many connections, shutdown, lock wait timeout, deadlock, gone away, lost,
+            // statement timeout (MariaDB's max_statement_time, MySQL's max_execution_time).
+            (_, Some(1040 | 1053 | 1205 | 1213 | 2006 | 2013 | 1969 | 3024)) => Error::transient(e),
+            _ => Error::backend(e),
+        }
     }
 
     /// Duplicate key (another writer created the row) or deadlock (InnoDB rolled the
@@ -325,97 +219,10 @@ impl Backend for MysqlStore {
     fn redecide(e: &sqlx::Error) -> bool {
         matches!(number(e), Some(1062 | 1213))
     }
-
-    async fn lock_row(
-        &self,
-        tx: &mut sqlx::MySqlConnection,
-        key: &Key,
-    ) -> Result<Option<LockedRow>> {
-        let row: Option<(Vec<u8>, Option<i64>, Vec<u8>)> = sqlx::query_as(&self.sql.lock)
-            .bind(key.as_str())
-            .fetch_optional(tx)
-            .await
-            .map_err(db_error)?;
-        Ok(row.map(|(etag, exp, meta)| (String::from_utf8_lossy(&etag).into_owned(), exp, meta)))
-    }
-
-    async fn read_live(&self, conn: &mut sqlx::MySqlConnection, key: &Key) -> Result<Option<Meta>> {
-        self.current(conn, key).await
-    }
-
-    async fn write(&self, tx: &mut sqlx::MySqlConnection, row: &Row<'_>) -> sqlx::Result<u64> {
-        let done = bind_row(sqlx::query(self.sql.write(&row.guard)), row)
-            .execute(tx)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn delete_row(
-        &self,
-        tx: &mut sqlx::MySqlConnection,
-        key: &Key,
-        etag: &str,
-    ) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.delete)
-            .bind(key.as_str())
-            .bind(etag)
-            .execute(tx)
-            .await?;
-        Ok(())
-    }
 }
 
-#[async_trait]
-impl Store for MysqlStore {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            max_object_size: Some(self.max_object_size),
-            ..Capabilities::full("mysql", AtomicScope::Cluster, true)
-        }
-    }
-
-    async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
-        opts.answer(key, self.current(&self.pool, key).await?)
-    }
-
-    async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        let bytes = |etag, span| self.read_span(key, etag, span);
-        get_decided(key, &opts, || self.current_inline(key), bytes).await
-    }
-
-    async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
-        super::put(self, self.capabilities(), key, body, opts).await
-    }
-
-    async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
-        super::delete(self, self.capabilities(), key, opts).await
-    }
-
-    async fn list(&self, opts: ListOptions) -> Result<ListPage> {
-        opts.validate()?;
-        let now = to_millis(now_millis());
-        scan_page(&opts, |from, end, n| async move {
-            let (op, start) = match from {
-                ScanFrom::After(s) => (">", s),
-                ScanFrom::At(s) => (">=", s),
-            };
-            sqlx::query_scalar::<_, Vec<u8>>(&format!(
-                "SELECT meta FROM {} WHERE `key` {op} ? AND (? IS NULL OR `key` < ?)
-                 AND (expires_at IS NULL OR expires_at > ?) ORDER BY `key` LIMIT ?",
-                self.table
-            ))
-            .bind(start)
-            .bind(end.as_deref())
-            .bind(end.as_deref())
-            .bind(now)
-            .bind(n as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(|json| Meta::decode(json))
-            .collect()
-        })
-        .await
+impl Affected for MySqlQueryResult {
+    fn affected(&self) -> u64 {
+        self.rows_affected()
     }
 }

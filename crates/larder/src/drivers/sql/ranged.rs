@@ -1,23 +1,21 @@
-//! The ranged read the SQL drivers (SQLite, PostgreSQL, MySQL) share: decide a `get` on one
-//! read of the metadata, then read only the bytes served, and only if the object is still the
-//! version decided on.
+//! The ranged read of every SQL store: decide a `get` on one read of the metadata, then read
+//! only the bytes served, and only if the object is still the version decided on.
 
 use std::future::Future;
 use std::ops::Range;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use sqlx::query::QueryScalar;
-use sqlx::{Database, Encode, Type};
 
 use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
 use crate::meta::Meta;
+use crate::retry::Attempts;
 use crate::store::{GetOptions, GetResult};
 
 /// How many times a read whose object changed under it is decided again.
-const READ_ATTEMPTS: usize = 16;
+const READ_ATTEMPTS: u32 = 16;
 
 /// How large a body a driver may read with its metadata, in the same statement (one round trip
 /// for a small object; a larger one is read by span, after the decision).
@@ -40,7 +38,8 @@ where
     B: FnMut(ETag, Range<u64>) -> BF,
     BF: Future<Output = Result<Option<Vec<u8>>>>,
 {
-    for _ in 0..READ_ATTEMPTS {
+    let attempts = Attempts::new(READ_ATTEMPTS);
+    for _ in attempts {
         let (meta, inline) = meta().await?.ok_or_else(|| Error::not_found(key))?;
         let range = opts.evaluate(&meta)?;
         let span = range.clone().unwrap_or(0..meta.size);
@@ -69,25 +68,5 @@ where
             });
         }
     }
-    Err(Error::transient(format!(
-        "{key} kept changing while being read"
-    )))
-}
-
-/// Binds a span read's values to `q`, a statement that takes the span's start (counted from 1,
-/// as SQL's substring functions do), its length, the key and the etag the bytes must still have.
-pub(crate) fn bind_span<'q, DB: Database, O>(
-    q: QueryScalar<'q, DB, O, <DB as Database>::Arguments<'q>>,
-    key: &'q Key,
-    etag: &'q ETag,
-    span: Range<u64>,
-) -> QueryScalar<'q, DB, O, <DB as Database>::Arguments<'q>>
-where
-    i64: Encode<'q, DB> + Type<DB>,
-    &'q str: Encode<'q, DB> + Type<DB>,
-{
-    q.bind(span.start as i64 + 1)
-        .bind((span.end - span.start) as i64)
-        .bind(key.as_str())
-        .bind(etag.opaque())
+    attempts.exhausted(format_args!("{key} kept changing while being read"))
 }
