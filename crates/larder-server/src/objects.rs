@@ -12,7 +12,7 @@ use axum::Json;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use larder::range::content_range;
-use larder::{Body, ByteStream, DeleteOptions, Error, HeadOptions, Key, ListOptions};
+use larder::{Body, ByteStream, DeleteOptions, Error, HeadOptions, Key, ListOptions, Meta};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
@@ -133,20 +133,25 @@ pub(crate) fn response_body(
     HttpBody::from_stream(body)
 }
 
+/// The metadata of a HEAD of `key`, in both APIs: the token's read access, then one store call
+/// that decides the request's conditions.
+pub(crate) async fn head_meta(
+    s: &AppState,
+    headers: &HeaderMap,
+    key: &Key,
+) -> Result<Meta, ApiError> {
+    s.authorize(headers, Access::Read, key.as_str())?;
+    let opts = HeadOptions {
+        preconditions: preconditions(headers)?,
+    };
+    Ok(s.store.head(key, opts).await?)
+}
+
 /// HEAD: the object's fields, no body.
 pub async fn head(State(s): Shared, req: Request) -> Result<Response, ApiError> {
     let headers = req.headers();
     let key = parse_key(req.uri())?;
-    s.authorize(headers, Access::Read, key.as_str())?;
-    let meta = s
-        .store
-        .head(
-            &key,
-            HeadOptions {
-                preconditions: preconditions(headers)?,
-            },
-        )
-        .await?;
+    let meta = head_meta(&s, headers, &key).await?;
     let mut h = HeaderMap::with_capacity(8);
     validator_headers(&mut h, &meta);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
