@@ -230,9 +230,14 @@ fn set_owned(h: &mut HeaderMap, name: HeaderName, value: String) {
 /// token for the next `If-Match`) and its `Last-Modified`.
 pub fn write_headers(meta: &Meta) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(4);
-    set_etag(&mut h, &meta.etag);
-    set_owned(&mut h, header::LAST_MODIFIED, http_date(meta.last_modified));
+    add_write_headers(&mut h, meta);
     h
+}
+
+/// Adds the fields of [`write_headers`] to `h`.
+pub(crate) fn add_write_headers(h: &mut HeaderMap, meta: &Meta) {
+    set_etag(h, &meta.etag);
+    set_owned(h, header::LAST_MODIFIED, http_date(meta.last_modified));
 }
 
 /// The fields that describe a stored object, sent with a 200, 206, 304 and HEAD: `ETag`,

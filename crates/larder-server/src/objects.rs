@@ -19,7 +19,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::headers::{get_options, preconditions, put_options, validator_headers, write_headers};
+use crate::headers::{
+    add_write_headers, get_options, preconditions, put_options, validator_headers,
+};
 use crate::wire::{CapabilitiesJson, ListJson, MetaJson};
 use crate::AppState;
 
@@ -176,13 +178,22 @@ pub async fn put(State(s): Shared, req: Request) -> Result<Response, ApiError> {
     };
     let (_permit, body) = upload_body(&s, headers, body)?;
     let put = s.store.put(&key, body, opts).await?;
-    let h = write_headers(&put.meta);
-    let status = if put.created {
+    // The JSON and fields axum's `Json` and a header tuple would give, in the same order, built
+    // in place: the tuple copies its header map into the response's.
+    let json = serde_json::to_vec(&MetaJson::from(&put.meta)).expect("metadata serializes");
+    let mut response = Response::new(HttpBody::from(json));
+    *response.status_mut() = if put.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, h, Json(MetaJson::from(&put.meta))).into_response())
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    add_write_headers(h, &put.meta);
+    Ok(response)
 }
 
 /// Most of a refused upload's body read before answering (see [`drain_small`]).
