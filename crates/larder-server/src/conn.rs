@@ -1,9 +1,10 @@
 //! Accepting and serving connections, with every resource a client can hold bounded.
 //!
-//! - A request head must arrive whole within the header-read timeout, counted from when the
-//!   connection opens or its previous response ends (hyper's HTTP/1 `header_read_timeout`), so a
-//!   client that sends nothing, a partial request line, or sits on a keep-alive connection is
-//!   closed.
+//! - An HTTP/1 request head must arrive whole within the header-read timeout, counted from when
+//!   the connection turns out to be HTTP/1 or its previous response ends, so a client that
+//!   trickles a request head, sends a partial request line, or sits on a keep-alive connection
+//!   is closed. (This is the rule of hyper's HTTP/1 `header_read_timeout`, kept here by the
+//!   connection's one watchdog timer: hyper's arms, polls and drops a timer for every request.)
 //! - A connection with no request being handled and no byte moving either way for the idle
 //!   timeout is closed: this also covers HTTP/2 connections (where hyper has no header timer).
 //!   One that has sent nothing at all is closed after the header-read timeout.
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,12 +48,28 @@ pub(crate) struct Limits {
     pub grace: Duration,
 }
 
+/// The protocol of a connection, as hyper's automatic builder tells it from the first bytes.
+const UNKNOWN: u8 = 0;
+const HTTP1: u8 = 1;
+const HTTP2: u8 = 2;
+
 /// What the accept loop knows of one open connection.
 struct ConnState {
     /// Milliseconds since [`Registry::epoch`] when a byte last moved, or a request ended.
     last_active: AtomicU64,
     /// Requests being handled (until their response head is produced).
     in_flight: AtomicUsize,
+    /// Requests whose response has not been sent whole yet (from their head to the end of the
+    /// response body).
+    responding: AtomicUsize,
+    /// Milliseconds since the epoch when the connection began waiting for a request head: when
+    /// it turned out to be HTTP/1, or its last response ended (hyper drops a response body when
+    /// it has taken its last bytes, which may still wait to be written: see `last_write`).
+    head_since: AtomicU64,
+    /// Milliseconds since the epoch when bytes were last written.
+    last_write: AtomicU64,
+    /// [`UNKNOWN`] until the first bytes tell, then [`HTTP1`] or [`HTTP2`].
+    protocol: AtomicU8,
     /// Told to close (evicted, or the grace period ran out).
     closing: AtomicBool,
     /// The client has sent at least one byte.
@@ -62,13 +79,22 @@ struct ConnState {
 }
 
 impl ConnState {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_active.store(ms, Ordering::Relaxed);
+        self.last_active.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn wrote(&self) {
+        let now = self.now_ms();
+        self.last_active.store(now, Ordering::Relaxed);
+        self.last_write.store(now, Ordering::Release);
     }
 
     fn idle_for(&self) -> Duration {
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = self.now_ms();
         Duration::from_millis(now.saturating_sub(self.last_active.load(Ordering::Relaxed)))
     }
 
@@ -81,43 +107,117 @@ impl ConnState {
         self.close.notify_one();
     }
 
+    /// How long until the connection has waited `head_timeout` for an HTTP/1 request head
+    /// (zero: it has), or `None` while it is not waiting for one (a response is under way, or
+    /// the connection is not HTTP/1).
+    fn head_wait_left(&self, head_timeout: Duration) -> Option<Duration> {
+        if self.protocol.load(Ordering::Acquire) != HTTP1
+            || self.responding.load(Ordering::Acquire) != 0
+        {
+            return None;
+        }
+        // The wait starts once the last response is written whole.
+        let since = self
+            .head_since
+            .load(Ordering::Acquire)
+            .max(self.last_write.load(Ordering::Acquire));
+        let waited = self.now_ms().saturating_sub(since);
+        Some(head_timeout.saturating_sub(Duration::from_millis(waited)))
+    }
+
     /// Resolves once the connection has had nothing in flight and no traffic for `limit`, or
-    /// for `silent` while the client has sent nothing at all (before its first byte the server
-    /// cannot yet tell HTTP/1 from HTTP/2, so hyper's header timer is not running).
-    async fn idle_past(&self, limit: Duration, silent: Duration) {
+    /// for `head` while the client has sent nothing at all (before its first byte the server
+    /// cannot yet tell HTTP/1 from HTTP/2), or once an HTTP/1 connection has waited `head` for
+    /// a request head. One timer serves every request on the connection: it is re-armed only
+    /// when it fires, for what is then left of the nearest bound.
+    async fn idle_past(&self, limit: Duration, head: Duration) {
         loop {
-            let limit = if self.spoke.load(Ordering::Relaxed) {
+            let idle_limit = if self.spoke.load(Ordering::Relaxed) {
                 limit
             } else {
-                silent.min(limit)
+                head.min(limit)
             };
             let idle = self.idle_for();
-            let wait = if !self.is_idle() {
-                limit
-            } else if idle >= limit {
+            let mut wait = if !self.is_idle() {
+                idle_limit
+            } else if idle >= idle_limit {
                 return;
             } else {
-                limit - idle
+                idle_limit - idle
             };
+            if let Some(left) = self.head_wait_left(head) {
+                if left.is_zero() {
+                    return;
+                }
+                wait = wait.min(left);
+            }
             tokio::time::sleep(wait).await;
         }
     }
 }
 
-/// Counts a request in flight on a connection, until dropped.
-struct InFlight(Arc<ConnState>);
+/// Counts a request on a connection: in flight until [`Serving::answered`] (its response head
+/// is produced), and responding until dropped (with the response body, once sent whole).
+struct Serving {
+    state: Arc<ConnState>,
+    answered: bool,
+}
 
-impl InFlight {
+impl Serving {
     fn new(state: &Arc<ConnState>) -> Self {
         state.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(state.clone())
+        state.responding.fetch_add(1, Ordering::AcqRel);
+        Serving {
+            state: state.clone(),
+            answered: false,
+        }
+    }
+
+    /// The response head is produced: the request is no longer in flight.
+    fn answered(&mut self) {
+        if !std::mem::replace(&mut self.answered, true) {
+            self.state.touch();
+            self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Serving {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.answered();
+        if self.state.responding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last response has ended: the wait for the next request head starts.
+            self.state
+                .head_since
+                .store(self.state.now_ms(), Ordering::Release);
+        }
+    }
+}
+
+/// A response body that holds its request's [`Serving`] until the body has been sent whole
+/// (hyper drops it then) or the connection is gone.
+struct Tracked {
+    body: Body,
+    _serving: Serving,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::Body::size_hint(&self.body)
     }
 }
 
@@ -145,6 +245,10 @@ impl Registry {
         let state = Arc::new(ConnState {
             last_active: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            responding: AtomicUsize::new(0),
+            head_since: AtomicU64::new(0),
+            last_write: AtomicU64::new(0),
+            protocol: AtomicU8::new(UNKNOWN),
             closing: AtomicBool::new(false),
             spoke: AtomicBool::new(false),
             close: Notify::new(),
@@ -196,10 +300,40 @@ impl Drop for Registered {
     }
 }
 
-/// A socket that notes when bytes move, for the idle timeout.
+/// The first bytes of every HTTP/2 connection (RFC 9113 3.4): hyper's automatic builder serves
+/// HTTP/2 when a connection starts with them, HTTP/1 otherwise.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A socket that notes when bytes move, for the idle timeout, and tells HTTP/1 from HTTP/2 by
+/// the first bytes, as hyper does, for the header-read timeout.
 struct Watched {
     inner: TcpStream,
     state: Arc<ConnState>,
+    /// Bytes of [`H2_PREFACE`] received so far, while the protocol is unknown.
+    preface: usize,
+}
+
+impl Watched {
+    /// Looks at the first bytes received until they tell the protocol.
+    fn classify(&mut self, new: &[u8]) {
+        let wanted = &H2_PREFACE[self.preface..];
+        let n = new.len().min(wanted.len());
+        let protocol = if new[..n] != wanted[..n] {
+            HTTP1
+        } else if n == wanted.len() {
+            HTTP2
+        } else {
+            self.preface += n;
+            return;
+        };
+        if protocol == HTTP1 {
+            // hyper starts reading the first request head now.
+            self.state
+                .head_since
+                .store(self.state.now_ms(), Ordering::Release);
+        }
+        self.state.protocol.store(protocol, Ordering::Release);
+    }
 }
 
 impl AsyncRead for Watched {
@@ -212,7 +346,11 @@ impl AsyncRead for Watched {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.state.touch();
-            self.state.spoke.store(true, Ordering::Relaxed);
+            if self.state.protocol.load(Ordering::Relaxed) == UNKNOWN {
+                self.state.spoke.store(true, Ordering::Relaxed);
+                let this = &mut *self;
+                this.classify(&buf.filled()[before..]);
+            }
         }
         r
     }
@@ -226,7 +364,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.state.touch();
+            self.state.wrote();
         }
         r
     }
@@ -238,7 +376,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.state.touch();
+            self.state.wrote();
         }
         r
     }
@@ -342,24 +480,27 @@ async fn serve_one(
     let io = TokioIo::new(Watched {
         inner: tcp,
         state: state.clone(),
+        preface: 0,
     });
     let service = {
         let state = state.clone();
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let in_flight = InFlight::new(&state);
+            let mut serving = Serving::new(&state);
             let mut router = router.clone();
             async move {
                 let response = router.call(req.map(Body::new)).await;
-                drop(in_flight);
-                response
+                serving.answered();
+                response.map(|r| {
+                    r.map(|body| Tracked {
+                        body,
+                        _serving: serving,
+                    })
+                })
             }
         })
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+    // No hyper timer: the header-read timeout is the watchdog's below.
+    let builder = auto::Builder::new(TokioExecutor::new());
     let mut conn = pin!(builder.serve_connection(io, service));
     let mut draining = false;
     loop {

@@ -92,17 +92,19 @@ impl IntoResponse for ApiError {
             }
             ApiError::Store(e) => e,
         };
+        if let Error::NotModified(meta) = &e {
+            // The most frequent "error": built as the 200's head is, with no message.
+            let mut response = Response::new(axum::body::Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            validator_headers(response.headers_mut(), meta);
+            return response;
+        }
         let message = e.to_string();
         match e {
-            Error::NotModified(meta) => {
-                let mut headers = HeaderMap::new();
-                validator_headers(&mut headers, &meta);
-                (StatusCode::NOT_MODIFIED, headers).into_response()
-            }
             Error::PreconditionFailed { current } => {
                 let mut headers = HeaderMap::new();
                 if let Some(m) = &current {
-                    if let Ok(v) = HeaderValue::from_str(&m.etag.to_string()) {
+                    if let Some(v) = crate::headers::etag_value(&m.etag) {
                         headers.insert(header::ETAG, v);
                     }
                 }

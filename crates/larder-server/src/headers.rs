@@ -17,6 +17,11 @@ use larder::{ETag, Error, GetOptions, IfRange, Meta, Preconditions, PutOptions, 
 
 pub use larder::wire::header::{DEFAULT_CONTENT_TYPE, EXPECT_ETAG, META_PREFIX, REPR_DIGEST, TTL};
 
+/// The names of the native API's own single fields, parsed once.
+static TTL_FIELD: HeaderName = HeaderName::from_static(TTL);
+static REPR_DIGEST_FIELD: HeaderName = HeaderName::from_static(REPR_DIGEST);
+static EXPECT_ETAG_FIELD: HeaderName = HeaderName::from_static(EXPECT_ETAG);
+
 /// Every value of a field, as text; a value that is not visible ASCII is malformed.
 fn values(h: &HeaderMap, name: impl header::AsHeaderName) -> Result<Vec<&str>> {
     h.get_all(name)
@@ -28,7 +33,12 @@ fn values(h: &HeaderMap, name: impl header::AsHeaderName) -> Result<Vec<&str>> {
         .collect()
 }
 
-fn single<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>> {
+/// The value of a field that may appear once. (Named by a [`HeaderName`] where one exists: a
+/// `&str` name is parsed again on every call.)
+fn single<N>(h: &HeaderMap, name: N) -> Result<Option<&str>>
+where
+    N: header::AsHeaderName + std::fmt::Display + Copy,
+{
     let mut all = values(h, name)?;
     match all.len() {
         0 => Ok(None),
@@ -55,7 +65,7 @@ pub fn preconditions(h: &HeaderMap) -> Result<Preconditions> {
 pub fn get_options(h: &HeaderMap) -> Result<(GetOptions, bool)> {
     let preconditions = preconditions(h)?;
     let mut multiple = false;
-    let range = match single(h, "range")? {
+    let range = match single(h, &header::RANGE)? {
         None => None,
         Some(v) => match parse_range_header(v)? {
             RangeHeader::Single(r) => Some(r),
@@ -66,7 +76,9 @@ pub fn get_options(h: &HeaderMap) -> Result<(GetOptions, bool)> {
             RangeHeader::OtherUnit => None,
         },
     };
-    let if_range = single(h, "if-range")?.map(IfRange::parse).transpose()?;
+    let if_range = single(h, &header::IF_RANGE)?
+        .map(IfRange::parse)
+        .transpose()?;
     Ok((
         GetOptions {
             preconditions,
@@ -82,7 +94,7 @@ pub fn get_options(h: &HeaderMap) -> Result<(GetOptions, bool)> {
 /// sha-256=:…:` or `X-Larder-Expect-ETag`).
 pub fn put_options(h: &HeaderMap) -> Result<PutOptions> {
     let preconditions = preconditions(h)?;
-    let content_type = single(h, "content-type")?.map(str::to_owned);
+    let content_type = single(h, &header::CONTENT_TYPE)?.map(str::to_owned);
     let mut metadata = BTreeMap::new();
     for (name, value) in h {
         if let Some(k) = name.as_str().strip_prefix(META_PREFIX) {
@@ -126,7 +138,7 @@ fn positive_seconds(what: &str, v: &str) -> Result<Duration> {
 }
 
 fn ttl(h: &HeaderMap) -> Result<Option<Duration>> {
-    if let Some(v) = single(h, TTL)? {
+    if let Some(v) = single(h, &TTL_FIELD)? {
         return positive_seconds("X-Larder-TTL", v).map(Some);
     }
     for v in values(h, header::CACHE_CONTROL)? {
@@ -143,7 +155,7 @@ fn ttl(h: &HeaderMap) -> Result<Option<Duration>> {
 }
 
 fn expected_etag(h: &HeaderMap) -> Result<Option<ETag>> {
-    let from_digest = match single(h, REPR_DIGEST)? {
+    let from_digest = match single(h, &REPR_DIGEST_FIELD)? {
         None => None,
         Some(v) => {
             let sha = v.split(',').find_map(|d| {
@@ -170,12 +182,34 @@ fn expected_etag(h: &HeaderMap) -> Result<Option<ETag>> {
             }
         }
     };
-    let from_header = single(h, EXPECT_ETAG)?.map(ETag::parse).transpose()?;
+    let from_header = single(h, &EXPECT_ETAG_FIELD)?
+        .map(ETag::parse)
+        .transpose()?;
     match (from_digest, from_header) {
         (Some(a), Some(b)) if !a.strong_eq(&b) => Err(Error::InvalidInput(
             "Repr-Digest and X-Larder-Expect-ETag disagree".into(),
         )),
         (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// The `ETag` field of `etag`, its wire form built in one buffer of the right size (through
+/// `Display`, the formatting machinery was a twentieth of a GET).
+pub fn etag_value(etag: &ETag) -> Option<HeaderValue> {
+    let opaque = etag.opaque().as_bytes();
+    let mut v = Vec::with_capacity(opaque.len() + 4);
+    if etag.is_weak() {
+        v.extend_from_slice(b"W/");
+    }
+    v.push(b'"');
+    v.extend_from_slice(opaque);
+    v.push(b'"');
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
+}
+
+fn set_etag(h: &mut HeaderMap, etag: &ETag) {
+    if let Some(v) = etag_value(etag) {
+        h.insert(header::ETAG, v);
     }
 }
 
@@ -196,16 +230,21 @@ fn set_owned(h: &mut HeaderMap, name: HeaderName, value: String) {
 /// token for the next `If-Match`) and its `Last-Modified`.
 pub fn write_headers(meta: &Meta) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(4);
-    set_owned(&mut h, header::ETAG, meta.etag.to_string());
-    set_owned(&mut h, header::LAST_MODIFIED, http_date(meta.last_modified));
+    add_write_headers(&mut h, meta);
     h
+}
+
+/// Adds the fields of [`write_headers`] to `h`.
+pub(crate) fn add_write_headers(h: &mut HeaderMap, meta: &Meta) {
+    set_etag(h, &meta.etag);
+    set_owned(h, header::LAST_MODIFIED, http_date(meta.last_modified));
 }
 
 /// The fields that describe a stored object, sent with a 200, 206, 304 and HEAD: `ETag`,
 /// `Last-Modified`, `Content-Type`, `Cache-Control`/`Expires` for an object with a TTL, and the
 /// user metadata.
 pub fn validator_headers(h: &mut HeaderMap, meta: &Meta) {
-    set_owned(h, header::ETAG, meta.etag.to_string());
+    set_etag(h, &meta.etag);
     // Dates go through `http_date`, which clamps what no HTTP date can carry (a record stored
     // with an expiry past the year 9999 is still served).
     set_owned(h, header::LAST_MODIFIED, http_date(meta.last_modified));
@@ -294,6 +333,17 @@ mod tests {
         .unwrap();
         assert_eq!(o.expected_etag, Some(ETag::of(b"")));
         assert!(put_options(&map(&[("repr-digest", "sha-256=:bm90:")])).is_err());
+    }
+
+    #[test]
+    fn etag_fields_are_the_wire_form() {
+        for tag in [
+            ETag::of(b"x"),
+            ETag::weak("v1").unwrap(),
+            ETag::strong("").unwrap(),
+        ] {
+            assert_eq!(etag_value(&tag).unwrap(), tag.to_string().as_str());
+        }
     }
 
     #[test]

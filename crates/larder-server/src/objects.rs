@@ -12,14 +12,16 @@ use axum::Json;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use larder::range::content_range;
-use larder::{Body, ByteStream, DeleteOptions, Error, HeadOptions, Key, ListOptions};
+use larder::{Body, ByteStream, DeleteOptions, Error, HeadOptions, Key, ListOptions, Meta};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::headers::{get_options, preconditions, put_options, validator_headers, write_headers};
+use crate::headers::{
+    add_write_headers, get_options, preconditions, put_options, validator_headers,
+};
 use crate::wire::{CapabilitiesJson, ListJson, MetaJson};
 use crate::AppState;
 
@@ -133,20 +135,25 @@ pub(crate) fn response_body(
     HttpBody::from_stream(body)
 }
 
+/// The metadata of a HEAD of `key`, in both APIs: the token's read access, then one store call
+/// that decides the request's conditions.
+pub(crate) async fn head_meta(
+    s: &AppState,
+    headers: &HeaderMap,
+    key: &Key,
+) -> Result<Meta, ApiError> {
+    s.authorize(headers, Access::Read, key.as_str())?;
+    let opts = HeadOptions {
+        preconditions: preconditions(headers)?,
+    };
+    Ok(s.store.head(key, opts).await?)
+}
+
 /// HEAD: the object's fields, no body.
 pub async fn head(State(s): Shared, req: Request) -> Result<Response, ApiError> {
     let headers = req.headers();
     let key = parse_key(req.uri())?;
-    s.authorize(headers, Access::Read, key.as_str())?;
-    let meta = s
-        .store
-        .head(
-            &key,
-            HeadOptions {
-                preconditions: preconditions(headers)?,
-            },
-        )
-        .await?;
+    let meta = head_meta(&s, headers, &key).await?;
     let mut h = HeaderMap::with_capacity(8);
     validator_headers(&mut h, &meta);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -171,13 +178,22 @@ pub async fn put(State(s): Shared, req: Request) -> Result<Response, ApiError> {
     };
     let (_permit, body) = upload_body(&s, headers, body)?;
     let put = s.store.put(&key, body, opts).await?;
-    let h = write_headers(&put.meta);
-    let status = if put.created {
+    // The JSON and fields axum's `Json` and a header tuple would give, in the same order, built
+    // in place: the tuple copies its header map into the response's.
+    let json = serde_json::to_vec(&MetaJson::from(&put.meta)).expect("metadata serializes");
+    let mut response = Response::new(HttpBody::from(json));
+    *response.status_mut() = if put.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, h, Json(MetaJson::from(&put.meta))).into_response())
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    add_write_headers(h, &put.meta);
+    Ok(response)
 }
 
 /// Most of a refused upload's body read before answering (see [`drain_small`]).

@@ -22,14 +22,14 @@ use axum::Router;
 use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
 use larder::key::validate_prefix;
-use larder::{DeleteOptions, Error, GetOptions, HeadOptions, Key, ListOptions};
+use larder::{DeleteOptions, Error, GetOptions, Key, ListOptions};
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::headers::{preconditions, validator_headers, write_headers};
-use crate::objects::{response_body, upload_body};
+use crate::objects::{head_meta, response_body, upload_body};
 use crate::AppState;
 
 /// Where the protocol is mounted.
@@ -282,16 +282,7 @@ async fn get(s: &AppState, headers: &HeaderMap, key: Key) -> Result<Response, Re
 
 /// HEAD of a value: 200 with its fields, 404 when missing.
 async fn head(s: &AppState, headers: &HeaderMap, key: Key) -> Result<Response, Reject> {
-    s.authorize(headers, Access::Read, key.as_str())?;
-    let meta = s
-        .store
-        .head(
-            &key,
-            HeadOptions {
-                preconditions: preconditions(headers)?,
-            },
-        )
-        .await?;
+    let meta = head_meta(s, headers, &key).await?;
     Ok((StatusCode::OK, meta_headers(&meta)).into_response())
 }
 

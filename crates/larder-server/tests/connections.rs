@@ -223,3 +223,125 @@ async fn a_silent_connection_gets_the_header_timeout_not_the_idle_one() {
     assert!(closed_by_server(s, PATIENCE).await);
     server.shutdown().await.unwrap();
 }
+
+/// Whether the server closed `s` within `within` while the client trickles one header line every
+/// 200 ms (so that bytes keep moving and only the header-read timeout can close it).
+async fn closed_while_trickling(mut s: TcpStream, within: Duration) -> bool {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < within {
+        if s.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            return true;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(n)) => panic!("answered a request head never finished: {:?}", &buf[..n]),
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_trickled_request_head_gets_the_header_timeout() {
+    // Slowloris: a header line every 200 ms keeps the connection busy (never idle for the 60 s
+    // idle timeout), but the head is not whole after the header-read timeout (1 s): closed.
+    // On a fresh connection, and on a keep-alive one after its first answer.
+    let server = start(Config {
+        header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(60),
+        ..Config::default()
+    })
+    .await;
+    for kind in [Slow::PartialHeaders, Slow::IdleKeepAlive] {
+        let s = open(server.local_addr(), kind).await.unwrap();
+        let mut s = s;
+        if let Slow::IdleKeepAlive = kind {
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        }
+        let started = Instant::now();
+        assert!(closed_while_trickling(s, PATIENCE).await, "{kind:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(500),
+            "{kind:?} closed early: {took:?}"
+        );
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_download_is_not_cut_by_the_header_timeout() {
+    // The header-read timeout counts from the end of the previous response: a response whose
+    // body takes longer than it to reach a slow reader is sent whole, and the connection then
+    // serves the next request.
+    let server = start(Config {
+        header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(60),
+        ..Config::default()
+    })
+    .await;
+    let url = format!("{}/v1/objects/big", server.url());
+    let size = 24 << 20;
+    let put = reqwest::Client::new()
+        .put(&url)
+        .body(vec![b'x'; size])
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 << 10).unwrap();
+    let mut s = socket.connect(server.local_addr()).await.unwrap();
+    let get = b"GET /v1/objects/big HTTP/1.1\r\nHost: x\r\n\r\n";
+    s.write_all(get).await.unwrap();
+    let started = Instant::now();
+    let (mut got, mut next_pause) = (0usize, 1 << 20);
+    let mut buf = vec![0u8; 64 << 10];
+    // Read 100 ms apart per MiB: 2.4 s for the body, far more than any socket buffers hold.
+    while got < size {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after {got} bytes, {:?}", started.elapsed());
+        got += n;
+        if got >= next_pause {
+            next_pause += 1 << 20;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(started.elapsed() > Duration::from_secs(2));
+    // The head and the whole body came (`got` counts the head too), and the connection goes on.
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut tail = Vec::new();
+    while !tail.ends_with(b"\r\n\r\nok") {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before answering the next request");
+        tail.extend_from_slice(&buf[..n]);
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_http2_connection_gets_the_idle_timeout_not_the_header_one() {
+    // hyper's header-read timeout is HTTP/1's: an HTTP/2 connection that went quiet after its
+    // preface is closed by the idle timeout (3 s), not the header-read one (1 s).
+    let server = start(Config {
+        header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(3),
+        ..Config::default()
+    })
+    .await;
+    let s = open(server.local_addr(), Slow::Http2Preface).await.unwrap();
+    let started = Instant::now();
+    assert!(closed_by_server(s, PATIENCE).await);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(2500), "closed after {took:?}");
+    server.shutdown().await.unwrap();
+}
