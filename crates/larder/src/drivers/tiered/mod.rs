@@ -419,12 +419,12 @@ impl TieredStore {
     ) -> Result<Option<GetResult>> {
         let (range, tier_opts) = tier_request(opts, auth)?;
         let tier = &self.shared.tiers[i].store;
-        let r = match tier.get_now(key, &tier_opts) {
+        let mut r = match tier.get_now(key, &tier_opts) {
             Some(r) => r,
             None => tier.get(key, tier_opts).await,
         };
-        match self.accept(i, key, r, auth, &range) {
-            Ok(r) => Ok(Some(r)),
+        match self.accept(i, key, &mut r, auth, &range) {
+            Ok(()) => Ok(r.ok()),
             Err(stale) => {
                 if stale {
                     self.shared.drop_copy(i, key).await;
@@ -434,21 +434,23 @@ impl TieredStore {
         }
     }
 
-    /// Tier `i`'s answer `r` to a read whose authoritative metadata is `auth` and range
-    /// `range`, as this store's answer; `Err(stale)` when it has no copy of that version
-    /// (`stale`: it has another one, to drop).
+    /// Whether tier `i`'s answer `r` to a read whose authoritative metadata is `auth` and
+    /// range `range` is this store's answer: `Ok` when it is (`r` is then `Ok`, patched to
+    /// the authoritative metadata in place: a result is large, and every move of it a copy),
+    /// `Err(stale)` when the tier has no copy of that version (`stale`: it has another one, to
+    /// drop).
     fn accept(
         &self,
         i: usize,
         key: &Key,
-        r: Result<GetResult>,
+        r: &mut Result<GetResult>,
         auth: &Meta,
         range: &Option<Range<u64>>,
-    ) -> std::result::Result<GetResult, bool> {
+    ) -> std::result::Result<(), bool> {
         match r {
-            Ok(mut r) if is_copy(&r, auth, range) => {
-                self.hit(i, &mut r, auth);
-                Ok(r)
+            Ok(r) if is_copy(r, auth, range) => {
+                self.hit(i, r, auth);
+                Ok(())
             }
             Ok(_) => {
                 bump(&self.shared.stats[i].stale_reads_refused);
@@ -462,9 +464,8 @@ impl TieredStore {
         }
     }
 
-    /// Tier `i`'s copy `r` of the version `auth` describes, counted as a hit and answered with
-    /// the authoritative metadata.
-    /// (In place: a `GetResult` is large, and every move of it a copy.)
+    /// Tier `i`'s copy `r` of the version `auth` describes, counted as a hit and patched in
+    /// place to the authoritative metadata.
     fn hit(&self, i: usize, r: &mut GetResult, auth: &Meta) {
         bump(&self.shared.stats[i].hits);
         // The authoritative metadata, keeping the key and ETag the tier just built (the same
@@ -814,12 +815,12 @@ impl Store for TieredStore {
             if let Some(auth) = self.fresh_for(0, key) {
                 let (range, tier_opts) = tier_request(&opts, &auth)?;
                 let tier = &self.shared.tiers[0].store;
-                let r = match tier.get_now(key, &tier_opts) {
+                let mut r = match tier.get_now(key, &tier_opts) {
                     Some(r) => r,
                     None => tier.get(key, tier_opts).await,
                 };
-                return match self.accept(0, key, r, &auth, &range) {
-                    Ok(r) => Ok(r),
+                return match self.accept(0, key, &mut r, &auth, &range) {
+                    Ok(()) => r,
                     Err(stale) => Box::pin(self.get_after_miss(stale, key, opts)).await,
                 };
             }
