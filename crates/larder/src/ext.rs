@@ -37,7 +37,13 @@ pub trait StoreExt: Store {
     /// # Ok::<(), larder::Error>(()) }).unwrap();
     /// ```
     async fn get_bytes(&self, key: &Key) -> Result<(Bytes, Meta)> {
-        let GetResult { meta, body, .. } = self.get(key, GetOptions::default()).await?;
+        let opts = GetOptions::default();
+        // Without awaiting the store's read where it can answer so (no boxed future).
+        let r = match self.get_now(key, &opts) {
+            Some(r) => r,
+            None => self.get(key, opts).await,
+        };
+        let GetResult { meta, body, .. } = r?;
         Ok((crate::body::collect_stream(body).await?, meta))
     }
 

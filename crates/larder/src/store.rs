@@ -256,6 +256,40 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// ```
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult>;
 
+    /// The answer [`get`](Store::get) would give now, when the store can give it without
+    /// awaiting anything (a store holding its objects in-process); `None` (the default) when it
+    /// cannot, and then the caller asks [`get`](Store::get).
+    ///
+    /// An implementation that answers gives exactly what `get` would: the same result or error,
+    /// decided in one atomic step (conditions evaluated on the version whose bytes are
+    /// served), with the same effects (a bounded store's access order, counters). It never
+    /// blocks on I/O or waits for another task, only for in-process locks held briefly.
+    /// Answering is all or nothing: a store that returns `None` has had no effect.
+    ///
+    /// It saves a boxed future per read, so a store built on another (tiers, mounts) can ask
+    /// the inner store with it first.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use larder::drivers::memory::MemoryStore;
+    /// use larder::{GetOptions, Key, Store, StoreExt};
+    ///
+    /// let store = MemoryStore::new();
+    /// let key = Key::new("config")?;
+    /// store.put_bytes(&key, "v1".into()).await?;
+    /// let opts = GetOptions::default();
+    /// let r = match store.get_now(&key, &opts) {
+    ///     Some(r) => r?,
+    ///     None => store.get(&key, opts).await?, // a store that must await
+    /// };
+    /// assert_eq!(r.bytes().await?, "v1");
+    /// # Ok::<(), larder::Error>(()) }).unwrap();
+    /// ```
+    fn get_now(&self, key: &Key, opts: &GetOptions) -> Option<Result<GetResult>> {
+        let _ = (key, opts);
+        None
+    }
+
     /// Writes the object at `key`, streaming `body` in. Nothing is stored unless the whole body
     /// arrived and the preconditions held.
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult>;

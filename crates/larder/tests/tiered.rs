@@ -979,3 +979,70 @@ async fn no_stale_backfill_after_concurrent_write() {
 async fn body_of(r: GetResult) -> Bytes {
     r.bytes().await.unwrap()
 }
+
+/// The read without awaiting answers only a fresh copy in tier 0, and exactly as `get` would
+/// (the authoritative metadata, conditions and ranges decided on it, a hit counted); anything
+/// else is `None` with nothing counted or dropped, and `get` then decides it.
+#[tokio::test]
+async fn get_now_answers_fresh_hits_only_and_as_get_would() {
+    let (t, near, auth) = two_tier(WINDOW);
+    let key = k("now");
+    let plain = GetOptions::default();
+    // Never validated through this store: not answered now.
+    auth.put_bytes(&key, "v1".into()).await.unwrap();
+    assert!(t.get_now(&key, &plain).is_none());
+    assert_eq!(t.stats()[0].hits + t.stats()[0].misses, 0);
+    // Written through: tier 0 holds a fresh copy.
+    let typed = PutOptions {
+        content_type: Some("text/plain".into()),
+        ..Default::default()
+    };
+    let v2 = t
+        .put(&key, Body::Bytes(Bytes::from_static(b"v2")), typed)
+        .await
+        .unwrap()
+        .meta;
+    let r = t.get_now(&key, &plain).unwrap().unwrap();
+    assert_eq!(r.meta, v2);
+    assert_eq!(body(r).await, "v2");
+    assert_eq!(t.stats()[0].hits, 1);
+    // Tier 0's copy with the same bytes (so the same ETag) but other metadata: served with the
+    // authoritative metadata, as `get` serves it.
+    near.put_bytes(&key, "v2".into()).await.unwrap();
+    let now = t.get_now(&key, &plain).unwrap().unwrap();
+    let later = t.get(&key, plain.clone()).await.unwrap();
+    assert_eq!(now.meta, v2);
+    assert_eq!(later.meta, v2);
+    // Conditions and ranges, decided on the authoritative metadata.
+    match t.get_now(&key, &get_if(none_match(&v2.etag))) {
+        Some(Err(Error::NotModified(m))) => assert_eq!(m.etag, v2.etag),
+        other => panic!("{other:?}"),
+    }
+    let ranged = GetOptions {
+        range: Some(ByteRange::Suffix(1)),
+        ..Default::default()
+    };
+    let r = t.get_now(&key, &ranged).unwrap().unwrap();
+    assert_eq!(r.range, Some(1..2));
+    assert_eq!(body(r).await, "2");
+    // Another version in tier 0 (written around the store): not answered now, nothing counted
+    // or dropped; `get` refuses it and serves the authoritative one.
+    near.put_bytes(&key, "other".into()).await.unwrap();
+    let before = t.stats();
+    assert!(t.get_now(&key, &plain).is_none());
+    assert_eq!(t.stats(), before);
+    assert_eq!(
+        body(near.get(&key, plain.clone()).await.unwrap()).await,
+        "other"
+    );
+    assert_eq!(body(t.get(&key, plain.clone()).await.unwrap()).await, "v2");
+    assert_eq!(
+        t.stats()[0].stale_reads_refused,
+        before[0].stale_reads_refused + 1
+    );
+    // A tier 0 that must await (fs) is never asked now; `get` serves its copy.
+    let fs_first = stack(&[Layer::Fs, Layer::Memory], WINDOW).await.unwrap();
+    fs_first.put_bytes(&key, "on disk".into()).await.unwrap();
+    assert!(fs_first.get_now(&key, &plain).is_none());
+    assert_eq!(fs_first.get_bytes(&key).await.unwrap().0, "on disk");
+}

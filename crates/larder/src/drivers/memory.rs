@@ -271,6 +271,13 @@ impl MemoryStore {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What [`Store::get`] and [`Store::get_now`] answer (one implementation, synchronous).
+    fn read_object(&self, key: &Key, opts: &GetOptions) -> Result<GetResult> {
+        // Conditions are decided on the metadata of the version whose bytes are served.
+        let (meta, data) = self.snapshot(key)?;
+        GetResult::from_bytes(meta, data, opts)
+    }
+
     /// The metadata and bytes at `key`, from one version; the least recently used order is
     /// updated in a bounded store.
     fn snapshot(&self, key: &Key) -> Result<(Meta, Bytes)> {
@@ -318,9 +325,12 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        // Conditions are decided on the metadata of the version whose bytes are served.
-        let (meta, data) = self.snapshot(key)?;
-        GetResult::from_bytes(meta, data, &opts)
+        self.read_object(key, &opts)
+    }
+
+    /// Always answers: a read is one step under the store's lock.
+    fn get_now(&self, key: &Key, opts: &GetOptions) -> Option<Result<GetResult>> {
+        Some(self.read_object(key, opts))
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
@@ -421,6 +431,52 @@ mod tests {
         );
         assert_eq!(digest_of(&etag.opaque()[1..]), None);
         assert_eq!(digest_of("g".repeat(64).as_str()), None);
+    }
+
+    /// `get_now` always answers, with what `get` answers, and counts as a use of the object.
+    #[tokio::test]
+    async fn get_now_answers_as_get() {
+        let store = MemoryStore::open(MemoryConfig {
+            max_bytes: Some(8),
+            default_ttl: None,
+        })
+        .await
+        .unwrap();
+        let k = |s: &str| Key::new(s).unwrap();
+        let plain = GetOptions::default();
+        assert!(matches!(
+            store.get_now(&k("a"), &plain),
+            Some(Err(Error::NotFound { .. }))
+        ));
+        let a = store.put_bytes(&k("a"), "aaaa".into()).await.unwrap();
+        let now = store.get_now(&k("a"), &plain).unwrap().unwrap();
+        let later = store.get(&k("a"), plain.clone()).await.unwrap();
+        assert_eq!((&now.meta, &now.range), (&later.meta, &later.range));
+        assert_eq!(now.bytes().await.unwrap(), later.bytes().await.unwrap());
+        let revalidate = GetOptions {
+            preconditions: crate::Preconditions {
+                if_none_match: Some(crate::ETagCondition::tag(a.etag.clone())),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(matches!(
+            store.get_now(&k("a"), &revalidate),
+            Some(Err(Error::NotModified(_)))
+        ));
+        let ranged = GetOptions {
+            range: Some(crate::ByteRange::From(2)),
+            ..Default::default()
+        };
+        let r = store.get_now(&k("a"), &ranged).unwrap().unwrap();
+        assert_eq!(r.range, Some(2..4));
+        assert_eq!(r.bytes().await.unwrap(), "aa");
+        // A use, as a `get` is: after b is written, a read of a makes b the one evicted.
+        store.put_bytes(&k("b"), "bbbb".into()).await.unwrap();
+        store.get_now(&k("a"), &plain).unwrap().unwrap();
+        store.put_bytes(&k("c"), "cccc".into()).await.unwrap();
+        assert!(store.stat(&k("a")).await.unwrap().is_some());
+        assert!(store.stat(&k("b")).await.unwrap().is_none());
     }
 
     #[tokio::test]

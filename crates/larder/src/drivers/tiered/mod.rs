@@ -418,9 +418,13 @@ impl TieredStore {
         auth: &Meta,
     ) -> Result<Option<GetResult>> {
         let (range, tier_opts) = tier_request(opts, auth)?;
-        let r = self.shared.tiers[i].store.get(key, tier_opts).await;
-        match self.accept(i, key, r, auth, &range) {
-            Ok(r) => Ok(Some(r)),
+        let tier = &self.shared.tiers[i].store;
+        let mut r = match tier.get_now(key, &tier_opts) {
+            Some(r) => r,
+            None => tier.get(key, tier_opts).await,
+        };
+        match self.accept(i, key, &mut r, auth, &range) {
+            Ok(()) => Ok(r.ok()),
             Err(stale) => {
                 if stale {
                     self.shared.drop_copy(i, key).await;
@@ -430,29 +434,23 @@ impl TieredStore {
         }
     }
 
-    /// Tier `i`'s answer `r` to a read whose authoritative metadata is `auth` and range
-    /// `range`, as this store's answer; `Err(stale)` when it has no copy of that version
-    /// (`stale`: it has another one, to drop).
+    /// Whether tier `i`'s answer `r` to a read whose authoritative metadata is `auth` and
+    /// range `range` is this store's answer: `Ok` when it is (`r` is then `Ok`, patched to
+    /// the authoritative metadata in place: a result is large, and every move of it a copy),
+    /// `Err(stale)` when the tier has no copy of that version (`stale`: it has another one, to
+    /// drop).
     fn accept(
         &self,
         i: usize,
         key: &Key,
-        r: Result<GetResult>,
+        r: &mut Result<GetResult>,
         auth: &Meta,
         range: &Option<Range<u64>>,
-    ) -> std::result::Result<GetResult, bool> {
+    ) -> std::result::Result<(), bool> {
         match r {
-            Ok(mut r) if r.meta.etag.strong_eq(&auth.etag) && r.range == *range => {
-                bump(&self.shared.stats[i].hits);
-                // The authoritative metadata, keeping the key and ETag the tier just built (the
-                // same ones: same key, strongly equal ETag) rather than copying them again.
-                let m = &mut r.meta;
-                m.size = auth.size;
-                m.last_modified = auth.last_modified;
-                m.expires_at = auth.expires_at;
-                m.content_type.clone_from(&auth.content_type);
-                m.metadata.clone_from(&auth.metadata);
-                Ok(r)
+            Ok(r) if is_copy(r, auth, range) => {
+                self.hit(i, r, auth);
+                Ok(())
             }
             Ok(_) => {
                 bump(&self.shared.stats[i].stale_reads_refused);
@@ -463,6 +461,25 @@ impl TieredStore {
                 tracing::warn!("tiered: tier {i} read of {key}: {e}");
                 Err(false)
             }
+        }
+    }
+
+    /// Tier `i`'s copy `r` of the version `auth` describes, counted as a hit and patched in
+    /// place to the authoritative metadata.
+    fn hit(&self, i: usize, r: &mut GetResult, auth: &Meta) {
+        bump(&self.shared.stats[i].hits);
+        // The authoritative metadata, keeping the key and ETag the tier just built (the same
+        // ones: same key, strongly equal ETag) rather than copying them again, and the fields
+        // a copy usually has already (written with the same ones) unless they differ.
+        let m = &mut r.meta;
+        m.size = auth.size;
+        m.last_modified = auth.last_modified;
+        m.expires_at = auth.expires_at;
+        if m.content_type != auth.content_type {
+            m.content_type.clone_from(&auth.content_type);
+        }
+        if !(m.metadata.is_empty() && auth.metadata.is_empty()) && m.metadata != auth.metadata {
+            m.metadata.clone_from(&auth.metadata);
         }
     }
 
@@ -605,6 +622,11 @@ fn tier_request(opts: &GetOptions, auth: &Meta) -> Result<(Option<Range<u64>>, G
         ..Default::default()
     };
     Ok((range, tier_opts))
+}
+
+/// Whether a nearer tier's answer `r` is the version `auth` describes, served as `range`.
+fn is_copy(r: &GetResult, auth: &Meta, range: &Option<Range<u64>>) -> bool {
+    r.meta.etag.strong_eq(&auth.etag) && r.range == *range
 }
 
 /// The nearer tiers to backfill after a full read, with what is needed to do it.
@@ -788,17 +810,45 @@ impl Store for TieredStore {
         // The hot path, a fresh copy in the nearest tier, is kept apart from the rest (boxed),
         // so that its future stays small: a read's future is allocated and moved per call.
         // It awaits nothing but tier 0's read (no nested future), so that it holds little.
+        // Tier 0 is asked without awaiting when it can answer so (saving its boxed future).
         if self.nearer() > 0 {
             if let Some(auth) = self.fresh_for(0, key) {
                 let (range, tier_opts) = tier_request(&opts, &auth)?;
-                let r = self.shared.tiers[0].store.get(key, tier_opts).await;
-                return match self.accept(0, key, r, &auth, &range) {
-                    Ok(r) => Ok(r),
+                let tier = &self.shared.tiers[0].store;
+                let mut r = match tier.get_now(key, &tier_opts) {
+                    Some(r) => r,
+                    None => tier.get(key, tier_opts).await,
+                };
+                return match self.accept(0, key, &mut r, &auth, &range) {
+                    Ok(()) => r,
                     Err(stale) => Box::pin(self.get_after_miss(stale, key, opts)).await,
                 };
             }
         }
         Box::pin(self.get_from(0, Vec::new(), key, opts)).await
+    }
+
+    /// The hot read only: a fresh copy in tier 0 that tier 0 can serve without awaiting,
+    /// decided exactly as [`get`](Store::get) decides it. Anything else (no fresh record, no
+    /// copy or another version in tier 0, a tier that must await) is `None`, with nothing
+    /// counted or dropped: `get` then does all of it.
+    fn get_now(&self, key: &Key, opts: &GetOptions) -> Option<Result<GetResult>> {
+        if self.nearer() == 0 {
+            return None;
+        }
+        let auth = self.fresh_for(0, key)?;
+        let (range, tier_opts) = match tier_request(opts, &auth) {
+            Ok(x) => x,
+            // Decided on the authoritative metadata, as `get` decides it, before any tier.
+            Err(e) => return Some(Err(e)),
+        };
+        // Patched where it lies and returned as it came (each move of a result is a copy).
+        let mut answer = self.shared.tiers[0].store.get_now(key, &tier_opts);
+        match &mut answer {
+            Some(Ok(r)) if is_copy(r, &auth, &range) => self.hit(0, r, &auth),
+            _ => return None,
+        }
+        answer
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {

@@ -131,6 +131,14 @@ impl Store for MountStore {
         self.route(key)?.get(key, opts).await
     }
 
+    /// The mount's own answer now, if it has one.
+    fn get_now(&self, key: &Key, opts: &GetOptions) -> Option<Result<GetResult>> {
+        match self.route(key) {
+            Ok(store) => store.get_now(key, opts),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
         self.route(key)?.put(key, body, opts).await
     }
