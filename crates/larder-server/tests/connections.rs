@@ -15,11 +15,37 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 fn config(max_connections: usize) -> Config {
     Config {
-        header_read_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(2),
         max_connections,
+        ..timeouts(1, 2)
+    }
+}
+
+/// The default config with a header-read and an idle timeout, in seconds.
+fn timeouts(header_read: u64, idle: u64) -> Config {
+    Config {
+        header_read_timeout: Duration::from_secs(header_read),
+        idle_timeout: Duration::from_secs(idle),
         ..Config::default()
     }
+}
+
+/// Reads from `s` until what came so far satisfies `done`; fails if the server closes first.
+async fn read_until(s: &mut TcpStream, what: &str, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while !done(&got) {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {what}: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
 }
 
 async fn start(config: Config) -> ServerHandle {
@@ -190,20 +216,10 @@ async fn a_request_in_flight_is_not_idle() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     s.write_all(b"56789").await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
-        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            n > 0,
-            "closed mid-request: {}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-    }
+    let got = read_until(&mut s, "the answer's head", |g| {
+        g.windows(4).any(|w| w == b"\r\n\r\n")
+    })
+    .await;
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 201"), "{text}");
     server.shutdown().await.unwrap();
@@ -213,12 +229,7 @@ async fn a_request_in_flight_is_not_idle() {
 async fn a_silent_connection_gets_the_header_timeout_not_the_idle_one() {
     // Before its first byte a connection is neither HTTP/1 nor HTTP/2 yet; it must still be
     // closed after the header-read timeout (1 s), long before the idle timeout (60 s).
-    let server = start(Config {
-        header_read_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(60),
-        ..Config::default()
-    })
-    .await;
+    let server = start(timeouts(1, 60)).await;
     let s = open(server.local_addr(), Slow::Silent).await.unwrap();
     assert!(closed_by_server(s, PATIENCE).await);
     server.shutdown().await.unwrap();
@@ -247,12 +258,7 @@ async fn a_trickled_request_head_gets_the_header_timeout() {
     // Slowloris: a header line every 200 ms keeps the connection busy (never idle for the 60 s
     // idle timeout), but the head is not whole after the header-read timeout (1 s): closed.
     // On a fresh connection, and on a keep-alive one after its first answer.
-    let server = start(Config {
-        header_read_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(60),
-        ..Config::default()
-    })
-    .await;
+    let server = start(timeouts(1, 60)).await;
     for kind in [Slow::PartialHeaders, Slow::IdleKeepAlive] {
         let s = open(server.local_addr(), kind).await.unwrap();
         let mut s = s;
@@ -275,12 +281,7 @@ async fn a_slow_download_is_not_cut_by_the_header_timeout() {
     // The header-read timeout counts from the end of the previous response: a response whose
     // body takes longer than it to reach a slow reader is sent whole, and the connection then
     // serves the next request.
-    let server = start(Config {
-        header_read_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(60),
-        ..Config::default()
-    })
-    .await;
+    let server = start(timeouts(1, 60)).await;
     let url = format!("{}/v1/objects/big", server.url());
     let size = 24 << 20;
     let put = reqwest::Client::new()
@@ -316,15 +317,10 @@ async fn a_slow_download_is_not_cut_by_the_header_timeout() {
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let mut tail = Vec::new();
-    while !tail.ends_with(b"\r\n\r\nok") {
-        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed before answering the next request");
-        tail.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut s, "answering the next request", |g| {
+        g.ends_with(b"\r\n\r\nok")
+    })
+    .await;
     server.shutdown().await.unwrap();
 }
 
@@ -332,12 +328,7 @@ async fn a_slow_download_is_not_cut_by_the_header_timeout() {
 async fn an_http2_connection_gets_the_idle_timeout_not_the_header_one() {
     // hyper's header-read timeout is HTTP/1's: an HTTP/2 connection that went quiet after its
     // preface is closed by the idle timeout (3 s), not the header-read one (1 s).
-    let server = start(Config {
-        header_read_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(3),
-        ..Config::default()
-    })
-    .await;
+    let server = start(timeouts(1, 3)).await;
     let s = open(server.local_addr(), Slow::Http2Preface).await.unwrap();
     let started = Instant::now();
     assert!(closed_by_server(s, PATIENCE).await);
