@@ -25,8 +25,11 @@ print("or ceiling, measured in the same run), then min and median in absolute un
 print(f"Machine: {os.cpu_count()} CPUs, {cpu}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
       f"load average at the end {' '.join(load)}. The machine was shared with other builds while this ran: "
       "absolute numbers are noisy, ratios less so.\n")
-commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                        cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "?"
+# The commit bench/run measured (written when it started), else the checkout's.
+commit_file = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), "commit")
+commit = (open(commit_file).read().strip() if os.path.exists(commit_file) else
+          subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()) or "?"
 print(f"Code measured: `{commit}`.\n")
 # The issue-15 targets with their recorded before figures (kept by hand: the old code cannot be
 # built with today's harness); the sections below re-measure the after figures.
