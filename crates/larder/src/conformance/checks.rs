@@ -1011,3 +1011,83 @@ pub async fn version_stamps(store: Arc<dyn Store>) {
         t.await.expect("a swapper panicked");
     }
 }
+
+/// [`Store::get_now`], where the store answers it, gives what [`Store::get`] gives for the same
+/// request: the same meta, range and bytes, or the same kind of error (304, 412, 416, not
+/// found). A store that never answers (`None`, the default) passes trivially.
+pub async fn get_now_agrees_with_get(store: Arc<dyn Store>) {
+    let p = fresh_prefix("get_now");
+    let k = key(&p, "obj");
+    let opts = PutOptions {
+        content_type: Some("application/x-kit".into()),
+        ..Default::default()
+    };
+    let cur = store
+        .put(&k, Body::from("0123456789"), opts)
+        .await
+        .unwrap()
+        .meta;
+    let with = |pre: Preconditions, range: Option<ByteRange>| GetOptions {
+        range,
+        ..get_opts(pre)
+    };
+    let cases = [
+        ("plain", k.clone(), with(Preconditions::default(), None)),
+        ("missing key", key(&p, "absent"), GetOptions::default()),
+        (
+            "If-None-Match current (304)",
+            k.clone(),
+            with(
+                Preconditions {
+                    if_none_match: tags(&[&cur.etag]),
+                    ..Default::default()
+                },
+                None,
+            ),
+        ),
+        (
+            "If-Match other (412)",
+            k.clone(),
+            with(
+                Preconditions {
+                    if_match: tags(&[&other_tag()]),
+                    ..Default::default()
+                },
+                None,
+            ),
+        ),
+        (
+            "range",
+            k.clone(),
+            with(Preconditions::default(), Some(ByteRange::Suffix(3))),
+        ),
+        (
+            "unsatisfiable range (416)",
+            k.clone(),
+            with(Preconditions::default(), Some(ByteRange::From(100))),
+        ),
+    ];
+    for (name, k, opts) in cases {
+        let Some(now) = store.get_now(&k, &opts) else {
+            continue;
+        };
+        let later = store.get(&k, opts).await;
+        match (now, later) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a.meta, b.meta, "{name}: meta");
+                assert_eq!(a.range, b.range, "{name}: range");
+                assert_eq!(body_of(a).await, body_of(b).await, "{name}: bytes");
+            }
+            (Err(a), Err(b)) => assert_eq!(
+                std::mem::discriminant(&a),
+                std::mem::discriminant(&b),
+                "{name}: get_now {a:?}, get {b:?}"
+            ),
+            (a, b) => panic!(
+                "{name}: get_now {:?}, get {:?}",
+                a.map(|r| r.meta),
+                b.map(|r| r.meta)
+            ),
+        }
+    }
+}

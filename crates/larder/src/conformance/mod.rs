@@ -57,7 +57,8 @@ macro_rules! conformance_tests {
             round_trip, same_bytes_same_etag, metadata, overwrite, ttl, listing, list_paging,
             put_preconditions, read_preconditions, head_preconditions, delete_preconditions,
             ranges, if_range, unsupported_conditions_refused, expected_digest,
-            aborted_body_stores_nothing, invalid_keys_refused, cas_race, version_stamps);
+            aborted_body_stores_nothing, invalid_keys_refused, cas_race, version_stamps,
+            get_now_agrees_with_get);
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
         $(
