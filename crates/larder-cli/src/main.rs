@@ -39,7 +39,7 @@ struct Cli {
 /// Where the server is, for the client commands.
 #[derive(Args, Debug, Clone)]
 struct ClientArgs {
-    /// The server: http(s)://HOST:PORT[/key/prefix][?timeout=SECS].
+    /// The server: `http(s)://HOST:PORT[/key/prefix][?timeout=SECS]`.
     #[arg(long, env = "LARDER_URL", default_value = "http://127.0.0.1:7070")]
     server: String,
     /// Bearer token (overrides a `token=` in the server URL).

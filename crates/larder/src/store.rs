@@ -317,7 +317,7 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
 pub const READINESS_PROBE_KEY: &str = ".larder/readiness-probe";
 
 /// The part of a composite store (a tier, a mount) whose check failed: the `source` of the
-/// [`Error::Backend`](crate::Error::Backend) that [`Store::check`] returns for it.
+/// [`Error::Backend`] that [`Store::check`] returns for it.
 #[derive(Debug)]
 pub struct PartError {
     /// Which part, e.g. `tier 2 of 2 (redis)` or `mount "cache/" (memory)`; nested parts are

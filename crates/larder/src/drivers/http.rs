@@ -3,7 +3,7 @@
 //! Every operation is one HTTP request; the server evaluates the preconditions atomically with
 //! its own store, so this driver adds no precondition logic of its own: it maps
 //! [`Preconditions`], ranges, TTL and metadata to request headers ([`request_headers`], the one
-//! place that does so) and statuses back to typed [`Error`]s ([`error_from_response`]).
+//! place that does so) and statuses back to typed [`Error`]s (`error_from_response`).
 //!
 //! Bodies stream both ways: a `put` sends the [`Body`] stream as a chunked request body (a
 //! failing body stream aborts the request, and the server stores nothing), and a `get` returns

@@ -36,7 +36,7 @@
 //!   removed on failure), which the script renames into place. Nothing is visible until the
 //!   body is complete and its digest checked. The script reads `e`/`t` of the current version, decides, and writes
 //!   meta, body and index entry together, with `PEXPIREAT` on both keys for a TTL (`PERSIST`
-//!   otherwise). The preconditions are encoded for the script by [`encode_conditions`]: Rust
+//!   otherwise). The preconditions are encoded for the script by `encode_conditions`: Rust
 //!   can't run the shared evaluator inside Redis, so the script implements
 //!   [`Preconditions::evaluate_write`] on the encoding (If-Match: strong comparison, so only
 //!   strong tags are passed and a weak tag never matches; If-None-Match: weak comparison, every

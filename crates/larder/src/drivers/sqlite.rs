@@ -15,7 +15,7 @@
 //!
 //! # Atomicity
 //!
-//! The decision is the one all SQL drivers share ([`sql`](super::sql)): every conditional write
+//! The decision is the one all SQL drivers share (the [`sql`] module): every conditional write
 //! runs in a `BEGIN IMMEDIATE` transaction, so SQLite takes the database's write lock when the
 //! transaction begins, and reading the current row, deciding with the shared
 //! [`Preconditions::evaluate_write`](crate::Preconditions::evaluate_write) and writing are one

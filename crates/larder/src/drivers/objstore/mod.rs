@@ -2,11 +2,11 @@
 //! drivers share. [`s3`] and [`azure`] only build the backend client from a URL.
 //!
 //! Layout: the object at key `k` is the blob `<prefix>/k`, with Larder's metadata in one
-//! user-metadata entry ([`metadata`]).
+//! user-metadata entry (`metadata`).
 //!
 //! The driver, by job:
-//! - [`metadata`]: Larder's metadata on a blob, and the write id;
-//! - [`guard`]: atomicity (cluster-wide, held by the backend): head, decide, write with the
+//! - `metadata`: Larder's metadata on a blob, and the write id;
+//! - `guard`: atomicity (cluster-wide, held by the backend): head, decide, write with the
 //!   backend's own condition on the version seen, decide again on a refusal (at most
 //!   [`MAX_ATTEMPTS`] times), and settle a write whose outcome is unknown by its write id. A
 //!   conditional delete is the same, with `DELETE` and `If-Match`. Caveat on S3: its ETag is the
@@ -14,10 +14,10 @@
 //!   (content type, expiry, write time) does not change it; content-ETag conditions are
 //!   unaffected (same bytes, same content ETag), `If-Unmodified-Since` and expiry decisions
 //!   could see the older metadata;
-//! - [`single`]: a body up to [`MULTIPART_THRESHOLD`], held in memory and sent as one PUT;
-//! - [`multipart`]: a larger body, hashed into a temporary file ([`spool`]) and uploaded in
+//! - `single`: a body up to [`MULTIPART_THRESHOLD`], held in memory and sent as one PUT;
+//! - `multipart`: a larger body, hashed into a temporary file (`spool`) and uploaded in
 //!   parts, the condition on the completion;
-//! - [`listing`]: pages of keys from the backend's paginated, delimited listing, one request
+//! - `listing`: pages of keys from the backend's paginated, delimited listing, one request
 //!   per page, with one head per object on the page where the listing has no metadata (S3);
 //! - [`native`]: the raw requests `object_store` cannot express (guarded delete, conditional
 //!   completion), signed by its own authorizers; [`s3`] and [`azure`] build the clients from a

@@ -1,10 +1,10 @@
 //! The SQL drivers (SQLite, PostgreSQL, MySQL/MariaDB) over sqlx, and what they share: URL
 //! options and the table-name check, the expiry sweeper, the one implementation of [`Store`] for
-//! every SQL store (reads, listing, the ranged read of [`ranged`], and the decision of a
+//! every SQL store (reads, listing, the ranged read of `ranged`, and the decision of a
 //! conditional write).
 //!
 //! Reads are one statement each: `head` reads the live row's metadata; `get` reads it with the
-//! body when that is small ([`INLINE_MAX`]), else the body's span after the decision, checked
+//! body when that is small (`INLINE_MAX`), else the body's span after the decision, checked
 //! against the ETag decided on; `list` reads batches of live rows in key order.
 //!
 //! Every driver decides a conditional write the same way: in one transaction, the key's row is
@@ -18,7 +18,7 @@
 //!
 //! A put whose condition SQL can state (unconditional, one strong `If-Match` tag, `If-Match: *`,
 //! `If-None-Match: *`) is first tried where the dialect has the statements for it
-//! ([`Statements::update_live`]) as one guarded statement, one round trip, without a
+//! (`Statements::update_live`) as one guarded statement, one round trip, without a
 //! transaction: `UPDATE … WHERE key = ? [AND etag = ?] AND <live> AND last_modified <= <new
 //! version's>` or the primary key's `INSERT`. The guard on `last_modified` keeps the rule of
 //! [`Meta::next_version`] (a version is never dated before the one it replaces): a writer whose
@@ -27,9 +27,9 @@
 //! read); otherwise (a clock behind, an expired row in the way, a race) the row-lock decision
 //! below decides. Either way the condition is checked by the statement that writes.
 //!
-//! All of that is written once, here ([`put`], [`delete`], the [`Store`] implementation); each
-//! driver supplies its SQL ([`Statements`]) and the meaning of its errors through [`Backend`],
-//! with its dialect's quirks as data, and the sqlx calls are made through [`SqlDb`].
+//! All of that is written once, here (`put`, `delete`, the [`Store`] implementation); each
+//! driver supplies its SQL (`Statements`) and the meaning of its errors through `Backend`,
+//! with its dialect's quirks as data, and the sqlx calls are made through `SqlDb`.
 
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
@@ -745,7 +745,7 @@ async fn lock<B: Backend>(
 }
 
 /// Every SQL store: the reads are one statement each (a get whose body is too large to read
-/// with its metadata reads it by span, see [`get_decided`]), the writes are the decision below.
+/// with its metadata reads it by span, see `get_decided`), the writes are the decision below.
 #[async_trait]
 impl<B: Backend> Store for B {
     fn capabilities(&self) -> Capabilities {

@@ -14,7 +14,7 @@
 //! last_modified (ms), expires_at (ms, NULL = never), content_type, meta (the whole
 //! `Meta::encode` JSON), body LONGBLOB`. `larder_schema` records each table's layout version.
 //!
-//! # Atomicity ([`AtomicScope::Cluster`])
+//! # Atomicity ([`AtomicScope::Cluster`](crate::AtomicScope::Cluster))
 //!
 //! See [the module](super): sessions run at READ COMMITTED (no gap locks), `SELECT … FOR
 //! UPDATE` locks the row for the decision by the shared evaluator (every condition is

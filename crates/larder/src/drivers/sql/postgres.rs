@@ -15,7 +15,7 @@
 //! each table's layout version; a table written by a newer layout is refused, not misread.
 //! Creation is serialized by an advisory lock, so stores opening at once don't collide.
 //!
-//! # Atomicity ([`AtomicScope::Cluster`])
+//! # Atomicity ([`AtomicScope::Cluster`](crate::AtomicScope::Cluster))
 //!
 //! See [the module](super): `SELECT … FOR UPDATE` locks the row for the decision (made by the
 //! shared evaluator, so every condition is supported) and the write is guarded by the etag
