@@ -193,18 +193,10 @@ fn expected_etag(h: &HeaderMap) -> Result<Option<ETag>> {
     }
 }
 
-/// The `ETag` field of `etag`, its wire form built in one buffer of the right size (through
+/// The `ETag` field of `etag`: [`ETag::to_wire`], one buffer of the right size (through
 /// `Display`, the formatting machinery was a twentieth of a GET).
 pub fn etag_value(etag: &ETag) -> Option<HeaderValue> {
-    let opaque = etag.opaque().as_bytes();
-    let mut v = Vec::with_capacity(opaque.len() + 4);
-    if etag.is_weak() {
-        v.extend_from_slice(b"W/");
-    }
-    v.push(b'"');
-    v.extend_from_slice(opaque);
-    v.push(b'"');
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
+    HeaderValue::try_from(etag.to_wire()).ok()
 }
 
 fn set_etag(h: &mut HeaderMap, etag: &ETag) {

@@ -34,6 +34,44 @@ impl ETag {
         }
     }
 
+    /// The SHA-256 digest this tag spells, when it is a content ETag exactly as
+    /// [`from_sha256`](ETag::from_sha256) writes it (strong, 64 lower-case hex digits), so
+    /// that `from_sha256` of the result gives this tag back; `None` otherwise.
+    pub fn sha256_digest(&self) -> Option<[u8; 32]> {
+        fn nibble(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            }
+        }
+        if self.weak {
+            return None;
+        }
+        let text: &[u8; 64] = self.opaque.as_bytes().try_into().ok()?;
+        let mut digest = [0u8; 32];
+        for (byte, pair) in digest.iter_mut().zip(text.chunks_exact(2)) {
+            *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        }
+        Some(digest)
+    }
+
+    /// The wire form, quoted (`"…"` or `W/"…"`), as one string of exactly its length: what
+    /// `Display` writes, without the formatting machinery (a response header per request).
+    pub fn to_wire(&self) -> String {
+        let [open, opaque, close] = self.wire_parts();
+        let mut s = String::with_capacity(open.len() + opaque.len() + close.len());
+        s.push_str(open);
+        s.push_str(opaque);
+        s.push_str(close);
+        s
+    }
+
+    /// The wire form in its three pieces: the opening (`W/"` or `"`), the opaque value, `"`.
+    fn wire_parts(&self) -> [&str; 3] {
+        [if self.weak { "W/\"" } else { "\"" }, &self.opaque, "\""]
+    }
+
     /// The content ETag of `data`, hashed in one go.
     pub fn of(data: &[u8]) -> Self {
         let digest: [u8; 32] = Sha256::digest(data).into();
@@ -104,10 +142,9 @@ pub(crate) fn is_etagc(b: u8) -> bool {
 impl fmt::Display for ETag {
     /// The wire form, quoted: `"…"` or `W/"…"`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.weak {
-            f.write_str("W/")?;
-        }
-        write!(f, "\"{}\"", self.opaque)
+        self.wire_parts()
+            .iter()
+            .try_for_each(|part| f.write_str(part))
     }
 }
 
@@ -172,6 +209,36 @@ impl ContentHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_digest_reads_back_exactly_what_from_sha256_spells() {
+        let etag = ETag::of(b"hello");
+        let digest = etag.sha256_digest().unwrap();
+        assert_eq!(ETag::from_sha256(&digest), etag);
+        let upper = ETag::strong(etag.opaque().to_uppercase()).unwrap();
+        assert_eq!(
+            upper.sha256_digest(),
+            None,
+            "would not spell the same ETag back"
+        );
+        let weak = ETag::weak(etag.opaque()).unwrap();
+        assert_eq!(weak.sha256_digest(), None, "a weak tag is no content ETag");
+        let short = ETag::strong(&etag.opaque()[1..]).unwrap();
+        assert_eq!(short.sha256_digest(), None);
+        assert_eq!(ETag::strong("g".repeat(64)).unwrap().sha256_digest(), None);
+    }
+
+    #[test]
+    fn the_wire_form_is_what_display_writes() {
+        for tag in [
+            ETag::of(b"x"),
+            ETag::weak("v1").unwrap(),
+            ETag::strong("").unwrap(),
+        ] {
+            assert_eq!(tag.to_wire(), tag.to_string());
+        }
+        assert_eq!(ETag::weak("v1").unwrap().to_wire(), "W/\"v1\"");
+    }
 
     #[test]
     fn content_etag_is_sha256_hex() {

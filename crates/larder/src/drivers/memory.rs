@@ -76,7 +76,7 @@ struct Extra {
 impl Entry {
     /// The entry of a new version; `meta` is what [`Meta::next_version`] made for `data`.
     fn new(meta: &Meta, data: Bytes) -> Result<Entry> {
-        let digest = digest_of(meta.etag.opaque()).ok_or_else(|| {
+        let digest = meta.etag.sha256_digest().ok_or_else(|| {
             Error::backend(format!("memory store: ETag {} is not a digest", meta.etag))
         })?;
         let extra =
@@ -125,24 +125,6 @@ impl Entry {
             metadata,
         }
     }
-}
-
-/// The SHA-256 digest a content ETag's text spells: exactly what [`ETag::from_sha256`] writes
-/// (64 lower-case hex digits), so that the entry gives back the same ETag.
-fn digest_of(text: &str) -> Option<[u8; 32]> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    let text: &[u8; 64] = text.as_bytes().try_into().ok()?;
-    let mut digest = [0u8; 32];
-    for (byte, pair) in digest.iter_mut().zip(text.chunks_exact(2)) {
-        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
-    }
-    Some(digest)
 }
 
 impl Inner {
@@ -417,21 +399,6 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
     use crate::StoreExt;
-
-    #[test]
-    fn digest_of_reads_back_exactly_what_an_etag_spells() {
-        let etag = ETag::of(b"hello");
-        let digest = digest_of(etag.opaque()).unwrap();
-        assert_eq!(ETag::from_sha256(&digest), etag);
-        let upper = etag.opaque().to_uppercase();
-        assert_eq!(
-            digest_of(&upper),
-            None,
-            "would not spell the same ETag back"
-        );
-        assert_eq!(digest_of(&etag.opaque()[1..]), None);
-        assert_eq!(digest_of("g".repeat(64).as_str()), None);
-    }
 
     /// `get_now` always answers, with what `get` answers, and counts as a use of the object.
     #[tokio::test]
