@@ -128,6 +128,13 @@ impl ObjStoreOptions {
                 B::client(ClientConfigKey::AllowHttp),
                 self.allow_http.map(|b| b.to_string()),
             ),
+            // Below the servers' keep-alive (Node's, Azurite's: 5 s), so a pooled connection is
+            // never reused just as the server closes it: conditional PUTs go without retries,
+            // and such a send failure would be an unknown outcome (as in the http driver).
+            (
+                B::client(ClientConfigKey::PoolIdleTimeout),
+                Some(POOL_IDLE_TIMEOUT.into()),
+            ),
         ];
         let bounds = self
             .bounds
@@ -157,6 +164,9 @@ impl ObjStoreOptions {
         )
     }
 }
+
+/// How long an idle pooled connection is kept (see [`ObjStoreOptions::configure`]).
+const POOL_IDLE_TIMEOUT: &str = "4s";
 
 /// A backend's client with `object_store`'s retries, and one without ([`Builder::clients`]).
 pub(super) type Clients<C> = (Arc<C>, Arc<C>);
