@@ -399,3 +399,168 @@ async fn resp3_replies_are_understood() {
     larder::conformance::list_paging(store.clone()).await;
     larder::conformance::ranges(store).await;
 }
+
+/// An object as the store wrote it before the packed meta: `m` is `Meta::encode`'s JSON, with
+/// `e`, `t` and `u` beside it and no `x`. Written by hand (with a TTL on both keys), then read,
+/// listed, refused, updated and deleted by today's code.
+#[tokio::test]
+async fn objects_in_the_previous_layout_are_read_and_replaced() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let client = redis::Client::open(url().unwrap().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let p = fresh_prefix("redis_old_layout");
+    let k = key(&p, "obj");
+    let (mk, bk) = store.redis_keys(&k);
+    let modified = larder::meta::from_millis(larder::meta::to_millis(SystemTime::now()) - 5_000);
+    let expires = modified + Duration::from_secs(600);
+    let old = larder::Meta {
+        key: k.clone(),
+        etag: ETag::of(b"old"),
+        size: 3,
+        last_modified: modified,
+        expires_at: Some(expires),
+        content_type: Some("text/plain".into()),
+        metadata: [("a".to_string(), "b".to_string())].into(),
+    };
+    let ms = larder::meta::to_millis(modified);
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg(&mk)
+        .arg("m")
+        .arg(old.encode())
+        .arg("e")
+        .arg(old.etag.opaque())
+        .arg("t")
+        .arg(ms / 1000)
+        .arg("u")
+        .arg(ms)
+        .ignore()
+        .cmd("SET")
+        .arg(&bk)
+        .arg("old")
+        .ignore()
+        .cmd("PEXPIREAT")
+        .arg(&mk)
+        .arg(larder::meta::to_millis(expires))
+        .ignore()
+        .cmd("PEXPIREAT")
+        .arg(&bk)
+        .arg(larder::meta::to_millis(expires))
+        .ignore()
+        .cmd("ZADD")
+        .arg(format!("{{{}}}:idx", store.prefix()))
+        .arg(0)
+        .arg(k.as_str())
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let (data, meta) = store.get_bytes(&k).await.unwrap();
+    assert_eq!((&data[..], &meta), (&b"old"[..], &old));
+    assert_eq!(store.stat(&k).await.unwrap().as_ref(), Some(&old));
+    let listed = store
+        .list(ListOptions::prefix(format!("{p}/")))
+        .await
+        .unwrap();
+    assert_eq!(listed.objects, vec![old.clone()]);
+    // If-Unmodified-Since is decided on the old `u`, to the second.
+    let before = Preconditions {
+        if_unmodified_since: Some(modified - Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let r = store
+        .put(
+            &k,
+            Body::from("x"),
+            PutOptions {
+                preconditions: before,
+                ..Default::default()
+            },
+        )
+        .await;
+    let Err(Error::PreconditionFailed { current }) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        current.as_deref(),
+        Some(&old),
+        "a refusal carries the old meta"
+    );
+    let r = store
+        .put(
+            &k,
+            Body::from("x"),
+            PutOptions {
+                preconditions: Preconditions::if_match(ETag::of(b"other")),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(is_412(&r), "{r:?}");
+
+    // A conditional update without a TTL: the old expiry (no `x` to rule it out) is cleared.
+    let new = store
+        .put(
+            &k,
+            Body::from("new"),
+            PutOptions {
+                preconditions: Preconditions::if_match(old.etag.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!new.created);
+    for rk in [&mk, &bk] {
+        assert_eq!(int_reply(&mut conn, "PTTL", rk).await, -1, "{rk}");
+    }
+    assert_eq!(
+        store.get_bytes(&k).await.unwrap(),
+        (Bytes::from("new"), new.meta.clone())
+    );
+    let listed = store
+        .list(ListOptions::prefix(format!("{p}/")))
+        .await
+        .unwrap();
+    assert_eq!(listed.objects, vec![new.meta.clone()]);
+    let opts = DeleteOptions {
+        preconditions: Preconditions::if_match(new.meta.etag.clone()),
+    };
+    store.delete(&k, opts).await.unwrap();
+    assert!(store.stat(&k).await.unwrap().is_none());
+}
+
+/// A rewrite without a TTL clears an expiry the previous version (in today's layout) had, and
+/// keeps none it did not have.
+#[tokio::test]
+async fn a_rewrite_clears_only_an_expiry_there_was() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let client = redis::Client::open(url().unwrap().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let k = key(&fresh_prefix("redis_persist"), "obj");
+    let (mk, bk) = store.redis_keys(&k);
+    let ttl = PutOptions {
+        ttl: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    store.put(&k, Body::from("1"), ttl.clone()).await.unwrap();
+    for v in ["2", "3"] {
+        store.put_bytes(&k, v.into()).await.unwrap();
+        for rk in [&mk, &bk] {
+            assert_eq!(int_reply(&mut conn, "PTTL", rk).await, -1, "{rk}");
+        }
+    }
+    store.put(&k, Body::from("4"), ttl).await.unwrap();
+    for rk in [&mk, &bk] {
+        assert!(int_reply(&mut conn, "PTTL", rk).await > 0, "{rk}");
+    }
+    store.put_bytes(&k, "5".into()).await.unwrap();
+    for rk in [&mk, &bk] {
+        assert_eq!(int_reply(&mut conn, "PTTL", rk).await, -1, "{rk}");
+    }
+}

@@ -11,11 +11,17 @@
 //! # Layout
 //!
 //! ```text
-//! {prefix}:m:<key>   hash: m = Meta::encode() JSON, e = ETag opaque (hex), t = Last-Modified
-//!                    in whole seconds (what HTTP-date conditions compare), u = in ms
+//! {prefix}:m:<key>   hash: m = the meta, packed (see below), e = ETag opaque (hex),
+//!                    u = Last-Modified in ms, x = expiry in Unix ms or "" (none)
 //! {prefix}:b:<key>   string: the body (a separate key so ranges are one GETRANGE)
 //! {prefix}:idx       sorted set, every member score 0: the keys, for ordered listing
 //! ```
+//!
+//! `m` is this store's own compact encoding of the meta (a version byte, then length-prefixed
+//! fields: `packed.rs`), cheap to write and to read on every CAS attempt. Objects written by
+//! earlier versions of this store are read as they are: their `m` is [`Meta::encode`]'s JSON
+//! (told apart by its first byte), they have no `x` (the put script then clears an expiry it
+//! can't rule out) and a `t` (Last-Modified in seconds) that is no longer read or written.
 //!
 //! `<key>` is the Larder key verbatim (Redis keys are binary-safe, nothing is parsed as a
 //! pattern: listing never uses `SCAN MATCH`). The `{prefix}` braces are a Redis Cluster hash tag:
@@ -34,19 +40,19 @@
 //!   memory and sent as a script argument; a longer body is appended, as it arrives, to a
 //!   staging key `{prefix}:t:<random>` (expiring after [`STAGING_TTL`] unless refreshed, and
 //!   removed on failure), which the script renames into place. Nothing is visible until the
-//!   body is complete and its digest checked. The script reads `e`/`t` of the current version, decides, and writes
+//!   body is complete and its digest checked. The script reads `e`/`u` of the current version, decides, and writes
 //!   meta, body and index entry together, with `PEXPIREAT` on both keys for a TTL (`PERSIST`
 //!   otherwise). The preconditions are encoded for the script by `encode_conditions`: Rust
 //!   can't run the shared evaluator inside Redis, so the script implements
 //!   [`Preconditions::evaluate_write`] on the encoding (If-Match: strong comparison, so only
 //!   strong tags are passed and a weak tag never matches; If-None-Match: weak comparison, every
-//!   tag's opaque value; `*`; If-Unmodified-Since in whole seconds, only when If-Match is
-//!   absent). `tests/redis.rs` checks the script against the shared evaluator on every
+//!   tag's opaque value; `*`; If-Unmodified-Since in whole seconds of `u`, only when If-Match
+//!   is absent). `tests/redis.rs` checks the script against the shared evaluator on every
 //!   combination of a table of conditions and states. On failure the script returns the
 //!   current meta, so `PreconditionFailed` carries it.
 //! - `delete`: the same, then `DEL` of both keys and `ZREM` from the index.
 //! - `get`: a plain read (no condition, no range) fetches the meta and the first chunk in one
-//!   script call. Otherwise it reads the meta and decides with [`GetOptions::evaluate`], then a
+//!   `MULTI`/`EXEC` transaction. Otherwise it reads the meta and decides with [`GetOptions::evaluate`], then a
 //!   script returns the first chunk (`GETRANGE`) only if the ETag is still the one decided on
 //!   (else the read starts again). The rest of the body streams in chunks of [`READ_CHUNK`],
 //!   each read by that script on the same condition: meta and bytes always belong to one
@@ -91,6 +97,8 @@ use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{scan_page, ListOptions, ListPage, ScanFrom};
 use crate::meta::{from_millis, to_millis, Meta};
+
+mod packed;
 use crate::precondition::{http_seconds, ETagCondition, Preconditions};
 use crate::retry::Attempts;
 use crate::store::{
@@ -131,77 +139,89 @@ const LIST_BATCH: usize = 256;
 
 /// The precondition decision shared by the put and delete scripts. Mirrors
 /// `Preconditions::evaluate_write` on the encoding of [`encode_conditions`]; sets `ok`.
-/// ARGV[1] If-Match mode (0 none, 1 `*`, 2 list), ARGV[2] strong opaque tags, space separated,
-/// ARGV[3] If-None-Match mode, ARGV[4] opaque tags, ARGV[5] If-Unmodified-Since seconds or "".
+/// KEYS[1] the meta hash. ARGV[1] If-Match, ARGV[2] If-None-Match: each `""` absent, `*`, or the
+/// opaque tags each after a space (If-Match: the strong ones only); ARGV[3] If-Unmodified-Since
+/// in seconds, or "". Every argument costs the server time on every call (each becomes a Lua
+/// string), so the scripts take as few as they can.
 const DECIDE: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'm', 'e', 't', 'u')
-local cur_m, cur_e, cur_t, cur_u = cur[1], cur[2], cur[3], cur[4]
-local function has(list, e) return string.find(' ' .. list .. ' ', ' ' .. e .. ' ', 1, true) ~= nil end
+local cur = redis.call('HMGET', KEYS[1], 'm', 'e', 'u', 'x')
+local cur_m, cur_e, cur_u, cur_x = cur[1], cur[2], cur[3], cur[4]
+-- Whether the list (" t1 t2") has the tag e, found in place (no string built per call).
+local function has(list, e)
+  if e == '' then return false end -- a stored tag is never empty
+  local from = 1
+  while true do
+    local i, j = string.find(list, e, from, true)
+    if not i then return false end
+    if string.byte(list, i - 1) == 32 and (j == #list or string.byte(list, j + 1) == 32) then
+      return true
+    end
+    from = i + 1
+  end
+end
 local ok = true
-if ARGV[1] ~= '0' then
+if ARGV[1] ~= '' then
   if not cur_e then ok = false
-  elseif ARGV[1] == '2' and not has(ARGV[2], cur_e) then ok = false end
-elseif ARGV[5] ~= '' and cur_t then
-  if tonumber(cur_t) > tonumber(ARGV[5]) then ok = false end
+  elseif ARGV[1] ~= '*' and not has(ARGV[1], cur_e) then ok = false end
+elseif ARGV[3] ~= '' and cur_u then
+  -- Last-Modified in whole seconds (before the epoch: 0), as `http_seconds` truncates it.
+  if math.max(0, math.floor(tonumber(cur_u) / 1000)) > tonumber(ARGV[3]) then ok = false end
 end
-if ok and ARGV[3] ~= '0' and cur_e then
-  if ARGV[3] == '1' or has(ARGV[4], cur_e) then ok = false end
+if ok and ARGV[2] ~= '' and cur_e then
+  if ARGV[2] == '*' or has(ARGV[2], cur_e) then ok = false end
 end
+-- The index member: the key, after "{prefix}:m:" (a prefix has no braces).
+local function member() return string.sub(KEYS[1], string.find(KEYS[1], '}', 1, true) + 4) end
 "#;
 
-/// KEYS: meta hash, body, index, staging key (or the body key again when not staged).
-/// ARGV 1-5: conditions; 6 index member (the key), 7 meta JSON, 8 ETag opaque, 9 Last-Modified
-/// seconds, 10 body (when not staged), 11 expiry in Unix ms or "", 12 Last-Modified in ms,
-/// 13 "1" when the body is in the staging key, 14 the body's size.
+/// KEYS: meta hash, body, index, and the staging key when the body is in one.
+/// ARGV 1-3: conditions; 4 the packed meta, 5 ETag opaque, 6 Last-Modified in ms, 7 expiry in
+/// Unix ms or "", 8 the body (inline) or its size (staged).
 /// Returns {1, created}, {0, current meta or false}, {3, current Last-Modified ms} when the
 /// current version is newer than this write's stamp (the caller restamps and runs the script
 /// again, which decides again), or {4} when the staging key is gone or not the right size.
 const PUT_BODY: &str = r#"
-local staged = ARGV[13] == '1'
+local staged = KEYS[4] ~= nil
 if not ok then
   if staged then redis.call('DEL', KEYS[4]) end
   return {0, cur_m or false}
 end
-if cur_u and tonumber(cur_u) > tonumber(ARGV[12]) then return {3, cur_u} end
-if staged and redis.call('STRLEN', KEYS[4]) ~= tonumber(ARGV[14]) then return {4} end
--- The hash's four fields are all set, and SET (or RENAME, then PERSIST) replaces the body
+if cur_u and tonumber(cur_u) > tonumber(ARGV[6]) then return {3, cur_u} end
+if staged and redis.call('STRLEN', KEYS[4]) ~= tonumber(ARGV[8]) then return {4} end
+-- Every field the script reads is set, and SET (or RENAME, then PERSIST) replaces the body
 -- with its expiry: only an expiry of the hash's previous version is left to clear.
-redis.call('HSET', KEYS[1], 'm', ARGV[7], 'e', ARGV[8], 't', ARGV[9], 'u', ARGV[12])
+redis.call('HSET', KEYS[1], 'm', ARGV[4], 'e', ARGV[5], 'u', ARGV[6], 'x', ARGV[7])
 if staged then
   redis.call('RENAME', KEYS[4], KEYS[2])
   redis.call('PERSIST', KEYS[2])
 else
-  redis.call('SET', KEYS[2], ARGV[10])
+  redis.call('SET', KEYS[2], ARGV[8])
 end
-if ARGV[11] ~= '' then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[11])
-  redis.call('PEXPIREAT', KEYS[2], ARGV[11])
-elseif cur_m then
+if ARGV[7] ~= '' then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[7])
+  redis.call('PEXPIREAT', KEYS[2], ARGV[7])
+elseif cur_m and cur_x ~= '' then
+  -- `x` is the previous version's expiry ("" none); a hash written before `x` existed
+  -- (cur_x false) may have one.
   redis.call('PERSIST', KEYS[1])
 end
 -- A live object is in the index already (an entry goes only once its hash is gone).
 if cur_m then return {1, 0} end
-redis.call('ZADD', KEYS[3], 0, ARGV[6])
+redis.call('ZADD', KEYS[3], 0, member())
 return {1, 1}
 "#;
 
-/// KEYS and ARGV 1-6 as for put. Returns {1} deleted, {0, meta} refused, {2} missing (an
+/// KEYS and ARGV 1-3 as for put. Returns {1} deleted, {0, meta} refused, {2} missing (an
 /// index entry left by an expired object goes too).
 const DELETE_BODY: &str = r#"
 if not cur_m then
-  redis.call('ZREM', KEYS[3], ARGV[6])
+  redis.call('ZREM', KEYS[3], member())
   return {2}
 end
 if not ok then return {0, cur_m} end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[6])
+redis.call('ZREM', KEYS[3], member())
 return {1}
-"#;
-
-/// KEYS: meta hash, body. ARGV: the last byte of the first chunk. Returns {meta or nil, first
-/// chunk}: a plain read, in one step.
-const READ_PLAIN: &str = r#"
-return {redis.call('HGET', KEYS[1], 'm'), redis.call('GETRANGE', KEYS[2], 0, ARGV[1])}
 "#;
 
 /// KEYS: meta hash, body. ARGV: the ETag opaque decided on, the first and last byte.
@@ -223,43 +243,39 @@ end
 return out
 "#;
 
-/// Preconditions as the put and delete scripts take them (ARGV 1-5), see the module docs.
+/// Preconditions as the put and delete scripts take them (ARGV 1-3), see [`DECIDE`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EncodedConditions {
-    /// If-Match: `0` absent, `1` `*`, `2` the list in `if_match_tags`.
-    pub if_match_mode: &'static str,
-    /// The opaque values of the strong tags of If-Match (weak ones never match), space
-    /// separated (an opaque value has no space).
-    pub if_match_tags: String,
-    /// If-None-Match: `0` absent, `1` `*`, `2` the list in `if_none_match_tags`.
-    pub if_none_match_mode: &'static str,
-    /// The opaque values of every If-None-Match tag (weak comparison), space separated.
-    pub if_none_match_tags: String,
+    /// If-Match: empty when absent, `*`, or the opaque values of its strong tags (weak ones
+    /// never match), each after a space (an opaque value has no space).
+    pub if_match: String,
+    /// If-None-Match: the same, with every tag (weak comparison).
+    pub if_none_match: String,
     /// If-Unmodified-Since in whole seconds since the epoch, or empty.
     pub if_unmodified_since: String,
 }
 
 /// Encodes `p` for the scripts. If-Modified-Since is not encoded: writes ignore it.
 pub(crate) fn encode_conditions(p: &Preconditions) -> EncodedConditions {
-    let mode = |c: &Option<ETagCondition>| match c {
-        None => "0",
-        Some(ETagCondition::Any) => "1",
-        Some(ETagCondition::Tags(_)) => "2",
-    };
-    let join = |c: &Option<ETagCondition>, strong_only: bool| match c {
-        Some(ETagCondition::Tags(tags)) => tags
-            .iter()
-            .filter(|t| !(strong_only && t.is_weak()))
-            .map(|t| t.opaque())
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
+    let list = |c: &Option<ETagCondition>, strong_only: bool| match c {
+        None => String::new(),
+        Some(ETagCondition::Any) => "*".to_owned(),
+        Some(ETagCondition::Tags(tags)) => {
+            let mut out = String::with_capacity(tags.iter().map(|t| t.opaque().len() + 1).sum());
+            for t in tags.iter().filter(|t| !(strong_only && t.is_weak())) {
+                out.push(' ');
+                out.push_str(t.opaque());
+            }
+            // A list of only weak tags (If-Match) is " ": present, and matches nothing.
+            if out.is_empty() {
+                out.push(' ');
+            }
+            out
+        }
     };
     EncodedConditions {
-        if_match_mode: mode(&p.if_match),
-        if_match_tags: join(&p.if_match, true),
-        if_none_match_mode: mode(&p.if_none_match),
-        if_none_match_tags: join(&p.if_none_match, false),
+        if_match: list(&p.if_match, true),
+        if_none_match: list(&p.if_none_match, false),
         if_unmodified_since: p
             .if_unmodified_since
             .map(|t| http_seconds(t).to_string())
@@ -281,7 +297,6 @@ pub struct RedisStore {
 struct Shared {
     put: Script,
     delete: Script,
-    read_plain: Script,
     read: Script,
     list: Script,
     /// `{prefix}:m:`
@@ -479,7 +494,6 @@ impl RedisStore {
             shared: std::sync::Arc::new(Shared {
                 put: Script::new(&format!("{DECIDE}{PUT_BODY}")),
                 delete: Script::new(&format!("{DECIDE}{DELETE_BODY}")),
-                read_plain: Script::new(READ_PLAIN),
                 read: Script::new(READ),
                 list: Script::new(LIST),
                 meta_prefix: format!("{{{prefix}}}:m:"),
@@ -516,7 +530,7 @@ impl RedisStore {
         [&self.shared.body_prefix, key.as_str()].concat()
     }
 
-    /// The put or delete script on `key` with the conditions `p` (KEYS 1-3, ARGV 1-6).
+    /// The put or delete script on `key` with the conditions `p` (KEYS 1-3, ARGV 1-3).
     fn conditioned<'a>(
         &self,
         script: &'a Script,
@@ -528,12 +542,9 @@ impl RedisStore {
         inv.key(self.meta_key(key))
             .key(self.body_key(key))
             .key(&self.shared.index_key)
-            .arg(c.if_match_mode)
-            .arg(c.if_match_tags)
-            .arg(c.if_none_match_mode)
-            .arg(c.if_none_match_tags)
-            .arg(c.if_unmodified_since)
-            .arg(key.as_str());
+            .arg(c.if_match)
+            .arg(c.if_none_match)
+            .arg(c.if_unmodified_since);
         inv
     }
 
@@ -551,7 +562,7 @@ impl RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(backend)?;
-        raw.map(|m| Meta::decode(&m)).transpose()
+        raw.map(|m| packed::decode(&m)).transpose()
     }
 
     /// The bytes `span` of `key`'s body if its ETag is still `meta`'s (`None`: it changed).
@@ -633,23 +644,18 @@ impl RedisStore {
             let meta = Meta::next_version(key, etag.clone(), size, replaces, &opts)?;
             let now = meta.last_modified;
             let mut inv = self.conditioned(&self.shared.put, key, &opts.preconditions);
-            let (staging, inline, flag): (String, &[u8], &str) = match staged {
-                Staged::Inline(data) => (self.body_key(key), data, "0"),
-                Staged::Key(name) => (name.clone(), b"", "1"),
-            };
-            inv.key(staging)
-                .arg(meta.encode())
+            inv.arg(packed::encode(&meta))
                 .arg(meta.etag.opaque())
-                .arg(http_seconds(now))
-                .arg(inline)
+                .arg(to_millis(now))
                 .arg(
                     meta.expires_at
                         .map(|t| to_millis(t).to_string())
                         .unwrap_or_default(),
-                )
-                .arg(to_millis(now))
-                .arg(flag)
-                .arg(size);
+                );
+            match staged {
+                Staged::Inline(data) => inv.arg(&data[..]),
+                Staged::Key(name) => inv.key(name).arg(size),
+            };
             let mut conn = self.conn.clone();
             let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
             match reply.as_slice() {
@@ -775,27 +781,22 @@ impl Store for RedisStore {
         // A plain read (no condition that could make the body unneeded, no range): the meta
         // and the first chunk in one script call, one round trip.
         if opts.range.is_none() && opts.preconditions.is_empty() {
+            // MULTI/EXEC, not a script: as atomic, and a third of the server's time.
             let mut conn = self.conn.clone();
-            let reply: Vec<Value> = self
-                .shared
-                .read_plain
-                .key(self.meta_key(key))
-                .key(self.body_key(key))
+            let (meta, first): (Option<Vec<u8>>, Vec<u8>) = redis::pipe()
+                .atomic()
+                .cmd("HGET")
+                .arg(self.meta_key(key))
+                .arg("m")
+                .cmd("GETRANGE")
+                .arg(self.body_key(key))
+                .arg(0)
                 .arg(READ_CHUNK - 1)
-                .invoke_async(&mut conn)
+                .query_async(&mut conn)
                 .await
                 .map_err(backend)?;
-            let [meta, first]: [Value; 2] = reply
-                .try_into()
-                .map_err(|r| unexpected("get", &Value::Array(r)))?;
-            let meta = match meta {
-                Value::Nil | Value::Boolean(false) => return Err(Error::not_found(key)),
-                m => Meta::decode(bytes_of(&m).ok_or_else(|| unexpected("get", &m))?)?,
-            };
-            let first = match first {
-                Value::BulkString(b) => Bytes::from(b),
-                v => return Err(unexpected("get", &v)),
-            };
+            let meta = packed::decode(&meta.ok_or_else(|| Error::not_found(key))?)?;
+            let first = Bytes::from(first);
             let range = opts.evaluate(&meta)?;
             check_len(key, &first, meta.size.min(READ_CHUNK))?;
             let body = self.body_stream(key, &meta, first, 0..meta.size);
@@ -885,7 +886,7 @@ impl RedisStore {
                 _ => return Err(unexpected("list", &Value::Array(reply))),
             };
             for m in &reply[2..] {
-                found.push(Meta::decode(
+                found.push(packed::decode(
                     bytes_of(m).ok_or_else(|| unexpected("list", m))?,
                 )?);
             }
@@ -915,7 +916,7 @@ fn refused(current: &Value) -> Result<Error> {
     match current {
         Value::Nil | Value::Boolean(false) => Ok(Error::precondition_failed(None)),
         v => {
-            let meta = Meta::decode(bytes_of(v).ok_or_else(|| unexpected("a write", v))?)?;
+            let meta = packed::decode(bytes_of(v).ok_or_else(|| unexpected("a write", v))?)?;
             Ok(Error::precondition_failed(Some(&meta)))
         }
     }
@@ -937,17 +938,24 @@ mod tests {
             ..Default::default()
         };
         let c = encode_conditions(&p);
-        assert_eq!(c.if_match_mode, "2");
         assert_eq!(
-            c.if_match_tags,
-            a.opaque(),
+            c.if_match,
+            format!(" {}", a.opaque()),
             "weak tags never match If-Match"
         );
-        assert_eq!(c.if_none_match_mode, "2");
-        assert_eq!(c.if_none_match_tags, format!("w {}", a.opaque()));
+        assert_eq!(c.if_none_match, format!(" w {}", a.opaque()));
         assert_eq!(c.if_unmodified_since, "1");
         let c = encode_conditions(&Preconditions::if_absent());
-        assert_eq!((c.if_match_mode, c.if_none_match_mode), ("0", "1"));
+        assert_eq!((c.if_match.as_str(), c.if_none_match.as_str()), ("", "*"));
+        let only_weak = Preconditions {
+            if_match: Some(ETagCondition::Tags(vec![w.clone()])),
+            ..Default::default()
+        };
+        assert_eq!(
+            encode_conditions(&only_weak).if_match,
+            " ",
+            "present, matching nothing"
+        );
         assert_eq!(c.if_unmodified_since, "");
     }
 }
