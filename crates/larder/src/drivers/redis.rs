@@ -562,7 +562,7 @@ impl RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(backend)?;
-        raw.map(|m| packed::decode(&m)).transpose()
+        raw.map(|m| packed::decode(&m, Some(key))).transpose()
     }
 
     /// The bytes `span` of `key`'s body if its ETag is still `meta`'s (`None`: it changed).
@@ -665,7 +665,7 @@ impl RedisStore {
                         created: int_of(created) == Some(1),
                     })
                 }
-                [ok, current] if int_of(ok) == Some(0) => return Err(refused(current)?),
+                [ok, current] if int_of(ok) == Some(0) => return Err(refused(key, current)?),
                 [ok] if int_of(ok) == Some(0) => return Err(Error::precondition_failed(None)),
                 [ok, ms] if int_of(ok) == Some(3) => {
                     let ms = bytes_of(ms)
@@ -795,7 +795,7 @@ impl Store for RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(backend)?;
-            let meta = packed::decode(&meta.ok_or_else(|| Error::not_found(key))?)?;
+            let meta = packed::decode(&meta.ok_or_else(|| Error::not_found(key))?, Some(key))?;
             let first = Bytes::from(first);
             let range = opts.evaluate(&meta)?;
             check_len(key, &first, meta.size.min(READ_CHUNK))?;
@@ -844,7 +844,7 @@ impl Store for RedisStore {
         match reply.as_slice() {
             [ok] if int_of(ok) == Some(1) => Ok(()),
             [ok] if int_of(ok) == Some(2) => Err(Error::not_found(key)),
-            [ok, current] if int_of(ok) == Some(0) => Err(refused(current)?),
+            [ok, current] if int_of(ok) == Some(0) => Err(refused(key, current)?),
             _ => Err(unexpected("delete", &Value::Array(reply))),
         }
     }
@@ -888,6 +888,7 @@ impl RedisStore {
             for m in &reply[2..] {
                 found.push(packed::decode(
                     bytes_of(m).ok_or_else(|| unexpected("list", m))?,
+                    None,
                 )?);
             }
             // Entries whose object expired were dropped: scan on until `n` or the end.
@@ -911,12 +912,15 @@ fn check_len(key: &Key, data: &[u8], want: u64) -> Result<()> {
     Ok(())
 }
 
-/// `PreconditionFailed` carrying the meta a script returned (or none).
-fn refused(current: &Value) -> Result<Error> {
+/// `PreconditionFailed` carrying the meta a script returned for `key` (or none).
+fn refused(key: &Key, current: &Value) -> Result<Error> {
     match current {
         Value::Nil | Value::Boolean(false) => Ok(Error::precondition_failed(None)),
         v => {
-            let meta = packed::decode(bytes_of(v).ok_or_else(|| unexpected("a write", v))?)?;
+            let meta = packed::decode(
+                bytes_of(v).ok_or_else(|| unexpected("a write", v))?,
+                Some(key),
+            )?;
             Ok(Error::precondition_failed(Some(&meta)))
         }
     }
