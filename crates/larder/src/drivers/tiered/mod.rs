@@ -34,7 +34,9 @@ pub use invalidate::{Invalidator, MemoryInvalidator, Message};
 pub use mount::MountStore;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -483,6 +485,23 @@ impl TieredStore {
         }
     }
 
+    /// A fresh read from tier 0 that tier 0 answers only by awaiting (`auth`, `range` and
+    /// `tier_opts` as [`get`](Store::get) decided them).
+    async fn get_awaiting_tier0(
+        &self,
+        key: &Key,
+        opts: GetOptions,
+        auth: Arc<Meta>,
+        range: Option<Range<u64>>,
+        tier_opts: GetOptions,
+    ) -> Result<GetResult> {
+        let mut r = self.shared.tiers[0].store.get(key, tier_opts).await;
+        match self.accept(0, key, &mut r, &auth, &range) {
+            Ok(()) => r,
+            Err(stale) => self.get_after_miss(stale, key, opts).await,
+        }
+    }
+
     /// After nearest tier 0 could not serve a fresh read (`stale`: it had another version),
     /// the deeper tiers.
     async fn get_after_miss(&self, stale: bool, key: &Key, opts: GetOptions) -> Result<GetResult> {
@@ -806,26 +825,36 @@ impl Store for TieredStore {
         }
     }
 
-    async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        // The hot path, a fresh copy in the nearest tier, is kept apart from the rest (boxed),
-        // so that its future stays small: a read's future is allocated and moved per call.
-        // It awaits nothing but tier 0's read (no nested future), so that it holds little.
-        // Tier 0 is asked without awaiting when it can answer so (saving its boxed future).
+    /// The hot read, a fresh copy in the nearest tier that it gives without awaiting, is
+    /// decided when `get` is called and answered by a ready future: no state machine is built,
+    /// moved or polled around it (a read's future is allocated per call). Everything else is an
+    /// async function's future, boxed as `async_trait` would box it.
+    fn get<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        key: &'life1 Key,
+        opts: GetOptions,
+    ) -> Pin<Box<dyn Future<Output = Result<GetResult>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
         if self.nearer() > 0 {
             if let Some(auth) = self.fresh_for(0, key) {
-                let (range, tier_opts) = tier_request(&opts, &auth)?;
-                let tier = &self.shared.tiers[0].store;
-                let mut r = match tier.get_now(key, &tier_opts) {
-                    Some(r) => r,
-                    None => tier.get(key, tier_opts).await,
+                let (range, tier_opts) = match tier_request(&opts, &auth) {
+                    Ok(x) => x,
+                    Err(e) => return Box::pin(std::future::ready(Err(e))),
+                };
+                let Some(mut r) = self.shared.tiers[0].store.get_now(key, &tier_opts) else {
+                    return Box::pin(self.get_awaiting_tier0(key, opts, auth, range, tier_opts));
                 };
                 return match self.accept(0, key, &mut r, &auth, &range) {
-                    Ok(()) => r,
-                    Err(stale) => Box::pin(self.get_after_miss(stale, key, opts)).await,
+                    Ok(()) => Box::pin(std::future::ready(r)),
+                    Err(stale) => Box::pin(self.get_after_miss(stale, key, opts)),
                 };
             }
         }
-        Box::pin(self.get_from(0, Vec::new(), key, opts)).await
+        Box::pin(self.get_from(0, Vec::new(), key, opts))
     }
 
     /// The hot read only: a fresh copy in tier 0 that tier 0 can serve without awaiting,
