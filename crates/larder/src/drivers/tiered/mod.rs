@@ -421,9 +421,9 @@ impl TieredStore {
     ) -> Result<Option<GetResult>> {
         let (range, tier_opts) = tier_request(opts, auth)?;
         let tier = &self.shared.tiers[i].store;
-        let mut r = match tier.get_now(key, &tier_opts) {
+        let mut r = match tier.get_now(key, tier_opts.as_ref().unwrap_or(opts)) {
             Some(r) => r,
-            None => tier.get(key, tier_opts).await,
+            None => tier.get(key, tier_opts.unwrap_or_default()).await,
         };
         match self.accept(i, key, &mut r, auth, &range) {
             Ok(()) => Ok(r.ok()),
@@ -493,8 +493,9 @@ impl TieredStore {
         opts: GetOptions,
         auth: Arc<Meta>,
         range: Option<Range<u64>>,
-        tier_opts: GetOptions,
+        tier_opts: Option<GetOptions>,
     ) -> Result<GetResult> {
+        let tier_opts = tier_opts.unwrap_or_default();
         let mut r = self.shared.tiers[0].store.get(key, tier_opts).await;
         match self.accept(0, key, &mut r, &auth, &range) {
             Ok(()) => r,
@@ -628,19 +629,23 @@ impl Shared {
 }
 
 /// What a nearer tier is asked for, on a read with `opts` of a key whose authoritative metadata
-/// is `auth`: the range to serve, and the tier's options. Conditions and If-Range are decided
-/// on the authoritative metadata, never the tier's (a plain read, the hot path, has none).
-fn tier_request(opts: &GetOptions, auth: &Meta) -> Result<(Option<Range<u64>>, GetOptions)> {
-    let range = if opts.preconditions.is_empty() && opts.range.is_none() {
-        None
-    } else {
-        opts.evaluate(auth)?
-    };
+/// is `auth`: the range to serve, and the tier's options, `None` when they are `opts` as they
+/// are (a plain read, the hot path: no options are built and dropped for it). Conditions and
+/// If-Range are decided on the authoritative metadata, never the tier's.
+fn tier_request(
+    opts: &GetOptions,
+    auth: &Meta,
+) -> Result<(Option<Range<u64>>, Option<GetOptions>)> {
+    if opts.preconditions.is_empty() && opts.range.is_none() {
+        // Without a range the tier ignores any If-Range: it answers as to the default options.
+        return Ok((None, None));
+    }
+    let range = opts.evaluate(auth)?;
     let tier_opts = GetOptions {
         range: range.as_ref().and(opts.range),
         ..Default::default()
     };
-    Ok((range, tier_opts))
+    Ok((range, Some(tier_opts)))
 }
 
 /// Whether a nearer tier's answer `r` is the version `auth` describes, served as `range`.
@@ -845,7 +850,8 @@ impl Store for TieredStore {
                     Ok(x) => x,
                     Err(e) => return Box::pin(std::future::ready(Err(e))),
                 };
-                let Some(mut r) = self.shared.tiers[0].store.get_now(key, &tier_opts) else {
+                let asked = tier_opts.as_ref().unwrap_or(&opts);
+                let Some(mut r) = self.shared.tiers[0].store.get_now(key, asked) else {
                     return Box::pin(self.get_awaiting_tier0(key, opts, auth, range, tier_opts));
                 };
                 return match self.accept(0, key, &mut r, &auth, &range) {
@@ -872,7 +878,8 @@ impl Store for TieredStore {
             Err(e) => return Some(Err(e)),
         };
         // Patched where it lies and returned as it came (each move of a result is a copy).
-        let mut answer = self.shared.tiers[0].store.get_now(key, &tier_opts);
+        let asked = tier_opts.as_ref().unwrap_or(opts);
+        let mut answer = self.shared.tiers[0].store.get_now(key, asked);
         match &mut answer {
             Some(Ok(r)) if is_copy(r, &auth, &range) => self.hit(0, r, &auth),
             _ => return None,
