@@ -9,6 +9,10 @@ use crate::etag::{ContentHasher, ETag};
 /// A body streamed out of a store (or into one).
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
+/// A whole body as a driver that keeps the digest gets it: the bytes, their content ETag, the
+/// SHA-256 digest that ETag spells, and the size.
+pub type Collected = (Bytes, ETag, [u8; 32], u64);
+
 /// The body of a `put`: bytes already in memory, or a stream.
 pub enum Body {
     /// Bytes in memory.
@@ -42,6 +46,27 @@ impl Body {
             body: Some(self),
             hasher: ContentHasher::new(),
             limit,
+        }
+    }
+
+    /// What `self.reader(limit).collect_digest(expected)` gives, without awaiting, for bytes
+    /// already in memory; a stream is given back unread. Saves a driver's write future the
+    /// collecting future's state.
+    pub fn collect_digest_now(
+        self,
+        limit: Option<u64>,
+        expected: Option<&ETag>,
+    ) -> std::result::Result<Result<Collected>, Body> {
+        match self {
+            Body::Bytes(bytes) => {
+                let reader = BodyReader {
+                    body: None,
+                    hasher: ContentHasher::new(),
+                    limit,
+                };
+                Ok(reader.collect_bytes(bytes, expected))
+            }
+            stream => Err(stream),
         }
     }
 
@@ -118,13 +143,26 @@ impl BodyReader {
                 }
             },
         };
+        self.hash_chunk(&chunk)?;
+        Ok(Some(chunk))
+    }
+
+    /// Counts and hashes the next chunk; `TooLarge` past the limit.
+    fn hash_chunk(&mut self, chunk: &[u8]) -> Result<()> {
         if let Some(limit) = self.limit {
             if self.hasher.size() + chunk.len() as u64 > limit {
                 return Err(Error::TooLarge { limit });
             }
         }
-        self.hasher.update(&chunk);
-        Ok(Some(chunk))
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    /// The whole body, being `bytes` (the body's only chunk, taken out of it).
+    fn collect_bytes(mut self, bytes: Bytes, expected: Option<&ETag>) -> Result<Collected> {
+        self.hash_chunk(&bytes)?;
+        let (etag, digest, size) = self.finish_digest(expected)?;
+        Ok((bytes, etag, digest, size))
     }
 
     /// Bytes read so far.
@@ -135,8 +173,16 @@ impl BodyReader {
     /// After the last chunk: the content ETag and size. `expected`, when given, must equal the
     /// computed ETag, or the write is refused with `InvalidInput`.
     pub fn finish(self, expected: Option<&ETag>) -> Result<(ETag, u64)> {
+        let (etag, _, size) = self.finish_digest(expected)?;
+        Ok((etag, size))
+    }
+
+    /// [`finish`](Self::finish), with the SHA-256 digest the ETag spells (for a driver that
+    /// keeps the digest rather than its text).
+    pub fn finish_digest(self, expected: Option<&ETag>) -> Result<(ETag, [u8; 32], u64)> {
         debug_assert!(self.body.is_none(), "finish before the body ended");
-        let (etag, size) = self.hasher.finish();
+        let (digest, size) = self.hasher.finish_digest();
+        let etag = ETag::from_sha256(&digest);
         if let Some(expected) = expected {
             if !expected.strong_eq(&etag) {
                 return Err(Error::InvalidInput(format!(
@@ -144,11 +190,26 @@ impl BodyReader {
                 )));
             }
         }
-        Ok((etag, size))
+        Ok((etag, digest, size))
     }
 
     /// Reads the whole body into memory: for drivers whose backend takes one value.
     pub async fn collect(mut self, expected: Option<&ETag>) -> Result<(Bytes, ETag, u64)> {
+        let bytes = self.read_all().await?;
+        let (etag, size) = self.finish(expected)?;
+        Ok((bytes, etag, size))
+    }
+
+    /// [`collect`](Self::collect), with the SHA-256 digest the ETag spells (see
+    /// [`finish_digest`](Self::finish_digest)).
+    pub async fn collect_digest(mut self, expected: Option<&ETag>) -> Result<Collected> {
+        let bytes = self.read_all().await?;
+        let (etag, digest, size) = self.finish_digest(expected)?;
+        Ok((bytes, etag, digest, size))
+    }
+
+    /// Every chunk, as one buffer (a body of one chunk without a copy).
+    async fn read_all(&mut self) -> Result<Bytes> {
         let mut buf: Option<BytesMut> = None;
         let mut single: Option<Bytes> = None;
         while let Some(chunk) = self.next_chunk().await? {
@@ -163,13 +224,11 @@ impl BodyReader {
                 }
             }
         }
-        let bytes = match (buf, single) {
+        Ok(match (buf, single) {
             (Some(b), _) => b.freeze(),
             (None, Some(s)) => s,
             (None, None) => Bytes::new(),
-        };
-        let (etag, size) = self.finish(expected)?;
-        Ok((bytes, etag, size))
+        })
     }
 }
 
@@ -213,6 +272,32 @@ mod tests {
         let wrong = ETag::of(b"other");
         let r = Body::from("abcd").reader(None).collect(Some(&wrong)).await;
         assert!(matches!(r, Err(Error::InvalidInput(_))));
+
+        // Bytes in memory are collected without awaiting, exactly as `collect_digest` would;
+        // a stream is handed back unread.
+        let (bytes, etag, digest, size) = Body::from("abcd")
+            .collect_digest_now(None, None)
+            .ok()
+            .unwrap()
+            .unwrap();
+        assert_eq!((&bytes[..], size), (&b"abcd"[..], 4));
+        assert_eq!(
+            (etag.sha256_digest(), &etag),
+            (Some(digest), &ETag::of(b"abcd"))
+        );
+        let r = Body::from(vec![0u8; 10]).collect_digest_now(Some(9), None);
+        assert!(matches!(r, Ok(Err(Error::TooLarge { limit: 9 }))));
+        let r = Body::from("abcd").collect_digest_now(None, Some(&wrong));
+        assert!(matches!(r, Ok(Err(Error::InvalidInput(_)))));
+        let stream = Body::from_stream(futures::stream::iter(vec![Ok(Bytes::from_static(b"ab"))]));
+        let Err(stream) = stream.collect_digest_now(None, None) else {
+            panic!("a stream is not collected without awaiting");
+        };
+        let (bytes, etag, digest, _) = stream.reader(None).collect_digest(None).await.unwrap();
+        assert_eq!(
+            (&bytes[..], etag.sha256_digest()),
+            (&b"ab"[..], Some(digest))
+        );
 
         let broken: Vec<Result<Bytes>> = vec![
             Ok(Bytes::from_static(b"ab")),

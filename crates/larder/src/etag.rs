@@ -201,8 +201,14 @@ impl ContentHasher {
 
     /// The content ETag and size of everything fed.
     pub fn finish(self) -> (ETag, u64) {
-        let digest: [u8; 32] = self.sha.finalize().into();
-        (ETag::from_sha256(&digest), self.size)
+        let (digest, size) = self.finish_digest();
+        (ETag::from_sha256(&digest), size)
+    }
+
+    /// The SHA-256 digest (what [`finish`](Self::finish) spells as the ETag) and size of
+    /// everything fed: for a driver that keeps the digest, so it need not decode the ETag.
+    pub fn finish_digest(self) -> ([u8; 32], u64) {
+        (self.sha.finalize().into(), self.size)
     }
 }
 

@@ -74,11 +74,10 @@ struct Extra {
 }
 
 impl Entry {
-    /// The entry of a new version; `meta` is what [`Meta::next_version`] made for `data`.
-    fn new(meta: &Meta, data: Bytes) -> Result<Entry> {
-        let digest = meta.etag.sha256_digest().ok_or_else(|| {
-            Error::backend(format!("memory store: ETag {} is not a digest", meta.etag))
-        })?;
+    /// The entry of a new version; `meta` is what [`Meta::next_version`] made for `data`,
+    /// `digest` the SHA-256 its ETag spells (kept from the hasher: no decoding of the text),
+    /// `tick` its place in the access order.
+    fn new(meta: &Meta, digest: [u8; 32], data: Bytes, tick: u64) -> Entry {
         let extra =
             (meta.expires_at.is_some() || meta.content_type.is_some() || !meta.metadata.is_empty())
                 .then(|| {
@@ -88,13 +87,13 @@ impl Entry {
                         metadata: meta.metadata.clone(),
                     })
                 });
-        Ok(Entry {
+        Entry {
             data,
             digest,
             modified_ms: to_millis(meta.last_modified),
             extra,
-            tick: 0,
-        })
+            tick,
+        }
     }
 
     fn expires_at(&self) -> Option<SystemTime> {
@@ -318,44 +317,56 @@ impl Store for MemoryStore {
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
         let caps = self.capabilities();
         caps.check_put(&opts)?;
-        let (data, etag, size) = body
-            .reader(caps.max_object_size)
-            .collect(opts.expected_etag.as_ref())
-            .await?;
+        let (limit, expected) = (caps.max_object_size, opts.expected_etag.as_ref());
+        let (data, etag, digest, size) = match body.collect_digest_now(limit, expected) {
+            Ok(collected) => collected?,
+            // A stream, collected in a future of its own: this one (allocated and moved per
+            // write) stays small.
+            Err(stream) => Box::pin(stream.reader(limit).collect_digest(expected)).await?,
+        };
         let opts = PutOptions {
             ttl: opts.ttl.or(self.config.default_ttl),
             ..opts
         };
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         // Evaluated and stamped under the lock: the check and the write are one step, and a
-        // later write never gets an earlier Last-Modified.
-        let current = inner.live(key);
-        let replaces = current.as_ref().map(|e| e.last_modified());
-        if !opts.preconditions.is_empty() {
-            let current = current.map(|e| e.meta(key));
-            opts.preconditions.evaluate_write(current.as_ref())?;
-        }
-        let meta = Meta::next_version(key, etag, size, replaces, &opts)?;
-        let entry = Entry::new(&meta, data)?;
-        let created = replaces.is_none();
-        inner.bytes += size;
-        match inner.objects.get_mut(key) {
-            // In place: the map keeps its copy of the key, and `touch` below finds the old
-            // entry's place in the access order through the tick it inherits.
+        // later write never gets an earlier Last-Modified. One search of the key: the entry
+        // found is decided on and, in the common case of an overwrite, replaced where it lies.
+        let mut expired = false;
+        let current = match inner.objects.get_mut(key) {
+            Some(e) if e.is_expired() => {
+                expired = true;
+                None
+            }
+            found => found,
+        };
+        let (meta, created) = match current {
             Some(e) => {
-                let old = std::mem::replace(
-                    e,
-                    Entry {
-                        tick: e.tick,
-                        ..entry
-                    },
-                );
-                inner.bytes -= old.data.len() as u64;
+                if !opts.preconditions.is_empty() {
+                    opts.preconditions.evaluate_write(Some(&e.meta(key)))?;
+                }
+                let meta = Meta::next_version(key, etag, size, Some(e.last_modified()), &opts)?;
+                // The map keeps its copy of the key, and `touch` below finds the old entry's
+                // place in the access order through the tick the new one inherits.
+                let old = std::mem::replace(e, Entry::new(&meta, digest, data, e.tick));
+                inner.bytes = inner.bytes - old.data.len() as u64 + size;
+                (meta, false)
             }
             None => {
+                if expired {
+                    inner.remove(key);
+                }
+                if !opts.preconditions.is_empty() {
+                    opts.preconditions.evaluate_write(None)?;
+                }
+                let meta = Meta::next_version(key, etag, size, None, &opts)?;
+                let entry = Entry::new(&meta, digest, data, 0);
                 inner.objects.insert(key.clone(), entry);
+                inner.bytes += size;
+                (meta, true)
             }
-        }
+        };
         if let Some(max) = self.config.max_bytes {
             inner.touch(key);
             inner.evict_to(max);

@@ -34,7 +34,9 @@ pub use invalidate::{Invalidator, MemoryInvalidator, Message};
 pub use mount::MountStore;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -419,9 +421,9 @@ impl TieredStore {
     ) -> Result<Option<GetResult>> {
         let (range, tier_opts) = tier_request(opts, auth)?;
         let tier = &self.shared.tiers[i].store;
-        let mut r = match tier.get_now(key, &tier_opts) {
+        let mut r = match tier.get_now(key, tier_opts.as_ref().unwrap_or(opts)) {
             Some(r) => r,
-            None => tier.get(key, tier_opts).await,
+            None => tier.get(key, tier_opts.unwrap_or_default()).await,
         };
         match self.accept(i, key, &mut r, auth, &range) {
             Ok(()) => Ok(r.ok()),
@@ -480,6 +482,24 @@ impl TieredStore {
         }
         if !(m.metadata.is_empty() && auth.metadata.is_empty()) && m.metadata != auth.metadata {
             m.metadata.clone_from(&auth.metadata);
+        }
+    }
+
+    /// A fresh read from tier 0 that tier 0 answers only by awaiting (`auth`, `range` and
+    /// `tier_opts` as [`get`](Store::get) decided them).
+    async fn get_awaiting_tier0(
+        &self,
+        key: &Key,
+        opts: GetOptions,
+        auth: Arc<Meta>,
+        range: Option<Range<u64>>,
+        tier_opts: Option<GetOptions>,
+    ) -> Result<GetResult> {
+        let tier_opts = tier_opts.unwrap_or_default();
+        let mut r = self.shared.tiers[0].store.get(key, tier_opts).await;
+        match self.accept(0, key, &mut r, &auth, &range) {
+            Ok(()) => r,
+            Err(stale) => self.get_after_miss(stale, key, opts).await,
         }
     }
 
@@ -609,19 +629,23 @@ impl Shared {
 }
 
 /// What a nearer tier is asked for, on a read with `opts` of a key whose authoritative metadata
-/// is `auth`: the range to serve, and the tier's options. Conditions and If-Range are decided
-/// on the authoritative metadata, never the tier's (a plain read, the hot path, has none).
-fn tier_request(opts: &GetOptions, auth: &Meta) -> Result<(Option<Range<u64>>, GetOptions)> {
-    let range = if opts.preconditions.is_empty() && opts.range.is_none() {
-        None
-    } else {
-        opts.evaluate(auth)?
-    };
+/// is `auth`: the range to serve, and the tier's options, `None` when they are `opts` as they
+/// are (a plain read, the hot path: no options are built and dropped for it). Conditions and
+/// If-Range are decided on the authoritative metadata, never the tier's.
+fn tier_request(
+    opts: &GetOptions,
+    auth: &Meta,
+) -> Result<(Option<Range<u64>>, Option<GetOptions>)> {
+    if opts.preconditions.is_empty() && opts.range.is_none() {
+        // Without a range the tier ignores any If-Range: it answers as to the default options.
+        return Ok((None, None));
+    }
+    let range = opts.evaluate(auth)?;
     let tier_opts = GetOptions {
         range: range.as_ref().and(opts.range),
         ..Default::default()
     };
-    Ok((range, tier_opts))
+    Ok((range, Some(tier_opts)))
 }
 
 /// Whether a nearer tier's answer `r` is the version `auth` describes, served as `range`.
@@ -806,26 +830,37 @@ impl Store for TieredStore {
         }
     }
 
-    async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        // The hot path, a fresh copy in the nearest tier, is kept apart from the rest (boxed),
-        // so that its future stays small: a read's future is allocated and moved per call.
-        // It awaits nothing but tier 0's read (no nested future), so that it holds little.
-        // Tier 0 is asked without awaiting when it can answer so (saving its boxed future).
+    /// The hot read, a fresh copy in the nearest tier that it gives without awaiting, is
+    /// decided when `get` is called and answered by a ready future: no state machine is built,
+    /// moved or polled around it (a read's future is allocated per call). Everything else is an
+    /// async function's future, boxed as `async_trait` would box it.
+    fn get<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        key: &'life1 Key,
+        opts: GetOptions,
+    ) -> Pin<Box<dyn Future<Output = Result<GetResult>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
         if self.nearer() > 0 {
             if let Some(auth) = self.fresh_for(0, key) {
-                let (range, tier_opts) = tier_request(&opts, &auth)?;
-                let tier = &self.shared.tiers[0].store;
-                let mut r = match tier.get_now(key, &tier_opts) {
-                    Some(r) => r,
-                    None => tier.get(key, tier_opts).await,
+                let (range, tier_opts) = match tier_request(&opts, &auth) {
+                    Ok(x) => x,
+                    Err(e) => return Box::pin(std::future::ready(Err(e))),
+                };
+                let asked = tier_opts.as_ref().unwrap_or(&opts);
+                let Some(mut r) = self.shared.tiers[0].store.get_now(key, asked) else {
+                    return Box::pin(self.get_awaiting_tier0(key, opts, auth, range, tier_opts));
                 };
                 return match self.accept(0, key, &mut r, &auth, &range) {
-                    Ok(()) => r,
-                    Err(stale) => Box::pin(self.get_after_miss(stale, key, opts)).await,
+                    Ok(()) => Box::pin(std::future::ready(r)),
+                    Err(stale) => Box::pin(self.get_after_miss(stale, key, opts)),
                 };
             }
         }
-        Box::pin(self.get_from(0, Vec::new(), key, opts)).await
+        Box::pin(self.get_from(0, Vec::new(), key, opts))
     }
 
     /// The hot read only: a fresh copy in tier 0 that tier 0 can serve without awaiting,
@@ -843,7 +878,8 @@ impl Store for TieredStore {
             Err(e) => return Some(Err(e)),
         };
         // Patched where it lies and returned as it came (each move of a result is a copy).
-        let mut answer = self.shared.tiers[0].store.get_now(key, &tier_opts);
+        let asked = tier_opts.as_ref().unwrap_or(opts);
+        let mut answer = self.shared.tiers[0].store.get_now(key, asked);
         match &mut answer {
             Some(Ok(r)) if is_copy(r, &auth, &range) => self.hit(0, r, &auth),
             _ => return None,
