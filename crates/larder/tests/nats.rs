@@ -195,6 +195,44 @@ async fn remembered_revisions_are_rechecked() {
     a.remove(&k).await.unwrap();
 }
 
+/// A store answers a read at a revision it remembers with the meta it remembers, not decoded
+/// again (a message never changes); at any other revision, with the meta the message carries:
+/// a version written elsewhere, even of the same bytes, is read with its own meta, and a store
+/// that never saw a version reads the same meta as the store that wrote it.
+#[tokio::test]
+async fn reads_answer_the_meta_of_the_revision_read() {
+    let (Some(a), Some(b)) = (open_store().await, open_store().await) else {
+        return;
+    };
+    let k = key(&fresh_prefix("nats_meta"), "obj");
+    let opts = |kind: &str| PutOptions {
+        content_type: Some(format!("text/{kind}")),
+        metadata: [("kind".to_string(), kind.to_string())].into(),
+        ..Default::default()
+    };
+    let v1 = a
+        .put(&k, Body::from("same"), opts("one"))
+        .await
+        .unwrap()
+        .meta;
+    assert_eq!(a.head(&k, Default::default()).await.unwrap(), v1);
+    let v2 = b
+        .put(&k, Body::from("same"), opts("two"))
+        .await
+        .unwrap()
+        .meta;
+    assert_eq!((&v1.etag, v1.size), (&v2.etag, v2.size));
+    assert_ne!(v1, v2);
+    assert_eq!(
+        a.get_bytes(&k).await.unwrap(),
+        (Bytes::from("same"), v2.clone())
+    );
+    assert_eq!(a.head(&k, Default::default()).await.unwrap(), v2);
+    let c = open_store().await.unwrap();
+    assert_eq!(c.head(&k, Default::default()).await.unwrap(), v2);
+    a.remove(&k).await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_urls_are_refused() {
     larder::conformance::assert_urls_refused(&[

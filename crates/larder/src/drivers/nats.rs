@@ -51,9 +51,11 @@
 //! # Reads
 //!
 //! A read fetches the key's last message whole (meta and body are one message, so always of
-//! one version). On a bucket with one replica it is a direct get (`$JS.API.DIRECT.GET`, as the
-//! KV client reads): the one server holding the stream answers it from the stream's store, so
-//! it sees every acknowledged write. With more replicas a direct get may be answered by a
+//! one version); when the store remembers the key at the revision read, the meta is taken from
+//! memory instead of decoding the header again (a message never changes). On a bucket with
+//! one replica it is a direct get (`$JS.API.DIRECT.GET`, as the KV client reads): the one
+//! server holding the stream answers it from the stream's store, so it sees every
+//! acknowledged write. With more replicas a direct get may be answered by a
 //! follower that has not caught up, so reads go to the stream leader's message-get API instead
 //! (a JSON reply, slower). A mirror of the bucket's stream created with `mirror_direct` would
 //! answer direct gets as well, and may lag: don't create one for a bucket a store writes.
@@ -88,6 +90,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::header::{HeaderName, HeaderValue, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE};
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use async_nats::HeaderMap;
 use async_trait::async_trait;
@@ -126,28 +129,51 @@ const REVISION_CACHE: usize = 4096;
 /// A write that lost this many races in a row gives up with a retryable error.
 const MAX_ATTEMPTS: u32 = 1000;
 
-const KV_OPERATION: &str = "KV-Operation";
-const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+// Header names from static text: a name given as `&str` is validated, matched against the
+// standard names and copied on every insert and lookup.
+fn kv_operation() -> HeaderName {
+    HeaderName::from_static("KV-Operation")
+}
+
+fn meta_header() -> HeaderName {
+    HeaderName::from_static(META_HEADER)
+}
 
 /// Encodes a Larder key as a NATS KV key (see the [module docs](self)).
 pub fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
+    push_encoded_key(key, &mut out);
+    out
+}
+
+/// Appends [`encode_key`]`(key)` to `out`.
+fn push_encoded_key(key: &str, out: &mut String) {
     for (i, seg) in key.split('/').enumerate() {
         if i > 0 {
             out.push('.');
         }
-        encode_segment(seg, &mut out);
+        encode_segment(seg, out);
     }
-    out
 }
 
 fn encode_segment(seg: &str, out: &mut String) {
-    for b in seg.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("={b:02X}"));
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // Runs of kept bytes are copied whole, not a char at a time (every read and write builds
+    // a subject). Kept bytes are ASCII, so a run starts and ends on char boundaries.
+    let mut run = 0;
+    for (i, &b) in seg.as_bytes().iter().enumerate() {
+        if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            if run < i {
+                out.push_str(&seg[run..i]);
+            }
+            out.push('=');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+            run = i + 1;
         }
+    }
+    if run < seg.len() {
+        out.push_str(&seg[run..]);
     }
 }
 
@@ -198,7 +224,7 @@ impl std::fmt::Debug for NatsStore {
 /// The headers of a KV delete marker.
 fn delete_marker() -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(KV_OPERATION, "DEL");
+    headers.insert(kv_operation(), "DEL");
     headers
 }
 
@@ -242,13 +268,13 @@ fn permanent(what: &str, e: impl std::fmt::Display) -> Error {
 
 fn is_deleted(headers: &HeaderMap) -> bool {
     headers
-        .get(KV_OPERATION)
+        .get(kv_operation())
         .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
 }
 
 fn meta_of(headers: &HeaderMap, subject: &str) -> Result<Meta> {
     let raw = headers
-        .get(META_HEADER)
+        .get(meta_header())
         .ok_or_else(|| permanent("entry", format!("{subject} has no {META_HEADER} header")))?;
     Meta::decode(raw.as_str().as_bytes())
 }
@@ -441,15 +467,65 @@ impl NatsStore {
     }
 
     fn subject(&self, key: &Key) -> String {
-        format!("{}{}", self.subject_prefix, encode_key(key.as_str()))
+        let mut subject = String::with_capacity(self.subject_prefix.len() + key.as_str().len());
+        subject.push_str(&self.subject_prefix);
+        push_encoded_key(key.as_str(), &mut subject);
+        subject
     }
 
     /// Reads the key's last message, and remembers its revision.
     async fn latest(&self, key: &Key) -> Result<Latest> {
-        let latest = self.read_latest(key).await?;
-        let meta = latest.current.as_ref().map(|(m, _)| m.clone());
-        self.remember(key, latest.revision, meta);
-        Ok(latest)
+        let gone = |revision, expired| Latest {
+            revision,
+            current: None,
+            expired,
+        };
+        let Some(msg) = self.read_last(key).await? else {
+            self.remember(key, 0, None);
+            return Ok(gone(0, false));
+        };
+        let revision = msg.sequence;
+        if is_deleted(&msg.headers) {
+            self.remember(key, revision, None);
+            return Ok(gone(revision, false));
+        }
+        // A message never changes: the meta remembered at this very revision is the one it
+        // carries (decoding it again was 8 % of a read-modify-write's client instructions).
+        let (meta, known) = match self.remembered_meta(key, revision) {
+            Some(meta) => (meta, true),
+            None => (meta_of(&msg.headers, &msg.subject)?, false),
+        };
+        if meta.is_expired() {
+            self.remember(key, revision, None);
+            return Ok(gone(revision, true));
+        }
+        if meta.size != msg.payload.len() as u64 {
+            return Err(permanent(
+                "entry",
+                format!(
+                    "{key} has {} bytes where its meta says {}",
+                    msg.payload.len(),
+                    meta.size
+                ),
+            ));
+        }
+        if !known {
+            self.remember(key, revision, Some(meta.clone()));
+        }
+        Ok(Latest {
+            revision,
+            current: Some((meta, msg.payload)),
+            expired: false,
+        })
+    }
+
+    /// The meta remembered of `key` at exactly `revision`, if any.
+    fn remembered_meta(&self, key: &Key, revision: u64) -> Option<Meta> {
+        let map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(key) {
+            Some((seen, Some(meta))) if *seen == revision => Some(meta.clone()),
+            _ => None,
+        }
     }
 
     fn remember(&self, key: &Key, revision: u64, meta: Option<Meta>) {
@@ -497,20 +573,21 @@ impl NatsStore {
         Ok((latest.revision, latest.current.map(|(m, _)| m), false))
     }
 
-    /// Reads the key's last message: by a direct get when the bucket has one replica (the one
-    /// server holding it answers), from the stream leader otherwise.
-    async fn read_latest(&self, key: &Key) -> Result<Latest> {
-        let msg = if self.direct_reads {
+    /// Reads the key's last message (`None`: the key never existed): by a direct get when the
+    /// bucket has one replica (the one server holding it answers), from the stream leader
+    /// otherwise.
+    async fn read_last(&self, key: &Key) -> Result<Option<jetstream::message::StreamMessage>> {
+        if self.direct_reads {
             use jetstream::stream::DirectGetErrorKind as K;
             match self
                 .stream
                 .direct_get_last_for_subject(self.subject(key))
                 .await
             {
-                Ok(m) => Some(m),
-                Err(e) if e.kind() == K::NotFound => None,
-                Err(e) if e.kind() == K::InvalidSubject => return Err(permanent("read", e)),
-                Err(e) => return Err(transient("read", e)),
+                Ok(m) => Ok(Some(m)),
+                Err(e) if e.kind() == K::NotFound => Ok(None),
+                Err(e) if e.kind() == K::InvalidSubject => Err(permanent("read", e)),
+                Err(e) => Err(transient("read", e)),
             }
         } else {
             use jetstream::stream::LastRawMessageErrorKind as K;
@@ -519,49 +596,12 @@ impl NatsStore {
                 .get_last_raw_message_by_subject(&self.subject(key))
                 .await
             {
-                Ok(m) => Some(m),
-                Err(e) if e.kind() == K::NoMessageFound => None,
-                Err(e) if e.kind() == K::InvalidSubject => return Err(permanent("read", e)),
-                Err(e) => return Err(transient("read", e)),
+                Ok(m) => Ok(Some(m)),
+                Err(e) if e.kind() == K::NoMessageFound => Ok(None),
+                Err(e) if e.kind() == K::InvalidSubject => Err(permanent("read", e)),
+                Err(e) => Err(transient("read", e)),
             }
-        };
-        let Some(msg) = msg else {
-            return Ok(Latest {
-                revision: 0,
-                current: None,
-                expired: false,
-            });
-        };
-        if is_deleted(&msg.headers) {
-            return Ok(Latest {
-                revision: msg.sequence,
-                current: None,
-                expired: false,
-            });
         }
-        let meta = meta_of(&msg.headers, &msg.subject)?;
-        if meta.is_expired() {
-            return Ok(Latest {
-                revision: msg.sequence,
-                current: None,
-                expired: true,
-            });
-        }
-        if meta.size != msg.payload.len() as u64 {
-            return Err(permanent(
-                "entry",
-                format!(
-                    "{key} has {} bytes where its meta says {}",
-                    msg.payload.len(),
-                    meta.size
-                ),
-            ));
-        }
-        Ok(Latest {
-            revision: msg.sequence,
-            current: Some((meta, msg.payload)),
-            expired: false,
-        })
     }
 
     /// The live object at `key`; an expired one is deleted in the background.
@@ -571,7 +611,14 @@ impl NatsStore {
             let (store, key) = (self.clone(), key.clone());
             tokio::spawn(async move {
                 // Conditional on the expired revision, so it never removes a newer version.
-                let marker = store.publish_if(&key, delete_marker(), Bytes::new(), latest.revision);
+                let subject = store.subject(&key);
+                let marker = store.publish_if(
+                    &key,
+                    subject,
+                    delete_marker(),
+                    Bytes::new(),
+                    latest.revision,
+                );
                 if let Ok(Published::At(new)) = marker.await {
                     store.remember(&key, new, None);
                 }
@@ -580,21 +627,23 @@ impl NatsStore {
         latest.current.ok_or_else(|| Error::not_found(key))
     }
 
-    /// Publishes `payload` with `headers` only if the key's last revision is still `revision`.
+    /// Publishes `payload` with `headers` to `subject`, the key's, only if the key's last
+    /// revision is still `revision`.
     async fn publish_if(
         &self,
         key: &Key,
+        subject: String,
         mut headers: HeaderMap,
         payload: Bytes,
         revision: u64,
     ) -> Result<Published> {
         headers.insert(
-            EXPECTED_LAST_SUBJECT_SEQUENCE,
-            revision.to_string().as_str(),
+            NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            HeaderValue::from(revision),
         );
         let ack = self
             .js
-            .publish_with_headers(self.subject(key), headers, payload)
+            .publish_with_headers(subject, headers, payload)
             .await
             .map_err(|e| publish_error(&e))?;
         match ack.await {
@@ -621,6 +670,7 @@ impl NatsStore {
         mut decide: impl FnMut(Option<&Meta>) -> Result<(HeaderMap, Bytes, T)> + Send,
     ) -> Result<(u64, T)> {
         let mut basis = Basis::Remembered;
+        let subject = self.subject(key);
         let attempts = Attempts::new(MAX_ATTEMPTS);
         for _ in attempts {
             let (revision, current, may_be_stale) = self.state(key, basis).await?;
@@ -635,7 +685,8 @@ impl NatsStore {
             };
             // The server accepts this only if the key is still at `revision`: exactly the
             // state just decided on (a message never changes).
-            match self.publish_if(key, headers, payload, revision).await? {
+            let published = self.publish_if(key, subject.clone(), headers, payload, revision);
+            match published.await? {
                 Published::At(new) => return Ok((new, out)),
                 Published::Refused(Some(last)) => basis = Basis::AtLeast(last),
                 Published::Refused(None) => {}
@@ -704,7 +755,7 @@ impl Store for NatsStore {
                     )));
                 }
                 let mut headers = HeaderMap::new();
-                headers.insert(META_HEADER, encoded.as_str());
+                headers.insert(meta_header(), HeaderValue::from(encoded));
                 Ok((headers, data.clone(), (meta, current.is_none())))
             })
             .await?;
