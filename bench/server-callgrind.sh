@@ -4,7 +4,8 @@
 # Usage: bench/server-callgrind.sh larder:target/release/larder TAG   (or hyper:PATH/baseline_hyper)
 # Prints "case n=REQUESTS Ir=INSTRUCTIONS allocs=MALLOC_CALLS" (malloc, calloc and realloc calls
 # counted from callgrind's call graph); divide by n. Valgrind has no SHA-NI: a PUT counts the
-# software SHA-256 (subtract sha2::sha256::compress256, see callgrind_annotate).
+# software SHA-256 (subtract sha2::sha256::compress256, see callgrind_annotate; KEEP=DIR keeps
+# the profiles there).
 set -euo pipefail
 kind="${1%%:*}"; bin="$(realpath "${1#*:}")"; tag="$2"; port=${PORT:-18199}
 work=$(mktemp -d); trap "rm -rf $work" EXIT; here="$(cd "$(dirname "$0")" && pwd)"; cd "$work"
@@ -46,6 +47,9 @@ print(n)
 PY
 )
   echo "$name n=$reqs Ir=$ir allocs=$allocs"
+  # KEEP=DIR keeps the profile, for callgrind_annotate.
+  [ -n "${KEEP:-}" ] && cp "$f" "$KEEP/callgrind.$tag.${name// /-}.out"
+  return 0
 }
 EXTRA=()
 [ -z "${ONLY:-}" -o "${ONLY:-}" = get ] && run_case "GET hit" ${N:-2000} "$url/hot"
