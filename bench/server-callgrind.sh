@@ -2,8 +2,10 @@
 # Repeatable per-request cost of the HTTP server: callgrind instruction counts of the server process
 # over a fixed number of keep-alive requests (one wrk connection, after 200 warm-up requests).
 # Usage: bench/server-callgrind.sh larder:target/release/larder TAG   (or hyper:PATH/baseline_hyper)
-# Prints "case n=REQUESTS Ir=INSTRUCTIONS"; divide by n. Valgrind has no SHA-NI: a PUT counts the
-# software SHA-256 (subtract sha2::sha256::compress256, see callgrind_annotate).
+# Prints "case n=REQUESTS Ir=INSTRUCTIONS allocs=MALLOC_CALLS" (malloc, calloc and realloc calls
+# counted from callgrind's call graph); divide by n. Valgrind has no SHA-NI: a PUT counts the
+# software SHA-256 (subtract sha2::sha256::compress256, see callgrind_annotate; KEEP=DIR keeps
+# the profiles there).
 set -euo pipefail
 kind="${1%%:*}"; bin="$(realpath "${1#*:}")"; tag="$2"; port=${PORT:-18199}
 work=$(mktemp -d); trap "rm -rf $work" EXIT; here="$(cd "$(dirname "$0")" && pwd)"; cd "$work"
@@ -30,7 +32,24 @@ run_case() { # name N wrkargs...
   local f=$(ls cg.$tag.out.1)
   local ir=$(grep -m1 '^summary:\|^totals:' $f | awk '{print $2}')
   local reqs=$(awk '/requests in/ {print $1}' wrk.$tag.txt)
-  echo "$name n=$reqs Ir=$ir"
+  local allocs=$(python3 - "$f" <<'PY'
+import re, sys
+names, callee, n = {}, None, 0
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"(c?fn)=\((\d+)\)(?: (.*))?", line)
+    if m:
+        if m.group(3):
+            names[m.group(2)] = m.group(3).strip()
+        callee = names.get(m.group(2)) if m.group(1) == "cfn" else None
+    elif line.startswith("calls=") and callee in ("malloc", "calloc", "realloc"):
+        n += int(line[6:].split()[0])
+print(n)
+PY
+)
+  echo "$name n=$reqs Ir=$ir allocs=$allocs"
+  # KEEP=DIR keeps the profile, for callgrind_annotate.
+  [ -n "${KEEP:-}" ] && cp "$f" "$KEEP/callgrind.$tag.${name// /-}.out"
+  return 0
 }
 EXTRA=()
 [ -z "${ONLY:-}" -o "${ONLY:-}" = get ] && run_case "GET hit" ${N:-2000} "$url/hot"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Server bench (issue 3), not run in CI:
 #  1. GET / PUT / conditional GET (304) throughput of `larder serve --store memory://` against a
-#     minimal hyper server returning the same bytes from memory
-#     (crates/larder-server/examples/baseline_hyper.rs), reported as ratios; and the same GET
+#     minimal hyper server over a map in memory (bench/larder-bench's baseline_hyper, the
+#     baseline of bench/server-callgrind.sh and bench/server-wrk.sh too), reported as ratios;
+#     and the same GET
 #     through `/unstorage` (unstorage's protocol).
 #  2. Streaming: a 1 GiB PUT and GET through the server on the fs store; the server's peak RSS
 #     (VmHWM) must stay under 100 MiB.
@@ -29,7 +30,7 @@ fi
 command -v curl >/dev/null || { echo "curl is required" >&2; exit 1; }
 
 echo "== building (release)"
-cargo build --release -q -p larder-server --example baseline_hyper
+cargo build --release -q --manifest-path bench/larder-bench/Cargo.toml --bin baseline_hyper
 cargo build --release -q -p larder-cli
 SERVE=(target/release/larder serve)
 echo "server binary: ${SERVE[*]}"
@@ -57,9 +58,12 @@ cat >"$WORK/put.lua" <<EOF
 wrk.method = "PUT"
 local f = io.open("$WORK/body", "rb"); wrk.body = f:read("*a"); f:close()
 EOF
-cat >"$WORK/cond.lua" <<EOF
-wrk.headers["If-None-Match"] = '$ETAG'
-EOF
+# The conditional GET's script for the ETag of the object at URL (each server has its own).
+cond_script() {
+  local etag
+  etag=$(curl -s -D - -o /dev/null "$1" | awk -F': ' 'tolower($1)=="etag" {print $2}' | tr -d '\r')
+  printf "wrk.headers[\"If-None-Match\"] = '%s'\n" "$etag" >"$2"
+}
 
 # Requests/sec of one run: load URL [lua script].
 rps() {
@@ -72,7 +76,7 @@ rps() {
     local args=(-z "${DURATION}s" -c "$CONNS" --no-tui -j)
     case "$script" in
       *put.lua) args+=(-m PUT -D "$WORK/body") ;;
-      *cond.lua) args+=(-H "If-None-Match: $ETAG") ;;
+      *cond*.lua) args+=(-H "If-None-Match: $(sed -n "s/.*= '\(.*\)'/\1/p" "$script")") ;;
     esac
     oha "${args[@]}" "$url" | python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["requestsPerSec"])'
   fi
@@ -81,28 +85,30 @@ rps() {
 echo "== throughput: $SIZE-byte objects, $CONNS connections, ${DURATION}s per run"
 "${SERVE[@]}" --listen "127.0.0.1:$LARDER_PORT" --store memory:// >"$WORK/larder.log" 2>&1 &
 PIDS+=($!)
-target/release/examples/baseline_hyper "127.0.0.1:$BASE_PORT" "$SIZE" 2>/dev/null &
+bench/larder-bench/target/release/baseline_hyper "$BASE_PORT" 2>/dev/null &
 PIDS+=($!)
 wait_port $LARDER_PORT
 wait_port $BASE_PORT
-curl -sf -X PUT --data-binary @"$WORK/body" "http://127.0.0.1:$LARDER_PORT/v1/objects/bench/obj" >/dev/null
-got=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $ETAG" "http://127.0.0.1:$LARDER_PORT/v1/objects/bench/obj")
-[ "$got" = 304 ] || { echo "conditional GET answered $got, not 304" >&2; exit 1; }
-
 L=http://127.0.0.1:$LARDER_PORT/v1/objects/bench/obj
 B=http://127.0.0.1:$BASE_PORT/v1/objects/bench/obj
+curl -sf -X PUT --data-binary @"$WORK/body" "$L" >/dev/null
+curl -sf -X PUT --data-binary @"$WORK/body" "$B" >/dev/null
+got=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $ETAG" "$L")
+[ "$got" = 304 ] || { echo "conditional GET answered $got, not 304" >&2; exit 1; }
 printf '%-18s %14s %14s %8s\n' op "larder req/s" "hyper req/s" ratio
 for op in GET PUT GET-304 GET-unstorage; do
   url=$L
   case $op in
     GET) s="" ;;
     PUT) s="$WORK/put.lua" ;;
-    GET-304) s="$WORK/cond.lua" ;;
+    # Each server's current ETag (the PUT run before moved the baseline's version counter).
+    GET-304) s="$WORK/cond-larder.lua"; cond_script "$L" "$s"; cond_script "$B" "$WORK/cond-base.lua" ;;
     # The same object through unstorage's protocol (/unstorage, docs/unstorage.md).
     GET-unstorage) s="" url=http://127.0.0.1:$LARDER_PORT/unstorage/bench/obj ;;
   esac
   # The PUT run writes the same key over and over; the GET runs read it.
   l=$(rps "$url" "$s")
+  [ "$op" = GET-304 ] && s="$WORK/cond-base.lua"
   b=$(rps "$B" "$s")
   printf '%-18s %14.0f %14.0f %8.2f\n' "$op" "$l" "$b" "$(echo "$l / $b" | bc -l)"
 done

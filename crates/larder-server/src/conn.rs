@@ -16,6 +16,7 @@
 //!   connection closes after its current response), and after `grace` close what is left.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
@@ -25,7 +26,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -33,7 +33,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_util::task::TaskTracker;
-use tower_service::Service;
+
+use crate::dispatch::Dispatch;
 
 /// The bounds on connections (see the [module docs](self)).
 #[derive(Clone, Copy, Debug)]
@@ -405,10 +406,10 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown` resolves, then drains.
+/// Serves `service` on `listener` within `limits` until `shutdown` resolves, then drains.
 pub(crate) async fn serve(
     listener: TcpListener,
-    router: Router,
+    service: Dispatch,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -446,10 +447,10 @@ pub(crate) async fn serve(
         // Small responses go out at once rather than waiting on Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
         let entry = registry.add();
-        let router = router.clone();
+        let service = service.clone();
         let stopping = stopping.clone();
         tracker.spawn(async move {
-            serve_one(tcp, entry, router, limits, stopping).await;
+            serve_one(tcp, entry, service, limits, stopping).await;
             drop(permit);
         });
     }
@@ -472,7 +473,7 @@ pub(crate) async fn serve(
 async fn serve_one(
     tcp: TcpStream,
     entry: Registered,
-    router: Router,
+    dispatch: Dispatch,
     limits: Limits,
     mut stopping: watch::Receiver<bool>,
 ) {
@@ -486,16 +487,14 @@ async fn serve_one(
         let state = state.clone();
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let mut serving = Serving::new(&state);
-            let mut router = router.clone();
+            let answering = dispatch.call(req);
             async move {
-                let response = router.call(req.map(Body::new)).await;
+                let response = answering.await;
                 serving.answered();
-                response.map(|r| {
-                    r.map(|body| Tracked {
-                        body,
-                        _serving: serving,
-                    })
-                })
+                Ok::<_, Infallible>(response.map(|body| Tracked {
+                    body,
+                    _serving: serving,
+                }))
             }
         })
     };

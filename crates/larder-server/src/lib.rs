@@ -7,13 +7,15 @@
 //! - [`unstorage`]: unstorage's storage-server protocol at `/unstorage` (docs/unstorage.md).
 //! - [`spawn`]: a server on a listener you bound (tests, embedding).
 //! - [`health`]: `/readyz`; [`openapi`]: `/openapi.json`. Connections are served with bounded
-//!   header-read and idle timeouts and a connection cap (`conn.rs`).
+//!   header-read and idle timeouts and a connection cap (`conn.rs`); the object routes are
+//!   dispatched to their handlers directly, the rest through the router (`dispatch.rs`).
 
 #![deny(missing_docs)]
 
 pub mod auth;
 pub mod config;
 mod conn;
+mod dispatch;
 pub mod error;
 pub mod headers;
 pub mod health;
@@ -88,17 +90,27 @@ pub fn router_with_tiers(
     tiers: Option<larder::tiered::TieredStore>,
     config: Config,
 ) -> Router {
+    app(store, tiers, config).1
+}
+
+/// The shared state and the router over it (see [`router_with_tiers`]). The server serves the
+/// router behind `dispatch.rs`, which answers the object routes itself.
+fn app(
+    store: Arc<dyn Store>,
+    tiers: Option<larder::tiered::TieredStore>,
+    config: Config,
+) -> (Arc<AppState>, Router) {
     let state = Arc::new(AppState {
         store,
         uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads)),
         config,
         metrics: Metrics::new().with_tiers(tiers),
     });
-    Router::new()
+    let router = Router::new()
         .route("/v1/objects", get(objects::list))
         .route(larder::wire::CAPABILITIES_PATH, get(objects::capabilities))
         .route(
-            "/v1/objects/{*key}",
+            objects::OBJECT_ROUTE,
             get(objects::get)
                 .head(objects::head)
                 .put(objects::put)
@@ -129,7 +141,8 @@ pub fn router_with_tiers(
         // answers 500 (logged with its route) instead of dropping the connection and every
         // request queued on it.
         .layer(observe::ObserveLayer(state.clone()))
-        .with_state(state)
+        .with_state(state.clone());
+    (state, router)
 }
 
 async fn render_metrics(State(s): State<Arc<AppState>>) -> Response {
@@ -220,8 +233,9 @@ async fn run(
         // stalled download can't hold the process forever.
         grace: config.request_timeout,
     };
-    let router = router_with_tiers(opened.store, opened.tiered, config);
-    conn::serve(listener, router, limits, shutdown).await
+    let (state, router) = app(opened.store, opened.tiered, config);
+    let service = dispatch::Dispatch::new(state, router);
+    conn::serve(listener, service, limits, shutdown).await
 }
 
 /// Runs `larder serve`: opens the configured store, listens, and serves until SIGTERM or

@@ -27,8 +27,11 @@ use crate::AppState;
 
 type Shared = State<Arc<AppState>>;
 
-/// Path prefix of the object routes.
+/// Path prefix of the object routes, and the route of the empty key.
 pub const OBJECTS_PREFIX: &str = "/v1/objects/";
+
+/// The route of an object (its template, also its label in the metrics).
+pub const OBJECT_ROUTE: &str = "/v1/objects/{*key}";
 
 /// The key of an object route, from the raw request path: each `/`-separated segment is
 /// percent-decoded, then the whole is validated by `Key` (so `%2E%2E` is refused like `..`).
@@ -54,8 +57,17 @@ pub fn parse_key(uri: &Uri) -> Result<Key, ApiError> {
 
 /// GET: the object, a range of it (206), or 304/412/416.
 pub async fn get(State(s): Shared, req: Request) -> Result<Response, ApiError> {
-    let headers = req.headers();
-    let key = parse_key(req.uri())?;
+    get_object(&s, req.uri(), req.headers()).await
+}
+
+/// [`get`] of the request with `uri` and `headers` (also what the server's direct dispatch of
+/// the object routes calls).
+pub(crate) async fn get_object(
+    s: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = parse_key(uri)?;
     s.authorize(headers, Access::Read, key.as_str())?;
     let (opts, multiple) = get_options(headers)?;
     if multiple {
@@ -75,7 +87,11 @@ pub async fn get(State(s): Shared, req: Request) -> Result<Response, ApiError> {
         }
     }
     // (After a failed If-Range on a multi-range request, `opts.range` is None: the whole object.)
-    let got = s.store.get(&key, opts).await?;
+    // A store that has the answer at hand (memory, a cache hit) gives it without a boxed future.
+    let got = match s.store.get_now(&key, &opts) {
+        Some(got) => got?,
+        None => s.store.get(&key, opts).await?,
+    };
     let mut h = HeaderMap::with_capacity(8);
     validator_headers(&mut h, &got.meta);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -151,9 +167,17 @@ pub(crate) async fn head_meta(
 
 /// HEAD: the object's fields, no body.
 pub async fn head(State(s): Shared, req: Request) -> Result<Response, ApiError> {
-    let headers = req.headers();
-    let key = parse_key(req.uri())?;
-    let meta = head_meta(&s, headers, &key).await?;
+    head_object(&s, req.uri(), req.headers()).await
+}
+
+/// [`head`] of the request with `uri` and `headers`.
+pub(crate) async fn head_object(
+    s: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = parse_key(uri)?;
+    let meta = head_meta(s, headers, &key).await?;
     let mut h = HeaderMap::with_capacity(8);
     validator_headers(&mut h, &meta);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -164,8 +188,17 @@ pub async fn head(State(s): Shared, req: Request) -> Result<Response, ApiError> 
 /// PUT (and POST): streams the body into the store; 201 created, 200 replaced, 412, 413.
 pub async fn put(State(s): Shared, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let headers = &parts.headers;
-    let checked = parse_key(&parts.uri).and_then(|key| {
+    put_object(&s, &parts.uri, &parts.headers, body).await
+}
+
+/// [`put`] of the request with `uri`, `headers` and `body`.
+pub(crate) async fn put_object(
+    s: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: HttpBody,
+) -> Result<Response, ApiError> {
+    let checked = parse_key(uri).and_then(|key| {
         s.authorize(headers, Access::Write, key.as_str())?;
         Ok((key, put_options(headers)?))
     });
@@ -176,7 +209,7 @@ pub async fn put(State(s): Shared, req: Request) -> Result<Response, ApiError> {
             return Err(e);
         }
     };
-    let (_permit, body) = upload_body(&s, headers, body)?;
+    let (_permit, body) = upload_body(s, headers, body)?;
     let put = s.store.put(&key, body, opts).await?;
     // The JSON and fields axum's `Json` and a header tuple would give, in the same order, built
     // in place: the tuple copies its header map into the response's.
@@ -281,8 +314,16 @@ pub(crate) fn upload_body(
 
 /// DELETE: 204, 404, 412.
 pub async fn delete(State(s): Shared, req: Request) -> Result<Response, ApiError> {
-    let headers = req.headers();
-    let key = parse_key(req.uri())?;
+    delete_object(&s, req.uri(), req.headers()).await
+}
+
+/// [`delete`] of the request with `uri` and `headers`.
+pub(crate) async fn delete_object(
+    s: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = parse_key(uri)?;
     s.authorize(headers, Access::Write, key.as_str())?;
     s.store
         .delete(
