@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
-use larder::meta::http_date;
+use larder::meta::{http_date, renderable, to_millis};
 use larder::precondition::{parse_date_condition, parse_etag_condition};
 use larder::range::{parse_range_header, RangeHeader};
 use larder::{ETag, Error, GetOptions, IfRange, Meta, Preconditions, PutOptions, Result};
@@ -22,15 +22,21 @@ static TTL_FIELD: HeaderName = HeaderName::from_static(TTL);
 static REPR_DIGEST_FIELD: HeaderName = HeaderName::from_static(REPR_DIGEST);
 static EXPECT_ETAG_FIELD: HeaderName = HeaderName::from_static(EXPECT_ETAG);
 
-/// Every value of a field, as text; a value that is not visible ASCII is malformed.
-fn values(h: &HeaderMap, name: impl header::AsHeaderName) -> Result<Vec<&str>> {
-    h.get_all(name)
-        .iter()
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| Error::InvalidInput("a header field is not visible ASCII".into()))
-        })
-        .collect()
+/// A field's value as text; a value that is not visible ASCII is malformed.
+fn text(v: &HeaderValue) -> Result<&str> {
+    v.to_str()
+        .map_err(|_| Error::InvalidInput("a header field is not visible ASCII".into()))
+}
+
+/// The values of a field, in order: the first apart, so the usual single value needs no `Vec`.
+type Values<'a> = std::iter::Chain<std::option::IntoIter<&'a str>, std::vec::IntoIter<&'a str>>;
+
+/// Every value of a field, as text (see [`text`]).
+fn values(h: &HeaderMap, name: impl header::AsHeaderName) -> Result<Values<'_>> {
+    let mut all = h.get_all(name).into_iter();
+    let first = all.next().map(text).transpose()?;
+    let rest = all.map(text).collect::<Result<Vec<_>>>()?;
+    Ok(first.into_iter().chain(rest))
 }
 
 /// The value of a field that may appear once. (Named by a [`HeaderName`] where one exists: a
@@ -40,45 +46,136 @@ where
     N: header::AsHeaderName + std::fmt::Display + Copy,
 {
     let mut all = values(h, name)?;
-    match all.len() {
-        0 => Ok(None),
-        1 => Ok(all.pop()),
-        _ => Err(Error::InvalidInput(format!(
+    let first = all.next();
+    match all.next() {
+        None => Ok(first),
+        Some(_) => Err(Error::InvalidInput(format!(
             "{name} appears more than once"
         ))),
+    }
+}
+
+/// Which of the fields a request's options come from it carries, found in one pass over its
+/// field names: each absent field is then never looked up (a hash and probe per name, most of
+/// the parsing of a request without conditions).
+#[derive(Clone, Copy, Default)]
+struct Present(u16);
+
+impl Present {
+    const IF_MATCH: u16 = 1;
+    const IF_NONE_MATCH: u16 = 1 << 1;
+    const IF_MODIFIED_SINCE: u16 = 1 << 2;
+    const IF_UNMODIFIED_SINCE: u16 = 1 << 3;
+    const RANGE: u16 = 1 << 4;
+    const IF_RANGE: u16 = 1 << 5;
+    const CONTENT_TYPE: u16 = 1 << 6;
+    const CACHE_CONTROL: u16 = 1 << 7;
+    const TTL: u16 = 1 << 8;
+    const REPR_DIGEST: u16 = 1 << 9;
+    const EXPECT_ETAG: u16 = 1 << 10;
+
+    /// The fields among `h`'s names.
+    fn of(h: &HeaderMap) -> Self {
+        let mut p = Present::default();
+        for name in h.keys() {
+            p.note(name);
+        }
+        p
+    }
+
+    /// Notes `name` if it is one of the fields.
+    fn note(&mut self, name: &HeaderName) {
+        // Standard names compare as enum values; the native ones only when lengths agree.
+        let bit = if *name == header::IF_MATCH {
+            Self::IF_MATCH
+        } else if *name == header::IF_NONE_MATCH {
+            Self::IF_NONE_MATCH
+        } else if *name == header::IF_MODIFIED_SINCE {
+            Self::IF_MODIFIED_SINCE
+        } else if *name == header::IF_UNMODIFIED_SINCE {
+            Self::IF_UNMODIFIED_SINCE
+        } else if *name == header::RANGE {
+            Self::RANGE
+        } else if *name == header::IF_RANGE {
+            Self::IF_RANGE
+        } else if *name == header::CONTENT_TYPE {
+            Self::CONTENT_TYPE
+        } else if *name == header::CACHE_CONTROL {
+            Self::CACHE_CONTROL
+        } else if *name == TTL_FIELD {
+            Self::TTL
+        } else if *name == REPR_DIGEST_FIELD {
+            Self::REPR_DIGEST
+        } else if *name == EXPECT_ETAG_FIELD {
+            Self::EXPECT_ETAG
+        } else {
+            0
+        };
+        self.0 |= bit;
+    }
+
+    fn has(self, bit: u16) -> bool {
+        self.0 & bit != 0
     }
 }
 
 /// `If-Match`, `If-None-Match` (every repeated field combined), `If-Modified-Since` and
 /// `If-Unmodified-Since` (an invalid date is ignored, as RFC 9110 13.1.3 requires).
 pub fn preconditions(h: &HeaderMap) -> Result<Preconditions> {
+    preconditions_of(h, Present::of(h))
+}
+
+/// [`preconditions`], `p` saying which of the fields `h` has.
+fn preconditions_of(h: &HeaderMap, p: Present) -> Result<Preconditions> {
+    const ANY: u16 = Present::IF_MATCH
+        | Present::IF_NONE_MATCH
+        | Present::IF_MODIFIED_SINCE
+        | Present::IF_UNMODIFIED_SINCE;
+    if !p.has(ANY) {
+        return Ok(Preconditions::default());
+    }
+    let etags = |bit, name| match p.has(bit) {
+        true => parse_etag_condition(values(h, name)?),
+        false => Ok(None),
+    };
+    let date = |bit, name| match p.has(bit) {
+        true => Ok(parse_date_condition(values(h, name)?)),
+        false => Ok::<_, Error>(None),
+    };
     Ok(Preconditions {
-        if_match: parse_etag_condition(values(h, header::IF_MATCH)?)?,
-        if_none_match: parse_etag_condition(values(h, header::IF_NONE_MATCH)?)?,
-        if_modified_since: parse_date_condition(values(h, header::IF_MODIFIED_SINCE)?),
-        if_unmodified_since: parse_date_condition(values(h, header::IF_UNMODIFIED_SINCE)?),
+        if_match: etags(Present::IF_MATCH, header::IF_MATCH)?,
+        if_none_match: etags(Present::IF_NONE_MATCH, header::IF_NONE_MATCH)?,
+        if_modified_since: date(Present::IF_MODIFIED_SINCE, header::IF_MODIFIED_SINCE)?,
+        if_unmodified_since: date(Present::IF_UNMODIFIED_SINCE, header::IF_UNMODIFIED_SINCE)?,
     })
 }
 
 /// The options of a GET: preconditions, `Range` (one byte range; several are answered 416 by
 /// the caller, another unit is ignored) and `If-Range`.
 pub fn get_options(h: &HeaderMap) -> Result<(GetOptions, bool)> {
-    let preconditions = preconditions(h)?;
+    let p = Present::of(h);
+    let preconditions = preconditions_of(h, p)?;
     let mut multiple = false;
-    let range = match single(h, &header::RANGE)? {
-        None => None,
-        Some(v) => match parse_range_header(v)? {
-            RangeHeader::Single(r) => Some(r),
-            RangeHeader::Multiple(_) => {
-                multiple = true;
-                None
-            }
-            RangeHeader::OtherUnit => None,
+    let range = match p.has(Present::RANGE) {
+        false => None,
+        true => match single(h, &header::RANGE)? {
+            None => None,
+            Some(v) => match parse_range_header(v)? {
+                RangeHeader::Single(r) => Some(r),
+                RangeHeader::Multiple(_) => {
+                    multiple = true;
+                    None
+                }
+                RangeHeader::OtherUnit => None,
+            },
         },
     };
-    let if_range = single(h, &header::IF_RANGE)?
-        .map(IfRange::parse)
-        .transpose()?;
+    let if_range = match p.has(Present::IF_RANGE) {
+        false => None,
+        true => single(h, &header::IF_RANGE)?
+            .map(IfRange::parse)
+            .transpose()?,
+    };
     Ok((
         GetOptions {
             preconditions,
@@ -93,8 +190,8 @@ pub fn get_options(h: &HeaderMap) -> Result<(GetOptions, bool)> {
 /// (`X-Larder-TTL: N` or `Cache-Control: max-age=N`) and the expected digest (`Repr-Digest:
 /// sha-256=:…:` or `X-Larder-Expect-ETag`).
 pub fn put_options(h: &HeaderMap) -> Result<PutOptions> {
-    let preconditions = preconditions(h)?;
-    let content_type = single(h, &header::CONTENT_TYPE)?.map(str::to_owned);
+    // One pass finds both the metadata fields and which other fields to parse.
+    let mut p = Present::default();
     let mut metadata = BTreeMap::new();
     for (name, value) in h {
         if let Some(k) = name.as_str().strip_prefix(META_PREFIX) {
@@ -109,14 +206,21 @@ pub fn put_options(h: &HeaderMap) -> Result<PutOptions> {
                     "metadata {k:?} appears more than once"
                 )));
             }
+        } else {
+            p.note(name);
         }
     }
+    let preconditions = preconditions_of(h, p)?;
+    let content_type = match p.has(Present::CONTENT_TYPE) {
+        false => None,
+        true => single(h, &header::CONTENT_TYPE)?.map(str::to_owned),
+    };
     Ok(PutOptions {
         preconditions,
-        ttl: ttl(h)?,
+        ttl: ttl(h, p)?,
         content_type,
         metadata,
-        expected_etag: expected_etag(h)?,
+        expected_etag: expected_etag(h, p)?,
     })
 }
 
@@ -137,7 +241,10 @@ fn positive_seconds(what: &str, v: &str) -> Result<Duration> {
     }
 }
 
-fn ttl(h: &HeaderMap) -> Result<Option<Duration>> {
+fn ttl(h: &HeaderMap, p: Present) -> Result<Option<Duration>> {
+    if !p.has(Present::TTL | Present::CACHE_CONTROL) {
+        return Ok(None);
+    }
     if let Some(v) = single(h, &TTL_FIELD)? {
         return positive_seconds("X-Larder-TTL", v).map(Some);
     }
@@ -154,7 +261,10 @@ fn ttl(h: &HeaderMap) -> Result<Option<Duration>> {
     Ok(None)
 }
 
-fn expected_etag(h: &HeaderMap) -> Result<Option<ETag>> {
+fn expected_etag(h: &HeaderMap, p: Present) -> Result<Option<ETag>> {
+    if !p.has(Present::REPR_DIGEST | Present::EXPECT_ETAG) {
+        return Ok(None);
+    }
     let from_digest = match single(h, &REPR_DIGEST_FIELD)? {
         None => None,
         Some(v) => {
@@ -218,6 +328,36 @@ fn set_owned(h: &mut HeaderMap, name: HeaderName, value: String) {
     }
 }
 
+/// The HTTP date of `t` as a field value ([`http_date`]'s text). An HTTP date has whole
+/// seconds, so the value is kept per thread for the last two seconds asked (an object's
+/// `Last-Modified` and `Expires`, or the writes of one second) and shared, uncopied, by every
+/// answer that carries the same second: formatting a date was a third of a GET's fields. The
+/// key is the second itself, so a kept value is only ever the text of that second.
+fn date_value(t: SystemTime) -> Option<HeaderValue> {
+    type Slot = Option<(i64, HeaderValue)>;
+    thread_local! {
+        /// The two seconds last formatted, the most recent first.
+        static LAST: std::cell::RefCell<[Slot; 2]> = const { std::cell::RefCell::new([None, None]) };
+    }
+    let t = renderable(t);
+    let secs = to_millis(t).div_euclid(1000);
+    LAST.with_borrow_mut(|last| {
+        if let Some((_, v)) = last.iter().flatten().find(|(s, _)| *s == secs) {
+            return Some(v.clone());
+        }
+        let v = HeaderValue::try_from(http_date(t)).ok()?;
+        last.swap(0, 1);
+        last[0] = Some((secs, v.clone()));
+        Some(v)
+    })
+}
+
+fn set_date(h: &mut HeaderMap, name: HeaderName, t: SystemTime) {
+    if let Some(v) = date_value(t) {
+        h.insert(name, v);
+    }
+}
+
 /// The fields of a write's answer, in every API that writes: the new version's `ETag` (the
 /// token for the next `If-Match`) and its `Last-Modified`.
 pub fn write_headers(meta: &Meta) -> HeaderMap {
@@ -229,7 +369,7 @@ pub fn write_headers(meta: &Meta) -> HeaderMap {
 /// Adds the fields of [`write_headers`] to `h`.
 pub(crate) fn add_write_headers(h: &mut HeaderMap, meta: &Meta) {
     set_etag(h, &meta.etag);
-    set_owned(h, header::LAST_MODIFIED, http_date(meta.last_modified));
+    set_date(h, header::LAST_MODIFIED, meta.last_modified);
 }
 
 /// The fields that describe a stored object, sent with a 200, 206, 304 and HEAD: `ETag`,
@@ -237,9 +377,9 @@ pub(crate) fn add_write_headers(h: &mut HeaderMap, meta: &Meta) {
 /// user metadata.
 pub fn validator_headers(h: &mut HeaderMap, meta: &Meta) {
     set_etag(h, &meta.etag);
-    // Dates go through `http_date`, which clamps what no HTTP date can carry (a record stored
+    // Dates go through `http_date` (by `date_value`), which clamps what no HTTP date can carry (a record stored
     // with an expiry past the year 9999 is still served).
-    set_owned(h, header::LAST_MODIFIED, http_date(meta.last_modified));
+    set_date(h, header::LAST_MODIFIED, meta.last_modified);
     match meta.content_type.as_deref() {
         None => {
             h.insert(
@@ -253,7 +393,7 @@ pub fn validator_headers(h: &mut HeaderMap, meta: &Meta) {
         let left = expires
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        set_owned(h, header::EXPIRES, http_date(expires));
+        set_date(h, header::EXPIRES, expires);
         set_owned(
             h,
             header::CACHE_CONTROL,
@@ -336,6 +476,58 @@ mod tests {
         ] {
             assert_eq!(etag_value(&tag).unwrap(), tag.to_string().as_str());
         }
+    }
+
+    #[test]
+    fn dates_are_http_dates_at_every_second_boundary() {
+        use larder::meta::from_millis;
+        // One thread, one cache: each time right after the one before it, so every kept
+        // second is asked again just before and after it changes.
+        let mut times = vec![
+            -1_000, -1, 0, 1, 999, 1_000, 1_001, 59_999, 60_000, 86_399_999,
+        ];
+        times.extend([86_400_000, 1_767_225_599_999, 1_767_225_600_000, i64::MAX]);
+        times.extend([253_402_300_799_999, 253_402_300_800_000]);
+        let now = to_millis(SystemTime::now());
+        times.extend((0..3000).map(|i| now - 1500 + i * 7 % 2500));
+        for (i, &ms) in times.iter().enumerate() {
+            let t = from_millis(ms);
+            assert_eq!(date_value(t).unwrap(), http_date(t).as_str(), "{ms}");
+            // Interleaved with another time, as Last-Modified and Expires are.
+            let other = from_millis(times[(i * 5) % times.len()]);
+            assert_eq!(date_value(other).unwrap(), http_date(other).as_str());
+        }
+    }
+
+    #[test]
+    fn absent_fields_give_the_empty_options() {
+        let unrelated = map(&[
+            ("host", "h"),
+            ("accept", "*/*"),
+            ("x-larder-metadata", "no"),
+        ]);
+        let (o, multiple) = get_options(&unrelated).unwrap();
+        assert!(!multiple && o.range.is_none() && o.if_range.is_none());
+        assert!(o.preconditions.is_empty());
+        let o = put_options(&unrelated).unwrap();
+        assert!(o.preconditions.is_empty() && o.ttl.is_none());
+        assert!(o.content_type.is_none() && o.expected_etag.is_none() && o.metadata.is_empty());
+        // Each field is still found among others, and a repeated one still refused.
+        let o = put_options(&map(&[
+            ("host", "h"),
+            ("x-larder-expect-etag", "\"a\""),
+            ("x-larder-ttl", "5"),
+            ("if-unmodified-since", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            ("content-type", "a/b"),
+        ]))
+        .unwrap();
+        assert_eq!(o.expected_etag, Some(ETag::strong("a").unwrap()));
+        assert_eq!(o.ttl, Some(Duration::from_secs(5)));
+        assert!(o.preconditions.if_unmodified_since.is_some());
+        assert!(put_options(&map(&[("content-type", "a/b"), ("content-type", "c/d")])).is_err());
+        let (o, _) = get_options(&map(&[("accept", "*/*"), ("range", "bytes=0-1")])).unwrap();
+        assert!(o.range.is_some());
+        assert!(get_options(&map(&[("if-range", "\"a\""), ("if-range", "\"b\"")])).is_err());
     }
 
     #[test]

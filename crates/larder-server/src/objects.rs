@@ -213,7 +213,7 @@ pub(crate) async fn put_object(
     let put = s.store.put(&key, body, opts).await?;
     // The JSON and fields axum's `Json` and a header tuple would give, in the same order, built
     // in place: the tuple copies its header map into the response's.
-    let json = serde_json::to_vec(&MetaJson::from(&put.meta)).expect("metadata serializes");
+    let json = MetaJson::json_of(&put.meta);
     let mut response = Response::new(HttpBody::from(json));
     *response.status_mut() = if put.created {
         StatusCode::CREATED

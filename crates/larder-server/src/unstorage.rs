@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::headers::{preconditions, validator_headers, write_headers};
+use crate::headers::{add_write_headers, preconditions, validator_headers};
 use crate::objects::{head_meta, response_body, upload_body};
 use crate::AppState;
 
@@ -41,6 +41,8 @@ const RAW: &str = "application/octet-stream";
 const TEXT: &str = "text/plain; charset=utf-8";
 /// unstorage's TTL field, in seconds, on PUT and in HEAD/GET answers.
 const X_TTL: &str = "x-ttl";
+/// [`X_TTL`], parsed once.
+static X_TTL_FIELD: header::HeaderName = header::HeaderName::from_static(X_TTL);
 /// How many deletes of a `clear` run at once.
 const CLEAR_PARALLELISM: usize = 16;
 
@@ -68,6 +70,14 @@ pub enum Target {
 /// path ending in `/` or `:` is a base. A `.` or `..` segment, an empty item key, or a key that
 /// `Key` refuses is an `InvalidKey`.
 pub fn parse_target(path: &str) -> Result<Target, Error> {
+    match plain_item(path) {
+        Some(key) => Ok(Target::Item(Key::new(key)?)),
+        None => normalize(path),
+    }
+}
+
+/// [`parse_target`] of any path, by the rules themselves.
+fn normalize(path: &str) -> Result<Target, Error> {
     let rest = path;
     let invalid = |reason| Error::InvalidKey {
         key: rest.to_owned(),
@@ -105,6 +115,17 @@ pub fn parse_target(path: &str) -> Result<Target, Error> {
         return Err(invalid("key is empty"));
     }
     Ok(Target::Item(Key::new(joined)?))
+}
+
+/// The key of a path the rules below leave as it is (after its leading `/`): no
+/// percent-escape, no other separator than `/`, no empty, `.` or `..` segment, not a base.
+/// Most paths are such; they need none of the copies that decoding and re-joining make.
+fn plain_item(path: &str) -> Option<&str> {
+    let key = path.strip_prefix('/').unwrap_or(path);
+    let plain = !key.is_empty()
+        && !key.bytes().any(|b| matches!(b, b'%' | b'\\' | b':'))
+        && key.split('/').all(|s| !matches!(s, "" | "." | ".."));
+    plain.then_some(key)
 }
 
 /// Every request: the method and path are checked in the order unstorage's server checks
@@ -222,7 +243,7 @@ fn is_raw(headers: &HeaderMap, name: header::HeaderName) -> bool {
 
 /// unstorage's `x-ttl`: seconds, possibly fractional; `0` means none (as unstorage reads it).
 fn ttl(headers: &HeaderMap) -> Result<Option<std::time::Duration>, Error> {
-    let Some(v) = headers.get(X_TTL) else {
+    let Some(v) = headers.get(&X_TTL_FIELD) else {
         return Ok(None);
     };
     let bad = || Error::InvalidInput(format!("{X_TTL} {v:?}: a number of seconds"));
@@ -254,7 +275,7 @@ fn meta_headers(meta: &larder::Meta) -> HeaderMap {
             .duration_since(std::time::SystemTime::now())
             .unwrap_or_default();
         let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-        h.insert(X_TTL, HeaderValue::from(secs));
+        h.insert(X_TTL_FIELD.clone(), HeaderValue::from(secs));
     }
     h
 }
@@ -310,8 +331,7 @@ async fn put(
     };
     let (_permit, body) = upload_body(s, headers, body)?;
     let put = s.store.put(&key, body, opts).await?;
-    let h = write_headers(&put.meta);
-    Ok(ok(h))
+    Ok(ok_with(|h| add_write_headers(h, &put.meta)))
 }
 
 /// DELETE of a value: `OK` whether or not it existed (unstorage's `removeItem` is idempotent);
@@ -330,15 +350,26 @@ async fn delete(s: &AppState, headers: &HeaderMap, key: Key) -> Result<Response,
         )
         .await
     {
-        Ok(()) => Ok(ok(HeaderMap::new())),
-        Err(Error::NotFound { .. }) if !conditional => Ok(ok(HeaderMap::new())),
+        Ok(()) => Ok(ok()),
+        Err(Error::NotFound { .. }) if !conditional => Ok(ok()),
         Err(e) => Err(e.into()),
     }
 }
 
-fn ok(mut h: HeaderMap) -> Response {
+/// `OK` as text, with no other field than the body's.
+fn ok() -> Response {
+    ok_with(|_| {})
+}
+
+/// `OK` as text, with the fields `add` adds after the body's `Content-Type`: the fields (in
+/// the same order) that `(StatusCode::OK, h, "OK")` would give, built in place rather than
+/// copied from a second map.
+fn ok_with(add: impl FnOnce(&mut HeaderMap)) -> Response {
+    let mut response = Response::new(HttpBody::from("OK"));
+    let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
-    (StatusCode::OK, h, "OK").into_response()
+    add(h);
+    response
 }
 
 /// Conditions make no sense on a base (they are about one value's ETag): refused, not ignored.
@@ -431,7 +462,7 @@ async fn clear(s: &AppState, headers: &HeaderMap, prefix: String) -> Result<Resp
             .await?;
         match page.next_cursor {
             Some(c) => cursor = Some(c),
-            None => return Ok(ok(HeaderMap::new())),
+            None => return Ok(ok()),
         }
     }
 }
@@ -457,6 +488,41 @@ mod tests {
         assert_eq!(parse_target("/:").unwrap(), Target::Base("".into()));
         assert_eq!(parse_target("/").unwrap(), Target::Base("".into()));
         assert_eq!(parse_target("").unwrap(), Target::Base("".into()));
+    }
+
+    #[test]
+    fn plain_paths_are_read_as_the_rules_read_them() {
+        let paths = [
+            "/a",
+            "a",
+            "/a/b/c",
+            "/ü/ key",
+            "/a.b/..c/.d",
+            "/a//b",
+            "//a",
+            "/a/",
+            "/a:b",
+            "/a%2Fb",
+            "/a\\b",
+            "/./a",
+            "/a/..",
+            "/",
+            "",
+            "/.",
+            "/a\"b",
+            "/a\u{1}b",
+            "/a?b",
+        ];
+        let long = format!("/{}", "k".repeat(2000));
+        for path in paths.iter().copied().chain([long.as_str()]) {
+            assert_eq!(
+                format!("{:?}", parse_target(path)),
+                format!("{:?}", normalize(path)),
+                "{path:?}"
+            );
+        }
+        assert_eq!(plain_item("/a/b"), Some("a/b"));
+        assert_eq!(plain_item("/a:b"), None);
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl ETag {
     }
 
     /// The wire form in its three pieces: the opening (`W/"` or `"`), the opaque value, `"`.
-    fn wire_parts(&self) -> [&str; 3] {
+    pub(crate) fn wire_parts(&self) -> [&str; 3] {
         [if self.weak { "W/\"" } else { "\"" }, &self.opaque, "\""]
     }
 

@@ -55,9 +55,128 @@ pub struct MetaJson {
 
 /// A time as the API writes it: RFC 3339, UTC, milliseconds.
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut out = Vec::with_capacity(RFC3339_LEN);
+    push_rfc3339(&mut out, t);
+    String::from_utf8(out).expect("an RFC 3339 date is ASCII")
+}
+
+/// The length of [`rfc3339`]'s text: `YYYY-MM-DDTHH:MM:SS.mmmZ` (every renderable year has
+/// four digits).
+const RFC3339_LEN: usize = 24;
+
+/// Appends [`rfc3339`]'s text to `out`. The text up to the seconds is humantime's, kept per
+/// thread for the last whole second asked (a write's answer, a listing's entries: formatting
+/// the calendar date was most of the JSON answer); the key is the whole second itself, so a
+/// cached prefix is only ever reused for the very second it spells.
+fn push_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(i64, [u8; 19])>> = const { std::cell::Cell::new(None) };
+    }
     // Clamped into what RFC 3339 can carry, so a stored record with an odd time is still
     // listed and described.
-    humantime::format_rfc3339_millis(crate::meta::renderable(t)).to_string()
+    let ms = crate::meta::to_millis(crate::meta::renderable(t));
+    let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let prefix = match LAST.get() {
+        Some((s, prefix)) if s == secs => prefix,
+        _ => {
+            let text =
+                humantime::format_rfc3339_millis(crate::meta::from_millis(secs * 1000)).to_string();
+            let prefix: [u8; 19] = text.as_bytes()[..19]
+                .try_into()
+                .expect("an RFC 3339 date has 19 bytes up to its seconds");
+            LAST.set(Some((secs, prefix)));
+            prefix
+        }
+    };
+    out.extend_from_slice(&prefix);
+    // `renderable` times are whole milliseconds from the epoch on: `millis` is 0..=999.
+    let m = millis as u32;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (m / 100) as u8,
+        b'0' + (m / 10 % 10) as u8,
+        b'0' + (m % 10) as u8,
+        b'Z',
+    ]);
+}
+
+impl MetaJson {
+    /// The JSON text of `MetaJson::from(m)`, as `serde_json` writes it (the same text, fields
+    /// in the same order), written straight into one buffer from `m`'s borrowed fields: the
+    /// owned `MetaJson` and its strings were most of a write's answer.
+    pub fn json_of(m: &Meta) -> Vec<u8> {
+        let mut out = Vec::with_capacity(192 + m.key.as_str().len());
+        write_meta_json(&mut out, m);
+        out
+    }
+}
+
+/// Appends [`MetaJson::json_of`]'s text to `out`.
+fn write_meta_json(out: &mut Vec<u8>, m: &Meta) {
+    out.extend_from_slice(b"{\"key\":");
+    push_json_str(out, &[m.key.as_str()]);
+    out.extend_from_slice(b",\"etag\":");
+    push_json_str(out, &m.etag.wire_parts());
+    out.extend_from_slice(b",\"size\":");
+    push_u64(out, m.size);
+    out.extend_from_slice(b",\"last_modified\":\"");
+    push_rfc3339(out, m.last_modified);
+    out.extend_from_slice(b"\",\"expires_at\":");
+    match m.expires_at {
+        None => out.extend_from_slice(b"null"),
+        Some(t) => {
+            out.push(b'"');
+            push_rfc3339(out, t);
+            out.push(b'"');
+        }
+    }
+    out.extend_from_slice(b",\"content_type\":");
+    match &m.content_type {
+        None => out.extend_from_slice(b"null"),
+        Some(t) => push_json_str(out, &[t]),
+    }
+    out.extend_from_slice(b",\"metadata\":{");
+    for (i, (k, v)) in m.metadata.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(out, &[k]);
+        out.push(b':');
+        push_json_str(out, &[v]);
+    }
+    out.extend_from_slice(b"}}");
+}
+
+/// The pieces of one string, quoted and escaped exactly as `serde_json` does: text without a
+/// byte it escapes (`"`, `\\`, controls below 0x20) goes out as it is, any other through
+/// `serde_json` itself, so the two can't differ.
+fn push_json_str(out: &mut Vec<u8>, parts: &[&str]) {
+    let plain = |s: &str| s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if parts.iter().all(|p| plain(p)) {
+        out.push(b'"');
+        for p in parts {
+            out.extend_from_slice(p.as_bytes());
+        }
+        out.push(b'"');
+    } else {
+        let whole = parts.concat();
+        serde_json::to_writer(&mut *out, &whole).expect("a string serializes into a Vec");
+    }
+}
+
+/// `n` in decimal, as `serde_json` writes an integer.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// A time the API wrote: RFC 3339 in UTC (`Z` or `+00:00`).
@@ -286,6 +405,129 @@ mod tests {
             parse_rfc3339("2026-11-23T08:00:00.123Z").unwrap()
         );
         assert!(parse_rfc3339("yesterday").is_err());
+    }
+
+    /// The JSON the server wrote before [`meta_json`]: an owned [`MetaJson`] with humantime's
+    /// dates, through `serde_json`. [`MetaJson::json_of`] must write exactly this text.
+    fn reference_json(m: &Meta) -> Vec<u8> {
+        let date = |t| humantime::format_rfc3339_millis(crate::meta::renderable(t)).to_string();
+        let json = MetaJson {
+            key: m.key.to_string(),
+            etag: m.etag.to_string(),
+            size: m.size,
+            last_modified: date(m.last_modified),
+            expires_at: m.expires_at.map(date),
+            content_type: m.content_type.clone(),
+            metadata: m.metadata.clone(),
+        };
+        serde_json::to_vec(&json).unwrap()
+    }
+
+    #[test]
+    fn json_of_is_serde_jsons_text() {
+        let sample = Meta::sample();
+        let controls: String = (0u8..0x20).map(char::from).collect();
+        let odd = Meta {
+            key: Key::new("\"q\"/ü\u{2028}/\u{10ffff}").unwrap(),
+            etag: ETag::weak("a\\b").unwrap(),
+            size: u64::MAX,
+            last_modified: crate::meta::from_millis(-1),
+            expires_at: Some(crate::meta::from_millis(i64::MAX)),
+            content_type: Some(format!("{controls}\"\\/")),
+            metadata: [
+                (String::new(), String::new()),
+                ("a".into(), controls.clone()),
+                ("ü\"".into(), "\u{2028}\u{2029}".into()),
+            ]
+            .into(),
+        };
+        let bare = Meta {
+            expires_at: None,
+            content_type: None,
+            metadata: BTreeMap::new(),
+            size: 0,
+            ..Meta::sample()
+        };
+        for m in [sample, odd, bare] {
+            assert_eq!(
+                String::from_utf8(MetaJson::json_of(&m)).unwrap(),
+                String::from_utf8(reference_json(&m)).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn rfc3339_at_second_boundaries() {
+        // One thread, one cache: each time right after the one before it, across seconds,
+        // minutes, days, years and the clamped ends.
+        let edges = [
+            -1_000_001,
+            -1,
+            0,
+            1,
+            999,
+            1000,
+            59_999,
+            60_000,
+            86_399_999,
+            86_400_000,
+            951_782_399_999, // 2000-02-28T23:59:59.999Z
+            951_782_400_000,
+            1_767_225_599_999, // 2025-12-31T23:59:59.999Z
+            1_767_225_600_000,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            i64::MAX,
+        ];
+        for ms in edges.iter().flat_map(|&e| [e, e.saturating_add(1), e]) {
+            let t = crate::meta::from_millis(ms);
+            assert_eq!(
+                rfc3339(t),
+                humantime::format_rfc3339_millis(crate::meta::renderable(t)).to_string(),
+                "{ms}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Any time is written as humantime writes it, whatever the thread's cache held.
+        #[test]
+        fn rfc3339_is_humantimes(ms in proptest::num::i64::ANY, step in 0i64..3000) {
+            for ms in [ms, ms.saturating_add(step), ms.saturating_sub(step)] {
+                let t = crate::meta::from_millis(ms);
+                proptest::prop_assert_eq!(
+                    rfc3339(t),
+                    humantime::format_rfc3339_millis(crate::meta::renderable(t)).to_string()
+                );
+            }
+        }
+
+        /// Any metadata a store can hold (any key `Key` accepts, any strings) is written as
+        /// `serde_json` writes its `MetaJson`.
+        #[test]
+        fn json_of_matches_serde_json(
+            key in "\\PC{1,40}",
+            weak in proptest::bool::ANY,
+            opaque in "[!#-~\u{80}-\u{10ffff}]{0,70}",
+            size in proptest::num::u64::ANY,
+            modified in proptest::num::i64::ANY,
+            expires in proptest::option::of(proptest::num::i64::ANY),
+            content_type in proptest::option::of("\\PC{0,30}|[\\x00-\\x7f]{0,30}"),
+            metadata in proptest::collection::btree_map("\\PC{0,12}|[\\x00-\\x7f]{0,12}", "(?s).{0,20}", 0..4),
+        ) {
+            let Ok(key) = Key::new(key) else { return Ok(()) };
+            let etag = if weak { ETag::weak(opaque) } else { ETag::strong(opaque) }.unwrap();
+            let m = Meta {
+                key,
+                etag,
+                size,
+                last_modified: crate::meta::from_millis(modified),
+                expires_at: expires.map(crate::meta::from_millis),
+                content_type,
+                metadata,
+            };
+            proptest::prop_assert_eq!(MetaJson::json_of(&m), reference_json(&m));
+        }
     }
 
     #[test]
