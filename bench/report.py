@@ -23,8 +23,11 @@ print("Produced by `bench/run` (see [bench/README.md](bench/README.md)). Each fi
 print("of several runs after a warm-up, shown as a **ratio to the first row of its case** (the floor")
 print("or ceiling, measured in the same run), then min and median in absolute units.\n")
 print(f"Machine: {os.cpu_count()} CPUs, {cpu}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-      f"load average at the end {' '.join(load)}. The machine was shared with other builds while this ran: "
-      "absolute numbers are noisy, ratios less so.\n")
+      f"load average at the end {' '.join(load)}. "
+      + ("The machine was shared with other work while this ran (5-minute load above its CPUs): "
+         "absolute numbers are noisy, ratios less so.\n"
+         if float(load[1]) > (os.cpu_count() or 1) else
+         "The machine was otherwise idle (5-minute load within its CPUs).\n"))
 # The commit bench/run measured (written when it started), else the checkout's.
 commit_file = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), "commit")
 commit = (open(commit_file).read().strip() if os.path.exists(commit_file) else
