@@ -314,7 +314,7 @@ async fn fs() {
     let base = std::env::var("BENCH_TMP").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
     let only = std::env::var("FS_ONLY").ok();
     let runs: usize = std::env::var("FS_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(RUNS);
-    for (size, ops) in [(4096usize, 400usize), (1 << 20, 40)] {
+    for (size, ops) in [(4096usize, 400usize), (1 << 20, 400)] {
         let mk = || tempfile::tempdir_in(&base).unwrap();
         let (d1, d2, d3, d4, d5, d6) = (mk(), mk(), mk(), mk(), mk(), mk());
         let floor: Arc<dyn Kv> = Arc::new(RawFs(d1.path().into(), false));
