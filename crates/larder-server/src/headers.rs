@@ -358,16 +358,9 @@ fn set_date(h: &mut HeaderMap, name: HeaderName, t: SystemTime) {
     }
 }
 
-/// The fields of a write's answer, in every API that writes: the new version's `ETag` (the
-/// token for the next `If-Match`) and its `Last-Modified`.
-pub fn write_headers(meta: &Meta) -> HeaderMap {
-    let mut h = HeaderMap::with_capacity(4);
-    add_write_headers(&mut h, meta);
-    h
-}
-
-/// Adds the fields of [`write_headers`] to `h`.
-pub(crate) fn add_write_headers(h: &mut HeaderMap, meta: &Meta) {
+/// Adds the fields of a write's answer, in every API that writes, to `h`: the new version's
+/// `ETag` (the token for the next `If-Match`) and its `Last-Modified`.
+pub fn add_write_headers(h: &mut HeaderMap, meta: &Meta) {
     set_etag(h, &meta.etag);
     set_date(h, header::LAST_MODIFIED, meta.last_modified);
 }
