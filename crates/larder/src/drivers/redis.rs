@@ -779,7 +779,7 @@ impl Store for RedisStore {
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         // A plain read (no condition that could make the body unneeded, no range): the meta
-        // and the first chunk in one script call, one round trip.
+        // and the first chunk in one transaction (MULTI/EXEC), one round trip.
         if opts.range.is_none() && opts.preconditions.is_empty() {
             // MULTI/EXEC, not a script: as atomic, and a third of the server's time.
             let mut conn = self.conn.clone();
