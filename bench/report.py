@@ -62,6 +62,7 @@ THIS_RUN = [
     ("fs get 4 KiB vs std::fs::read, 8 tasks", "fs", "get 4096B x8", "larder fs", "std::fs::read", "time"),
     ("fs get 1 MiB vs std::fs::read, 1 task", "fs", "get 1048576B x1", "larder fs", "std::fs::read", "time"),
     ("fs get 1 MiB vs std::fs::read, 8 tasks", "fs", "get 1048576B x8", "larder fs", "std::fs::read", "time"),
+    ("fs get 1 MiB vs the old floor (bytes dropped in the blocking thread), 8 tasks", "fs", "get 1048576B x8", "larder fs", "bytes dropped", "time"),
     ("fs put with fsync vs write+fsync+rename+dir fsync, 1 task", "fs", "put 4096B x1, fsync", "larder fs (fsync)", "std::fs write", "time"),
     ("fs put with fsync vs write+fsync+rename+dir fsync, 8 tasks", "fs", "put 4096B x8, fsync", "larder fs (fsync)", "std::fs write", "time"),
     ("memory get vs object_store InMemory, 1 task", "memory", "get 4096B x1", "larder memory", "object_store InMemory", "time"),

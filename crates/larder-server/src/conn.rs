@@ -23,12 +23,13 @@ use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use larder::clock::{self, CoarseInstant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -76,12 +77,16 @@ struct ConnState {
     /// The client has sent at least one byte.
     spoke: AtomicBool,
     close: Notify,
-    epoch: Instant,
+    epoch: CoarseInstant,
 }
 
 impl ConnState {
+    /// Milliseconds since the epoch, on the coarse clock: read several times per request, and
+    /// the watchdog's bounds are seconds, where the clock's few milliseconds of lag are nothing.
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        clock::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
     }
 
     fn touch(&self) {
@@ -224,7 +229,7 @@ impl hyper::body::Body for Tracked {
 
 /// The open connections.
 struct Registry {
-    epoch: Instant,
+    epoch: CoarseInstant,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<ConnState>>>,
 }
@@ -232,7 +237,7 @@ struct Registry {
 impl Registry {
     fn new() -> Self {
         Registry {
-            epoch: Instant::now(),
+            epoch: clock::now(),
             next_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
         }

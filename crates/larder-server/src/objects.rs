@@ -12,7 +12,9 @@ use axum::Json;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use larder::range::content_range;
-use larder::{Body, ByteStream, DeleteOptions, Error, HeadOptions, Key, ListOptions, Meta};
+use larder::{
+    Body, ByteStream, DeleteOptions, Error, GetOptions, HeadOptions, Key, ListOptions, Meta,
+};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
@@ -69,22 +71,11 @@ pub(crate) async fn get_object(
 ) -> Result<Response, ApiError> {
     let key = parse_key(uri)?;
     s.authorize(headers, Access::Read, key.as_str())?;
-    let (opts, multiple) = get_options(headers)?;
+    let (mut opts, multiple) = get_options(headers)?;
     if multiple {
-        // No multipart responses: 416 with the size, once the conditions have had their say,
-        // unless If-Range fails, which means "ignore the Range" (RFC 9110 13.1.5).
-        let meta = s
-            .store
-            .head(
-                &key,
-                HeadOptions {
-                    preconditions: opts.preconditions.clone(),
-                },
-            )
-            .await?;
-        if opts.if_range.as_ref().is_none_or(|c| c.holds(&meta)) {
-            return Err(Error::RangeNotSatisfiable { size: meta.size }.into());
-        }
+        // Boxed, and `opts` moved in and back: this rare path's state stays out of the
+        // future of every GET (which the server allocates per request).
+        opts = Box::pin(multiple_ranges(s, &key, opts)).await?;
     }
     // (After a failed If-Range on a multi-range request, `opts.range` is None: the whole object.)
     // A store that has the answer at hand (memory, a cache hit) gives it without a boxed future.
@@ -110,6 +101,25 @@ pub(crate) async fn get_object(
     *response.status_mut() = status;
     *response.headers_mut() = h;
     Ok(response)
+}
+
+/// A GET asking for several ranges: no multipart responses, so 416 with the size once the
+/// conditions have had their say, unless If-Range fails, which means "ignore the Range"
+/// (RFC 9110 13.1.5); then `opts` is given back to serve the whole object.
+async fn multiple_ranges(s: &AppState, key: &Key, opts: GetOptions) -> Result<GetOptions, ApiError> {
+    let meta = s
+        .store
+        .head(
+            key,
+            HeadOptions {
+                preconditions: opts.preconditions.clone(),
+            },
+        )
+        .await?;
+    if opts.if_range.as_ref().is_none_or(|c| c.holds(&meta)) {
+        return Err(Error::RangeNotSatisfiable { size: meta.size }.into());
+    }
+    Ok(opts)
 }
 
 /// The body of a download, counted in `bytes{dir="out"}`. When the store has the whole body at

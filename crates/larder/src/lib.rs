@@ -34,6 +34,7 @@
 
 pub mod body;
 pub mod capabilities;
+pub mod clock;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod drivers;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 
+use crate::clock::{self, CoarseInstant};
 use crate::key::Key;
 use crate::meta::Meta;
 
@@ -22,53 +23,12 @@ const KEYS: usize = 1 << 16;
 /// Shards: reads of different keys rarely meet on one lock.
 const SHARDS: usize = 16;
 
-/// A point on the monotonic clock [`now`] reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct Stamp(Duration);
+/// A point on the coarse clock ([`crate::clock`]): cheap to read on every hot read.
+pub(super) type Stamp = CoarseInstant;
 
-/// Now, on a monotonic clock that is cheap to read: on Linux the coarse clock (the time of the
-/// last timer tick, read from the vDSO without a hardware counter: a few nanoseconds, where a
-/// precise read costs tens). It lags the true time by up to [`resolution`].
+/// Now, on the coarse clock.
 pub(super) fn now() -> Stamp {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        Stamp(coarse(libc::clock_gettime))
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        Stamp(BASE.get_or_init(std::time::Instant::now).elapsed())
-    }
-}
-
-/// How far [`now`] may lag the true time.
-fn resolution() -> Duration {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        static RES: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-        *RES.get_or_init(|| coarse(libc::clock_getres))
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        Duration::ZERO
-    }
-}
-
-/// `clock_gettime` or `clock_getres` of the coarse monotonic clock. (Through libc, which reads
-/// the vDSO the way every tool expects: valgrind included.)
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn coarse(
-    call: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int,
-) -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    let rc = unsafe { call(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    // As `Instant::now` does: a monotonic clock the kernel has (since Linux 2.6.32) cannot fail.
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE) failed");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    clock::now()
 }
 
 /// Whether something stamped `seen` (by [`now`], before the validation it records) is still
@@ -76,8 +36,8 @@ fn coarse(
 /// the clock's lag is added to the time elapsed, so a copy is never served past its window
 /// (at worst it is revalidated one clock tick early). A zero window is never fresh.
 fn within(seen: Stamp, window: Duration) -> bool {
-    let elapsed = now().0.saturating_sub(seen.0);
-    elapsed + resolution() < window
+    let elapsed = now().saturating_duration_since(seen);
+    elapsed + clock::resolution() < window
 }
 
 /// What this replica knows about a key.
