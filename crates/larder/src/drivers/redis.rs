@@ -32,9 +32,9 @@
 //!
 //! Every mutation is one Lua script run with `EVALSHA` (the script is loaded on `NOSCRIPT`;
 //! the command is built straight into one buffer, not through `redis::ScriptInvocation`, and
-//! the reply is read as it is). Redis runs a script to completion with no other command interleaved, so the
-//! read of the current version, the precondition decision and the write are one atomic step, for
-//! every client of the server: [`AtomicScope::Cluster`]. No `WATCH`, so the shared multiplexed
+//! the reply is read as it is). Redis runs a script to completion with no other command
+//! interleaved, so the read of the current version, the precondition decision and the write
+//! are one atomic step, for every client of the server: [`AtomicScope::Cluster`]. No `WATCH`, so the shared multiplexed
 //! connection is fine.
 //!
 //! - `put`: the body is read and hashed in Rust first. Up to [`STAGE_OVER`] bytes are held in
