@@ -30,10 +30,11 @@
 //!
 //! # Atomicity
 //!
-//! Every mutation is one Lua script run with `EVALSHA` (`redis::Script` loads it on
-//! `NOSCRIPT`). Redis runs a script to completion with no other command interleaved, so the
-//! read of the current version, the precondition decision and the write are one atomic step, for
-//! every client of the server: [`AtomicScope::Cluster`]. No `WATCH`, so the shared multiplexed
+//! Every mutation is one Lua script run with `EVALSHA` (the script is loaded on `NOSCRIPT`;
+//! the command is built straight into one buffer, not through `redis::ScriptInvocation`, and
+//! the reply is read as it is). Redis runs a script to completion with no other command
+//! interleaved, so the read of the current version, the precondition decision and the write
+//! are one atomic step, for every client of the server: [`AtomicScope::Cluster`]. No `WATCH`, so the shared multiplexed
 //! connection is fine.
 //!
 //! - `put`: the body is read and hashed in Rust first. Up to [`STAGE_OVER`] bytes are held in
@@ -42,7 +43,7 @@
 //!   removed on failure), which the script renames into place. Nothing is visible until the
 //!   body is complete and its digest checked. The script reads `e`/`u` of the current version, decides, and writes
 //!   meta, body and index entry together, with `PEXPIREAT` on both keys for a TTL (`PERSIST`
-//!   otherwise). The preconditions are encoded for the script by `encode_conditions`: Rust
+//!   otherwise). The preconditions are encoded for the script by `Conditions`: Rust
 //!   can't run the shared evaluator inside Redis, so the script implements
 //!   [`Preconditions::evaluate_write`] on the encoding (If-Match: strong comparison, so only
 //!   strong tags are passed and a weak tag never matches; If-None-Match: weak comparison, every
@@ -88,7 +89,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::{Cmd, RedisWrite, Script, ToRedisArgs, Value};
 
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
@@ -138,11 +139,13 @@ enum Staged {
 const LIST_BATCH: usize = 256;
 
 /// The precondition decision shared by the put and delete scripts. Mirrors
-/// `Preconditions::evaluate_write` on the encoding of [`encode_conditions`]; sets `ok`.
-/// KEYS[1] the meta hash. ARGV[1] If-Match, ARGV[2] If-None-Match: each `""` absent, `*`, or the
-/// opaque tags each after a space (If-Match: the strong ones only); ARGV[3] If-Unmodified-Since
-/// in seconds, or "". Every argument costs the server time on every call (each becomes a Lua
-/// string), so the scripts take as few as they can.
+/// `Preconditions::evaluate_write` on the encoding of [`Conditions`]; sets `ok`.
+/// KEYS[1] the meta hash. `im` If-Match, `inm` If-None-Match: each `""` absent, `*`, or the
+/// opaque tags each after a space (If-Match: the strong ones only); `ius` If-Unmodified-Since
+/// in seconds, or "" (set by the script before this part, from its arguments). Every argument
+/// costs the server time on every call (some 1,300 instructions each: it is parsed, becomes a
+/// Lua string and grows the ARGV table), so the scripts take as few as they can: trailing
+/// empty ones are left out.
 const DECIDE: &str = r#"
 local cur = redis.call('HMGET', KEYS[1], 'm', 'e', 'u', 'x')
 local cur_m, cur_e, cur_u, cur_x = cur[1], cur[2], cur[3], cur[4]
@@ -160,46 +163,61 @@ local function has(list, e)
   end
 end
 local ok = true
-if ARGV[1] ~= '' then
+if im ~= '' then
   if not cur_e then ok = false
-  elseif ARGV[1] ~= '*' and not has(ARGV[1], cur_e) then ok = false end
-elseif ARGV[3] ~= '' and cur_u then
+  elseif im ~= '*' and not has(im, cur_e) then ok = false end
+elseif ius ~= '' and cur_u then
   -- Last-Modified in whole seconds (before the epoch: 0), as `http_seconds` truncates it.
-  if math.max(0, math.floor(tonumber(cur_u) / 1000)) > tonumber(ARGV[3]) then ok = false end
+  if math.max(0, math.floor(tonumber(cur_u) / 1000)) > tonumber(ius) then ok = false end
 end
-if ok and ARGV[2] ~= '' and cur_e then
-  if ARGV[2] == '*' or has(ARGV[2], cur_e) then ok = false end
+if ok and inm ~= '' and cur_e then
+  if inm == '*' or has(inm, cur_e) then ok = false end
 end
 -- The index member: the key, after "{prefix}:m:" (a prefix has no braces).
 local function member() return string.sub(KEYS[1], string.find(KEYS[1], '}', 1, true) + 4) end
+-- The index, "{prefix}:idx": named from KEYS[1], not passed (only a create or a delete
+-- touches it; on a cluster it is in the same hash slot).
+local function index() return string.sub(KEYS[1], 1, string.find(KEYS[1], '}', 1, true)) .. ':idx' end
 "#;
 
-/// KEYS: meta hash, body, index, and the staging key when the body is in one.
-/// ARGV 1-3: conditions; 4 the packed meta, 5 ETag opaque, 6 Last-Modified in ms, 7 expiry in
-/// Unix ms or "", 8 the body (inline) or its size (staged).
+/// What the put script runs before [`DECIDE`]: its conditions, from ARGV 5-7.
+const PUT_HEAD: &str = r#"
+local im, inm, ius = ARGV[5] or '', ARGV[6] or '', ARGV[7] or ''
+"#;
+
+/// KEYS: meta hash, body, and the staging key when the body is in one.
+/// ARGV: 1 the packed meta, 2 ETag opaque, 3 Last-Modified in ms, 4 the body (inline) or its
+/// size (staged), 5-7 the conditions (see [`DECIDE`]), 8 expiry in Unix ms; from 5 on, absent
+/// ones at the end are left out (read as "").
 /// Returns {1, created}, {0, current meta or false}, {3, current Last-Modified ms} when the
 /// current version is newer than this write's stamp (the caller restamps and runs the script
 /// again, which decides again), or {4} when the staging key is gone or not the right size.
 const PUT_BODY: &str = r#"
-local staged = KEYS[4] ~= nil
+local staged = KEYS[3] ~= nil
 if not ok then
-  if staged then redis.call('DEL', KEYS[4]) end
+  if staged then redis.call('DEL', KEYS[3]) end
   return {0, cur_m or false}
 end
-if cur_u and tonumber(cur_u) > tonumber(ARGV[6]) then return {3, cur_u} end
-if staged and redis.call('STRLEN', KEYS[4]) ~= tonumber(ARGV[8]) then return {4} end
--- Every field the script reads is set, and SET (or RENAME, then PERSIST) replaces the body
--- with its expiry: only an expiry of the hash's previous version is left to clear.
-redis.call('HSET', KEYS[1], 'm', ARGV[4], 'e', ARGV[5], 'u', ARGV[6], 'x', ARGV[7])
+if cur_u and tonumber(cur_u) > tonumber(ARGV[3]) then return {3, cur_u} end
+if staged and redis.call('STRLEN', KEYS[3]) ~= tonumber(ARGV[4]) then return {4} end
+local x = ARGV[8] or ''
+-- Every field the script reads is set (`x` only when it changes), and SET (or RENAME, then
+-- PERSIST) replaces the body with its expiry: only an expiry of the hash's previous version is
+-- left to clear.
+if cur_x == x then
+  redis.call('HSET', KEYS[1], 'm', ARGV[1], 'e', ARGV[2], 'u', ARGV[3])
+else
+  redis.call('HSET', KEYS[1], 'm', ARGV[1], 'e', ARGV[2], 'u', ARGV[3], 'x', x)
+end
 if staged then
-  redis.call('RENAME', KEYS[4], KEYS[2])
+  redis.call('RENAME', KEYS[3], KEYS[2])
   redis.call('PERSIST', KEYS[2])
 else
-  redis.call('SET', KEYS[2], ARGV[8])
+  redis.call('SET', KEYS[2], ARGV[4])
 end
-if ARGV[7] ~= '' then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[7])
-  redis.call('PEXPIREAT', KEYS[2], ARGV[7])
+if x ~= '' then
+  redis.call('PEXPIREAT', KEYS[1], x)
+  redis.call('PEXPIREAT', KEYS[2], x)
 elseif cur_m and cur_x ~= '' then
   -- `x` is the previous version's expiry ("" none); a hash written before `x` existed
   -- (cur_x false) may have one.
@@ -207,20 +225,26 @@ elseif cur_m and cur_x ~= '' then
 end
 -- A live object is in the index already (an entry goes only once its hash is gone).
 if cur_m then return {1, 0} end
-redis.call('ZADD', KEYS[3], 0, member())
+redis.call('ZADD', index(), 0, member())
 return {1, 1}
 "#;
 
-/// KEYS and ARGV 1-3 as for put. Returns {1} deleted, {0, meta} refused, {2} missing (an
+/// What the delete script runs before [`DECIDE`]: its conditions, ARGV 1-3 (absent ones at
+/// the end left out).
+const DELETE_HEAD: &str = r#"
+local im, inm, ius = ARGV[1] or '', ARGV[2] or '', ARGV[3] or ''
+"#;
+
+/// KEYS as for put (no staging key). Returns {1} deleted, {0, meta} refused, {2} missing (an
 /// index entry left by an expired object goes too).
 const DELETE_BODY: &str = r#"
 if not cur_m then
-  redis.call('ZREM', KEYS[3], member())
+  redis.call('ZREM', index(), member())
   return {2}
 end
 if not ok then return {0, cur_m} end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('ZREM', KEYS[3], member())
+redis.call('ZREM', index(), member())
 return {1}
 "#;
 
@@ -243,43 +267,86 @@ end
 return out
 "#;
 
-/// Preconditions as the put and delete scripts take them (ARGV 1-3), see [`DECIDE`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct EncodedConditions {
-    /// If-Match: empty when absent, `*`, or the opaque values of its strong tags (weak ones
-    /// never match), each after a space (an opaque value has no space).
-    pub if_match: String,
-    /// If-None-Match: the same, with every tag (weak comparison).
-    pub if_none_match: String,
-    /// If-Unmodified-Since in whole seconds since the epoch, or empty.
-    pub if_unmodified_since: String,
-}
-
-/// Encodes `p` for the scripts. If-Modified-Since is not encoded: writes ignore it.
-pub(crate) fn encode_conditions(p: &Preconditions) -> EncodedConditions {
-    let list = |c: &Option<ETagCondition>, strong_only: bool| match c {
-        None => String::new(),
-        Some(ETagCondition::Any) => "*".to_owned(),
+/// An If-Match (`strong_only`) or If-None-Match list as the scripts take it: empty when
+/// absent, `*`, or the opaque values of its tags (If-Match: the strong ones only, weak ones
+/// never match) each after a space (an opaque value has no space).
+fn write_list(out: &mut impl std::io::Write, c: &Option<ETagCondition>, strong_only: bool) {
+    // Writes go to a command's (or a Vec's) buffer: they cannot fail.
+    match c {
+        None => {}
+        Some(ETagCondition::Any) => {
+            let _ = out.write_all(b"*");
+        }
         Some(ETagCondition::Tags(tags)) => {
-            let mut out = String::with_capacity(tags.iter().map(|t| t.opaque().len() + 1).sum());
+            let mut any = false;
             for t in tags.iter().filter(|t| !(strong_only && t.is_weak())) {
-                out.push(' ');
-                out.push_str(t.opaque());
+                let _ = out.write_all(b" ");
+                let _ = out.write_all(t.opaque().as_bytes());
+                any = true;
             }
             // A list of only weak tags (If-Match) is " ": present, and matches nothing.
-            if out.is_empty() {
-                out.push(' ');
+            if !any {
+                let _ = out.write_all(b" ");
             }
-            out
         }
-    };
-    EncodedConditions {
-        if_match: list(&p.if_match, true),
-        if_none_match: list(&p.if_none_match, false),
-        if_unmodified_since: p
-            .if_unmodified_since
-            .map(|t| http_seconds(t).to_string())
-            .unwrap_or_default(),
+    }
+}
+
+/// The conditions of `p` as the scripts take them (see [`DECIDE`]): If-Match and
+/// If-None-Match lists ([`write_list`]), If-Unmodified-Since in whole seconds or empty;
+/// If-Modified-Since is not passed (writes ignore it). Written straight into a command's
+/// buffer (no string per argument): all three, or (`all` false) up to the last present one,
+/// since the scripts read an absent one as "".
+struct Conditions<'a> {
+    p: &'a Preconditions,
+    all: bool,
+}
+
+impl Conditions<'_> {
+    fn count(&self) -> usize {
+        let p = self.p;
+        if self.all || p.if_unmodified_since.is_some() {
+            3
+        } else if p.if_none_match.is_some() {
+            2
+        } else {
+            usize::from(p.if_match.is_some())
+        }
+    }
+}
+
+impl ToRedisArgs for Conditions<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let n = self.count();
+        if n >= 1 {
+            write_list(&mut out.writer_for_next_arg(), &self.p.if_match, true);
+        }
+        if n >= 2 {
+            write_list(&mut out.writer_for_next_arg(), &self.p.if_none_match, false);
+        }
+        if n >= 3 {
+            match self.p.if_unmodified_since {
+                Some(t) => http_seconds(t).write_redis_args(out),
+                None => out.write_arg(b""),
+            }
+        }
+    }
+
+    fn num_of_args(&self) -> usize {
+        self.count()
+    }
+}
+
+/// One argument of two parts (a Redis key: the store's prefix, then the Larder key), written
+/// into the command without joining them first.
+struct Joined<'a>(&'a str, &'a str);
+
+impl ToRedisArgs for Joined<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        let mut w = out.writer_for_next_arg();
+        let _ = w.write_all(self.0.as_bytes());
+        let _ = w.write_all(self.1.as_bytes());
     }
 }
 
@@ -360,6 +427,21 @@ fn bytes_of(v: &Value) -> Option<&[u8]> {
         Value::BulkString(b) => Some(b),
         Value::SimpleString(s) => Some(s.as_bytes()),
         _ => None,
+    }
+}
+
+fn array_of(v: &Value) -> Option<&[Value]> {
+    match v {
+        Value::Array(items) => Some(items),
+        _ => None,
+    }
+}
+
+/// A reply that is an error as the error (the scripts' replies hold none deeper down).
+fn no_error(v: Value) -> redis::RedisResult<Value> {
+    match v {
+        Value::ServerError(e) => Err(e.into()),
+        v => Ok(v),
     }
 }
 
@@ -492,8 +574,8 @@ impl RedisStore {
             conn,
             list_batch,
             shared: std::sync::Arc::new(Shared {
-                put: Script::new(&format!("{DECIDE}{PUT_BODY}")),
-                delete: Script::new(&format!("{DECIDE}{DELETE_BODY}")),
+                put: Script::new(&format!("{PUT_HEAD}{DECIDE}{PUT_BODY}")),
+                delete: Script::new(&format!("{DELETE_HEAD}{DECIDE}{DELETE_BODY}")),
                 read: Script::new(READ),
                 list: Script::new(LIST),
                 meta_prefix: format!("{{{prefix}}}:m:"),
@@ -522,47 +604,77 @@ impl RedisStore {
         &self.prefix
     }
 
-    fn meta_key(&self, key: &Key) -> String {
-        [&self.shared.meta_prefix, key.as_str()].concat()
+    fn meta_key<'a>(&'a self, key: &'a Key) -> Joined<'a> {
+        Joined(&self.shared.meta_prefix, key.as_str())
     }
 
-    fn body_key(&self, key: &Key) -> String {
-        [&self.shared.body_prefix, key.as_str()].concat()
+    fn body_key<'a>(&'a self, key: &'a Key) -> Joined<'a> {
+        Joined(&self.shared.body_prefix, key.as_str())
     }
 
-    /// The put or delete script on `key` with the conditions `p` (KEYS 1-3, ARGV 1-3).
-    fn conditioned<'a>(
-        &self,
-        script: &'a Script,
-        key: &Key,
-        p: &Preconditions,
-    ) -> redis::ScriptInvocation<'a> {
-        let c = encode_conditions(p);
-        let mut inv = script.prepare_invoke();
-        inv.key(self.meta_key(key))
-            .key(self.body_key(key))
-            .key(&self.shared.index_key)
-            .arg(c.if_match)
-            .arg(c.if_none_match)
-            .arg(c.if_unmodified_since);
-        inv
+    /// `EVALSHA` of `script` on `key`: KEYS meta hash, body (and `staging`, when there is
+    /// one), in one buffer with room for `more` bytes of arguments. Built by hand, not by
+    /// `redis::ScriptInvocation`, which makes a vector per argument and copies them all again
+    /// into the command.
+    fn script_cmd(&self, script: &Script, key: &Key, staging: Option<&str>, more: usize) -> Cmd {
+        let s = &self.shared;
+        let k = key.as_str().len();
+        let mut cmd = Cmd::with_capacity(
+            16,
+            120 + s.meta_prefix.len() + s.body_prefix.len() + 2 * k + more,
+        );
+        cmd.arg("EVALSHA")
+            .arg(script.get_hash())
+            .arg(if staging.is_some() { 3 } else { 2 })
+            .arg(self.meta_key(key))
+            .arg(self.body_key(key));
+        if let Some(name) = staging {
+            cmd.arg(name);
+        }
+        cmd
+    }
+
+    /// Sends a script's `EVALSHA`, loading the script first when the server doesn't have it
+    /// (`NOSCRIPT`: a restarted or flushed server), as `redis::Script` would.
+    async fn run(&self, script: &Script, cmd: &Cmd) -> Result<Value> {
+        let mut conn = self.conn.clone();
+        match conn.send_packed_command(cmd).await.and_then(no_error) {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.load_async(&mut conn).await.map_err(backend)?;
+                conn.send_packed_command(cmd)
+                    .await
+                    .and_then(no_error)
+                    .map_err(backend)
+            }
+            r => r.map_err(backend),
+        }
     }
 
     /// Test seam (feature `test-util`): the Redis keys holding `key`'s meta and body.
     #[cfg(any(test, feature = "test-util"))]
     pub fn redis_keys(&self, key: &Key) -> (String, String) {
-        (self.meta_key(key), self.body_key(key))
+        let s = &self.shared;
+        (
+            [&s.meta_prefix, key.as_str()].concat(),
+            [&s.body_prefix, key.as_str()].concat(),
+        )
     }
 
     async fn read_meta(&self, key: &Key) -> Result<Option<Meta>> {
         let mut conn = self.conn.clone();
-        let raw: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(self.meta_key(key))
-            .arg("m")
+        let raw: Option<Vec<u8>> = self
+            .hget_meta(key)
             .query_async(&mut conn)
             .await
             .map_err(backend)?;
         raw.map(|m| packed::decode(&m, Some(key))).transpose()
+    }
+
+    /// `HGET` of `key`'s packed meta, in a buffer of the right size.
+    fn hget_meta(&self, key: &Key) -> Cmd {
+        let mut cmd = Cmd::with_capacity(3, 8 + self.shared.meta_prefix.len() + key.as_str().len());
+        cmd.arg("HGET").arg(self.meta_key(key)).arg("m");
+        cmd
     }
 
     /// The bytes `span` of `key`'s body if its ETag is still `meta`'s (`None`: it changed).
@@ -575,22 +687,20 @@ impl RedisStore {
         if span.is_empty() {
             return Ok(Some(Bytes::new()));
         }
-        let mut inv = self.shared.read.prepare_invoke();
-        inv.key(self.meta_key(key))
-            .key(self.body_key(key))
-            .arg(meta.etag.opaque())
+        let script = &self.shared.read;
+        let mut cmd = self.script_cmd(script, key, None, meta.etag.opaque().len());
+        cmd.arg(meta.etag.opaque())
             .arg(span.start)
             .arg(span.end - 1);
-        let mut conn = self.conn.clone();
-        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
-        match reply.as_slice() {
-            [flag, data] if int_of(flag) == Some(1) => {
+        let reply = self.run(script, &cmd).await?;
+        match array_of(&reply) {
+            Some([flag, data]) if int_of(flag) == Some(1) => {
                 let data = bytes_of(data).ok_or_else(|| unexpected("read", data))?;
                 check_len(key, data, span.end - span.start)?;
                 Ok(Some(Bytes::copy_from_slice(data)))
             }
-            [flag] if int_of(flag) == Some(0) => Ok(None),
-            _ => Err(unexpected("read", &Value::Array(reply))),
+            Some([flag]) if int_of(flag) == Some(0) => Ok(None),
+            _ => Err(unexpected("read", &reply)),
         }
     }
 
@@ -643,22 +753,34 @@ impl RedisStore {
         for _ in attempts {
             let meta = Meta::next_version(key, etag.clone(), size, replaces, &opts)?;
             let now = meta.last_modified;
-            let mut inv = self.conditioned(&self.shared.put, key, &opts.preconditions);
-            inv.arg(packed::encode(&meta))
-                .arg(meta.etag.opaque())
-                .arg(to_millis(now))
-                .arg(
-                    meta.expires_at
-                        .map(|t| to_millis(t).to_string())
-                        .unwrap_or_default(),
-                );
-            match staged {
-                Staged::Inline(data) => inv.arg(&data[..]),
-                Staged::Key(name) => inv.key(name).arg(size),
+            let packed = packed::encode(&meta);
+            let (staging, inline) = match staged {
+                Staged::Inline(data) => (None, &data[..]),
+                Staged::Key(name) => (Some(name.as_str()), &[][..]),
             };
-            let mut conn = self.conn.clone();
-            let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
-            match reply.as_slice() {
+            let script = &self.shared.put;
+            let mut cmd = self.script_cmd(
+                script,
+                key,
+                staging,
+                packed.len() + meta.etag.opaque().len() + inline.len(),
+            );
+            cmd.arg(&packed[..])
+                .arg(meta.etag.opaque())
+                .arg(to_millis(now));
+            match staging {
+                None => cmd.arg(inline),
+                Some(_) => cmd.arg(size),
+            };
+            cmd.arg(Conditions {
+                p: &opts.preconditions,
+                all: meta.expires_at.is_some(),
+            });
+            if let Some(t) = meta.expires_at {
+                cmd.arg(to_millis(t));
+            }
+            let reply = self.run(script, &cmd).await?;
+            match array_of(&reply).unwrap_or_default() {
                 [ok, created] if int_of(ok) == Some(1) => {
                     return Ok(PutResult {
                         meta,
@@ -680,7 +802,7 @@ impl RedisStore {
                          before the write (staging keys live {STAGING_TTL:?})"
                     )))
                 }
-                _ => return Err(unexpected("put", &Value::Array(reply))),
+                _ => return Err(unexpected("put", &reply)),
             }
         }
         attempts.exhausted(format_args!("redis store: {key} changed"))
@@ -783,15 +905,17 @@ impl Store for RedisStore {
         if opts.range.is_none() && opts.preconditions.is_empty() {
             // MULTI/EXEC, not a script: as atomic, and a third of the server's time.
             let mut conn = self.conn.clone();
-            let (meta, first): (Option<Vec<u8>>, Vec<u8>) = redis::pipe()
-                .atomic()
-                .cmd("HGET")
-                .arg(self.meta_key(key))
-                .arg("m")
-                .cmd("GETRANGE")
+            let mut getrange =
+                Cmd::with_capacity(4, 32 + self.shared.body_prefix.len() + key.as_str().len());
+            getrange
+                .arg("GETRANGE")
                 .arg(self.body_key(key))
                 .arg(0)
-                .arg(READ_CHUNK - 1)
+                .arg(READ_CHUNK - 1);
+            let (meta, first): (Option<Vec<u8>>, Vec<u8>) = redis::Pipeline::with_capacity(2)
+                .atomic()
+                .add_command(self.hget_meta(key))
+                .add_command(getrange)
                 .query_async(&mut conn)
                 .await
                 .map_err(backend)?;
@@ -825,7 +949,20 @@ impl Store for RedisStore {
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
         self.capabilities().check_put(&opts)?;
-        let (staged, etag, size) = self.take_body(body, &opts).await?;
+        // Bytes in memory that go as a script argument are hashed where they are (no copy, no
+        // reading loop).
+        let small = matches!(&body, Body::Bytes(b) if (b.len() as u64) < STAGE_OVER);
+        let taken = match small {
+            true => body.collect_digest_now(Some(MAX_OBJECT_SIZE), opts.expected_etag.as_ref()),
+            false => Err(body),
+        };
+        let (staged, etag, size) = match taken {
+            Ok(r) => {
+                let (data, etag, _, size) = r?;
+                (Staged::Inline(data), etag, size)
+            }
+            Err(body) => self.take_body(body, &opts).await?,
+        };
         let r = self.put_staged(key, &staged, etag, size, opts).await;
         if let (Err(_), Staged::Key(name)) = (&r, &staged) {
             // The script removes it on 412; on any other failure it would wait for its TTL.
@@ -838,14 +975,18 @@ impl Store for RedisStore {
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
         self.capabilities().check_delete(&opts)?;
-        let inv = self.conditioned(&self.shared.delete, key, &opts.preconditions);
-        let mut conn = self.conn.clone();
-        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
-        match reply.as_slice() {
+        let script = &self.shared.delete;
+        let mut cmd = self.script_cmd(script, key, None, 0);
+        cmd.arg(Conditions {
+            p: &opts.preconditions,
+            all: false,
+        });
+        let reply = self.run(script, &cmd).await?;
+        match array_of(&reply).unwrap_or_default() {
             [ok] if int_of(ok) == Some(1) => Ok(()),
             [ok] if int_of(ok) == Some(2) => Err(Error::not_found(key)),
             [ok, current] if int_of(ok) == Some(0) => Err(refused(key, current)?),
-            _ => Err(unexpected("delete", &Value::Array(reply))),
+            _ => Err(unexpected("delete", &reply)),
         }
     }
 
@@ -931,6 +1072,15 @@ mod tests {
     use super::*;
     use crate::etag::ETag;
 
+    /// The script arguments `Conditions` writes, as text.
+    fn encoded(p: &Preconditions, all: bool) -> Vec<String> {
+        Conditions { p, all }
+            .to_redis_args()
+            .into_iter()
+            .map(|a| String::from_utf8(a).unwrap())
+            .collect()
+    }
+
     #[test]
     fn encodes_conditions() {
         let a = ETag::of(b"a");
@@ -941,25 +1091,31 @@ mod tests {
             if_unmodified_since: Some(crate::meta::from_millis(1_999)),
             ..Default::default()
         };
-        let c = encode_conditions(&p);
         assert_eq!(
-            c.if_match,
-            format!(" {}", a.opaque()),
-            "weak tags never match If-Match"
+            encoded(&p, false),
+            [
+                format!(" {}", a.opaque()), // weak tags never match If-Match
+                format!(" w {}", a.opaque()),
+                "1".into()
+            ]
         );
-        assert_eq!(c.if_none_match, format!(" w {}", a.opaque()));
-        assert_eq!(c.if_unmodified_since, "1");
-        let c = encode_conditions(&Preconditions::if_absent());
-        assert_eq!((c.if_match.as_str(), c.if_none_match.as_str()), ("", "*"));
+        let absent = Preconditions::if_absent();
+        assert_eq!(
+            encoded(&absent, false),
+            ["", "*"],
+            "trailing absent ones left out"
+        );
+        assert_eq!(encoded(&absent, true), ["", "*", ""]);
         let only_weak = Preconditions {
             if_match: Some(ETagCondition::Tags(vec![w.clone()])),
             ..Default::default()
         };
         assert_eq!(
-            encode_conditions(&only_weak).if_match,
-            " ",
+            encoded(&only_weak, false),
+            [" "],
             "present, matching nothing"
         );
-        assert_eq!(c.if_unmodified_since, "");
+        assert!(encoded(&Preconditions::default(), false).is_empty());
+        assert_eq!(encoded(&Preconditions::default(), true), ["", "", ""]);
     }
 }
