@@ -12,18 +12,20 @@
 //!
 //! One KV entry per object, an ordinary KV entry that any NATS client can read: the value is
 //! the body, and the metadata is in the message header `Larder-Meta`, so a listing reads
-//! headers only. The header is compact text: `1 <etag> <modified_ms>`, then, each only when
-//! set, ` e<expires_ms>`, ` t<content type>` and ` m<name>=<value>` per user metadata entry
-//! (`%XX` escapes for `%`, `=`, whitespace and controls); the key and the size are the
-//! subject's and the payload's, not repeated. Earlier versions wrote the header as
-//! [`Meta::encode`] JSON (about twice as long, parsed by the NATS client on every message):
-//! objects in that form are still read, replaced and deleted, and are rewritten in the compact
-//! form by their next write. Code from before the compact form can't read an object written
-//! since (its reads, writes and listings of it fail with a `Backend` error, or skip it): don't
-//! run such code on a bucket this version writes. A Larder key becomes a KV key segment by segment, joined by `.`
-//! (NATS's token separator, so a listing can filter on whole leading segments): bytes
-//! `A-Z a-z 0-9 - _` stay, every other byte is `=XX` (upper-case hex). The encoding is
-//! reversible and the encoded key uses only characters NATS KV allows.
+//! headers only. A Larder key becomes a KV key segment by segment, joined by `.` (NATS's token
+//! separator, so a listing can filter on whole leading segments): bytes `A-Z a-z 0-9 - _`
+//! stay, every other byte is `=XX` (upper-case hex). The encoding is reversible and the
+//! encoded key uses only characters NATS KV allows.
+//!
+//! The header is compact text: `1 <etag> <modified_ms>`, then, each only when set,
+//! ` e<expires_ms>`, ` t<content type>` and ` m<name>=<value>` per user metadata entry (`%XX`
+//! escapes for `%`, `=`, whitespace and controls); the key and the size are the subject's and
+//! the payload's, not repeated. Earlier versions wrote it as [`Meta::encode`] JSON (about twice
+//! as long; the NATS client checks and copies every header of every message): objects in that
+//! form are still read, listed, replaced and deleted, and their next write stores the compact
+//! form. Code from before the compact form can't read an object written since (its reads and
+//! writes of it fail with a `Backend` error, its listings skip it): don't run such code on a
+//! bucket this version writes.
 //!
 //! # Atomicity
 //!
@@ -909,7 +911,8 @@ impl Store for NatsStore {
                     // An entry another KV client wrote (no Larder meta) is not an object of
                     // this store: skipped, not a failed listing.
                     let key = || self.key_of(&msg.subject);
-                    // A headers-only message says its payload's size in a header.
+                    // A headers-only message says its payload's size in a header (a 2.9
+                    // server always sends it).
                     let size = headers
                         .get(msg_size())
                         .and_then(|n| n.as_str().parse().ok())
