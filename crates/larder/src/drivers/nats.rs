@@ -11,11 +11,21 @@
 //! # Layout
 //!
 //! One KV entry per object, an ordinary KV entry that any NATS client can read: the value is
-//! the body, and the metadata ([`Meta::encode`] JSON) is in the message header `Larder-Meta`, so
-//! a listing reads headers only. A Larder key becomes a KV key segment by segment, joined by `.`
-//! (NATS's token separator, so a listing can filter on whole leading segments): bytes
-//! `A-Z a-z 0-9 - _` stay, every other byte is `=XX` (upper-case hex). The encoding is
-//! reversible and the encoded key uses only characters NATS KV allows.
+//! the body, and the metadata is in the message header `Larder-Meta`, so a listing reads
+//! headers only. A Larder key becomes a KV key segment by segment, joined by `.` (NATS's token
+//! separator, so a listing can filter on whole leading segments): bytes `A-Z a-z 0-9 - _`
+//! stay, every other byte is `=XX` (upper-case hex). The encoding is reversible and the
+//! encoded key uses only characters NATS KV allows.
+//!
+//! The header is compact text: `1 <etag> <modified_ms>`, then, each only when set,
+//! ` e<expires_ms>`, ` t<content type>` and ` m<name>=<value>` per user metadata entry (`%XX`
+//! escapes for `%`, `=`, whitespace and controls); the key and the size are the subject's and
+//! the payload's, not repeated. Earlier versions wrote it as [`Meta::encode`] JSON (about twice
+//! as long; the NATS client checks and copies every header of every message): objects in that
+//! form are still read, listed, replaced and deleted, and their next write stores the compact
+//! form. Code from before the compact form can't read an object written since (its reads and
+//! writes of it fail with a `Backend` error, its listings skip it): don't run such code on a
+//! bucket this version writes.
 //!
 //! # Atomicity
 //!
@@ -120,6 +130,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default bound on one connection attempt.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+mod header;
+
 /// Remembered revisions: key → (revision, meta at that revision, `None` for no object).
 type Revisions = HashMap<Key, (u64, Option<Meta>)>;
 
@@ -139,6 +151,11 @@ fn meta_header() -> HeaderName {
     HeaderName::from_static(META_HEADER)
 }
 
+/// The payload's size, on a message of a headers-only consumer.
+fn msg_size() -> HeaderName {
+    HeaderName::from_static("Nats-Msg-Size")
+}
+
 /// Encodes a Larder key as a NATS KV key (see the [module docs](self)).
 pub fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
@@ -156,13 +173,26 @@ fn push_encoded_key(key: &str, out: &mut String) {
     }
 }
 
+/// The bytes a key segment keeps as they are: `A-Z a-z 0-9 - _` (a table: every read and
+/// write encodes its key, and a lookup is one load where the tests were several branches).
+const KEPT: [bool; 256] = {
+    let mut kept = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        kept[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    kept
+};
+
 fn encode_segment(seg: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     // Runs of kept bytes are copied whole, not a char at a time (every read and write builds
     // a subject). Kept bytes are ASCII, so a run starts and ends on char boundaries.
     let mut run = 0;
     for (i, &b) in seg.as_bytes().iter().enumerate() {
-        if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if !KEPT[usize::from(b)] {
             if run < i {
                 out.push_str(&seg[run..i]);
             }
@@ -272,11 +302,18 @@ fn is_deleted(headers: &HeaderMap) -> bool {
         .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
 }
 
-fn meta_of(headers: &HeaderMap, subject: &str) -> Result<Meta> {
+/// The meta of the object at `key` (made only when the header does not carry it) with `size`
+/// bytes, from the message's headers.
+fn meta_of(
+    headers: &HeaderMap,
+    subject: &str,
+    key: impl FnOnce() -> Result<Key>,
+    size: u64,
+) -> Result<Meta> {
     let raw = headers
         .get(meta_header())
         .ok_or_else(|| permanent("entry", format!("{subject} has no {META_HEADER} header")))?;
-    Meta::decode(raw.as_str().as_bytes())
+    header::decode(raw.as_str(), key, size)
 }
 
 /// Settings of a [`NatsStore`].
@@ -473,6 +510,15 @@ impl NatsStore {
         subject
     }
 
+    /// The Larder key of a message's subject in this bucket.
+    fn key_of(&self, subject: &str) -> Result<Key> {
+        subject
+            .strip_prefix(&self.subject_prefix)
+            .and_then(decode_key)
+            .ok_or_else(|| permanent("entry", format!("{subject} is not a Larder key")))
+            .and_then(Key::new)
+    }
+
     /// Reads the key's last message, and remembers its revision.
     async fn latest(&self, key: &Key) -> Result<Latest> {
         let gone = |revision, expired| Latest {
@@ -493,7 +539,13 @@ impl NatsStore {
         // carries (decoding it again was 8 % of a read-modify-write's client instructions).
         let (meta, known) = match self.remembered_meta(key, revision) {
             Some(meta) => (meta, true),
-            None => (meta_of(&msg.headers, &msg.subject)?, false),
+            None => {
+                let size = msg.payload.len() as u64;
+                (
+                    meta_of(&msg.headers, &msg.subject, || Ok(key.clone()), size)?,
+                    false,
+                )
+            }
         };
         if meta.is_expired() {
             self.remember(key, revision, None);
@@ -530,16 +582,19 @@ impl NatsStore {
 
     fn remember(&self, key: &Key, revision: u64, meta: Option<Meta>) {
         let mut map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= REVISION_CACHE && !map.contains_key(key) {
+        // A known key is updated in place: one lookup and no copy of the key (every read and
+        // write of a hot key comes here).
+        if let Some(entry) = map.get_mut(key) {
+            // Never replace a later revision with an earlier one (reads and writes race).
+            if entry.0 <= revision {
+                *entry = (revision, meta);
+            }
+            return;
+        }
+        if map.len() >= REVISION_CACHE {
             map.clear();
         }
-        match map.get(key) {
-            // Never replace a later revision with an earlier one (reads and writes race).
-            Some((seen, _)) if *seen > revision => {}
-            _ => {
-                map.insert(key.clone(), (revision, meta));
-            }
-        }
+        map.insert(key.clone(), (revision, meta));
     }
 
     fn forget(&self, key: &Key) {
@@ -699,10 +754,53 @@ impl NatsStore {
 /// The key's last revision as the server gave it when refusing a publish ("wrong last
 /// sequence: N"), if the message says it.
 fn reported_last_sequence(e: &jetstream::context::PublishError) -> Option<u64> {
-    let text = e.to_string();
-    let (_, after) = text.rsplit_once("wrong last sequence: ")?;
-    let digits = after.split(|c: char| !c.is_ascii_digit()).next()?;
-    digits.parse().ok()
+    use std::error::Error as _;
+    use std::fmt::Write as _;
+    const MARK: &[u8] = b"wrong last sequence: ";
+    // The server's error (the description comes first), written into a buffer on the stack:
+    // this runs on every lost race, and the whole error as a `String` was 4k instructions.
+    let mut text = Head::default();
+    let _ = match e.source() {
+        Some(server) => write!(text, "{server}"),
+        None => write!(text, "{e}"),
+    };
+    let text = &text.buf[..text.len];
+    let at = text.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
+    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if at + digits == HEAD {
+        return None; // the number may go on past what was kept
+    }
+    std::str::from_utf8(&text[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Bytes of an error's text kept by [`Head`].
+const HEAD: usize = 128;
+
+/// The first [`HEAD`] bytes of a text written with `write!`; the rest is dropped.
+struct Head {
+    buf: [u8; HEAD],
+    len: usize,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            buf: [0; HEAD],
+            len: 0,
+        }
+    }
+}
+
+impl std::fmt::Write for Head {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
 }
 
 fn publish_error(e: &jetstream::context::PublishError) -> Error {
@@ -746,7 +844,7 @@ impl Store for NatsStore {
                 // Last-Modified never goes backwards, even if this writer's clock is behind.
                 let replaces = current.map(|c| c.last_modified);
                 let meta = Meta::next_version(key, etag.clone(), size, replaces, &opts)?;
-                let encoded = meta.encode();
+                let encoded = header::encode(&meta);
                 if encoded.len() as u64 + 256 > HEADER_RESERVE {
                     return Err(Error::InvalidInput(format!(
                         "nats store: metadata of {} bytes is over the {} reserved for headers",
@@ -812,7 +910,14 @@ impl Store for NatsStore {
                 if !is_deleted(&headers) {
                     // An entry another KV client wrote (no Larder meta) is not an object of
                     // this store: skipped, not a failed listing.
-                    match meta_of(&headers, &msg.subject) {
+                    let key = || self.key_of(&msg.subject);
+                    // A headers-only message says its payload's size in a header (a 2.9
+                    // server always sends it).
+                    let size = headers
+                        .get(msg_size())
+                        .and_then(|n| n.as_str().parse().ok())
+                        .unwrap_or(0);
+                    match meta_of(&headers, &msg.subject, key, size) {
                         Ok(meta) if meta.key.starts_with(&opts.prefix) => metas.push(meta),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(subject = %msg.subject, "nats store: {e}"),
@@ -856,6 +961,106 @@ mod tests {
         assert_eq!(reported_last_sequence(&e), Some(78024));
         let bare = PublishError::new(PublishErrorKind::WrongLastSequence);
         assert_eq!(reported_last_sequence(&bare), None);
+        // Digits cut off by the buffer's end are not taken for the whole number.
+        let long = format!("{} wrong last sequence: 12345", "x".repeat(103));
+        let server: jetstream::Error = serde_json::from_value(serde_json::json!(
+            {"code": 400, "err_code": 10071, "description": long}
+        ))
+        .unwrap();
+        let e = PublishError::with_source(PublishErrorKind::WrongLastSequence, server);
+        assert_eq!(reported_last_sequence(&e), None);
+    }
+
+    /// Objects whose header is the JSON an earlier version wrote (published here by hand, as
+    /// that version did) are read by a store that never saw them, listed, replaced and
+    /// deleted; a replacement is written in the compact form.
+    #[cfg(feature = "conformance")]
+    #[tokio::test]
+    async fn json_headers_of_earlier_versions_are_still_objects() {
+        use crate::conformance::{env_url, fresh_prefix, key, ok_or_skip, with_query};
+        use crate::etag::ETag;
+        use crate::meta::from_millis;
+        use crate::{Preconditions, StoreExt};
+
+        let Some(url) = env_url("nats", "LARDER_TEST_NATS_URL") else {
+            return;
+        };
+        let url = with_query(&url, "bucket=larder-test");
+        let Some(writer) = ok_or_skip("nats", NatsStore::from_url(&url).await) else {
+            return;
+        };
+        let p = fresh_prefix("nats_json");
+        let old = |name: &str, body: &'static str| Meta {
+            key: key(&p, name),
+            etag: ETag::of(body.as_bytes()),
+            size: body.len() as u64,
+            last_modified: from_millis(1_700_000_000_123),
+            expires_at: Some(from_millis(4_102_444_800_000)),
+            content_type: Some("text/plain; charset=utf-8".into()),
+            metadata: [("owner".to_string(), "zoë \"q\"".to_string())].into(),
+        };
+        let publish_json = |meta: Meta, body: &'static str| {
+            let writer = writer.clone();
+            async move {
+                let mut headers = HeaderMap::new();
+                headers.insert(meta_header(), HeaderValue::from(meta.encode()));
+                let subject = writer.subject(&meta.key);
+                let ack = writer
+                    .js
+                    .publish_with_headers(subject, headers, body.into());
+                ack.await.unwrap().await.unwrap();
+            }
+        };
+        let (a, b) = (old("a ü.x", "old a"), old("b", "old b"));
+        publish_json(a.clone(), "old a").await;
+        publish_json(b.clone(), "old b").await;
+
+        let store = NatsStore::from_url(&url).await.unwrap();
+        assert_eq!(
+            store.get_bytes(&a.key).await.unwrap(),
+            (Bytes::from("old a"), a.clone())
+        );
+        assert_eq!(store.head(&b.key, HeadOptions::default()).await.unwrap(), b);
+        let listed = store.list(ListOptions::prefix(format!("{p}/"))).await;
+        assert_eq!(listed.unwrap().objects, [a.clone(), b.clone()]);
+
+        let new = store.swap(&a.key, &a.etag, "new a".into()).await.unwrap();
+        let raw = writer.read_last(&a.key).await.unwrap().unwrap();
+        let value = raw.headers.get(meta_header()).unwrap().as_str().to_owned();
+        assert_eq!(value, header::encode(&new), "rewritten in the compact form");
+        assert!(value.len() < a.encode().len() / 2, "{value}");
+        assert_eq!(
+            writer.get_bytes(&a.key).await.unwrap(),
+            (Bytes::from("new a"), new)
+        );
+
+        let stale = DeleteOptions {
+            preconditions: Preconditions::if_match(a.etag.clone()),
+        };
+        let r = store.delete(&b.key, stale).await;
+        assert!(matches!(r, Err(Error::PreconditionFailed { .. })), "{r:?}");
+        let current = DeleteOptions {
+            preconditions: Preconditions::if_match(b.etag.clone()),
+        };
+        store.delete(&b.key, current).await.unwrap();
+        assert!(store.stat(&b.key).await.unwrap().is_none());
+        store.remove(&a.key).await.unwrap();
+
+        // An earlier version's record whose size is not the payload's is still refused.
+        let lying = Meta {
+            size: 99,
+            ..old("c", "old c")
+        };
+        publish_json(lying.clone(), "old c").await;
+        let r = store.get_bytes(&lying.key).await;
+        assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
+        writer
+            .js
+            .publish_with_headers(writer.subject(&lying.key), delete_marker(), Bytes::new())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
 
     proptest! {
