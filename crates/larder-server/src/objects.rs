@@ -106,7 +106,11 @@ pub(crate) async fn get_object(
 /// A GET asking for several ranges: no multipart responses, so 416 with the size once the
 /// conditions have had their say, unless If-Range fails, which means "ignore the Range"
 /// (RFC 9110 13.1.5); then `opts` is given back to serve the whole object.
-async fn multiple_ranges(s: &AppState, key: &Key, opts: GetOptions) -> Result<GetOptions, ApiError> {
+async fn multiple_ranges(
+    s: &AppState,
+    key: &Key,
+    opts: GetOptions,
+) -> Result<GetOptions, ApiError> {
     let meta = s
         .store
         .head(

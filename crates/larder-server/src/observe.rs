@@ -135,9 +135,7 @@ impl<F: Future<Output = Response>> Future for Observed<'_, F> {
             Poll::Ready(answered) => Some(answered),
             Poll::Pending => {
                 // A timeout too far to count to on this clock is no timeout.
-                let Some(deadline) = this
-                    .started
-                    .checked_add(this.state.config.request_timeout)
+                let Some(deadline) = this.started.checked_add(this.state.config.request_timeout)
                 else {
                     return Poll::Pending;
                 };

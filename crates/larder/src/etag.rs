@@ -39,7 +39,10 @@ impl ETag {
         }
         // SAFETY: every byte comes from `DIGITS`, which is ASCII, so the text is UTF-8.
         let opaque = unsafe { String::from_utf8_unchecked(text.to_vec()) };
-        ETag { weak: false, opaque }
+        ETag {
+            weak: false,
+            opaque,
+        }
     }
 
     /// The SHA-256 digest this tag spells, when it is a content ETag exactly as
