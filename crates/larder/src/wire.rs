@@ -164,19 +164,9 @@ fn push_json_str(out: &mut Vec<u8>, parts: &[&str]) {
     }
 }
 
-/// `n` in decimal, as `serde_json` writes an integer.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+/// `n` in decimal, as `serde_json` writes an integer (with the same `itoa`).
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// A time the API wrote: RFC 3339 in UTC (`Z` or `+00:00`).

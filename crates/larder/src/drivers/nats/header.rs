@@ -96,21 +96,7 @@ fn int(text: &str) -> Result<i64> {
 
 /// Appends `n` in decimal (without the formatting machinery: once or twice per write).
 fn push_int(out: &mut String, n: i64) {
-    if n < 0 {
-        out.push('-');
-    }
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("decimal digits are ASCII"));
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 fn push_escaped(out: &mut String, text: &str) {

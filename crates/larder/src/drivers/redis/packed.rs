@@ -89,21 +89,11 @@ fn put_millis(out: &mut Vec<u8>, ms: i64) {
     put_num(out, ms < 0, ms.unsigned_abs());
 }
 
-fn put_num(out: &mut Vec<u8>, negative: bool, mut v: u64) {
+fn put_num(out: &mut Vec<u8>, negative: bool, v: u64) {
     if negative {
         out.push(b'-');
     }
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     out.push(b';');
 }
 
