@@ -37,8 +37,11 @@ impl ETag {
         for (pair, byte) in text.chunks_exact_mut(2).zip(digest) {
             pair.copy_from_slice(&PAIRS[usize::from(*byte)]);
         }
+        // Room for the quotes too, so that `into_wire` (a response's `ETag` field) reuses it.
+        let mut buffer = Vec::with_capacity(text.len() + 2);
+        buffer.extend_from_slice(&text);
         // SAFETY: every byte comes from `DIGITS`, which is ASCII, so the text is UTF-8.
-        let opaque = unsafe { String::from_utf8_unchecked(text.to_vec()) };
+        let opaque = unsafe { String::from_utf8_unchecked(buffer) };
         ETag {
             weak: false,
             opaque,
@@ -78,6 +81,20 @@ impl ETag {
         s
     }
 
+    /// [`to_wire`](Self::to_wire), in this tag's own buffer when it has room for the quotes
+    /// (a tag made by [`from_sha256`](Self::from_sha256) has): no allocation then.
+    pub fn into_wire(self) -> String {
+        let open = if self.weak { "W/\"" } else { "\"" };
+        let needed = open.len() + self.opaque.len() + 1;
+        if self.opaque.capacity() < needed {
+            return self.to_wire();
+        }
+        let mut s = self.opaque;
+        s.insert_str(0, open);
+        s.push('"');
+        s
+    }
+
     /// The wire form in its three pieces: the opening (`W/"` or `"`), the opaque value, `"`.
     pub(crate) fn wire_parts(&self) -> [&str; 3] {
         [if self.weak { "W/\"" } else { "\"" }, &self.opaque, "\""]
@@ -101,12 +118,18 @@ impl ETag {
 
     fn build(weak: bool, opaque: String) -> Result<Self> {
         if opaque.bytes().all(is_etagc) {
-            Ok(ETag { weak, opaque })
+            Ok(Self::checked(weak, opaque))
         } else {
             Err(Error::InvalidInput(format!(
                 "entity tag {opaque:?} has a character not allowed in an ETag"
             )))
         }
+    }
+
+    /// A tag whose every character the caller has checked with [`is_etagc`].
+    pub(crate) fn checked(weak: bool, opaque: String) -> Self {
+        debug_assert!(opaque.bytes().all(is_etagc));
+        ETag { weak, opaque }
     }
 
     /// Parses one entity tag as it appears on the wire: `"abc"` or `W/"abc"`.
@@ -147,7 +170,8 @@ impl ETag {
 
 /// `etagc = %x21 / %x23-7E / obs-text`
 pub(crate) fn is_etagc(b: u8) -> bool {
-    b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80
+    // The same set, in two comparisons: everything above space but DQUOTE and DEL.
+    b > 0x20 && b != b'"' && b != 0x7f
 }
 
 impl fmt::Display for ETag {
@@ -226,6 +250,32 @@ impl ContentHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn into_wire_is_to_wire_whatever_the_buffer() {
+        let tags = [
+            ETag::of(b"hello"),
+            ETag::strong("abc").unwrap(),
+            ETag::weak("abc").unwrap(),
+            ETag::weak("").unwrap(),
+            ETag::parse("W/\"\u{e9}t\u{e9}\"").unwrap(),
+        ];
+        for tag in tags {
+            assert_eq!(tag.clone().into_wire(), tag.to_wire(), "{tag:?}");
+            assert_eq!(tag.clone().into_wire(), tag.to_string(), "{tag:?}");
+        }
+        // A content tag's buffer has room for the quotes: the field value reuses it exactly.
+        let wire = ETag::of(b"hello").into_wire();
+        assert_eq!((wire.len(), wire.capacity()), (66, 66));
+    }
+
+    #[test]
+    fn etagc_is_the_abnf_set() {
+        for b in 0..=255u8 {
+            let abnf = b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80;
+            assert_eq!(is_etagc(b), abnf, "{b:#x}");
+        }
+    }
 
     #[test]
     fn sha256_digest_reads_back_exactly_what_from_sha256_spells() {

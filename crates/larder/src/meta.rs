@@ -133,6 +133,12 @@ pub fn renderable(t: SystemTime) -> SystemTime {
     from_millis(to_millis(t).clamp(0, LATEST_MS))
 }
 
+/// The whole seconds since the Unix epoch of [`renderable`]`(t)`, without building that time
+/// (what a cache of rendered dates is keyed by: one date per second).
+pub fn renderable_seconds(t: SystemTime) -> i64 {
+    to_millis(t).clamp(0, LATEST_MS).div_euclid(1000)
+}
+
 /// `t` as an HTTP date (IMF-fixdate), [`renderable`] first, so it never panics.
 pub fn http_date(t: SystemTime) -> String {
     httpdate::fmt_http_date(renderable(t))

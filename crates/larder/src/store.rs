@@ -78,6 +78,19 @@ impl GetOptions {
     /// serve (`None`: the whole object). Every driver's `get` calls this, and only this.
     pub fn evaluate(&self, current: &Meta) -> Result<Option<Range<u64>>> {
         self.preconditions.evaluate_read(current)?;
+        self.range_of(current)
+    }
+
+    /// [`evaluate`](Self::evaluate) of a snapshot the caller gives up: a failed condition's
+    /// error takes `current` rather than a copy of it.
+    pub(crate) fn evaluate_owned(&self, current: Meta) -> Result<(Meta, Option<Range<u64>>)> {
+        let current = self.preconditions.evaluate_read_owned(current)?;
+        let range = self.range_of(&current)?;
+        Ok((current, range))
+    }
+
+    /// `If-Range`, then the range, of a read whose preconditions held.
+    fn range_of(&self, current: &Meta) -> Result<Option<Range<u64>>> {
         let Some(range) = &self.range else {
             return Ok(None);
         };
@@ -170,7 +183,7 @@ impl GetResult {
     /// `meta` describes: the range `opts` asks for (after its conditions), served from `data`
     /// without a copy.
     pub fn from_bytes(meta: Meta, data: bytes::Bytes, opts: &GetOptions) -> Result<GetResult> {
-        let range = opts.evaluate(&meta)?;
+        let (meta, range) = opts.evaluate_owned(meta)?;
         let data = match &range {
             Some(r) => data.slice(r.start as usize..r.end as usize),
             None => data,

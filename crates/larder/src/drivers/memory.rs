@@ -301,8 +301,7 @@ impl Store for MemoryStore {
                 _ => return Err(Error::not_found(key)),
             }
         };
-        opts.preconditions.evaluate_read(&meta)?;
-        Ok(meta)
+        opts.preconditions.evaluate_read_owned(meta)
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
