@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use larder::Error;
 
-use crate::headers::validator_headers;
+use crate::headers::validator_headers_owned;
 use crate::wire::{ErrorDetail, ErrorJson, MetaJson};
 
 /// Why a request failed.
@@ -92,13 +92,16 @@ impl IntoResponse for ApiError {
             }
             ApiError::Store(e) => e,
         };
-        if let Error::NotModified(meta) = &e {
-            // The most frequent "error": built as the 200's head is, with no message.
-            let mut response = Response::new(axum::body::Body::empty());
-            *response.status_mut() = StatusCode::NOT_MODIFIED;
-            validator_headers(response.headers_mut(), meta);
-            return response;
-        }
+        let e = match e {
+            Error::NotModified(meta) => {
+                // The most frequent "error": built as the 200's head is, with no message.
+                let mut response = Response::new(axum::body::Body::empty());
+                *response.status_mut() = StatusCode::NOT_MODIFIED;
+                validator_headers_owned(response.headers_mut(), *meta);
+                return response;
+            }
+            e => e,
+        };
         let message = e.to_string();
         match e {
             Error::PreconditionFailed { current } => {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
-use larder::meta::{http_date, renderable, to_millis};
+use larder::meta::{http_date, renderable_seconds};
 use larder::precondition::{parse_date_condition, parse_etag_condition};
 use larder::range::{parse_range_header, RangeHeader};
 use larder::{ETag, Error, GetOptions, IfRange, Meta, Preconditions, PutOptions, Result};
@@ -339,8 +339,7 @@ fn date_value(t: SystemTime) -> Option<HeaderValue> {
         /// The two seconds last formatted, the most recent first.
         static LAST: std::cell::RefCell<[Slot; 2]> = const { std::cell::RefCell::new([None, None]) };
     }
-    let t = renderable(t);
-    let secs = to_millis(t).div_euclid(1000);
+    let secs = renderable_seconds(t);
     LAST.with_borrow_mut(|last| {
         if let Some((_, v)) = last.iter().flatten().find(|(s, _)| *s == secs) {
             return Some(v.clone());
@@ -369,20 +368,66 @@ pub fn add_write_headers(h: &mut HeaderMap, meta: &Meta) {
 /// `Last-Modified`, `Content-Type`, `Cache-Control`/`Expires` for an object with a TTL, and the
 /// user metadata.
 pub fn validator_headers(h: &mut HeaderMap, meta: &Meta) {
-    set_etag(h, &meta.etag);
-    // Dates go through `http_date` (by `date_value`), which clamps what no HTTP date can carry (a record stored
-    // with an expiry past the year 9999 is still served).
-    set_date(h, header::LAST_MODIFIED, meta.last_modified);
-    match meta.content_type.as_deref() {
+    let content_type = meta
+        .content_type
+        .as_deref()
+        .map(|t| HeaderValue::from_str(t).ok());
+    validators(
+        h,
+        etag_value(&meta.etag),
+        content_type,
+        meta.last_modified,
+        meta.expires_at,
+        &meta.metadata,
+    );
+}
+
+/// [`validator_headers`] of a `meta` the caller gives up (a GET's, a 304's): its ETag and
+/// content type become the fields' values without being copied.
+pub fn validator_headers_owned(h: &mut HeaderMap, meta: Meta) {
+    let Meta {
+        etag,
+        content_type,
+        last_modified,
+        expires_at,
+        metadata,
+        ..
+    } = meta;
+    let content_type = content_type.map(|t| HeaderValue::try_from(t).ok());
+    let etag = HeaderValue::try_from(etag.into_wire()).ok();
+    validators(h, etag, content_type, last_modified, expires_at, &metadata);
+}
+
+/// The fields of [`validator_headers`], from the values made for them: `content_type` is `None`
+/// for an object stored without one (the default is sent), `Some(None)` for one that no field
+/// can carry (left out, as an ETag that no field can carry is).
+fn validators(
+    h: &mut HeaderMap,
+    etag: Option<HeaderValue>,
+    content_type: Option<Option<HeaderValue>>,
+    last_modified: SystemTime,
+    expires_at: Option<SystemTime>,
+    metadata: &BTreeMap<String, String>,
+) {
+    if let Some(v) = etag {
+        h.insert(header::ETAG, v);
+    }
+    // Dates go through `http_date` (by `date_value`), which clamps what no HTTP date can carry
+    // (a record stored with an expiry past the year 9999 is still served).
+    set_date(h, header::LAST_MODIFIED, last_modified);
+    match content_type {
         None => {
             h.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(DEFAULT_CONTENT_TYPE),
             );
         }
-        Some(t) => set(h, header::CONTENT_TYPE, t),
+        Some(Some(v)) => {
+            h.insert(header::CONTENT_TYPE, v);
+        }
+        Some(None) => {}
     }
-    if let Some(expires) = meta.expires_at {
+    if let Some(expires) = expires_at {
         let left = expires
             .duration_since(SystemTime::now())
             .unwrap_or_default();
@@ -393,7 +438,7 @@ pub fn validator_headers(h: &mut HeaderMap, meta: &Meta) {
             format!("max-age={}", left.as_secs()),
         );
     }
-    for (k, v) in &meta.metadata {
+    for (k, v) in metadata {
         if let Ok(name) = HeaderName::from_bytes(format!("{META_PREFIX}{k}").as_bytes()) {
             set(h, name, v);
         }
@@ -473,7 +518,7 @@ mod tests {
 
     #[test]
     fn dates_are_http_dates_at_every_second_boundary() {
-        use larder::meta::from_millis;
+        use larder::meta::{from_millis, to_millis};
         // One thread, one cache: each time right after the one before it, so every kept
         // second is asked again just before and after it changes.
         let mut times = vec![

@@ -10,10 +10,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use larder::range::content_range;
 use larder::{
-    Body, ByteStream, DeleteOptions, Error, GetOptions, HeadOptions, Key, ListOptions, Meta,
+    Body, ByteStream, DeleteOptions, Error, GetOptions, GetResult, HeadOptions, Key, ListOptions,
+    Meta,
 };
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
@@ -22,7 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::headers::{
-    add_write_headers, get_options, preconditions, put_options, validator_headers,
+    add_write_headers, get_options, preconditions, put_options, validator_headers_owned,
 };
 use crate::wire::{CapabilitiesJson, ListJson, MetaJson};
 use crate::AppState;
@@ -41,6 +43,10 @@ pub const OBJECT_ROUTE: &str = "/v1/objects/{*key}";
 /// JSON `invalid_key` 400.
 pub fn parse_key(uri: &Uri) -> Result<Key, ApiError> {
     let rest = uri.path().strip_prefix(OBJECTS_PREFIX).unwrap_or_default();
+    if !rest.contains('%') {
+        // Nothing to decode (most keys): the path is the key.
+        return Ok(Key::new(rest)?);
+    }
     let mut key = String::with_capacity(rest.len());
     for (i, segment) in rest.split('/').enumerate() {
         if i > 0 {
@@ -69,38 +75,72 @@ pub(crate) async fn get_object(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    // The request's parsed state stays out of this future (allocated per request): what waits
+    // is one boxed future, and only for a store without the answer at hand.
+    let waiting = match begin_get(s, uri, headers)? {
+        Begun::Answered(got) => return Ok(get_response(s, got?)),
+        Begun::Waiting(waiting) => waiting,
+    };
+    Ok(get_response(s, waiting.await?))
+}
+
+/// A GET's store call as it began (see [`begin_get`]).
+enum Begun<'a> {
+    /// The store had the answer at hand (memory, a cache hit): no future at all.
+    Answered(larder::Result<GetResult>),
+    /// The read, in a future of its own (with a multi-range request's look at the object).
+    Waiting(BoxFuture<'a, Result<GetResult, ApiError>>),
+}
+
+/// Parses a GET (key, token, conditions, range) and begins its one store call.
+fn begin_get<'a>(s: &'a AppState, uri: &Uri, headers: &HeaderMap) -> Result<Begun<'a>, ApiError> {
     let key = parse_key(uri)?;
     s.authorize(headers, Access::Read, key.as_str())?;
-    let (mut opts, multiple) = get_options(headers)?;
-    if multiple {
-        // Boxed, and `opts` moved in and back: this rare path's state stays out of the
-        // future of every GET (which the server allocates per request).
-        opts = Box::pin(multiple_ranges(s, &key, opts)).await?;
+    let (opts, multiple) = get_options(headers)?;
+    if !multiple {
+        // A store that has the answer at hand (memory, a cache hit) gives it without a future.
+        if let Some(got) = s.store.get_now(&key, &opts) {
+            return Ok(Begun::Answered(got));
+        }
     }
-    // (After a failed If-Range on a multi-range request, `opts.range` is None: the whole object.)
-    // A store that has the answer at hand (memory, a cache hit) gives it without a boxed future.
-    let got = match s.store.get_now(&key, &opts) {
-        Some(got) => got?,
-        None => s.store.get(&key, opts).await?,
-    };
+    Ok(Begun::Waiting(Box::pin(async move {
+        let opts = match multiple {
+            true => multiple_ranges(s, &key, opts).await?,
+            false => opts,
+        };
+        // (After a failed If-Range on a multi-range request, `opts.range` is None: the whole
+        // object.)
+        Ok(s.store.get(&key, opts).await?)
+    })))
+}
+
+/// The answer to a GET that `got`: 200 or 206, the object's fields and its body.
+fn get_response(s: &AppState, got: GetResult) -> Response {
+    let GetResult { meta, range, body } = got;
+    let size = meta.size;
     let mut h = HeaderMap::with_capacity(8);
-    validator_headers(&mut h, &got.meta);
+    validator_headers_owned(&mut h, meta);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let (status, len) = match &got.range {
+    let (status, len) = match &range {
         Some(r) => {
             h.insert(
                 header::CONTENT_RANGE,
-                HeaderValue::from_str(&content_range(r, got.meta.size)).expect("ascii"),
+                HeaderValue::from_str(&content_range(r, size)).expect("ascii"),
             );
             (StatusCode::PARTIAL_CONTENT, r.end - r.start)
         }
-        None => (StatusCode::OK, got.meta.size),
+        None => (StatusCode::OK, size),
     };
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    let mut response = Response::new(response_body(got.body, len, s.metrics.bytes_out()));
+    let body = response_body(body, len, s.metrics.bytes_out());
+    // A body of known size gets its `Content-Length` from hyper (and axum's router), written
+    // straight into the response head; a streamed one needs the field.
+    if axum::body::HttpBody::size_hint(&body).exact() != Some(len) {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = h;
-    Ok(response)
+    response
 }
 
 /// A GET asking for several ranges: no multipart responses, so 416 with the size once the
@@ -192,10 +232,11 @@ pub(crate) async fn head_object(
 ) -> Result<Response, ApiError> {
     let key = parse_key(uri)?;
     let meta = head_meta(s, headers, &key).await?;
+    let size = meta.size;
     let mut h = HeaderMap::with_capacity(8);
-    validator_headers(&mut h, &meta);
+    validator_headers_owned(&mut h, meta);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     Ok((StatusCode::OK, h).into_response())
 }
 
