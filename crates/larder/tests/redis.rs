@@ -564,3 +564,47 @@ async fn a_rewrite_clears_only_an_expiry_there_was() {
         assert_eq!(int_reply(&mut conn, "PTTL", rk).await, -1, "{rk}");
     }
 }
+
+/// A plain read never serves one version's metadata with another's bytes, while another task
+/// keeps rewriting the object: small versions (read without a transaction, checked against
+/// their content ETag) and versions past the 16 KiB bound (read in a transaction) alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_reads_never_mix_two_versions() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let k = key(&fresh_prefix("mix"), "obj");
+    // Sizes around the bound, each version's bytes distinct.
+    let versions: Vec<Bytes> = [100, 1000, 16 << 10, (16 << 10) + 1, 40_000, 7]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| pattern(n, i as u8 + 1))
+        .collect();
+    store.put_bytes(&k, versions[0].clone()).await.unwrap();
+    let writer = {
+        let (store, k, versions) = (store.clone(), k.clone(), versions.clone());
+        tokio::spawn(async move {
+            for i in 0..600 {
+                let v = versions[i % versions.len()].clone();
+                store.put_bytes(&k, v).await.unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let (data, meta) = store.get_bytes(&k).await.unwrap();
+        assert_eq!(data.len() as u64, meta.size, "read {reads}");
+        assert!(
+            ETag::of(&data).strong_eq(&meta.etag),
+            "read {reads}: bytes of another version"
+        );
+        assert!(
+            versions.contains(&data),
+            "read {reads}: bytes never written"
+        );
+        reads += 1;
+    }
+    writer.await.unwrap();
+    assert!(reads > 10, "the reads raced the writes ({reads} reads)");
+}
