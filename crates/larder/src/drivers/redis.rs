@@ -679,13 +679,14 @@ impl RedisStore {
     }
 
     /// `HGET` of `key`'s packed meta, in a buffer of the right size.
-    /// A plain read of an object of at most [`OPTIMISTIC_READ`] bytes, without `MULTI`/`EXEC`:
-    /// the meta and the bytes in one pipelined round trip (2 server commands instead of 4).
-    /// Another write may land between the two, so the pair is served only when the bytes are
-    /// whole and hash to the meta's content ETag, which makes them that version's bytes (or
-    /// bytes equal to them). `None`: a larger object, a tag that is not a content ETag, or a
-    /// pair from two versions; the caller reads in a transaction.
-    async fn read_small(&self, key: &Key) -> Result<Option<GetResult>> {
+    /// The packed meta (`None`: no object) and the first `len` bytes of the body, in one
+    /// pipelined round trip: in a `MULTI`/`EXEC` transaction when `atomic`.
+    async fn meta_and_head(
+        &self,
+        key: &Key,
+        len: u64,
+        atomic: bool,
+    ) -> Result<(Option<Vec<u8>>, Vec<u8>)> {
         let mut conn = self.conn.clone();
         let mut getrange =
             Cmd::with_capacity(4, 32 + self.shared.body_prefix.len() + key.as_str().len());
@@ -693,13 +694,27 @@ impl RedisStore {
             .arg("GETRANGE")
             .arg(self.body_key(key))
             .arg(0)
-            .arg(OPTIMISTIC_READ - 1);
-        let (meta, first): (Option<Vec<u8>>, Vec<u8>) = redis::Pipeline::with_capacity(2)
+            .arg(len - 1);
+        let mut pipeline = redis::Pipeline::with_capacity(2);
+        if atomic {
+            pipeline.atomic();
+        }
+        pipeline
             .add_command(self.hget_meta(key))
             .add_command(getrange)
             .query_async(&mut conn)
             .await
-            .map_err(backend)?;
+            .map_err(backend)
+    }
+
+    /// A plain read of an object of at most [`OPTIMISTIC_READ`] bytes, without `MULTI`/`EXEC`:
+    /// the meta and the bytes in one pipelined round trip (2 server commands instead of 4).
+    /// Another write may land between the two, so the pair is served only when the bytes are
+    /// whole and hash to the meta's content ETag, which makes them that version's bytes (or
+    /// bytes equal to them). `None`: a larger object, a tag that is not a content ETag, or a
+    /// pair from two versions; the caller reads in a transaction.
+    async fn read_small(&self, key: &Key) -> Result<Option<GetResult>> {
+        let (meta, first) = self.meta_and_head(key, OPTIMISTIC_READ, false).await?;
         let meta = packed::decode(&meta.ok_or_else(|| Error::not_found(key))?, Some(key))?;
         let whole = meta.size <= OPTIMISTIC_READ && first.len() as u64 == meta.size;
         let same = || {
@@ -957,21 +972,7 @@ impl Store for RedisStore {
                 return Ok(got);
             }
             // MULTI/EXEC, not a script: as atomic, and a third of the server's time.
-            let mut conn = self.conn.clone();
-            let mut getrange =
-                Cmd::with_capacity(4, 32 + self.shared.body_prefix.len() + key.as_str().len());
-            getrange
-                .arg("GETRANGE")
-                .arg(self.body_key(key))
-                .arg(0)
-                .arg(READ_CHUNK - 1);
-            let (meta, first): (Option<Vec<u8>>, Vec<u8>) = redis::Pipeline::with_capacity(2)
-                .atomic()
-                .add_command(self.hget_meta(key))
-                .add_command(getrange)
-                .query_async(&mut conn)
-                .await
-                .map_err(backend)?;
+            let (meta, first) = self.meta_and_head(key, READ_CHUNK, true).await?;
             let meta = packed::decode(&meta.ok_or_else(|| Error::not_found(key))?, Some(key))?;
             let first = Bytes::from(first);
             let range = opts.evaluate(&meta)?;
