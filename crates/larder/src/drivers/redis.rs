@@ -93,7 +93,6 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, RedisWrite, Script, ToRedisArgs, Value};
-use sha2::Digest;
 
 use crate::body::Body;
 use crate::capabilities::{AtomicScope, Capabilities};
@@ -678,7 +677,6 @@ impl RedisStore {
         raw.map(|m| packed::decode(&m, Some(key))).transpose()
     }
 
-    /// `HGET` of `key`'s packed meta, in a buffer of the right size.
     /// The packed meta (`None`: no object) and the first `len` bytes of the body, in one
     /// pipelined round trip: in a `MULTI`/`EXEC` transaction when `atomic`.
     async fn meta_and_head(
@@ -717,13 +715,7 @@ impl RedisStore {
         let (meta, first) = self.meta_and_head(key, OPTIMISTIC_READ, false).await?;
         let meta = packed::decode(&meta.ok_or_else(|| Error::not_found(key))?, Some(key))?;
         let whole = meta.size <= OPTIMISTIC_READ && first.len() as u64 == meta.size;
-        let same = || {
-            meta.etag.sha256_digest().is_some_and(|tag| {
-                let digest: [u8; 32] = sha2::Sha256::digest(&first).into();
-                digest == tag
-            })
-        };
-        if !(whole && same()) {
+        if !(whole && meta.etag.is_content_of(&first)) {
             return Ok(None);
         }
         let first = Bytes::from(first);
@@ -735,6 +727,7 @@ impl RedisStore {
         }))
     }
 
+    /// `HGET` of `key`'s packed meta, in a buffer of the right size.
     fn hget_meta(&self, key: &Key) -> Cmd {
         let mut cmd = Cmd::with_capacity(3, 8 + self.shared.meta_prefix.len() + key.as_str().len());
         cmd.arg("HGET").arg(self.meta_key(key)).arg("m");
@@ -965,7 +958,7 @@ impl Store for RedisStore {
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         // A plain read (no condition that could make the body unneeded, no range): the meta
-        // and the first chunk in one transaction (MULTI/EXEC), one round trip.
+        // and the first bytes in one round trip.
         if opts.range.is_none() && opts.preconditions.is_empty() {
             // A small object: first without the transaction (see `read_small`).
             if let Some(got) = self.read_small(key).await? {
