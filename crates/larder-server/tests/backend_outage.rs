@@ -452,8 +452,8 @@ async fn readyz_names_the_failing_tier() {
 }
 
 /// A stand-in for a Redis that is loading its dataset after a restart: it answers `LOADING`
-/// to every data command, queues inside `MULTI` and aborts the `EXEC` (`EXECABORT`), exactly
-/// as redis-server 7 does.
+/// to every data command (the store's check of its layout at open included), queues inside
+/// `MULTI` and aborts the `EXEC` (`EXECABORT`), exactly as redis-server 7 does.
 async fn loading_redis() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -529,7 +529,7 @@ async fn redis_loading_is_503_not_502() {
     let client = reqwest::Client::new();
     let obj = format!("{}/v1/objects/k", server.url());
     let requests = [
-        ("plain GET (MULTI/EXEC)", client.get(&obj)),
+        ("plain GET (GETRANGE)", client.get(&obj)),
         (
             "conditional GET (script)",
             client.get(&obj).header("if-none-match", "\"x\""),

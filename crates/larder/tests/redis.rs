@@ -165,7 +165,7 @@ async fn int_reply(conn: &mut redis::aio::MultiplexedConnection, cmd: &str, key:
     redis::cmd(cmd).arg(key).query_async(conn).await.unwrap()
 }
 
-/// A TTL is Redis's own expiry on both keys, at the millisecond the meta reports.
+/// A TTL is Redis's own expiry on the object's key, at the millisecond the meta reports.
 #[tokio::test]
 async fn ttl_is_a_server_expiry() {
     let Some(store) = open_store().await else {
@@ -182,16 +182,11 @@ async fn ttl_is_a_server_expiry() {
     };
     let put = store.put(&k, Body::from("x"), opts).await.unwrap();
     let expires_ms = larder::meta::to_millis(put.meta.expires_at.unwrap());
-    let (mk, bk) = store.redis_keys(&k);
-    for rk in [&mk, &bk] {
-        let at = int_reply(&mut conn, "PEXPIRETIME", rk).await;
-        assert_eq!(at, expires_ms, "{rk}");
-    }
+    let rk = store.redis_key(&k);
+    assert_eq!(int_reply(&mut conn, "PEXPIRETIME", &rk).await, expires_ms);
     // An unconditional rewrite without a TTL makes it persistent again.
     store.put_bytes(&k, "y".into()).await.unwrap();
-    for rk in [&mk, &bk] {
-        assert_eq!(int_reply(&mut conn, "PTTL", rk).await, -1, "{rk}");
-    }
+    assert_eq!(int_reply(&mut conn, "PTTL", &rk).await, -1);
 }
 
 /// The limit and scope are declared.
@@ -233,13 +228,15 @@ async fn last_modified_never_goes_backwards() {
     let p = fresh_prefix("redis_clock");
     let k = key(&p, "obj");
     store.put_bytes(&k, "v1".into()).await.unwrap();
-    // Pretend v1 was written by a client whose clock is an hour ahead.
+    // Pretend v1 was written by a client whose clock is an hour ahead: its Last-Modified in
+    // the value's footer (the first of its 60 bytes, right-aligned in 20 columns).
     let ahead = larder::meta::to_millis(SystemTime::now() + Duration::from_secs(3600));
-    let (mk, _) = store.redis_keys(&k);
-    let _: () = redis::cmd("HSET")
-        .arg(&mk)
-        .arg("u")
-        .arg(ahead)
+    let rk = store.redis_key(&k);
+    let len: i64 = int_reply(&mut conn, "STRLEN", &rk).await;
+    let _: () = redis::cmd("SETRANGE")
+        .arg(&rk)
+        .arg(len - 60)
+        .arg(format!("{ahead:>20}"))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -400,80 +397,128 @@ async fn resp3_replies_are_understood() {
     larder::conformance::ranges(store).await;
 }
 
-/// An object as the store wrote it before the packed meta: `m` is `Meta::encode`'s JSON, with
-/// `e`, `t` and `u` beside it and no `x`. Written by hand (with a TTL on both keys), then read,
-/// listed, refused, updated and deleted by today's code.
+/// Objects in the hash layout of earlier versions (a hash of the meta `m`, the ETag `e`,
+/// Last-Modified `u`, expiry `x`, beside the body's own key) are converted when a store opens:
+/// one as the packed-meta versions wrote it (`x` set, a TTL on both keys), one as the versions
+/// before wrote it (`m` is `Meta::encode`'s JSON, with `t` and no `x`: its expiry only on the
+/// keys), one empty. Then they are read, listed, refused, updated and deleted by today's code,
+/// and the old keys are gone. A layout this build does not know is refused.
 #[tokio::test]
-async fn objects_in_the_previous_layout_are_read_and_replaced() {
-    let Some(store) = open_store().await else {
+async fn objects_in_the_hash_layout_are_converted_at_open() {
+    let Some(url) = url() else {
         return;
     };
-    let client = redis::Client::open(url().unwrap().as_str()).unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let p = fresh_prefix("redis_old_layout");
-    let k = key(&p, "obj");
-    let (mk, bk) = store.redis_keys(&k);
+    let prefix = fresh_prefix("redis-hash-layout").replace('/', "-");
+    let p = "d";
     let modified = larder::meta::from_millis(larder::meta::to_millis(SystemTime::now()) - 5_000);
     let expires = modified + Duration::from_secs(600);
-    let old = larder::Meta {
-        key: k.clone(),
-        etag: ETag::of(b"old"),
-        size: 3,
+    let ms = larder::meta::to_millis(modified);
+    let old = |name: &str, body: &str, expires_at| larder::Meta {
+        key: key(p, name),
+        etag: ETag::of(body.as_bytes()),
+        size: body.len() as u64,
         last_modified: modified,
-        expires_at: Some(expires),
+        expires_at,
         content_type: Some("text/plain".into()),
         metadata: [("a".to_string(), "b".to_string())].into(),
     };
-    let ms = larder::meta::to_millis(modified);
-    let _: () = redis::pipe()
-        .cmd("HSET")
-        .arg(&mk)
+    let (json, packed, empty) = (
+        old("json", "old", Some(expires)),
+        old("packed", "older", Some(expires)),
+        old("empty", "", None),
+    );
+    let hash = |m: &larder::Meta| format!("{{{prefix}}}:m:{}", m.key);
+    let body = |m: &larder::Meta| format!("{{{prefix}}}:b:{}", m.key);
+    let at = larder::meta::to_millis(expires);
+    let mut pipe = redis::pipe();
+    pipe.cmd("HSET")
+        .arg(hash(&json))
         .arg("m")
-        .arg(old.encode())
+        .arg(json.encode())
         .arg("e")
-        .arg(old.etag.opaque())
+        .arg(json.etag.opaque())
         .arg("t")
         .arg(ms / 1000)
         .arg("u")
         .arg(ms)
         .ignore()
         .cmd("SET")
-        .arg(&bk)
+        .arg(body(&json))
         .arg("old")
+        .ignore();
+    // (The packed-meta versions' `m` is JSON here too: both are read by the same decoder.)
+    pipe.cmd("HSET")
+        .arg(hash(&packed))
+        .arg("m")
+        .arg(packed.encode())
+        .arg("e")
+        .arg(packed.etag.opaque())
+        .arg("u")
+        .arg(ms)
+        .arg("x")
+        .arg(at)
         .ignore()
-        .cmd("PEXPIREAT")
-        .arg(&mk)
-        .arg(larder::meta::to_millis(expires))
-        .ignore()
-        .cmd("PEXPIREAT")
-        .arg(&bk)
-        .arg(larder::meta::to_millis(expires))
-        .ignore()
-        .cmd("ZADD")
-        .arg(format!("{{{}}}:idx", store.prefix()))
-        .arg(0)
-        .arg(k.as_str())
-        .ignore()
-        .query_async(&mut conn)
+        .cmd("SET")
+        .arg(body(&packed))
+        .arg("older")
+        .ignore();
+    pipe.cmd("HSET")
+        .arg(hash(&empty))
+        .arg("m")
+        .arg(empty.encode())
+        .arg("e")
+        .arg(empty.etag.opaque())
+        .arg("u")
+        .arg(ms)
+        .arg("x")
+        .arg("")
+        .ignore();
+    for rk in [hash(&json), body(&json), hash(&packed), body(&packed)] {
+        pipe.cmd("PEXPIREAT").arg(rk).arg(at).ignore();
+    }
+    for m in [&json, &packed, &empty] {
+        pipe.cmd("ZADD")
+            .arg(format!("{{{prefix}}}:idx"))
+            .arg(0)
+            .arg(m.key.as_str())
+            .ignore();
+    }
+    let _: () = pipe.query_async(&mut conn).await.unwrap();
+
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = RedisStore::from_url(&format!("{url}{sep}prefix={prefix}&list_batch=2"))
         .await
         .unwrap();
-
-    let (data, meta) = store.get_bytes(&k).await.unwrap();
-    assert_eq!((&data[..], &meta), (&b"old"[..], &old));
-    assert_eq!(store.stat(&k).await.unwrap().as_ref(), Some(&old));
+    for (m, data) in [(&json, "old"), (&packed, "older"), (&empty, "")] {
+        let (got, meta) = store.get_bytes(&m.key).await.unwrap();
+        assert_eq!((&got[..], &meta), (data.as_bytes(), m));
+        assert_eq!(store.stat(&m.key).await.unwrap().as_ref(), Some(m));
+        let rk = store.redis_key(&m.key);
+        let want = if m.expires_at.is_some() { at } else { -1 };
+        assert_eq!(int_reply(&mut conn, "PEXPIRETIME", &rk).await, want, "{rk}");
+        for gone in [hash(m), body(m)] {
+            assert_eq!(int_reply(&mut conn, "EXISTS", &gone).await, 0, "{gone}");
+        }
+    }
     let listed = store
         .list(ListOptions::prefix(format!("{p}/")))
         .await
         .unwrap();
-    assert_eq!(listed.objects, vec![old.clone()]);
-    // If-Unmodified-Since is decided on the old `u`, to the second.
+    assert_eq!(
+        listed.objects,
+        vec![empty.clone(), json.clone(), packed.clone()]
+    );
+    // If-Unmodified-Since is decided on the old Last-Modified, to the second.
+    let k = &json.key;
     let before = Preconditions {
         if_unmodified_since: Some(modified - Duration::from_secs(1)),
         ..Default::default()
     };
     let r = store
         .put(
-            &k,
+            k,
             Body::from("x"),
             PutOptions {
                 preconditions: before,
@@ -486,12 +531,12 @@ async fn objects_in_the_previous_layout_are_read_and_replaced() {
     };
     assert_eq!(
         current.as_deref(),
-        Some(&old),
+        Some(&json),
         "a refusal carries the old meta"
     );
     let r = store
         .put(
-            &k,
+            k,
             Body::from("x"),
             PutOptions {
                 preconditions: Preconditions::if_match(ETag::of(b"other")),
@@ -501,40 +546,49 @@ async fn objects_in_the_previous_layout_are_read_and_replaced() {
         .await;
     assert!(is_412(&r), "{r:?}");
 
-    // A conditional update without a TTL: the old expiry (no `x` to rule it out) is cleared.
+    // A conditional update without a TTL: the old expiry is cleared.
     let new = store
         .put(
-            &k,
+            k,
             Body::from("new"),
             PutOptions {
-                preconditions: Preconditions::if_match(old.etag.clone()),
+                preconditions: Preconditions::if_match(json.etag.clone()),
                 ..Default::default()
             },
         )
         .await
         .unwrap();
     assert!(!new.created);
-    for rk in [&mk, &bk] {
-        assert_eq!(int_reply(&mut conn, "PTTL", rk).await, -1, "{rk}");
-    }
+    assert_eq!(int_reply(&mut conn, "PTTL", &store.redis_key(k)).await, -1);
     assert_eq!(
-        store.get_bytes(&k).await.unwrap(),
+        store.get_bytes(k).await.unwrap(),
         (Bytes::from("new"), new.meta.clone())
     );
-    let listed = store
-        .list(ListOptions::prefix(format!("{p}/")))
-        .await
-        .unwrap();
-    assert_eq!(listed.objects, vec![new.meta.clone()]);
     let opts = DeleteOptions {
         preconditions: Preconditions::if_match(new.meta.etag.clone()),
     };
-    store.delete(&k, opts).await.unwrap();
-    assert!(store.stat(&k).await.unwrap().is_none());
+    store.delete(k, opts).await.unwrap();
+    assert!(store.stat(k).await.unwrap().is_none());
+
+    // Opening again finds the layout recorded; one from a newer build is refused.
+    RedisStore::from_url(&format!("{url}{sep}prefix={prefix}"))
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{{{prefix}}}:layout"))
+        .arg("3")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let r = RedisStore::from_url(&format!("{url}{sep}prefix={prefix}")).await;
+    assert!(
+        matches!(&r, Err(Error::Backend { source, .. }) if source.to_string().contains("newer")),
+        "{r:?}"
+    );
 }
 
-/// A rewrite without a TTL clears an expiry the previous version (in today's layout) had, and
-/// keeps none it did not have.
+/// A rewrite without a TTL clears an expiry the previous version had, and keeps none it did
+/// not have.
 #[tokio::test]
 async fn a_rewrite_clears_only_an_expiry_there_was() {
     let Some(store) = open_store().await else {
@@ -543,7 +597,7 @@ async fn a_rewrite_clears_only_an_expiry_there_was() {
     let client = redis::Client::open(url().unwrap().as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let k = key(&fresh_prefix("redis_persist"), "obj");
-    let (mk, bk) = store.redis_keys(&k);
+    let rk = store.redis_key(&k);
     let ttl = PutOptions {
         ttl: Some(Duration::from_secs(60)),
         ..Default::default()
@@ -551,23 +605,17 @@ async fn a_rewrite_clears_only_an_expiry_there_was() {
     store.put(&k, Body::from("1"), ttl.clone()).await.unwrap();
     for v in ["2", "3"] {
         store.put_bytes(&k, v.into()).await.unwrap();
-        for rk in [&mk, &bk] {
-            assert_eq!(int_reply(&mut conn, "PTTL", rk).await, -1, "{rk}");
-        }
+        assert_eq!(int_reply(&mut conn, "PTTL", &rk).await, -1);
     }
     store.put(&k, Body::from("4"), ttl).await.unwrap();
-    for rk in [&mk, &bk] {
-        assert!(int_reply(&mut conn, "PTTL", rk).await > 0, "{rk}");
-    }
+    assert!(int_reply(&mut conn, "PTTL", &rk).await > 0);
     store.put_bytes(&k, "5".into()).await.unwrap();
-    for rk in [&mk, &bk] {
-        assert_eq!(int_reply(&mut conn, "PTTL", rk).await, -1, "{rk}");
-    }
+    assert_eq!(int_reply(&mut conn, "PTTL", &rk).await, -1);
 }
 
 /// A plain read never serves one version's metadata with another's bytes, while another task
-/// keeps rewriting the object: small versions (read without a transaction, checked against
-/// their content ETag) and versions past the 16 KiB bound (read in a transaction) alike.
+/// keeps rewriting the object: small versions (one `GETRANGE` of the value) and versions past
+/// the 16 KiB bound (a script reads the meta and the bytes) alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_reads_never_mix_two_versions() {
     let Some(store) = open_store().await else {

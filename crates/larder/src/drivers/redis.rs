@@ -11,17 +11,28 @@
 //! # Layout
 //!
 //! ```text
-//! {prefix}:m:<key>   hash: m = the meta, packed (see below), e = ETag opaque (hex),
-//!                    u = Last-Modified in ms, x = expiry in Unix ms or "" (none)
-//! {prefix}:b:<key>   string: the body (a separate key so ranges are one GETRANGE)
+//! {prefix}:o:<key>   string: the object's value: its body, then its meta (packed, see
+//!                    below), its ETag's opaque value and a fixed 60-byte footer
+//!                    (Last-Modified ms, expiry ms, the two lengths): `value.rs`
 //! {prefix}:idx       sorted set, every member score 0: the keys, for ordered listing
+//! {prefix}:layout    "2": the layout this store is in
 //! ```
 //!
-//! `m` is this store's own compact encoding of the meta (a version byte, then length-prefixed
-//! fields: `packed.rs`), cheap to write and to read on every CAS attempt. Objects written by
-//! earlier versions of this store are read as they are: their `m` is [`Meta::encode`]'s JSON
-//! (told apart by its first byte), they have no `x` (the put script then clears an expiry it
-//! can't rule out) and a `t` (Last-Modified in seconds) that is no longer read or written.
+//! One key per object, the way a hand-written CAS on Redis keeps a value: a read of one key is
+//! one version (meta and bytes together, no transaction), and a conditional write reads and
+//! writes that one key. The body comes first so that a range of it is one `GETRANGE` at its own
+//! offsets; everything else is found from the end.
+//!
+//! The meta is this store's own compact encoding (a version byte, then length-prefixed
+//! fields: `packed.rs`), cheap to write and to read on every CAS attempt; a meta written as
+//! [`Meta::encode`]'s JSON by earlier versions is still read (told apart by its first byte).
+//!
+//! Earlier versions of this store kept an object in two keys (a hash `{prefix}:m:<key>` of
+//! the meta, ETag, Last-Modified and expiry, beside the body in `{prefix}:b:<key>`), and wrote
+//! no `{prefix}:layout`. The first store opened without it converts every object in the index
+//! to the one value, each in one atomic script step keeping its bytes and expiry, then records
+//! the layout; a layout this build does not know is refused, never misread. Older processes
+//! must be stopped first: they neither read nor write the new layout.
 //!
 //! `<key>` is the Larder key verbatim (Redis keys are binary-safe, nothing is parsed as a
 //! pattern: listing never uses `SCAN MATCH`). The `{prefix}` braces are a Redis Cluster hash tag:
@@ -38,38 +49,37 @@
 //! connection is fine.
 //!
 //! - `put`: the body is read and hashed in Rust first. Up to [`STAGE_OVER`] bytes are held in
-//!   memory and sent as a script argument; a longer body is appended, as it arrives, to a
-//!   staging key `{prefix}:t:<random>` (expiring after [`STAGING_TTL`] unless refreshed, and
-//!   removed on failure), which the script renames into place. Nothing is visible until the
-//!   body is complete and its digest checked. The script reads `e`/`u` of the current version, decides, and writes
-//!   meta, body and index entry together, with `PEXPIREAT` on both keys for a TTL (`PERSIST`
-//!   otherwise). The preconditions are encoded for the script by `Conditions`: Rust
-//!   can't run the shared evaluator inside Redis, so the script implements
+//!   memory and sent, as the whole new value, as a script argument; a longer body is appended,
+//!   as it arrives, to a staging key `{prefix}:t:<random>` (expiring after [`STAGING_TTL`]
+//!   unless refreshed, and removed on failure), to which the script appends the rest of the
+//!   value and which it renames into place. Nothing is visible until the body is complete and
+//!   its digest checked. The script reads the current value's tail, decides, and writes the
+//!   value with its expiry (`SET … PXAT`, or a plain `SET`, which clears the old one) and, for
+//!   a new key, the index entry. The preconditions are encoded for the script by `Conditions`:
+//!   Rust can't run the shared evaluator inside Redis, so the script implements
 //!   [`Preconditions::evaluate_write`] on the encoding (If-Match: strong comparison, so only
 //!   strong tags are passed and a weak tag never matches; If-None-Match: weak comparison, every
-//!   tag's opaque value; `*`; If-Unmodified-Since in whole seconds of `u`, only when If-Match
-//!   is absent). `tests/redis.rs` checks the script against the shared evaluator on every
-//!   combination of a table of conditions and states. On failure the script returns the
+//!   tag's opaque value; `*`; If-Unmodified-Since in whole seconds of Last-Modified, only when
+//!   If-Match is absent). `tests/redis.rs` checks the script against the shared evaluator on
+//!   every combination of a table of conditions and states. On failure the script returns the
 //!   current meta, so `PreconditionFailed` carries it.
-//! - `delete`: the same, then `DEL` of both keys and `ZREM` from the index.
-//! - `get`: a plain read (no condition, no range) of an object of at most 16 KiB fetches the
-//!   meta and its bytes in one pipelined round trip without a transaction, and serves them
-//!   only if the bytes hash to the meta's content ETag (so they are that version's); any other
-//!   plain read (or a pair from two versions) fetches the meta and the first chunk in one
-//!   `MULTI`/`EXEC` transaction. Otherwise it reads the meta and decides with [`GetOptions::evaluate`], then a
-//!   script returns the first chunk (`GETRANGE`) only if the ETag is still the one decided on
-//!   (else the read starts again). The rest of the body streams in chunks of [`READ_CHUNK`],
-//!   each read by that script on the same condition: meta and bytes always belong to one
-//!   version, and a body replaced mid-stream ends the stream with a retryable error rather than
-//!   mixing two versions.
+//! - `delete`: the same, then `DEL` of the value and `ZREM` from the index.
+//! - `get`: one `GETRANGE` of the value's first 16 KiB: a smaller object is read whole by it
+//!   (one version's meta and bytes), and conditions and ranges are decided on it. A larger
+//!   plain read takes the meta and the first chunk in one script call; any other reads the
+//!   meta, decides with [`GetOptions::evaluate`], then a script returns the first chunk
+//!   (`GETRANGE`) only if the ETag is still the one decided on (else the read starts again).
+//!   The rest of the body streams in chunks of [`READ_CHUNK`], each read by that script on the
+//!   same condition: meta and bytes always belong to one version, and a body replaced
+//!   mid-stream ends the stream with a retryable error rather than mixing two versions.
 //! - Every put, delete and condition is supported; all of them atomic at cluster scope.
 //! - Durability is the deployment's: with asynchronous replication a failover can lose
 //!   acknowledged writes, and with persistence off a server restart loses everything.
 //!
 //! # TTL
 //!
-//! `expires_at` is stored in the meta and both keys get `PEXPIREAT` at that same millisecond,
-//! so Redis removes the object itself. An expired object is absent for reads and conditions
+//! `expires_at` is stored in the meta and the footer, and the value's key expires at that same
+//! millisecond, so Redis removes the object itself. An expired object is absent for reads and conditions
 //! (Redis's own expiry, on the server clock). Its index entry is removed lazily by the next
 //! listing that meets it (in a script: checked and removed atomically).
 //!
@@ -79,6 +89,8 @@
 //!   key read in the same script (by names taken from the index, not passed as `KEYS`:
 //!   standalone Redis allows it, and on a cluster they share the store's hash slot): a page
 //!   costs `O(log N + page)`; a common prefix is one range read that jumps past it.
+//! - A get of an object whose value is over 16 KiB costs one round trip more than a small
+//!   one's (the first `GETRANGE` finds it is larger); its transfer dominates.
 //! - The largest object is [`MAX_OBJECT_SIZE`] (Redis's 512 MiB string limit). Bodies stream in
 //!   and out in chunks (see above), so neither side holds a large one whole in memory.
 //! - Last-Modified is the writing client's clock (in milliseconds), but never goes backwards: a
@@ -100,14 +112,16 @@ use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{scan_page, ListOptions, ListPage, ScanFrom};
-use crate::meta::{from_millis, to_millis, Meta};
+use crate::meta::{from_millis, Meta};
 
 mod packed;
+mod value;
 use crate::precondition::{http_seconds, ETagCondition, Preconditions};
 use crate::retry::Attempts;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
+use value::{Tail, TAIL_LUA, TAIL_READ};
 
 /// Largest object: Redis's limit on one bulk string (`proto-max-bulk-len`, 512 MiB).
 pub const MAX_OBJECT_SIZE: u64 = 512 << 20;
@@ -125,9 +139,14 @@ const MAX_ATTEMPTS: u32 = 100;
 /// Bytes read per round trip when a body is streamed out.
 pub const READ_CHUNK: u64 = 4 << 20;
 
-/// The largest object a plain read takes without a transaction, checking its bytes against
-/// its content ETag instead (hashing more would cost more than the transaction saves).
-const OPTIMISTIC_READ: u64 = 16 << 10;
+/// A get first reads this many bytes of the object's value: an object whose value is shorter
+/// is read whole by that one command (the body comes first, so for a larger one these are
+/// bytes of the body, which the read then takes again with the meta, atomically).
+const WHOLE_READ: u64 = 16 << 10;
+
+/// The layout this store writes, recorded in `{prefix}:layout` (absent: the hash layout of
+/// earlier versions, which [`MIGRATE`] converts).
+const LAYOUT: &str = "2";
 
 /// Bodies larger than this are streamed into a staging key as they arrive (instead of being
 /// held in memory and sent as a script argument), then renamed into place by the put script.
@@ -145,17 +164,17 @@ enum Staged {
 /// Default number of index entries a listing reads per script call.
 const LIST_BATCH: usize = 256;
 
-/// The precondition decision shared by the put and delete scripts. Mirrors
-/// `Preconditions::evaluate_write` on the encoding of [`Conditions`]; sets `ok`.
-/// KEYS[1] the meta hash. `im` If-Match, `inm` If-None-Match: each `""` absent, `*`, or the
-/// opaque tags each after a space (If-Match: the strong ones only); `ius` If-Unmodified-Since
+/// The precondition decision shared by the put and delete scripts, after [`value::TAIL_LUA`].
+/// Mirrors `Preconditions::evaluate_write` on the encoding of [`Conditions`]; sets `ok`.
+/// KEYS[1] the object's value. `im` If-Match, `inm` If-None-Match: each `""` absent, `*`, or
+/// the opaque tags each after a space (If-Match: the strong ones only); `ius` If-Unmodified-Since
 /// in seconds, or "" (set by the script before this part, from its arguments). Every argument
 /// costs the server time on every call (some 1,300 instructions each: it is parsed, becomes a
 /// Lua string and grows the ARGV table), so the scripts take as few as they can: trailing
-/// empty ones are left out.
+/// empty ones are left out, and what the new value says of itself is read from its footer.
 const DECIDE: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'm', 'e', 'u', 'x')
-local cur_m, cur_e, cur_u, cur_x = cur[1], cur[2], cur[3], cur[4]
+local t, n, el, ml = tail(KEYS[1])
+local cur_e = t and etag_of(t, n, el)
 -- Whether the list (" t1 t2") has the tag e, found in place (no string built per call).
 local function has(list, e)
   if e == '' then return false end -- a stored tag is never empty
@@ -173,67 +192,64 @@ local ok = true
 if im ~= '' then
   if not cur_e then ok = false
   elseif im ~= '*' and not has(im, cur_e) then ok = false end
-elseif ius ~= '' and cur_u then
+elseif ius ~= '' and t then
   -- Last-Modified in whole seconds (before the epoch: 0), as `http_seconds` truncates it.
-  if math.max(0, math.floor(tonumber(cur_u) / 1000)) > tonumber(ius) then ok = false end
+  if math.max(0, math.floor(tonumber(modified_of(t, n)) / 1000)) > tonumber(ius) then ok = false end
 end
 if ok and inm ~= '' and cur_e then
   if inm == '*' or has(inm, cur_e) then ok = false end
 end
--- The index member: the key, after "{prefix}:m:" (a prefix has no braces).
-local function member() return string.sub(KEYS[1], string.find(KEYS[1], '}', 1, true) + 4) end
--- The index, "{prefix}:idx": named from KEYS[1], not passed (only a create or a delete
--- touches it; on a cluster it is in the same hash slot).
-local function index() return string.sub(KEYS[1], 1, string.find(KEYS[1], '}', 1, true)) .. ':idx' end
+-- The index, "{prefix}:idx", and the key's member in it (after "{prefix}:o:"): named from
+-- KEYS[1], not passed (only a create or a delete touches them; on a cluster the index is in
+-- the same hash slot; a prefix has no braces).
+local function index_and_member()
+  local brace = string.find(KEYS[1], '}', 1, true)
+  return string.sub(KEYS[1], 1, brace) .. ':idx', string.sub(KEYS[1], brace + 4)
+end
 "#;
 
-/// What the put script runs before [`DECIDE`]: its conditions, from ARGV 5-7.
+/// What the put script runs before [`DECIDE`]: its conditions, from ARGV 2-4.
 const PUT_HEAD: &str = r#"
-local im, inm, ius = ARGV[5] or '', ARGV[6] or '', ARGV[7] or ''
+local im, inm, ius = ARGV[2] or '', ARGV[3] or '', ARGV[4] or ''
 "#;
 
-/// KEYS: meta hash, body, and the staging key when the body is in one.
-/// ARGV: 1 the packed meta, 2 ETag opaque, 3 Last-Modified in ms, 4 the body (inline) or its
-/// size (staged), 5-7 the conditions (see [`DECIDE`]), 8 expiry in Unix ms; from 5 on, absent
-/// ones at the end are left out (read as "").
-/// Returns {1, created}, {0, current meta or false}, {3, current Last-Modified ms} when the
-/// current version is newer than this write's stamp (the caller restamps and runs the script
-/// again, which decides again), or {4} when the staging key is gone or not the right size.
+/// KEYS: the object's value, and the staging key when the body is in one.
+/// ARGV: 1 the new value (inline), or what follows the body (staged); 2-4 the conditions (see
+/// [`DECIDE`]; absent ones at the end left out, unless staged); 5 (staged) the body's size.
+/// Returns 1 (created) or 2 (replaced) when written; the current meta, or nil when there is
+/// none, when refused; {3, current Last-Modified ms} when the current version is newer than
+/// this write's stamp (the caller restamps and runs the script again, which decides again);
+/// {4} when the staging key is gone or not the right size.
 const PUT_BODY: &str = r#"
-local staged = KEYS[3] ~= nil
+local staged = KEYS[2] ~= nil
 if not ok then
-  if staged then redis.call('DEL', KEYS[3]) end
-  return {0, cur_m or false}
+  if staged then redis.call('DEL', KEYS[2]) end
+  return t and meta_of(t, n, el, ml) or false
 end
-if cur_u and tonumber(cur_u) > tonumber(ARGV[3]) then return {3, cur_u} end
-if staged and redis.call('STRLEN', KEYS[3]) ~= tonumber(ARGV[4]) then return {4} end
-local x = ARGV[8] or ''
--- Every field the script reads is set (`x` only when it changes), and SET (or RENAME, then
--- PERSIST) replaces the body with its expiry: only an expiry of the hash's previous version is
--- left to clear.
-if cur_x == x then
-  redis.call('HSET', KEYS[1], 'm', ARGV[1], 'e', ARGV[2], 'u', ARGV[3])
-else
-  redis.call('HSET', KEYS[1], 'm', ARGV[1], 'e', ARGV[2], 'u', ARGV[3], 'x', x)
+local v = ARGV[1]
+local vn = #v
+if t then
+  local u = modified_of(t, n)
+  if tonumber(u) > tonumber(string.sub(v, vn - 59, vn - 40)) then return {3, u} end
 end
+-- The expiry, if the new value has one (its last column is a digit).
+local x = string.byte(v, vn - 20) ~= 32 and string.match(string.sub(v, vn - 39, vn - 20), '%d+')
 if staged then
-  redis.call('RENAME', KEYS[3], KEYS[2])
-  redis.call('PERSIST', KEYS[2])
+  if redis.call('STRLEN', KEYS[2]) ~= tonumber(ARGV[5]) then return {4} end
+  redis.call('APPEND', KEYS[2], v)
+  redis.call('RENAME', KEYS[2], KEYS[1])
+  if x then redis.call('PEXPIREAT', KEYS[1], x) else redis.call('PERSIST', KEYS[1]) end
+elseif x then
+  redis.call('SET', KEYS[1], v, 'PXAT', x)
 else
-  redis.call('SET', KEYS[2], ARGV[4])
+  -- Also clears an expiry the version it replaces had.
+  redis.call('SET', KEYS[1], v)
 end
-if x ~= '' then
-  redis.call('PEXPIREAT', KEYS[1], x)
-  redis.call('PEXPIREAT', KEYS[2], x)
-elseif cur_m and cur_x ~= '' then
-  -- `x` is the previous version's expiry ("" none); a hash written before `x` existed
-  -- (cur_x false) may have one.
-  redis.call('PERSIST', KEYS[1])
-end
--- A live object is in the index already (an entry goes only once its hash is gone).
-if cur_m then return {1, 0} end
-redis.call('ZADD', index(), 0, member())
-return {1, 1}
+-- A live object is in the index already (an entry goes only once its value is gone).
+if t then return 2 end
+local index, member = index_and_member()
+redis.call('ZADD', index, '0', member)
+return 1
 "#;
 
 /// What the delete script runs before [`DECIDE`]: its conditions, ARGV 1-3 (absent ones at
@@ -242,36 +258,89 @@ const DELETE_HEAD: &str = r#"
 local im, inm, ius = ARGV[1] or '', ARGV[2] or '', ARGV[3] or ''
 "#;
 
-/// KEYS as for put (no staging key). Returns {1} deleted, {0, meta} refused, {2} missing (an
-/// index entry left by an expired object goes too).
+/// KEYS: the object's value. Returns {1} deleted, {0, meta} refused, {2} missing (an index
+/// entry left by an expired object goes too).
 const DELETE_BODY: &str = r#"
-if not cur_m then
-  redis.call('ZREM', index(), member())
+local index, member = index_and_member()
+if not t then
+  redis.call('ZREM', index, member)
   return {2}
 end
-if not ok then return {0, cur_m} end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('ZREM', index(), member())
+if not ok then return {0, meta_of(t, n, el, ml)} end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', index, member)
 return {1}
 "#;
 
-/// KEYS: meta hash, body. ARGV: the ETag opaque decided on, the first and last byte.
-/// Returns {1, bytes}, or {0} when the version changed (or is gone).
+/// After [`value::TAIL_LUA`]. KEYS: the object's value. ARGV: the ETag opaque decided on, the
+/// first and last byte of the body wanted. Returns {1, bytes}, or {0} when the version changed
+/// (or is gone).
 const READ: &str = r#"
-if redis.call('HGET', KEYS[1], 'e') ~= ARGV[1] then return {0} end
-return {1, redis.call('GETRANGE', KEYS[2], ARGV[2], ARGV[3])}
+local t, n, el = tail(KEYS[1])
+if not t or etag_of(t, n, el) ~= ARGV[1] then return {0} end
+return {1, redis.call('GETRANGE', KEYS[1], ARGV[2], ARGV[3])}
 "#;
 
-/// KEYS: index. ARGV: min, max (ZRANGEBYLEX specs), count, meta key prefix.
-/// Returns {scanned, last member or "", meta...}; index entries whose object expired are removed.
+/// After [`value::TAIL_LUA`]. KEYS: the object's value. ARGV: how many bytes of the body to
+/// return at most. Returns {meta, the body's first bytes}, or nil when there is no object.
+const FIRST: &str = r#"
+local t, n, el, ml = tail(KEYS[1])
+if not t then return false end
+local m = meta_of(t, n, el, ml)
+local len = math.min(redis.call('STRLEN', KEYS[1]) - 60 - el - ml, tonumber(ARGV[1]))
+if len <= 0 then return {m, ''} end
+return {m, redis.call('GETRANGE', KEYS[1], '0', tostring(len - 1))}
+"#;
+
+/// After [`value::TAIL_LUA`]. KEYS: index. ARGV: min, max (ZRANGEBYLEX specs), count, value
+/// key prefix. Returns {scanned, last member or "", meta...}; index entries whose object
+/// expired are removed.
 const LIST: &str = r#"
 local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {#members, members[#members] or ''}
 for _, k in ipairs(members) do
-  local m = redis.call('HGET', ARGV[4] .. k, 'm')
-  if m then out[#out + 1] = m else redis.call('ZREM', KEYS[1], k) end
+  local t, n, el, ml = tail(ARGV[4] .. k)
+  if t then out[#out + 1] = meta_of(t, n, el, ml) else redis.call('ZREM', KEYS[1], k) end
 end
 return out
+"#;
+
+/// Converts the objects of the index from `min` (a ZRANGEBYLEX spec), at most `count` of them,
+/// from the layout of earlier versions of this store (a hash `{prefix}:m:<key>` of the meta
+/// `m`, the ETag `e`, Last-Modified `u` in ms (or, earlier still, `t` in seconds) and expiry
+/// `x`, beside the body in `{prefix}:b:<key>`) to one value, each object in one atomic step.
+/// KEYS: index. ARGV: min, count, hash prefix, body prefix, value prefix.
+/// Returns {scanned, last member or ""}.
+const MIGRATE: &str = r#"
+local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, tonumber(ARGV[2]))
+for _, k in ipairs(members) do
+  local h, b, o = ARGV[3] .. k, ARGV[4] .. k, ARGV[5] .. k
+  local cur = redis.call('HMGET', h, 'm', 'e', 'u', 't', 'x')
+  local m, e, u, t, x = cur[1], cur[2], cur[3], cur[4], cur[5]
+  if m and e then
+    u = u or (t and string.format('%.0f', tonumber(t) * 1000)) or '0'
+    if not x or x == '' then
+      -- Objects written before `x` existed keep their expiry on the hash only.
+      local ttl = redis.call('PTTL', h)
+      if ttl > 0 then
+        local now = redis.call('TIME')
+        x = string.format('%.0f', now[1] * 1000 + math.floor(now[2] / 1000) + ttl)
+      else
+        x = ''
+      end
+    end
+    local rest = m .. e .. string.format('%20s%20s%10d%10d', u, x, #e, #m)
+    if redis.call('EXISTS', b) == 1 then
+      redis.call('RENAME', b, o)
+      redis.call('APPEND', o, rest)
+    else
+      redis.call('SET', o, rest)
+    end
+    if x ~= '' then redis.call('PEXPIREAT', o, x) else redis.call('PERSIST', o) end
+    redis.call('DEL', h)
+  end
+end
+return {#members, members[#members] or ''}
 "#;
 
 /// An If-Match (`strong_only`) or If-None-Match list as the scripts take it: empty when
@@ -372,13 +441,14 @@ struct Shared {
     put: Script,
     delete: Script,
     read: Script,
+    first: Script,
     list: Script,
-    /// `{prefix}:m:`
-    meta_prefix: String,
-    /// `{prefix}:b:`
-    body_prefix: String,
+    /// `{prefix}:o:`
+    value_prefix: String,
     /// `{prefix}:idx`
     index_key: String,
+    /// Set once the store is known to be in this build's layout ([`RedisStore::ready`]).
+    layout: tokio::sync::OnceCell<()>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -577,20 +647,87 @@ impl RedisStore {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(backend)?;
-        Ok(RedisStore {
+        let store = RedisStore {
             conn,
             list_batch,
             shared: std::sync::Arc::new(Shared {
-                put: Script::new(&format!("{PUT_HEAD}{DECIDE}{PUT_BODY}")),
-                delete: Script::new(&format!("{DELETE_HEAD}{DECIDE}{DELETE_BODY}")),
-                read: Script::new(READ),
-                list: Script::new(LIST),
-                meta_prefix: format!("{{{prefix}}}:m:"),
-                body_prefix: format!("{{{prefix}}}:b:"),
+                put: Script::new(&format!("{PUT_HEAD}{TAIL_LUA}{DECIDE}{PUT_BODY}")),
+                delete: Script::new(&format!("{DELETE_HEAD}{TAIL_LUA}{DECIDE}{DELETE_BODY}")),
+                read: Script::new(&format!("{TAIL_LUA}{READ}")),
+                first: Script::new(&format!("{TAIL_LUA}{FIRST}")),
+                list: Script::new(&format!("{TAIL_LUA}{LIST}")),
+                value_prefix: format!("{{{prefix}}}:o:"),
                 index_key: format!("{{{prefix}}}:idx"),
+                layout: tokio::sync::OnceCell::new(),
             }),
             prefix,
-        })
+        };
+        // A server that cannot answer yet (loading its dataset, say) leaves the check to the
+        // first request, which fails as retryable until it passes; a layout this build does
+        // not know fails the open.
+        match store.ready().await {
+            Err(e) if !e.is_retryable() => Err(e),
+            _ => Ok(store),
+        }
+    }
+
+    /// Whether the store is in this build's layout, checked (and, from the hash layout,
+    /// converted) once per store by [`ensure_layout`](Self::ensure_layout); every operation
+    /// waits for it.
+    async fn ready(&self) -> Result<()> {
+        self.shared
+            .layout
+            .get_or_try_init(|| self.ensure_layout())
+            .await
+            .map(|_| ())
+    }
+
+    /// Brings the store to this build's layout: kept when `{prefix}:layout` says so, converted
+    /// from the hash layout of earlier versions when it is absent (then recorded), refused when
+    /// it names another (a newer build's, never misread).
+    async fn ensure_layout(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let marker = format!("{{{}}}:layout", self.prefix);
+        let found: Option<String> = redis::cmd("GET")
+            .arg(&marker)
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        match found.as_deref() {
+            Some(LAYOUT) => return Ok(()),
+            Some(other) => {
+                return Err(Error::backend(format!(
+                    "redis store {}: layout {other} is not this build's ({LAYOUT}): written by a \
+                     newer version of Larder",
+                    self.prefix
+                )))
+            }
+            None => {}
+        }
+        let migrate = Script::new(MIGRATE);
+        let p = &self.prefix;
+        let mut min = b"-".to_vec();
+        loop {
+            let mut inv = migrate.prepare_invoke();
+            inv.key(&self.shared.index_key)
+                .arg(&min[..])
+                .arg(self.list_batch)
+                .arg(format!("{{{p}}}:m:"))
+                .arg(format!("{{{p}}}:b:"))
+                .arg(&self.shared.value_prefix);
+            let (scanned, last): (usize, Vec<u8>) =
+                inv.invoke_async(&mut conn).await.map_err(backend)?;
+            if scanned < self.list_batch {
+                break;
+            }
+            min = [b"(", &last[..]].concat();
+        }
+        redis::cmd("SET")
+            .arg(&marker)
+            .arg(LAYOUT)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(backend)
     }
 
     /// Connects to the server a store URL names, as [`RedisConfig::from_url`] reads it.
@@ -611,30 +748,22 @@ impl RedisStore {
         &self.prefix
     }
 
-    fn meta_key<'a>(&'a self, key: &'a Key) -> Joined<'a> {
-        Joined(&self.shared.meta_prefix, key.as_str())
+    fn value_key<'a>(&'a self, key: &'a Key) -> Joined<'a> {
+        Joined(&self.shared.value_prefix, key.as_str())
     }
 
-    fn body_key<'a>(&'a self, key: &'a Key) -> Joined<'a> {
-        Joined(&self.shared.body_prefix, key.as_str())
-    }
-
-    /// `EVALSHA` of `script` on `key`: KEYS meta hash, body (and `staging`, when there is
+    /// `EVALSHA` of `script` on `key`: KEYS the object's value (and `staging`, when there is
     /// one), in one buffer with room for `more` bytes of arguments. Built by hand, not by
     /// `redis::ScriptInvocation`, which makes a vector per argument and copies them all again
     /// into the command.
     fn script_cmd(&self, script: &Script, key: &Key, staging: Option<&str>, more: usize) -> Cmd {
         let s = &self.shared;
         let k = key.as_str().len();
-        let mut cmd = Cmd::with_capacity(
-            16,
-            120 + s.meta_prefix.len() + s.body_prefix.len() + 2 * k + more,
-        );
+        let mut cmd = Cmd::with_capacity(16, 120 + s.value_prefix.len() + k + more);
         cmd.arg("EVALSHA")
             .arg(script.get_hash())
-            .arg(if staging.is_some() { 3 } else { 2 })
-            .arg(self.meta_key(key))
-            .arg(self.body_key(key));
+            .arg(if staging.is_some() { 2 } else { 1 })
+            .arg(self.value_key(key));
         if let Some(name) = staging {
             cmd.arg(name);
         }
@@ -657,81 +786,63 @@ impl RedisStore {
         }
     }
 
-    /// Test seam (feature `test-util`): the Redis keys holding `key`'s meta and body.
+    /// Test seam (feature `test-util`): the Redis key holding `key`'s value.
     #[cfg(any(test, feature = "test-util"))]
-    pub fn redis_keys(&self, key: &Key) -> (String, String) {
-        let s = &self.shared;
-        (
-            [&s.meta_prefix, key.as_str()].concat(),
-            [&s.body_prefix, key.as_str()].concat(),
-        )
+    pub fn redis_key(&self, key: &Key) -> String {
+        [&self.shared.value_prefix, key.as_str()].concat()
     }
 
+    /// `GETRANGE` of `key`'s value from `start` to `end` (inclusive; negative: from the end),
+    /// one version's bytes (`""`: no object).
+    async fn getrange(&self, key: &Key, start: i64, end: i64) -> Result<Vec<u8>> {
+        let mut conn = self.conn.clone();
+        let mut cmd =
+            Cmd::with_capacity(4, 48 + self.shared.value_prefix.len() + key.as_str().len());
+        cmd.arg("GETRANGE")
+            .arg(self.value_key(key))
+            .arg(start)
+            .arg(end);
+        cmd.query_async(&mut conn).await.map_err(backend)
+    }
+
+    /// The meta of the object at `key`, read from the end of its value: one `GETRANGE` of
+    /// [`TAIL_READ`] bytes, or, for a longer meta, a script that reads it whole (atomically).
     async fn read_meta(&self, key: &Key) -> Result<Option<Meta>> {
-        let mut conn = self.conn.clone();
-        let raw: Option<Vec<u8>> = self
-            .hget_meta(key)
-            .query_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        raw.map(|m| packed::decode(&m, Some(key))).transpose()
-    }
-
-    /// The packed meta (`None`: no object) and the first `len` bytes of the body, in one
-    /// pipelined round trip: in a `MULTI`/`EXEC` transaction when `atomic`.
-    async fn meta_and_head(
-        &self,
-        key: &Key,
-        len: u64,
-        atomic: bool,
-    ) -> Result<(Option<Vec<u8>>, Vec<u8>)> {
-        let mut conn = self.conn.clone();
-        let mut getrange =
-            Cmd::with_capacity(4, 32 + self.shared.body_prefix.len() + key.as_str().len());
-        getrange
-            .arg("GETRANGE")
-            .arg(self.body_key(key))
-            .arg(0)
-            .arg(len - 1);
-        let mut pipeline = redis::Pipeline::with_capacity(2);
-        if atomic {
-            pipeline.atomic();
-        }
-        pipeline
-            .add_command(self.hget_meta(key))
-            .add_command(getrange)
-            .query_async(&mut conn)
-            .await
-            .map_err(backend)
-    }
-
-    /// A plain read of an object of at most [`OPTIMISTIC_READ`] bytes, without `MULTI`/`EXEC`:
-    /// the meta and the bytes in one pipelined round trip (2 server commands instead of 4).
-    /// Another write may land between the two, so the pair is served only when the bytes are
-    /// whole and hash to the meta's content ETag, which makes them that version's bytes (or
-    /// bytes equal to them). `None`: a larger object, a tag that is not a content ETag, or a
-    /// pair from two versions; the caller reads in a transaction.
-    async fn read_small(&self, key: &Key) -> Result<Option<GetResult>> {
-        let (meta, first) = self.meta_and_head(key, OPTIMISTIC_READ, false).await?;
-        let meta = packed::decode(&meta.ok_or_else(|| Error::not_found(key))?, Some(key))?;
-        let whole = meta.size <= OPTIMISTIC_READ && first.len() as u64 == meta.size;
-        if !(whole && meta.etag.is_content_of(&first)) {
+        let end = self.getrange(key, -(TAIL_READ as i64), -1).await?;
+        if end.is_empty() {
             return Ok(None);
         }
-        let first = Bytes::from(first);
-        let body = self.body_stream(key, &meta, first, 0..meta.size);
-        Ok(Some(GetResult {
-            meta,
-            range: None,
-            body,
-        }))
+        let tail = Tail::of(&end).ok_or_else(|| malformed(key))?;
+        if let Some(m) = tail.meta(&end) {
+            return packed::decode(m, Some(key)).map(Some);
+        }
+        if end.len() < TAIL_READ {
+            return Err(malformed(key));
+        }
+        Ok(self.read_first(key, 0).await?.map(|(meta, _)| meta))
     }
 
-    /// `HGET` of `key`'s packed meta, in a buffer of the right size.
-    fn hget_meta(&self, key: &Key) -> Cmd {
-        let mut cmd = Cmd::with_capacity(3, 8 + self.shared.meta_prefix.len() + key.as_str().len());
-        cmd.arg("HGET").arg(self.meta_key(key)).arg("m");
-        cmd
+    /// The meta of the object at `key` and the first `len` bytes of its body (fewer when the
+    /// body is shorter), in one script call: one version's.
+    async fn read_first(&self, key: &Key, len: u64) -> Result<Option<(Meta, Bytes)>> {
+        let script = &self.shared.first;
+        let mut cmd = self.script_cmd(script, key, None, 24);
+        cmd.arg(len);
+        match self.run(script, &cmd).await? {
+            Value::Nil | Value::Boolean(false) => Ok(None),
+            reply => match array_of(&reply) {
+                Some([m, data]) => {
+                    let meta = packed::decode(
+                        bytes_of(m).ok_or_else(|| unexpected("read", m))?,
+                        Some(key),
+                    )?;
+                    let data = bytes_of(data).ok_or_else(|| unexpected("read", data))?;
+                    check_len(key, data, meta.size.min(len))?;
+                    Ok(Some((meta, Bytes::copy_from_slice(data))))
+                }
+                _ => Err(unexpected("read", &reply)),
+            },
+        }
     }
 
     /// The bytes `span` of `key`'s body if its ETag is still `meta`'s (`None`: it changed).
@@ -809,47 +920,52 @@ impl RedisStore {
         let attempts = Attempts::new(MAX_ATTEMPTS);
         for _ in attempts {
             let meta = Meta::next_version(key, etag.clone(), size, replaces, &opts)?;
-            let now = meta.last_modified;
             let packed = packed::encode(&meta);
             let (staging, inline) = match staged {
                 Staged::Inline(data) => (None, &data[..]),
                 Staged::Key(name) => (Some(name.as_str()), &[][..]),
             };
             let script = &self.shared.put;
-            let mut cmd = self.script_cmd(
-                script,
-                key,
-                staging,
-                packed.len() + meta.etag.opaque().len() + inline.len(),
-            );
-            cmd.arg(&packed[..])
-                .arg(meta.etag.opaque())
-                .arg(to_millis(now));
-            match staging {
-                None => cmd.arg(inline),
-                Some(_) => cmd.arg(size),
-            };
+            let tail = value::tail_len(&meta, &packed);
+            let mut cmd = self.script_cmd(script, key, staging, inline.len() + tail);
+            {
+                // The new value (or, staged, what follows its body) straight into the command.
+                use std::io::Write;
+                let mut w = cmd.writer_for_next_arg();
+                let _ = w.write_all(inline);
+                value::write_tail(&mut w, &meta, &packed);
+            }
             cmd.arg(Conditions {
                 p: &opts.preconditions,
-                all: meta.expires_at.is_some(),
+                all: staging.is_some(),
             });
-            if let Some(t) = meta.expires_at {
-                cmd.arg(to_millis(t));
+            if staging.is_some() {
+                cmd.arg(size);
             }
             let reply = self.run(script, &cmd).await?;
-            match array_of(&reply).unwrap_or_default() {
-                [ok, created] if int_of(ok) == Some(1) => {
+            match &reply {
+                Value::Int(1) => {
                     return Ok(PutResult {
                         meta,
-                        created: int_of(created) == Some(1),
+                        created: true,
                     })
                 }
-                [ok, current] if int_of(ok) == Some(0) => return Err(refused(key, current)?),
-                [ok] if int_of(ok) == Some(0) => return Err(Error::precondition_failed(None)),
+                Value::Int(2) => {
+                    return Ok(PutResult {
+                        meta,
+                        created: false,
+                    })
+                }
+                Value::Nil | Value::Boolean(false) | Value::BulkString(_) => {
+                    return Err(refused(key, &reply)?)
+                }
+                _ => {}
+            }
+            match array_of(&reply).unwrap_or_default() {
                 [ok, ms] if int_of(ok) == Some(3) => {
                     let ms = bytes_of(ms)
                         .and_then(|b| std::str::from_utf8(b).ok())
-                        .and_then(|s| s.parse::<i64>().ok())
+                        .and_then(|s| s.trim().parse::<i64>().ok())
                         .ok_or_else(|| unexpected("put", ms))?;
                     replaces = Some(from_millis(ms));
                 }
@@ -953,28 +1069,45 @@ impl Store for RedisStore {
     }
 
     async fn head(&self, key: &Key, opts: HeadOptions) -> Result<Meta> {
+        self.ready().await?;
         opts.answer(key, self.read_meta(key).await?)
     }
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
-        // A plain read (no condition that could make the body unneeded, no range): the meta
-        // and the first bytes in one round trip.
-        if opts.range.is_none() && opts.preconditions.is_empty() {
-            // A small object: first without the transaction (see `read_small`).
-            if let Some(got) = self.read_small(key).await? {
-                return Ok(got);
-            }
-            // MULTI/EXEC, not a script: as atomic, and a third of the server's time.
-            let (meta, first) = self.meta_and_head(key, READ_CHUNK, true).await?;
-            let meta = packed::decode(&meta.ok_or_else(|| Error::not_found(key))?, Some(key))?;
-            let first = Bytes::from(first);
-            let range = opts.evaluate(&meta)?;
-            check_len(key, &first, meta.size.min(READ_CHUNK))?;
-            let body = self.body_stream(key, &meta, first, 0..meta.size);
-            return Ok(GetResult { meta, range, body });
+        self.ready().await?;
+        // One command reads a small object whole: its meta and its bytes, one version's.
+        let head = self.getrange(key, 0, WHOLE_READ as i64 - 1).await?;
+        if head.is_empty() {
+            return Err(Error::not_found(key));
         }
-        // A version can be replaced between reading its meta and its bytes: the byte read
-        // checks the ETag inside a script, and the read starts again if it changed before the
+        if (head.len() as u64) < WHOLE_READ {
+            let (meta, body) = whole(key, head)?;
+            let (meta, range) = opts.evaluate_owned(meta)?;
+            let body = match &range {
+                Some(r) => body.slice(r.start as usize..r.end as usize),
+                None => body,
+            };
+            return Ok(GetResult {
+                meta,
+                range,
+                body: futures::stream::once(async move { Ok(body) }).boxed(),
+            });
+        }
+        // A larger object. A plain read: the meta and the first chunk in one script call.
+        if opts.range.is_none() && opts.preconditions.is_empty() {
+            let (meta, first) = self
+                .read_first(key, READ_CHUNK)
+                .await?
+                .ok_or_else(|| Error::not_found(key))?;
+            let body = self.body_stream(key, &meta, first, 0..meta.size);
+            return Ok(GetResult {
+                meta,
+                range: None,
+                body,
+            });
+        }
+        // The meta decides; then the bytes are read only if the ETag is still the one decided
+        // on (checked inside a script), and the read starts again if it changed before the
         // first byte was served.
         let attempts = Attempts::new(MAX_ATTEMPTS);
         for _ in attempts {
@@ -996,6 +1129,7 @@ impl Store for RedisStore {
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
         self.capabilities().check_put(&opts)?;
+        self.ready().await?;
         // Bytes in memory that go as a script argument are hashed where they are (no copy, no
         // reading loop).
         let small = matches!(&body, Body::Bytes(b) if (b.len() as u64) < STAGE_OVER);
@@ -1022,6 +1156,7 @@ impl Store for RedisStore {
 
     async fn delete(&self, key: &Key, opts: DeleteOptions) -> Result<()> {
         self.capabilities().check_delete(&opts)?;
+        self.ready().await?;
         let script = &self.shared.delete;
         let mut cmd = self.script_cmd(script, key, None, 0);
         cmd.arg(Conditions {
@@ -1039,6 +1174,7 @@ impl Store for RedisStore {
 
     async fn list(&self, opts: ListOptions) -> Result<ListPage> {
         opts.validate()?;
+        self.ready().await?;
         scan_page(&opts, |from, end, n| self.scan(from, end, n)).await
     }
 }
@@ -1063,7 +1199,7 @@ impl RedisStore {
                 .arg(&min[..])
                 .arg(&max[..])
                 .arg(batch)
-                .arg(&self.shared.meta_prefix);
+                .arg(&self.shared.value_prefix);
             let mut conn = self.conn.clone();
             let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(backend)?;
             let (scanned, last) = match reply.get(..2) {
@@ -1098,6 +1234,22 @@ fn check_len(key: &Key, data: &[u8], want: u64) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A value without a footer where one must be: corruption (or a key this store did not write).
+fn malformed(key: &Key) -> Error {
+    Error::backend(format!("redis store: the value of {key} is malformed"))
+}
+
+/// The meta and the body of a whole value of `key`.
+fn whole(key: &Key, value: Vec<u8>) -> Result<(Meta, Bytes)> {
+    let tail = Tail::of(&value).ok_or_else(|| malformed(key))?;
+    let meta = packed::decode(tail.meta(&value).ok_or_else(|| malformed(key))?, Some(key))?;
+    let body_len = value.len() - tail.len;
+    check_len(key, &value[..body_len], meta.size)?;
+    let mut body = Bytes::from(value);
+    body.truncate(body_len);
+    Ok((meta, body))
 }
 
 /// `PreconditionFailed` carrying the meta a script returned for `key` (or none).

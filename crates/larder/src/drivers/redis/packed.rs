@@ -1,7 +1,7 @@
-//! The Redis store's own encoding of [`Meta`] in the hash field `m`: length-prefixed fields
-//! after a version byte, written and read with no serde and no intermediate allocation. The
-//! shared JSON ([`Meta::encode`]) cost a CAS attempt some 11k instructions to decode and 4k to
-//! encode; this is a few hundred each way.
+//! The Redis store's own encoding of [`Meta`], stored after an object's body (`value.rs`):
+//! length-prefixed fields after a version byte, written and read with no serde and no
+//! intermediate allocation. The shared JSON ([`Meta::encode`]) cost a CAS attempt some 11k
+//! instructions to decode and 4k to encode; this is a few hundred each way.
 //!
 //! ```text
 //! m      := 0x01 ns(key) etag num(size) num(modified ms)
