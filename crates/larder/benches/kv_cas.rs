@@ -28,14 +28,19 @@
 //! `backend operation` contains that text (for profiling one of them; ratios are then to the
 //! first one kept).
 //!
-//! On a machine busy with other work, the figures in `bench/targets.md` were taken with servers
-//! of the bench's own, all at real-time priority (as root):
+//! Where the servers and the bench land on the CPUs moves the rates more than the code does:
+//! on 2 CPUs left to the scheduler, the hand-written Redis loop ran at 6.8k increments/s when
+//! measured alone and at 8.6k to 9k when measured between Larder's runs in the same process,
+//! while Larder's rate stayed near 6.7k either way, so one side's figure depended on the
+//! other's. `bench/run` therefore measures on servers of its own, pinned to the first CPU,
+//! with the bench pinned to the second (both sides then see one placement, and a run's ratios
+//! spread ±0.03 instead of ±0.1):
 //!
 //! ```text
-//! redis-server --port 16379 --save "" --appendonly no &  nats-server -p 14222 -js -sd /tmp/js &
-//! chrt -a -f -p 50 <each server's pid>
+//! taskset -c 0 redis-server --port 16379 --save "" --appendonly no &
+//! taskset -c 0 nats-server -p 14222 -js -sd /tmp/js &
 //! LARDER_TEST_REDIS_URL=redis://127.0.0.1:16379/ LARDER_TEST_NATS_URL=nats://127.0.0.1:14222 \
-//!   KV_CAS_RUNS=7 chrt -f 50 target/release/deps/kv_cas-<hash>
+//!   taskset -c 1 target/release/deps/kv_cas-<hash>
 //! ```
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -587,6 +587,83 @@ async fn objects_in_the_hash_layout_are_converted_at_open() {
     );
 }
 
+/// An object whose meta is longer than the first read of a value's tail (512 bytes): every
+/// reader takes the second, exact read, in Lua (conditions, listing, ranges) and in Rust.
+#[tokio::test]
+async fn a_long_meta_is_read_whole() {
+    let Some(store) = open_store().await else {
+        return;
+    };
+    let p = fresh_prefix("redis_long_meta");
+    let k = key(&p, "obj");
+    let opts = PutOptions {
+        metadata: [("note".to_string(), "n".repeat(2000))].into(),
+        content_type: Some("text/plain".into()),
+        ..Default::default()
+    };
+    let v1 = store
+        .put(&k, Body::from("first"), opts.clone())
+        .await
+        .unwrap();
+    assert_eq!(v1.meta.metadata["note"].len(), 2000);
+    assert_eq!(store.stat(&k).await.unwrap().as_ref(), Some(&v1.meta));
+    assert_eq!(
+        store.get_bytes(&k).await.unwrap(),
+        (Bytes::from("first"), v1.meta.clone())
+    );
+    let listed = store
+        .list(ListOptions::prefix(format!("{p}/")))
+        .await
+        .unwrap();
+    assert_eq!(listed.objects, vec![v1.meta.clone()]);
+    let ranged = store
+        .get(
+            &k,
+            larder::GetOptions {
+                range: Some(larder::ByteRange::Bounded { first: 1, last: 3 }),
+                preconditions: Preconditions::if_match(v1.meta.etag.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ranged.bytes().await.unwrap(), "irs");
+    let refused = store
+        .put(
+            &k,
+            Body::from("x"),
+            PutOptions {
+                preconditions: Preconditions::if_match(ETag::of(b"other")),
+                ..opts.clone()
+            },
+        )
+        .await;
+    let Err(Error::PreconditionFailed { current }) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(
+        current.as_deref(),
+        Some(&v1.meta),
+        "the refusal carries it whole"
+    );
+    let v2 = store
+        .put(
+            &k,
+            Body::from("second"),
+            PutOptions {
+                preconditions: Preconditions::if_match(v1.meta.etag.clone()),
+                ..opts
+            },
+        )
+        .await
+        .unwrap();
+    let opts = DeleteOptions {
+        preconditions: Preconditions::if_match(v2.meta.etag.clone()),
+    };
+    store.delete(&k, opts).await.unwrap();
+    assert!(store.stat(&k).await.unwrap().is_none());
+}
+
 /// A rewrite without a TTL clears an expiry the previous version had, and keeps none it did
 /// not have.
 #[tokio::test]

@@ -121,7 +121,7 @@ use crate::retry::Attempts;
 use crate::store::{
     DeleteOptions, GetOptions, GetResult, HeadOptions, PutOptions, PutResult, Store,
 };
-use value::{Tail, TAIL_LUA, TAIL_READ};
+use value::{read_tail, Tail, TAIL_READ};
 
 /// Largest object: Redis's limit on one bulk string (`proto-max-bulk-len`, 512 MiB).
 pub const MAX_OBJECT_SIZE: u64 = 512 << 20;
@@ -164,7 +164,7 @@ enum Staged {
 /// Default number of index entries a listing reads per script call.
 const LIST_BATCH: usize = 256;
 
-/// The precondition decision shared by the put and delete scripts, after [`value::TAIL_LUA`].
+/// The precondition decision shared by the put and delete scripts, after [`value::read_tail`].
 /// Mirrors `Preconditions::evaluate_write` on the encoding of [`Conditions`]; sets `ok`.
 /// KEYS[1] the object's value. `im` If-Match, `inm` If-None-Match: each `""` absent, `*`, or
 /// the opaque tags each after a space (If-Match: the strong ones only); `ius` If-Unmodified-Since
@@ -173,39 +173,41 @@ const LIST_BATCH: usize = 256;
 /// Lua string and grows the ARGV table), so the scripts take as few as they can: trailing
 /// empty ones are left out, and what the new value says of itself is read from its footer.
 const DECIDE: &str = r#"
-local t, n, el, ml = tail(KEYS[1])
-local cur_e = t and etag_of(t, n, el)
--- Whether the list (" t1 t2") has the tag e, found in place (no string built per call).
-local function has(list, e)
-  if e == '' then return false end -- a stored tag is never empty
+-- Whether the condition list c (`write_list`) names the current ETag (at `e_at` in t, `el`
+-- bytes): one tag is compared in place; a list (a space before each tag) is searched.
+local e_at = n - 59 - el
+local function names(c)
+  if string.byte(c) ~= 32 then
+    return el == #c and string.find(t, c, e_at, true) == e_at
+  end
+  if el == 0 then return false end -- a stored tag is never empty
+  local e = string.sub(t, e_at, n - 60)
   local from = 1
   while true do
-    local i, j = string.find(list, e, from, true)
+    local i, j = string.find(c, e, from, true)
     if not i then return false end
-    if string.byte(list, i - 1) == 32 and (j == #list or string.byte(list, j + 1) == 32) then
+    if string.byte(c, i - 1) == 32 and (j == #c or string.byte(c, j + 1) == 32) then
       return true
     end
     from = i + 1
   end
 end
 local ok = true
+-- "\1" is `*`.
 if im ~= '' then
-  if not cur_e then ok = false
-  elseif im ~= '*' and not has(im, cur_e) then ok = false end
-elseif ius ~= '' and t then
+  if n == 0 or (im ~= '\1' and not names(im)) then ok = false end
+elseif ius ~= '' and n > 0 then
   -- Last-Modified in whole seconds (before the epoch: 0), as `http_seconds` truncates it.
-  if math.max(0, math.floor(tonumber(modified_of(t, n)) / 1000)) > tonumber(ius) then ok = false end
+  local u = tonumber(string.sub(t, n - 59, n - 40))
+  if math.max(0, math.floor(u / 1000)) > tonumber(ius) then ok = false end
 end
-if ok and inm ~= '' and cur_e then
-  if inm == '*' or has(inm, cur_e) then ok = false end
+if ok and inm ~= '' and n > 0 then
+  if inm == '\1' or names(inm) then ok = false end
 end
--- The index, "{prefix}:idx", and the key's member in it (after "{prefix}:o:"): named from
+-- The index, "{prefix}:idx", and the key's member in it (after "{prefix}:o:"), named from
 -- KEYS[1], not passed (only a create or a delete touches them; on a cluster the index is in
 -- the same hash slot; a prefix has no braces).
-local function index_and_member()
-  local brace = string.find(KEYS[1], '}', 1, true)
-  return string.sub(KEYS[1], 1, brace) .. ':idx', string.sub(KEYS[1], brace + 4)
-end
+local brace = string.find(KEYS[1], '}', 1, true)
 "#;
 
 /// What the put script runs before [`DECIDE`]: its conditions, from ARGV 2-4.
@@ -216,20 +218,20 @@ local im, inm, ius = ARGV[2] or '', ARGV[3] or '', ARGV[4] or ''
 /// KEYS: the object's value, and the staging key when the body is in one.
 /// ARGV: 1 the new value (inline), or what follows the body (staged); 2-4 the conditions (see
 /// [`DECIDE`]; absent ones at the end left out, unless staged); 5 (staged) the body's size.
-/// Returns 1 (created) or 2 (replaced) when written; the current meta, or nil when there is
-/// none, when refused; {3, current Last-Modified ms} when the current version is newer than
+/// Returns 1 (created) or 2 (replaced) when written; the current value's last bytes (its
+/// meta among them, see [`refused`]), or nil when there is none, when refused; {3, current Last-Modified ms} when the current version is newer than
 /// this write's stamp (the caller restamps and runs the script again, which decides again);
 /// {4} when the staging key is gone or not the right size.
 const PUT_BODY: &str = r#"
 local staged = KEYS[2] ~= nil
 if not ok then
   if staged then redis.call('DEL', KEYS[2]) end
-  return t and meta_of(t, n, el, ml) or false
+  return n > 0 and t
 end
 local v = ARGV[1]
 local vn = #v
-if t then
-  local u = modified_of(t, n)
+if n > 0 then
+  local u = string.sub(t, n - 59, n - 40)
   if tonumber(u) > tonumber(string.sub(v, vn - 59, vn - 40)) then return {3, u} end
 end
 -- The expiry, if the new value has one (its last column is a digit).
@@ -246,9 +248,8 @@ else
   redis.call('SET', KEYS[1], v)
 end
 -- A live object is in the index already (an entry goes only once its value is gone).
-if t then return 2 end
-local index, member = index_and_member()
-redis.call('ZADD', index, '0', member)
+if n > 0 then return 2 end
+redis.call('ZADD', string.sub(KEYS[1], 1, brace) .. ':idx', '0', string.sub(KEYS[1], brace + 4))
 return 1
 "#;
 
@@ -258,49 +259,53 @@ const DELETE_HEAD: &str = r#"
 local im, inm, ius = ARGV[1] or '', ARGV[2] or '', ARGV[3] or ''
 "#;
 
-/// KEYS: the object's value. Returns {1} deleted, {0, meta} refused, {2} missing (an index
+/// KEYS: the object's value. Returns {1} deleted, {0, the value's last bytes} refused, {2} missing (an index
 /// entry left by an expired object goes too).
 const DELETE_BODY: &str = r#"
-local index, member = index_and_member()
-if not t then
+local index, member = string.sub(KEYS[1], 1, brace) .. ':idx', string.sub(KEYS[1], brace + 4)
+if n == 0 then
   redis.call('ZREM', index, member)
   return {2}
 end
-if not ok then return {0, meta_of(t, n, el, ml)} end
+if not ok then return {0, t} end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', index, member)
 return {1}
 "#;
 
-/// After [`value::TAIL_LUA`]. KEYS: the object's value. ARGV: the ETag opaque decided on, the
+/// After [`value::read_tail`]. KEYS: the object's value. ARGV: the ETag opaque decided on, the
 /// first and last byte of the body wanted. Returns {1, bytes}, or {0} when the version changed
 /// (or is gone).
 const READ: &str = r#"
-local t, n, el = tail(KEYS[1])
-if not t or etag_of(t, n, el) ~= ARGV[1] then return {0} end
+local e_at = n - 59 - el
+if n == 0 or el ~= #ARGV[1] or string.find(t, ARGV[1], e_at, true) ~= e_at then return {0} end
 return {1, redis.call('GETRANGE', KEYS[1], ARGV[2], ARGV[3])}
 "#;
 
-/// After [`value::TAIL_LUA`]. KEYS: the object's value. ARGV: how many bytes of the body to
+/// After [`value::read_tail`]. KEYS: the object's value. ARGV: how many bytes of the body to
 /// return at most. Returns {meta, the body's first bytes}, or nil when there is no object.
 const FIRST: &str = r#"
-local t, n, el, ml = tail(KEYS[1])
-if not t then return false end
-local m = meta_of(t, n, el, ml)
+if n == 0 then return false end
+local m = string.sub(t, n - 59 - el - ml, n - 60 - el)
 local len = math.min(redis.call('STRLEN', KEYS[1]) - 60 - el - ml, tonumber(ARGV[1]))
 if len <= 0 then return {m, ''} end
 return {m, redis.call('GETRANGE', KEYS[1], '0', tostring(len - 1))}
 "#;
 
-/// After [`value::TAIL_LUA`]. KEYS: index. ARGV: min, max (ZRANGEBYLEX specs), count, value
+/// After [`value::read_tail`]. KEYS: index. ARGV: min, max (ZRANGEBYLEX specs), count, value
 /// key prefix. Returns {scanned, last member or "", meta...}; index entries whose object
 /// expired are removed.
 const LIST: &str = r#"
 local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {#members, members[#members] or ''}
 for _, k in ipairs(members) do
-  local t, n, el, ml = tail(ARGV[4] .. k)
-  if t then out[#out + 1] = meta_of(t, n, el, ml) else redis.call('ZREM', KEYS[1], k) end
+  local key = ARGV[4] .. k
+  TAIL
+  if n > 0 then
+    out[#out + 1] = string.sub(t, n - 59 - el - ml, n - 60 - el)
+  else
+    redis.call('ZREM', KEYS[1], k)
+  end
 end
 return out
 "#;
@@ -344,18 +349,27 @@ return {#members, members[#members] or ''}
 "#;
 
 /// An If-Match (`strong_only`) or If-None-Match list as the scripts take it: empty when
-/// absent, `*`, or the opaque values of its tags (If-Match: the strong ones only, weak ones
-/// never match) each after a space (an opaque value has no space).
+/// absent, [`ANY`] for `*`, the opaque value of a list's one tag as it is (when not empty: the
+/// script compares it with the stored one in place, the common CAS), or else the opaque values
+/// of its tags (If-Match: the strong ones only, weak ones never match) each after a space (an
+/// opaque value has no space, nor the byte of `ANY`).
 fn write_list(out: &mut impl std::io::Write, c: &Option<ETagCondition>, strong_only: bool) {
     // Writes go to a command's (or a Vec's) buffer: they cannot fail.
     match c {
         None => {}
         Some(ETagCondition::Any) => {
-            let _ = out.write_all(b"*");
+            let _ = out.write_all(ANY);
         }
         Some(ETagCondition::Tags(tags)) => {
+            let mut kept = tags.iter().filter(|t| !(strong_only && t.is_weak()));
+            if let (Some(one), None) = (kept.clone().next(), kept.clone().nth(1)) {
+                if !one.opaque().is_empty() {
+                    let _ = out.write_all(one.opaque().as_bytes());
+                    return;
+                }
+            }
             let mut any = false;
-            for t in tags.iter().filter(|t| !(strong_only && t.is_weak())) {
+            for t in kept.by_ref() {
                 let _ = out.write_all(b" ");
                 let _ = out.write_all(t.opaque().as_bytes());
                 any = true;
@@ -367,6 +381,9 @@ fn write_list(out: &mut impl std::io::Write, c: &Option<ETagCondition>, strong_o
         }
     }
 }
+
+/// `*` in a condition list (a control byte: never in an entity tag).
+const ANY: &[u8] = b"\x01";
 
 /// The conditions of `p` as the scripts take them (see [`DECIDE`]): If-Match and
 /// If-None-Match lists ([`write_list`]), If-Unmodified-Since in whole seconds or empty;
@@ -647,15 +664,16 @@ impl RedisStore {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(backend)?;
+        let tail = read_tail("KEYS[1]");
         let store = RedisStore {
             conn,
             list_batch,
             shared: std::sync::Arc::new(Shared {
-                put: Script::new(&format!("{PUT_HEAD}{TAIL_LUA}{DECIDE}{PUT_BODY}")),
-                delete: Script::new(&format!("{DELETE_HEAD}{TAIL_LUA}{DECIDE}{DELETE_BODY}")),
-                read: Script::new(&format!("{TAIL_LUA}{READ}")),
-                first: Script::new(&format!("{TAIL_LUA}{FIRST}")),
-                list: Script::new(&format!("{TAIL_LUA}{LIST}")),
+                put: Script::new(&format!("{PUT_HEAD}{tail}{DECIDE}{PUT_BODY}")),
+                delete: Script::new(&format!("{DELETE_HEAD}{tail}{DECIDE}{DELETE_BODY}")),
+                read: Script::new(&format!("{tail}{READ}")),
+                first: Script::new(&format!("{tail}{FIRST}")),
+                list: Script::new(&LIST.replace("TAIL", &read_tail("key"))),
                 value_prefix: format!("{{{prefix}}}:o:"),
                 index_key: format!("{{{prefix}}}:idx"),
                 layout: tokio::sync::OnceCell::new(),
@@ -1252,16 +1270,21 @@ fn whole(key: &Key, value: Vec<u8>) -> Result<(Meta, Bytes)> {
     Ok((meta, body))
 }
 
-/// `PreconditionFailed` carrying the meta a script returned for `key` (or none).
+/// `PreconditionFailed` carrying the meta of the current version of `key`, from the last
+/// bytes of its value a script returned (none: no object). Returned as they were read, so the
+/// script builds no string for a refusal, the most frequent reply of a contended write.
 fn refused(key: &Key, current: &Value) -> Result<Error> {
     match current {
         Value::Nil | Value::Boolean(false) => Ok(Error::precondition_failed(None)),
         v => {
-            let meta = packed::decode(
-                bytes_of(v).ok_or_else(|| unexpected("a write", v))?,
-                Some(key),
-            )?;
-            Ok(Error::precondition_failed(Some(&meta)))
+            let end = bytes_of(v).ok_or_else(|| unexpected("a write", v))?;
+            let m = Tail::of(end)
+                .and_then(|t| t.meta(end))
+                .ok_or_else(|| malformed(key))?;
+            let meta = packed::decode(m, Some(key))?;
+            Ok(Error::PreconditionFailed {
+                current: Some(Box::new(meta)),
+            })
         }
     }
 }
@@ -1293,7 +1316,7 @@ mod tests {
         assert_eq!(
             encoded(&p, false),
             [
-                format!(" {}", a.opaque()), // weak tags never match If-Match
+                a.opaque().to_string(), // weak tags never match If-Match: one tag, as it is
                 format!(" w {}", a.opaque()),
                 "1".into()
             ]
@@ -1301,10 +1324,13 @@ mod tests {
         let absent = Preconditions::if_absent();
         assert_eq!(
             encoded(&absent, false),
-            ["", "*"],
+            ["", "\x01"],
             "trailing absent ones left out"
         );
-        assert_eq!(encoded(&absent, true), ["", "*", ""]);
+        assert_eq!(encoded(&absent, true), ["", "\x01", ""]);
+        // One tag whose opaque value is empty goes as a list: "" would be no condition.
+        let empty = Preconditions::if_match(ETag::strong("").unwrap());
+        assert_eq!(encoded(&empty, false), [" "]);
         let only_weak = Preconditions {
             if_match: Some(ETagCondition::Tags(vec![w.clone()])),
             ..Default::default()

@@ -29,30 +29,39 @@ pub(super) const FOOTER: usize = 60;
 pub(super) const TAIL_READ: usize = 512;
 
 /// The scripts' reader of a value's tail (the Lua twin of [`Tail`]), which the other scripts
-/// start with. `tail(k)`: the last bytes of the value at `k` (usually one `GETRANGE` of
-/// [`TAIL_READ`] bytes), their length, and the lengths of the ETag and the meta; nothing when
-/// there is no object. `meta_of` and `etag_of` take the parts out of what `tail` returned, and
-/// `modified_of` Last-Modified (as padded text). Numbers are passed to `redis.call` as text:
-/// a Lua number would be formatted by the server on every call.
-pub(super) const TAIL_LUA: &str = r#"
-local function tail(k)
-  local t = redis.call('GETRANGE', k, '-512', '-1')
-  local n = #t
-  if n == 0 then return nil end
-  local el, ml = tonumber(string.sub(t, n - 19, n - 10)), tonumber(string.sub(t, n - 9, n))
+/// start with: Lua that reads the last bytes of the value at the Lua expression `key` into
+/// locals `t`, their length `n` (0: no object), and `el` and `ml`, the lengths of the ETag
+/// and the meta (usually one `GETRANGE` of [`TAIL_READ`] bytes; a longer tail, a second exact
+/// one). From those, the meta is `string.sub(t, n - 59 - el - ml, n - 60 - el)`, the ETag
+/// starts at `n - 59 - el`, and Last-Modified (padded text) is `string.sub(t, n - 59, n - 40)`.
+/// Inline code, not a function: a Lua function is a closure made on every call of a script.
+/// Numbers go to `redis.call` as text: a Lua number would be formatted by the server each time.
+pub(super) fn read_tail(key: &str) -> String {
+    format!(
+        r#"
+local t = redis.call('GETRANGE', {key}, '-512', '-1')
+local n, el, ml = #t, 0, 0
+if n > 0 then
+  if n < 60 then return error('larder: a malformed value') end
+  -- The two lengths, from their 20 bytes in one call: a space is 32 and a digit 48 to 57, so
+  -- each byte mod 16 is its digit (0 for the padding), without a string or a number parse.
+  local d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12, d13, d14, d15, d16, d17, d18, d19,
+    d20 = string.byte(t, n - 19, n)
+  el = ((((((((d1 % 16 * 10 + d2 % 16) * 10 + d3 % 16) * 10 + d4 % 16) * 10 + d5 % 16) * 10
+    + d6 % 16) * 10 + d7 % 16) * 10 + d8 % 16) * 10 + d9 % 16) * 10 + d10 % 16
+  ml = ((((((((d11 % 16 * 10 + d12 % 16) * 10 + d13 % 16) * 10 + d14 % 16) * 10 + d15 % 16)
+    * 10 + d16 % 16) * 10 + d17 % 16) * 10 + d18 % 16) * 10 + d19 % 16) * 10 + d20 % 16
   local need = 60 + el + ml
   if need > n then
-    if n < 512 then return error('larder: a malformed value at ' .. k) end
-    t = redis.call('GETRANGE', k, tostring(-need), '-1')
+    if n < 512 then return error('larder: a malformed value') end
+    t = redis.call('GETRANGE', {key}, tostring(-need), '-1')
     n = #t
-    if need > n then return error('larder: a malformed value at ' .. k) end
+    if need > n then return error('larder: a malformed value') end
   end
-  return t, n, el, ml
 end
-local function meta_of(t, n, el, ml) return string.sub(t, n - 59 - el - ml, n - 60 - el) end
-local function etag_of(t, n, el) return string.sub(t, n - 59 - el, n - 60) end
-local function modified_of(t, n) return string.sub(t, n - 59, n - 40) end
-"#;
+"#
+    )
+}
 
 /// The length of what follows a body of `meta`, packed as `packed`.
 pub(super) fn tail_len(meta: &Meta, packed: &[u8]) -> usize {
