@@ -432,49 +432,37 @@ async fn objects_in_the_hash_layout_are_converted_at_open() {
     let hash = |m: &larder::Meta| format!("{{{prefix}}}:m:{}", m.key);
     let body = |m: &larder::Meta| format!("{{{prefix}}}:b:{}", m.key);
     let at = larder::meta::to_millis(expires);
+    // Each object's hash fields beside `m` and `e`, and its body if it has one. (The
+    // packed-meta versions' `m` is JSON here too: both are read by the same decoder.)
+    let objects = [
+        (
+            &json,
+            [("t", (ms / 1000).to_string()), ("u", ms.to_string())],
+            Some("old"),
+        ),
+        (
+            &packed,
+            [("u", ms.to_string()), ("x", at.to_string())],
+            Some("older"),
+        ),
+        (&empty, [("u", ms.to_string()), ("x", String::new())], None),
+    ];
     let mut pipe = redis::pipe();
-    pipe.cmd("HSET")
-        .arg(hash(&json))
-        .arg("m")
-        .arg(json.encode())
-        .arg("e")
-        .arg(json.etag.opaque())
-        .arg("t")
-        .arg(ms / 1000)
-        .arg("u")
-        .arg(ms)
-        .ignore()
-        .cmd("SET")
-        .arg(body(&json))
-        .arg("old")
-        .ignore();
-    // (The packed-meta versions' `m` is JSON here too: both are read by the same decoder.)
-    pipe.cmd("HSET")
-        .arg(hash(&packed))
-        .arg("m")
-        .arg(packed.encode())
-        .arg("e")
-        .arg(packed.etag.opaque())
-        .arg("u")
-        .arg(ms)
-        .arg("x")
-        .arg(at)
-        .ignore()
-        .cmd("SET")
-        .arg(body(&packed))
-        .arg("older")
-        .ignore();
-    pipe.cmd("HSET")
-        .arg(hash(&empty))
-        .arg("m")
-        .arg(empty.encode())
-        .arg("e")
-        .arg(empty.etag.opaque())
-        .arg("u")
-        .arg(ms)
-        .arg("x")
-        .arg("")
-        .ignore();
+    for (m, fields, data) in &objects {
+        pipe.cmd("HSET")
+            .arg(hash(m))
+            .arg("m")
+            .arg(m.encode())
+            .arg("e")
+            .arg(m.etag.opaque());
+        for (field, value) in fields {
+            pipe.arg(*field).arg(value);
+        }
+        pipe.ignore();
+        if let Some(data) = data {
+            pipe.cmd("SET").arg(body(m)).arg(*data).ignore();
+        }
+    }
     for rk in [hash(&json), body(&json), hash(&packed), body(&packed)] {
         pipe.cmd("PEXPIREAT").arg(rk).arg(at).ignore();
     }
