@@ -64,11 +64,13 @@
 //!   every combination of a table of conditions and states. On failure the script returns the
 //!   current meta, so `PreconditionFailed` carries it.
 //! - `delete`: the same, then `DEL` of the value and `ZREM` from the index.
-//! - `get`: one `GETRANGE` of the value's first 16 KiB: a smaller object is read whole by it
-//!   (one version's meta and bytes), and conditions and ranges are decided on it. A larger
-//!   plain read takes the meta and the first chunk in one script call; any other reads the
-//!   meta, decides with [`GetOptions::evaluate`], then a script returns the first chunk
-//!   (`GETRANGE`) only if the ETag is still the one decided on (else the read starts again).
+//! - `get` without a range: one `GETRANGE` of the value's first 16 KiB (a conditional get
+//!   pipelines the value's tail with it): a smaller object is read whole by it (one version's
+//!   meta and bytes), and its conditions are decided on it. A larger plain read takes the meta
+//!   and the first chunk in one script call. Any other read (a range, or a condition on a
+//!   larger object) takes the meta from the value's tail, decides with
+//!   [`GetOptions::evaluate`], then a script returns the first chunk (`GETRANGE`) only if the
+//!   ETag is still the one decided on (else the read starts again).
 //!   The rest of the body streams in chunks of [`READ_CHUNK`], each read by that script on the
 //!   same condition: meta and bytes always belong to one version, and a body replaced
 //!   mid-stream ends the stream with a retryable error rather than mixing two versions.
@@ -166,9 +168,10 @@ const LIST_BATCH: usize = 256;
 
 /// The precondition decision shared by the put and delete scripts, after [`value::read_tail`].
 /// Mirrors `Preconditions::evaluate_write` on the encoding of [`Conditions`]; sets `ok`.
-/// KEYS[1] the object's value. `im` If-Match, `inm` If-None-Match: each `""` absent, `*`, or
-/// the opaque tags each after a space (If-Match: the strong ones only); `ius` If-Unmodified-Since
-/// in seconds, or "" (set by the script before this part, from its arguments). Every argument
+/// KEYS[1] the object's value. `im` If-Match, `inm` If-None-Match, as [`write_list`] encodes
+/// them (`""` absent, [`ANY`] for `*`, one tag as it is, or several each after a space; If-Match:
+/// the strong ones only); `ius` If-Unmodified-Since in seconds, or "" (set by the script before
+/// this part, from its arguments). Every argument
 /// costs the server time on every call (some 1,300 instructions each: it is parsed, becomes a
 /// Lua string and grows the ARGV table), so the scripts take as few as they can: trailing
 /// empty ones are left out, and what the new value says of itself is read from its footer.
@@ -218,10 +221,11 @@ local im, inm, ius = ARGV[2] or '', ARGV[3] or '', ARGV[4] or ''
 /// KEYS: the object's value, and the staging key when the body is in one.
 /// ARGV: 1 the new value (inline), or what follows the body (staged); 2-4 the conditions (see
 /// [`DECIDE`]; absent ones at the end left out, unless staged); 5 (staged) the body's size.
-/// Returns 1 (created) or 2 (replaced) when written; the current value's last bytes (its
-/// meta among them, see [`refused`]), or nil when there is none, when refused; {3, current Last-Modified ms} when the current version is newer than
-/// this write's stamp (the caller restamps and runs the script again, which decides again);
-/// {4} when the staging key is gone or not the right size.
+/// Returns 1 (created) or 2 (replaced) when written; when refused, the current value's last
+/// bytes (its meta among them, see [`refused`]), or nil when there is none; {3, current
+/// Last-Modified ms} when the current version is newer than this write's stamp (the caller
+/// restamps and runs the script again, which decides again); {4} when the staging key is gone
+/// or not the right size.
 const PUT_BODY: &str = r#"
 local staged = KEYS[2] ~= nil
 if not ok then
@@ -259,8 +263,8 @@ const DELETE_HEAD: &str = r#"
 local im, inm, ius = ARGV[1] or '', ARGV[2] or '', ARGV[3] or ''
 "#;
 
-/// KEYS: the object's value. Returns {1} deleted, {0, the value's last bytes} refused, {2} missing (an index
-/// entry left by an expired object goes too).
+/// KEYS: the object's value. Returns {1} deleted, {0, the value's last bytes} refused, {2}
+/// missing (an index entry left by an expired object goes too).
 const DELETE_BODY: &str = r#"
 local index, member = string.sub(KEYS[1], 1, brace) .. ':idx', string.sub(KEYS[1], brace + 4)
 if n == 0 then
@@ -810,28 +814,53 @@ impl RedisStore {
         [&self.shared.value_prefix, key.as_str()].concat()
     }
 
-    /// `GETRANGE` of `key`'s value from `start` to `end` (inclusive; negative: from the end),
-    /// one version's bytes (`""`: no object).
-    async fn getrange(&self, key: &Key, start: i64, end: i64) -> Result<Vec<u8>> {
-        let mut conn = self.conn.clone();
+    /// `GETRANGE` of `key`'s value from `start` to `end` (inclusive; negative: from the end).
+    fn getrange_cmd(&self, key: &Key, start: i64, end: i64) -> Cmd {
         let mut cmd =
             Cmd::with_capacity(4, 48 + self.shared.value_prefix.len() + key.as_str().len());
         cmd.arg("GETRANGE")
             .arg(self.value_key(key))
             .arg(start)
             .arg(end);
-        cmd.query_async(&mut conn).await.map_err(backend)
+        cmd
+    }
+
+    /// [`getrange_cmd`](Self::getrange_cmd)'s bytes: one version's (`""`: no object).
+    async fn getrange(&self, key: &Key, start: i64, end: i64) -> Result<Vec<u8>> {
+        let mut conn = self.conn.clone();
+        self.getrange_cmd(key, start, end)
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)
+    }
+
+    /// The value's first [`WHOLE_READ`] bytes and its last [`TAIL_READ`], in one pipelined
+    /// round trip (two reads, each of one version, not necessarily the same one).
+    async fn head_and_tail(&self, key: &Key) -> Result<(Vec<u8>, Vec<u8>)> {
+        let mut conn = self.conn.clone();
+        redis::Pipeline::with_capacity(2)
+            .add_command(self.getrange_cmd(key, 0, WHOLE_READ as i64 - 1))
+            .add_command(self.getrange_cmd(key, -(TAIL_READ as i64), -1))
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)
     }
 
     /// The meta of the object at `key`, read from the end of its value: one `GETRANGE` of
     /// [`TAIL_READ`] bytes, or, for a longer meta, a script that reads it whole (atomically).
     async fn read_meta(&self, key: &Key) -> Result<Option<Meta>> {
         let end = self.getrange(key, -(TAIL_READ as i64), -1).await?;
+        self.meta_at_end(key, &end).await
+    }
+
+    /// The meta in `end`, the last [`TAIL_READ`] bytes of `key`'s value (`""`: no object); a
+    /// longer meta is read whole by a script.
+    async fn meta_at_end(&self, key: &Key, end: &[u8]) -> Result<Option<Meta>> {
         if end.is_empty() {
             return Ok(None);
         }
-        let tail = Tail::of(&end).ok_or_else(|| malformed(key))?;
-        if let Some(m) = tail.meta(&end) {
+        let tail = Tail::of(end).ok_or_else(|| malformed(key))?;
+        if let Some(m) = tail.meta(end) {
             return packed::decode(m, Some(key)).map(Some);
         }
         if end.len() < TAIL_READ {
@@ -1093,46 +1122,67 @@ impl Store for RedisStore {
 
     async fn get(&self, key: &Key, opts: GetOptions) -> Result<GetResult> {
         self.ready().await?;
-        // One command reads a small object whole: its meta and its bytes, one version's.
-        let head = self.getrange(key, 0, WHOLE_READ as i64 - 1).await?;
-        if head.is_empty() {
-            return Err(Error::not_found(key));
-        }
-        if (head.len() as u64) < WHOLE_READ {
-            let (meta, body) = whole(key, head)?;
-            let (meta, range) = opts.evaluate_owned(meta)?;
-            let body = match &range {
-                Some(r) => body.slice(r.start as usize..r.end as usize),
-                None => body,
+        // The meta of a larger object, when the first round trip brought it.
+        let mut known = None;
+        // A range goes straight to the meta and its bytes: ranges are asked of large objects,
+        // where a read of the first bytes would be a round trip for nothing.
+        if opts.range.is_none() {
+            let plain = opts.preconditions.is_empty();
+            // One command reads a small object whole: its meta and its bytes, one version's. A
+            // conditional read also takes the value's tail in the same round trip, so that a
+            // larger object's 304 or 412 needs no other.
+            let (head, end) = match plain {
+                true => (self.getrange(key, 0, WHOLE_READ as i64 - 1).await?, None),
+                false => {
+                    let (head, end) = self.head_and_tail(key).await?;
+                    (head, Some(end))
+                }
             };
-            return Ok(GetResult {
-                meta,
-                range,
-                body: futures::stream::once(async move { Ok(body) }).boxed(),
-            });
-        }
-        // A larger object. A plain read: the meta and the first chunk in one script call.
-        if opts.range.is_none() && opts.preconditions.is_empty() {
-            let (meta, first) = self
-                .read_first(key, READ_CHUNK)
-                .await?
-                .ok_or_else(|| Error::not_found(key))?;
-            let body = self.body_stream(key, &meta, first, 0..meta.size);
-            return Ok(GetResult {
-                meta,
-                range: None,
-                body,
-            });
+            if head.is_empty() {
+                return Err(Error::not_found(key));
+            }
+            if (head.len() as u64) < WHOLE_READ {
+                let (meta, body) = whole(key, head)?;
+                let (meta, range) = opts.evaluate_owned(meta)?;
+                let body = match &range {
+                    Some(r) => body.slice(r.start as usize..r.end as usize),
+                    None => body,
+                };
+                return Ok(GetResult {
+                    meta,
+                    range,
+                    body: futures::stream::once(async move { Ok(body) }).boxed(),
+                });
+            }
+            match end {
+                // A larger object, plain: the meta and the first chunk in one script call.
+                None => {
+                    let (meta, first) = self
+                        .read_first(key, READ_CHUNK)
+                        .await?
+                        .ok_or_else(|| Error::not_found(key))?;
+                    let body = self.body_stream(key, &meta, first, 0..meta.size);
+                    return Ok(GetResult {
+                        meta,
+                        range: None,
+                        body,
+                    });
+                }
+                Some(end) => known = self.meta_at_end(key, &end).await?,
+            }
         }
         // The meta decides; then the bytes are read only if the ETag is still the one decided
         // on (checked inside a script), and the read starts again if it changed before the
         // first byte was served.
         let attempts = Attempts::new(MAX_ATTEMPTS);
         for _ in attempts {
-            let meta = self
-                .read_meta(key)
-                .await?
-                .ok_or_else(|| Error::not_found(key))?;
+            let meta = match known.take() {
+                Some(meta) => meta,
+                None => self
+                    .read_meta(key)
+                    .await?
+                    .ok_or_else(|| Error::not_found(key))?,
+            };
             let range = opts.evaluate(&meta)?;
             let span = range.clone().unwrap_or(0..meta.size);
             let first_end = span.end.min(span.start + READ_CHUNK);
