@@ -81,13 +81,6 @@ impl ETag {
         s
     }
 
-    /// Whether this is the content ETag of `data` (strong, the SHA-256 of exactly these
-    /// bytes), compared as digests: no text is made.
-    pub fn is_content_of(&self, data: &[u8]) -> bool {
-        self.sha256_digest()
-            .is_some_and(|tag| <[u8; 32]>::from(Sha256::digest(data)) == tag)
-    }
-
     /// [`to_wire`](Self::to_wire), in this tag's own buffer when it has room for the quotes
     /// (a tag made by [`from_sha256`](Self::from_sha256) has): no allocation then.
     pub fn into_wire(self) -> String {
@@ -274,23 +267,6 @@ mod tests {
         // A content tag's buffer has room for the quotes: the field value reuses it exactly.
         let wire = ETag::of(b"hello").into_wire();
         assert_eq!((wire.len(), wire.capacity()), (66, 66));
-    }
-
-    #[test]
-    fn is_content_of_is_of_and_strong_eq() {
-        for (tag, data) in [
-            (ETag::of(b"hello"), &b"hello"[..]),
-            (ETag::of(b"hello"), b"hellO"),
-            (ETag::of(b""), b""),
-            (ETag::weak(ETag::of(b"x").opaque()).unwrap(), b"x"),
-            (ETag::strong("abc").unwrap(), b"abc"),
-        ] {
-            assert_eq!(
-                tag.is_content_of(data),
-                ETag::of(data).strong_eq(&tag),
-                "{tag:?}"
-            );
-        }
     }
 
     #[test]
