@@ -58,6 +58,8 @@ THIS_RUN = [
     ("HTTP conditional GET (304) vs bare hyper (wrk)", "server", "GET If-None-Match (304)", "larder serve memory://", "hyper baseline", "rate"),
     ("HTTP PUT 4 KiB vs bare hyper (wrk)", "server", "PUT 4KiB", "larder serve memory://", "hyper baseline", "rate"),
     ("HTTP PUT 4 KiB vs unstorage's node server (wrk)", "server", "PUT 4KiB", "larder serve memory://", "unstorage createStorageServer", "rate"),
+    ("HTTP PUT 4 KiB vs hyper + SHA-256 of the body (context: the ceiling of a server with content ETags)", "server", "PUT 4KiB", "larder serve memory://", "hyper + SHA-256", "rate"),
+    ("context: hyper + SHA-256 of the body vs unstorage's node server (PUT 4 KiB)", "server", "PUT 4KiB", "hyper + SHA-256", "unstorage createStorageServer", "rate"),
     ("fs get 4 KiB vs std::fs::read, 1 task", "fs", "get 4096B x1", "larder fs", "std::fs::read", "time"),
     ("fs get 4 KiB vs std::fs::read, 8 tasks", "fs", "get 4096B x8", "larder fs", "std::fs::read", "time"),
     ("fs get 1 MiB vs std::fs::read, 1 task", "fs", "get 1048576B x1", "larder fs", "std::fs::read", "time"),

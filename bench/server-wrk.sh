@@ -3,7 +3,8 @@
 # each server given, in one run, repetitions interleaved (server by server, REPS times), so that a
 # load swing on this noisy machine hits every server alike. Prints the median per server and case.
 # Usage: bench/server-wrk.sh NAME=KIND:PATH ...
-#   KIND: hyper (bench/larder-bench's baseline_hyper), larder (`larder serve --store memory://`),
+#   KIND: hyper (bench/larder-bench's baseline_hyper), hyper-sha256 (the same, a PUT's ETag the
+#   SHA-256 of its body), larder (`larder serve --store memory://`),
 #   node (a directory holding bench/node's server.mjs and its node_modules: unstorage's server).
 # Env: DUR (seconds per wrk run, default 5), REPS (default 3), ONLY (get|304|put).
 set -euo pipefail
@@ -18,6 +19,7 @@ for spec in "$@"; do
   port=$((port + 1))
   case $kind in
     hyper) "$path" $port >/dev/null 2>&1 & url=http://127.0.0.1:$port ;;
+    hyper-sha256) "$path" $port --sha256 >/dev/null 2>&1 & url=http://127.0.0.1:$port ;;
     larder) "$path" serve --store memory:// --listen 127.0.0.1:$port >/dev/null 2>&1 &
       url=http://127.0.0.1:$port/v1/objects ;;
     node) (cd "$path" && exec node server.mjs $port) >/dev/null 2>&1 & url=http://127.0.0.1:$port ;;

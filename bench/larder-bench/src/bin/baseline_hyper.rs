@@ -1,6 +1,10 @@
 //! The ceiling for the server benchmark: a minimal hyper HTTP/1.1 server over a locked HashMap,
 //! returning the same bytes as Larder would, with an ETag, 304 on If-None-Match, 412 on a failed
 //! If-None-Match: * / If-Match. No hashing: the version is a counter.
+//!
+//! With `--sha256` after the port, a PUT's version is the SHA-256 of its body instead (what a
+//! server whose ETags are content hashes, as Larder's, does at least on every write): the
+//! ceiling for such a server.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -12,7 +16,14 @@ use hyper::{body::Incoming, Request, Response, StatusCode};
 
 type Map = Arc<Mutex<HashMap<String, (u64, Bytes)>>>;
 
-async fn handle(map: Map, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// The first 8 bytes of the SHA-256 of `body`: a content version (`--sha256`).
+fn content_version(body: &[u8]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(body);
+    u64::from_be_bytes(d[..8].try_into().unwrap())
+}
+
+async fn handle(map: Map, hash: bool, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
     let (inm, im) = (h("if-none-match"), h("if-match"));
@@ -45,7 +56,10 @@ async fn handle(map: Map, req: Request<Incoming>) -> Result<Response<Full<Bytes>
     if !ok {
         return resp(StatusCode::PRECONDITION_FAILED, cur, Bytes::new());
     }
-    let v = cur.unwrap_or(0) + 1;
+    let v = match hash {
+        true => content_version(&body),
+        false => cur.unwrap_or(0) + 1,
+    };
     m.insert(path, (v, body));
     resp(StatusCode::OK, Some(v), Bytes::new())
 }
@@ -54,13 +68,14 @@ async fn handle(map: Map, req: Request<Incoming>) -> Result<Response<Full<Bytes>
 async fn main() {
     let port: u16 = std::env::args().nth(1).map_or(8091, |p| p.parse().unwrap());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let hash = std::env::args().nth(2).as_deref() == Some("--sha256");
     let map: Map = Default::default();
     loop {
         let (tcp, _) = listener.accept().await.unwrap();
         let _ = tcp.set_nodelay(true);
         let map = map.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(map.clone(), req));
+            let svc = hyper::service::service_fn(move |req| handle(map.clone(), hash, req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
                 .await;
