@@ -1,5 +1,6 @@
 //! What the server serves: the object routes (`/v1/objects/{*key}` and the empty key's
-//! `/v1/objects/`, methods GET, HEAD, PUT, POST and DELETE) dispatched directly to their
+//! `/v1/objects/`, methods GET, HEAD, PUT, POST and DELETE) and unstorage's (keys and bases
+//! under `/unstorage/`, methods GET, HEAD, PUT and DELETE) dispatched directly to their
 //! handlers, every other request to the [`Router`].
 //!
 //! Why: these are nearly all of a server's requests, and axum's router costs each of them more
@@ -31,6 +32,7 @@ use tower_service::Service;
 
 use crate::objects::{self, OBJECTS_PREFIX, OBJECT_ROUTE};
 use crate::observe::observed;
+use crate::unstorage::{self, UNSTORAGE_PREFIX, UNSTORAGE_ROUTE};
 use crate::AppState;
 
 /// The server's service (see the [module docs](self)); cheap to clone.
@@ -57,10 +59,15 @@ impl Dispatch {
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
-        match object_route(req.method(), req.uri().path()) {
-            Some(route) => {
+        let (method, path) = (req.method(), req.uri().path());
+        let direct = match object_route(method, path) {
+            Some(route) => Some((route, Api::Objects)),
+            None => unstorage_route(method, path).map(|route| (route, Api::Unstorage)),
+        };
+        match direct {
+            Some((route, api)) => {
                 let (parts, body) = req.into_parts();
-                Box::pin(answer(self.0.clone(), route, parts, body))
+                Box::pin(answer(self.0.clone(), route, api, parts, body))
             }
             None => {
                 let routed = self.0.router.clone().call(req);
@@ -92,6 +99,32 @@ fn object_route(method: &Method, path: &str) -> Option<&'static str> {
     })
 }
 
+/// The route label of an unstorage request the dispatch answers itself: a key or base under
+/// the mount (`/unstorage/…`, not the mount itself) with a method unstorage serves. The rest
+/// (the mount's own paths, other methods) goes to the router.
+fn unstorage_route(method: &Method, path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix(UNSTORAGE_PREFIX)?;
+    if rest.len() < 2 || !rest.starts_with('/') {
+        return None;
+    }
+    if !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+    ) {
+        return None;
+    }
+    Some(UNSTORAGE_ROUTE)
+}
+
+/// Which API a directly dispatched request is for.
+#[derive(Clone, Copy)]
+enum Api {
+    /// The native object routes.
+    Objects,
+    /// unstorage's protocol under [`UNSTORAGE_PREFIX`].
+    Unstorage,
+}
+
 /// The answer to an object request to `route`, observed as the router's are.
 ///
 /// An `async` block, not an `async fn`: an `async fn` keeps a second copy of its arguments in
@@ -101,6 +134,7 @@ fn object_route(method: &Method, path: &str) -> Option<&'static str> {
 fn answer<B>(
     this: Arc<Inner>,
     route: &'static str,
+    api: Api,
     parts: Parts,
     body: B,
 ) -> impl Future<Output = Response>
@@ -113,6 +147,13 @@ where
         let state = &*this.state;
         let handling = std::panic::catch_unwind(AssertUnwindSafe(|| async {
             let (uri, headers) = (&parts.uri, &parts.headers);
+            if let Api::Unstorage = api {
+                // What follows the mount, as the nested router hands it on. Boxed, as a PUT is.
+                let path = &uri.path()[UNSTORAGE_PREFIX.len()..];
+                let body = Body::new(body);
+                return Box::pin(unstorage::answer(state, &parts.method, path, headers, body))
+                    .await;
+            }
             let answered = match parts.method {
                 Method::GET => objects::get_object(state, uri, headers).await,
                 Method::HEAD => objects::head_object(state, uri, headers).await,
@@ -335,6 +376,48 @@ mod tests {
             ("OPTIONS", "/v1/objects/", vec![w], ""),
             ("GET", "/v1/objects?prefix=pub/", vec![w], ""),
             ("GET", "/v1/objectsx", vec![w], ""),
+            // unstorage's protocol: keys and bases under the mount are dispatched, the mount's
+            // own paths and other methods go to the router.
+            ("PUT", "/unstorage/pub:u", vec![w], "value"),
+            ("PUT", "/unstorage/pub/v", vec![w, ("x-ttl", "60")], "ttl"),
+            ("PUT", "/unstorage/pub:x", vec![r], "denied"),
+            (
+                "PUT",
+                "/unstorage/pub:x",
+                vec![w, ("x-ttl", "-1")],
+                "bad ttl",
+            ),
+            ("PUT", "/unstorage/pub:", vec![w], "a base"),
+            ("GET", "/unstorage/pub:u", vec![r], ""),
+            ("GET", "/unstorage/pub/v", vec![r], ""),
+            (
+                "GET",
+                "/unstorage/pub:u",
+                vec![r, ("accept", "application/octet-stream")],
+                "",
+            ),
+            (
+                "GET",
+                "/unstorage/pub:u",
+                vec![r, ("if-none-match", "*")],
+                "",
+            ),
+            ("GET", "/unstorage/pub:missing", vec![r], ""),
+            ("GET", "/unstorage/priv:a", vec![r], ""),
+            ("GET", "/unstorage/%FF", vec![w], ""),
+            ("GET", "/unstorage/pub:", vec![r], ""),
+            ("GET", "/unstorage/pub/", vec![r], ""),
+            ("HEAD", "/unstorage/pub:u", vec![r], ""),
+            ("HEAD", "/unstorage/pub:missing", vec![r], ""),
+            ("HEAD", "/unstorage/pub:", vec![r], ""),
+            ("DELETE", "/unstorage/pub/v", vec![w], ""),
+            ("DELETE", "/unstorage/pub:u", vec![r], ""),
+            ("PATCH", "/unstorage/pub:u", vec![w], ""),
+            ("GET", "/unstorage/", vec![w], ""),
+            ("GET", "/unstorage", vec![w], ""),
+            ("GET", "/unstoragex", vec![w], ""),
+            ("DELETE", "/unstorage/pub:", vec![w], ""),
+            ("GET", "/unstorage/pub:u", vec![r], ""),
             ("GET", "/healthz", vec![], ""),
         ];
         for (method, path, fields, body) in cases {
@@ -359,6 +442,9 @@ mod tests {
         ));
         assert!(fast.contains(
             r#"larder_http_requests_total{method="GET",route="/v1/objects/",status="400"} 1"#
+        ));
+        assert!(fast.contains(
+            r#"larder_http_requests_total{method="GET",route="/unstorage/{*key}",status="200"}"#
         ));
     }
 }

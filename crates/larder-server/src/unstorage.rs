@@ -48,6 +48,10 @@ const CLEAR_PARALLELISM: usize = 16;
 
 type Shared = State<Arc<AppState>>;
 
+/// The route label (the router's template) of a request to a key or base under the mount,
+/// which the server's direct dispatch records as the nested router would.
+pub(crate) const UNSTORAGE_ROUTE: &str = "/unstorage/{*key}";
+
 /// The router to nest at [`UNSTORAGE_PREFIX`].
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -133,24 +137,36 @@ fn plain_item(path: &str) -> Option<&str> {
 async fn handle(State(s): Shared, req: Request) -> Response {
     // Taken apart rather than extracted field by field, which would copy the header map.
     let (parts, body) = req.into_parts();
-    let (uri, method, headers) = (parts.uri, parts.method, parts.headers);
+    answer(&s, &parts.method, parts.uri.path(), &parts.headers, body).await
+}
+
+/// The answer to a request with `method`, `path` (under the mount: what follows
+/// [`UNSTORAGE_PREFIX`]), `headers` and `body`: what the router's handler answers, and what the
+/// server's direct dispatch calls.
+pub(crate) async fn answer(
+    s: &AppState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: HttpBody,
+) -> Response {
     let result = async {
-        if ![Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(&method) {
+        if ![Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(method) {
             return Err(Reject::MethodNotAllowed(method.clone()));
         }
-        let target = parse_target(uri.path()).map_err(ApiError::from)?;
+        let target = parse_target(path).map_err(ApiError::from)?;
         Ok(match (target, method) {
-            (Target::Base(_), m @ (Method::HEAD | Method::PUT)) => {
+            (Target::Base(_), m @ (&Method::HEAD | &Method::PUT)) => {
                 return Err(Reject::BadRequest(format!(
                     "Invalid key: {m} is not allowed on a base key"
                 )))
             }
-            (Target::Base(prefix), Method::GET) => list(&s, &headers, prefix).await?,
-            (Target::Base(prefix), _) => clear(&s, &headers, prefix).await?,
-            (Target::Item(key), Method::GET) => get(&s, &headers, key).await?,
-            (Target::Item(key), Method::HEAD) => head(&s, &headers, key).await?,
-            (Target::Item(key), Method::PUT) => put(&s, &headers, key, body).await?,
-            (Target::Item(key), _) => delete(&s, &headers, key).await?,
+            (Target::Base(prefix), &Method::GET) => list(s, headers, prefix).await?,
+            (Target::Base(prefix), _) => clear(s, headers, prefix).await?,
+            (Target::Item(key), &Method::GET) => get(s, headers, key).await?,
+            (Target::Item(key), &Method::HEAD) => head(s, headers, key).await?,
+            (Target::Item(key), &Method::PUT) => put(s, headers, key, body).await?,
+            (Target::Item(key), _) => delete(s, headers, key).await?,
         })
     }
     .await;
