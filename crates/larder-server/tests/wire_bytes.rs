@@ -4,11 +4,11 @@
 //! dates with `httpdate` and `humantime`, the JSON through an owned `MetaJson` and `serde_json`,
 //! as the server wrote them before those fast paths.
 //!
-//! One order differs between the paths, with the same fields: a native answer with a body of
-//! known size leaves its `Content-Length` to hyper, which writes it after the fields it was
-//! given, so after the `connection: close` it adds to them when the client closes (the router's
-//! answers, such as unstorage's, carry the field from axum). The order of different fields
-//! carries no meaning (RFC 9110 5.3).
+//! One order differs between answers, with the same fields: an answer with a body of known size
+//! and no `Content-Length` field (the native ones, unstorage's PUT: both served without the
+//! router) leaves it to hyper, which writes it after the fields it was given, so after the
+//! `connection: close` it adds to them when the client closes (unstorage's GET sets the field
+//! itself). The order of different fields carries no meaning (RFC 9110 5.3).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -209,8 +209,8 @@ async fn native_and_unstorage_answers_are_byte_exact() {
             "content-type: text/plain; charset=utf-8".into(),
             etag.clone(),
             last_modified.clone(),
-            "content-length: 2".into(),
             "connection: close".into(),
+            "content-length: 2".into(),
         ])
     );
     for path in ["/unstorage/u:v", "/unstorage/u/v"] {
