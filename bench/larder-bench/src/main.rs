@@ -447,6 +447,11 @@ async fn rss(imp: &str) {
     println!("{}", (after - before) * 1024 / n as u64);
 }
 
+/// The number in environment variable `name`, or `default` when it is unset or not a number.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// The stores of the tiered part, by name: the memory store alone (baseline), its tiers alone,
 /// and tiered stacks, each in its own files under `dir`.
 async fn tiered_stack(name: &str, dir: &std::path::Path, tag: &str, window: std::time::Duration) -> Arc<dyn Store> {
@@ -493,6 +498,8 @@ async fn tiered_fill(store: &Arc<dyn Store>) -> Arc<Vec<Key>> {
 /// Hot reads of random keys through each stack, by 1 and 4 tasks: reads/s, memory alone first.
 /// The passes of all stacks are interleaved (pass 1 of each, then pass 2 of each, ...), so that
 /// the load of a shared machine drifting during the run weighs on every stack alike.
+/// `TIERED_PASSES` (default 9) and `TIERED_PASS_MS` (default 250) set how many passes are
+/// measured and how long each is, for comparing two builds on a noisy machine.
 async fn tiered() {
     const STACKS: [&str; 7] = [
         "memory",
@@ -503,9 +510,9 @@ async fn tiered() {
         "fs",
         "sqlite",
     ];
-    const PASSES: usize = 9;
+    let passes = env_or("TIERED_PASSES", 9);
     let dir = tempfile::tempdir().unwrap();
-    let run = std::time::Duration::from_millis(250);
+    let run = std::time::Duration::from_millis(env_or("TIERED_PASS_MS", 250) as u64);
     for tasks in [1usize, 4] {
         let mut stacks = Vec::new();
         for name in STACKS {
@@ -513,7 +520,7 @@ async fn tiered() {
             let keys = tiered_fill(&store).await;
             stacks.push((name, store, keys, Vec::new()));
         }
-        for pass in 0..=PASSES {
+        for pass in 0..=passes {
             for (_, store, keys, xs) in stacks.iter_mut() {
                 let start = Instant::now();
                 let mut hs = Vec::new();

@@ -6,32 +6,48 @@
 
 use std::time::Duration;
 
-/// A point on the clock [`now`] reads: the time since a fixed, unspecified start.
+/// A point on the clock [`now`] reads: the time since a fixed, unspecified start, in
+/// nanoseconds (one integer: a reading and a difference cost an instruction or two, where a
+/// [`Duration`]'s seconds and nanoseconds carry into each other).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CoarseInstant(Duration);
+pub struct CoarseInstant(u64);
 
 impl CoarseInstant {
     /// The time since the clock's start (the same start for every reading in a process).
     pub fn since_start(self) -> Duration {
-        self.0
+        Duration::from_nanos(self.0)
     }
 
     /// The time from `earlier` to `self`; zero if `earlier` is later.
     pub fn saturating_duration_since(self, earlier: CoarseInstant) -> Duration {
+        Duration::from_nanos(self.nanos_since(earlier))
+    }
+
+    /// The time from `earlier` to `self` in nanoseconds; zero if `earlier` is later.
+    pub fn nanos_since(self, earlier: CoarseInstant) -> u64 {
         self.0.saturating_sub(earlier.0)
     }
+}
+
+/// `d` in nanoseconds, saturated at `u64::MAX` (some 584 years).
+pub(crate) fn saturating_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Now, on the coarse monotonic clock (see the [module docs](self)).
 pub fn now() -> CoarseInstant {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        CoarseInstant(coarse(libc::clock_gettime))
+        let ts = coarse(libc::clock_gettime);
+        // A monotonic clock counts from boot: its nanoseconds fit a u64 for 584 years.
+        CoarseInstant((ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64)
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
         static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        CoarseInstant(BASE.get_or_init(std::time::Instant::now).elapsed())
+        CoarseInstant(saturating_nanos(
+            BASE.get_or_init(std::time::Instant::now).elapsed(),
+        ))
     }
 }
 
@@ -40,7 +56,10 @@ pub fn resolution() -> Duration {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         static RES: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-        *RES.get_or_init(|| coarse(libc::clock_getres))
+        *RES.get_or_init(|| {
+            let ts = coarse(libc::clock_getres);
+            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        })
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
@@ -53,7 +72,7 @@ pub fn resolution() -> Duration {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn coarse(
     call: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int,
-) -> Duration {
+) -> libc::timespec {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -62,7 +81,7 @@ fn coarse(
     let rc = unsafe { call(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     // As `Instant::now` does: a monotonic clock the kernel has (since Linux 2.6.32) cannot fail.
     assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE) failed");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    ts
 }
 
 #[cfg(test)]

@@ -845,16 +845,22 @@ impl Store for TieredStore {
         Self: 'async_trait,
     {
         if self.nearer() > 0 {
-            if let Some(auth) = self.fresh_for(0, key) {
-                let (range, tier_opts) = match tier_request(&opts, &auth) {
+            // Locked while tier 0 answers without awaiting, as in `get_now`.
+            let shard = self.shared.side.read_key(key);
+            if let Some(auth) = shard.fresh(key, self.shared.tiers[0].freshness) {
+                let (range, tier_opts) = match tier_request(&opts, auth) {
                     Ok(x) => x,
                     Err(e) => return Box::pin(std::future::ready(Err(e))),
                 };
                 let asked = tier_opts.as_ref().unwrap_or(&opts);
                 let Some(mut r) = self.shared.tiers[0].store.get_now(key, asked) else {
+                    let auth = auth.clone();
+                    drop(shard);
                     return Box::pin(self.get_awaiting_tier0(key, opts, auth, range, tier_opts));
                 };
-                return match self.accept(0, key, &mut r, &auth, &range) {
+                let accepted = self.accept(0, key, &mut r, auth, &range);
+                drop(shard);
+                return match accepted {
                     Ok(()) => Box::pin(std::future::ready(r)),
                     Err(stale) => Box::pin(self.get_after_miss(stale, key, opts)),
                 };
@@ -871,8 +877,11 @@ impl Store for TieredStore {
         if self.nearer() == 0 {
             return None;
         }
-        let auth = self.fresh_for(0, key)?;
-        let (range, tier_opts) = match tier_request(opts, &auth) {
+        // The shard stays read-locked while tier 0 answers (it does not await, and takes no lock
+        // of this store's), so the authoritative metadata is borrowed, not counted.
+        let shard = self.shared.side.read_key(key);
+        let auth = shard.fresh(key, self.shared.tiers[0].freshness)?;
+        let (range, tier_opts) = match tier_request(opts, auth) {
             Ok(x) => x,
             // Decided on the authoritative metadata, as `get` decides it, before any tier.
             Err(e) => return Some(Err(e)),
@@ -881,7 +890,7 @@ impl Store for TieredStore {
         let asked = tier_opts.as_ref().unwrap_or(opts);
         let mut answer = self.shared.tiers[0].store.get_now(key, asked);
         match &mut answer {
-            Some(Ok(r)) if is_copy(r, &auth, &range) => self.hit(0, r, &auth),
+            Some(Ok(r)) if is_copy(r, auth, &range) => self.hit(0, r, auth),
             _ => return None,
         }
         answer

@@ -3,14 +3,19 @@
 //! with.
 //!
 //! A hot read does one keyed hash of the key (the shard and the slot in it come from the same
-//! hash), takes one shard's read lock, and reads the coarse clock: no allocation, no write to a
-//! shared cache line but the lock word of the key's own shard.
+//! hash), takes one shard's read lock, and reads the coarse clock: no allocation, and no write
+//! to a cache line another thread writes. Each shard's lock is itself sharded by thread
+//! (`ShardedLock`): a reader writes only its own thread's lock word, so readers on different
+//! CPUs never pass a line between them (a writer takes every thread's lock; writes are rare
+//! and follow a write to the authoritative tier). The metadata is borrowed under the lock
+//! ([`ShardRead`]) rather than counted, for the same reason.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use hashbrown::HashTable;
 
 use crate::clock::{self, CoarseInstant};
@@ -32,12 +37,13 @@ pub(super) fn now() -> Stamp {
 }
 
 /// Whether something stamped `seen` (by [`now`], before the validation it records) is still
-/// within `window`. Conservative: `seen` is at or before the true time of the validation, and
-/// the clock's lag is added to the time elapsed, so a copy is never served past its window
-/// (at worst it is revalidated one clock tick early). A zero window is never fresh.
-fn within(seen: Stamp, window: Duration) -> bool {
-    let elapsed = now().saturating_duration_since(seen);
-    elapsed + clock::resolution() < window
+/// within `window`, on a clock that lags by up to `lag` nanoseconds. Conservative: `seen` is at
+/// or before the true time of the validation, and the lag is added to the time elapsed, so a
+/// copy is never served past its window (at worst it is revalidated one clock tick early). A
+/// zero window is never fresh.
+fn within(seen: Stamp, window: Duration, lag: u64) -> bool {
+    let elapsed = now().nanos_since(seen);
+    u128::from(elapsed) + u128::from(lag) < window.as_nanos()
 }
 
 /// What this replica knows about a key.
@@ -52,11 +58,11 @@ struct KeyState {
     fresh: Option<(Arc<Meta>, Stamp)>,
 }
 
-/// One shard, on cache lines of its own: its lock word is written by every read of its keys,
-/// and must not share a line with a neighbour's.
+/// One shard, on cache lines of its own (its table is read by every thread, and must not
+/// share a line with a neighbour's lock words).
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Shard(RwLock<Table>);
+struct Shard(ShardedLock<Table>);
 
 #[derive(Debug, Default)]
 struct Table {
@@ -76,6 +82,29 @@ pub(super) struct SideTables {
     hasher: foldhash::fast::RandomState,
     /// Source of epochs: only grows.
     epochs: AtomicU64,
+    /// How far the clock may lag, in nanoseconds ([`clock::resolution`], read once).
+    lag: u64,
+}
+
+/// A key's shard, read-locked ([`SideTables::read_key`]): what it holds about the key is
+/// borrowed while it lives. Hold it only for work that does not await, and take no other lock
+/// of this table meanwhile.
+pub(super) struct ShardRead<'a> {
+    table: ShardedLockReadGuard<'a, Table>,
+    hash: u64,
+    lag: u64,
+}
+
+impl ShardRead<'_> {
+    /// The key's authoritative metadata, if it was validated within `window` and has not
+    /// expired (`key`: the one this shard was locked for).
+    pub(super) fn fresh(&self, key: &Key, window: Duration) -> Option<&Arc<Meta>> {
+        let s = self.table.keys.find(self.hash, |s| s.key == *key)?;
+        let (meta, seen) = s.fresh.as_ref()?;
+        // The wall clock is read only for objects with an expiry.
+        let expired = meta.expires_at.is_some_and(|_| meta.is_expired());
+        (within(*seen, window, self.lag) && !expired).then_some(meta)
+    }
 }
 
 impl Default for SideTables {
@@ -84,6 +113,7 @@ impl Default for SideTables {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             hasher: foldhash::fast::RandomState::default(),
             epochs: AtomicU64::new(0),
+            lag: clock::saturating_nanos(clock::resolution()),
         }
     }
 }
@@ -95,16 +125,16 @@ impl SideTables {
 
     /// The shard of a key's hash. The table inside uses the low bits (the slot) and the top
     /// seven (the tag), so the shard is taken from bits in between.
-    fn shard(&self, hash: u64) -> &RwLock<Table> {
+    fn shard(&self, hash: u64) -> &ShardedLock<Table> {
         &self.shards[(hash >> 32) as usize % SHARDS].0
     }
 
-    fn read(&self, hash: u64) -> RwLockReadGuard<'_, Table> {
+    fn read(&self, hash: u64) -> ShardedLockReadGuard<'_, Table> {
         // Every change under this lock is a single assignment: a poisoned lock is consistent.
         self.shard(hash).read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock(&self, hash: u64) -> RwLockWriteGuard<'_, Table> {
+    fn lock(&self, hash: u64) -> ShardedLockWriteGuard<'_, Table> {
         self.shard(hash).write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -113,19 +143,20 @@ impl SideTables {
         self.epochs.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// The key's authoritative metadata, if it was validated within `window` and has not
-    /// expired.
-    pub(super) fn fresh(&self, key: &Key, window: Duration) -> Option<Arc<Meta>> {
+    /// The key's shard, read-locked, to ask [`ShardRead::fresh`].
+    pub(super) fn read_key(&self, key: &Key) -> ShardRead<'_> {
         let hash = self.hash(key);
-        let (meta, seen) = {
-            let t = self.read(hash);
-            let s = t.keys.find(hash, |s| s.key == *key)?;
-            let (meta, seen) = s.fresh.as_ref()?;
-            (meta.clone(), *seen)
-        };
-        // The wall clock is read only for objects with an expiry.
-        let expired = meta.expires_at.is_some_and(|_| meta.is_expired());
-        (within(seen, window) && !expired).then_some(meta)
+        ShardRead {
+            table: self.read(hash),
+            hash,
+            lag: self.lag,
+        }
+    }
+
+    /// The key's authoritative metadata, if it was validated within `window` and has not
+    /// expired: [`ShardRead::fresh`], kept past the lock.
+    pub(super) fn fresh(&self, key: &Key, window: Duration) -> Option<Arc<Meta>> {
+        self.read_key(key).fresh(key, window).cloned()
     }
 
     /// The key's current epoch: pass it to [`record`](Self::record) after reading the
@@ -207,15 +238,16 @@ mod tests {
 
     #[test]
     fn the_clock_never_extends_a_window() {
+        let lag = clock::saturating_nanos(clock::resolution());
         let seen = now();
         assert!(
-            !within(seen, Duration::ZERO),
+            !within(seen, Duration::ZERO, lag),
             "a zero window is never fresh"
         );
-        assert!(within(seen, Duration::from_secs(60)));
+        assert!(within(seen, Duration::from_secs(60), lag));
         std::thread::sleep(Duration::from_millis(30));
         assert!(
-            !within(seen, Duration::from_millis(30)),
+            !within(seen, Duration::from_millis(30), lag),
             "served past its window"
         );
     }
