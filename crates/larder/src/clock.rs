@@ -29,10 +29,6 @@ impl CoarseInstant {
     }
 }
 
-/// `d` in nanoseconds, saturated at `u64::MAX` (some 584 years).
-pub(crate) fn saturating_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
 
 /// Now, on the coarse monotonic clock (see the [module docs](self)).
 pub fn now() -> CoarseInstant {
@@ -45,9 +41,8 @@ pub fn now() -> CoarseInstant {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
         static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        CoarseInstant(saturating_nanos(
-            BASE.get_or_init(std::time::Instant::now).elapsed(),
-        ))
+        let elapsed = BASE.get_or_init(std::time::Instant::now).elapsed();
+        CoarseInstant(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
     }
 }
 
