@@ -29,7 +29,6 @@ impl CoarseInstant {
     }
 }
 
-
 /// Now, on the coarse monotonic clock (see the [module docs](self)).
 pub fn now() -> CoarseInstant {
     #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -17,26 +17,32 @@ pub struct ETag {
     opaque: String,
 }
 
+/// The 64 lower-case hex digits of a SHA-256 digest: the opaque text of its content ETag.
+fn hex_of_sha256(digest: &[u8; 32]) -> [u8; 64] {
+    // Made on every read of a store that keeps digests (memory): a byte's two digits at once
+    // from a table. (`hex::encode` built the string a char at a time, a tenth of a memory
+    // store's read.)
+    const PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            pairs[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+            i += 1;
+        }
+        pairs
+    };
+    let mut text = [0u8; 64];
+    for (pair, byte) in text.chunks_exact_mut(2).zip(digest) {
+        pair.copy_from_slice(&PAIRS[usize::from(*byte)]);
+    }
+    text
+}
+
 impl ETag {
     /// The strong content ETag of a SHA-256 digest.
     pub fn from_sha256(digest: &[u8; 32]) -> Self {
-        // Made on every read of a store that keeps digests (memory): a byte's two digits at
-        // once from a table. (`hex::encode` built the
-        // string a char at a time, a tenth of a memory store's read.)
-        const PAIRS: [[u8; 2]; 256] = {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            let mut pairs = [[0u8; 2]; 256];
-            let mut i = 0;
-            while i < 256 {
-                pairs[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
-                i += 1;
-            }
-            pairs
-        };
-        let mut text = [0u8; 64];
-        for (pair, byte) in text.chunks_exact_mut(2).zip(digest) {
-            pair.copy_from_slice(&PAIRS[usize::from(*byte)]);
-        }
+        let text = hex_of_sha256(digest);
         // Room for the quotes too, so that `into_wire` (a response's `ETag` field) reuses it.
         let mut buffer = Vec::with_capacity(text.len() + 2);
         buffer.extend_from_slice(&text);
@@ -46,6 +52,12 @@ impl ETag {
             weak: false,
             opaque,
         }
+    }
+
+    /// Whether this tag is the one [`from_sha256`](ETag::from_sha256) makes of `digest`
+    /// (without building that tag).
+    pub fn is_sha256_of(&self, digest: &[u8; 32]) -> bool {
+        !self.weak && self.opaque.as_bytes() == hex_of_sha256(digest)
     }
 
     /// The SHA-256 digest this tag spells, when it is a content ETag exactly as
@@ -293,6 +305,19 @@ mod tests {
         let short = ETag::strong(&etag.opaque()[1..]).unwrap();
         assert_eq!(short.sha256_digest(), None);
         assert_eq!(ETag::strong("g".repeat(64)).unwrap().sha256_digest(), None);
+    }
+
+    #[test]
+    fn is_sha256_of_is_exactly_the_tag_from_sha256_makes() {
+        let etag = ETag::of(b"hello");
+        let digest = etag.sha256_digest().unwrap();
+        assert!(etag.is_sha256_of(&digest));
+        assert!(!ETag::of(b"hello!").is_sha256_of(&digest));
+        let upper = ETag::strong(etag.opaque().to_uppercase()).unwrap();
+        assert!(!upper.is_sha256_of(&digest), "another spelling");
+        assert!(!ETag::weak(etag.opaque()).unwrap().is_sha256_of(&digest));
+        let short = ETag::strong(&etag.opaque()[1..]).unwrap();
+        assert!(!short.is_sha256_of(&digest));
     }
 
     #[test]

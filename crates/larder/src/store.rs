@@ -303,6 +303,33 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// The whole body of `key`'s current version if its ETag is strongly `etag`, given without
+    /// awaiting and without building the version's metadata, for a caller that has it already
+    /// (a tiered store serving a copy it validated). Counts as a read of the object, as
+    /// [`get`](Store::get) does.
+    ///
+    /// `None` (the default) when the store cannot answer so, or has no live version with that
+    /// ETag: the caller then reads with `get_now` or `get`, which say why. Like `get_now`, a
+    /// store that returns `None` has had no effect.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use larder::drivers::memory::MemoryStore;
+    /// use larder::{Key, Store, StoreExt};
+    ///
+    /// let store = MemoryStore::new();
+    /// let key = Key::new("config")?;
+    /// let v1 = store.put_bytes(&key, "v1".into()).await?;
+    /// assert_eq!(store.get_version_now(&key, &v1.etag).unwrap(), "v1");
+    /// store.put_bytes(&key, "v2".into()).await?;
+    /// assert_eq!(store.get_version_now(&key, &v1.etag), None);
+    /// # Ok::<(), larder::Error>(()) }).unwrap();
+    /// ```
+    fn get_version_now(&self, key: &Key, etag: &ETag) -> Option<bytes::Bytes> {
+        let _ = (key, etag);
+        None
+    }
+
     /// Writes the object at `key`, streaming `body` in. Nothing is stored unless the whole body
     /// arrived and the preconditions held.
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult>;

@@ -1091,3 +1091,36 @@ pub async fn get_now_agrees_with_get(store: Arc<dyn Store>) {
         }
     }
 }
+
+/// [`Store::get_version_now`], where the store answers it, gives the bytes [`Store::get`] gives,
+/// and answers only for the current version's strong ETag: never for an older version, another
+/// tag, the weak form of the current one, a missing key or a deleted object. A store that never
+/// answers (`None`, the default) passes trivially.
+pub async fn get_version_now_agrees_with_get(store: Arc<dyn Store>) {
+    let p = fresh_prefix("get_version_now");
+    let k = key(&p, "obj");
+    let v1 = store.put_bytes(&k, "first".into()).await.unwrap();
+    if let Some(b) = store.get_version_now(&k, &v1.etag) {
+        assert_eq!(b, store.get_bytes(&k).await.unwrap().0, "current version");
+    }
+    let v2 = store.put_bytes(&k, "second".into()).await.unwrap();
+    assert_eq!(
+        store.get_version_now(&k, &v1.etag),
+        None,
+        "an older version"
+    );
+    if let Some(b) = store.get_version_now(&k, &v2.etag) {
+        assert_eq!(b, store.get_bytes(&k).await.unwrap().0, "current version");
+    }
+    let weak = ETag::weak(v2.etag.opaque()).unwrap();
+    assert_eq!(store.get_version_now(&k, &weak), None, "the weak tag");
+    assert_eq!(store.get_version_now(&k, &other_tag()), None, "another tag");
+    let absent = key(&p, "absent");
+    assert_eq!(
+        store.get_version_now(&absent, &v2.etag),
+        None,
+        "missing key"
+    );
+    store.delete(&k, DeleteOptions::default()).await.unwrap();
+    assert_eq!(store.get_version_now(&k, &v2.etag), None, "deleted");
+}

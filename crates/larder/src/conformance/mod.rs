@@ -58,7 +58,7 @@ macro_rules! conformance_tests {
             put_preconditions, read_preconditions, head_preconditions, delete_preconditions,
             ranges, if_range, unsupported_conditions_refused, expected_digest,
             aborted_body_stores_nothing, invalid_keys_refused, cas_race, version_stamps,
-            get_now_agrees_with_get);
+            get_now_agrees_with_get, get_version_now_agrees_with_get);
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
         $(

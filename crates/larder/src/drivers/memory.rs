@@ -313,6 +313,24 @@ impl Store for MemoryStore {
         Some(self.read_object(key, opts))
     }
 
+    /// The version is told by the digest the entry keeps: no ETag text is made.
+    fn get_version_now(&self, key: &Key, etag: &ETag) -> Option<Bytes> {
+        if self.config.max_bytes.is_some() {
+            let mut inner = self.lock();
+            let entry = inner.objects.get(key)?;
+            if entry.is_expired() || !etag.is_sha256_of(&entry.digest) {
+                // Expired entries are left to `get`, which drops them.
+                return None;
+            }
+            let data = entry.data.clone();
+            inner.touch(key);
+            return Some(data);
+        }
+        let inner = self.read();
+        let entry = inner.objects.get(key)?;
+        (!entry.is_expired() && etag.is_sha256_of(&entry.digest)).then(|| entry.data.clone())
+    }
+
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
         let caps = self.capabilities();
         caps.check_put(&opts)?;
@@ -451,6 +469,46 @@ mod tests {
         // A use, as a `get` is: after b is written, a read of a makes b the one evicted.
         store.put_bytes(&k("b"), "bbbb".into()).await.unwrap();
         store.get_now(&k("a"), &plain).unwrap().unwrap();
+        store.put_bytes(&k("c"), "cccc".into()).await.unwrap();
+        assert!(store.stat(&k("a")).await.unwrap().is_some());
+        assert!(store.stat(&k("b")).await.unwrap().is_none());
+    }
+
+    /// `get_version_now` answers for the current version only, in the bounded store and the
+    /// unbounded one alike, never for an expired one, and counts as a use of the object.
+    #[tokio::test]
+    async fn get_version_now_answers_for_the_current_version() {
+        let k = |s: &str| Key::new(s).unwrap();
+        for max_bytes in [None, Some(8)] {
+            let store = MemoryStore::open(MemoryConfig {
+                max_bytes,
+                default_ttl: None,
+            })
+            .await
+            .unwrap();
+            let a1 = store.put_bytes(&k("a"), "a1".into()).await.unwrap();
+            assert_eq!(store.get_version_now(&k("a"), &a1.etag).unwrap(), "a1");
+            let a2 = store.put_bytes(&k("a"), "aaaa".into()).await.unwrap();
+            assert_eq!(store.get_version_now(&k("a"), &a1.etag), None);
+            assert_eq!(store.get_version_now(&k("a"), &a2.etag).unwrap(), "aaaa");
+            let brief = PutOptions {
+                ttl: Some(Duration::from_millis(20)),
+                ..Default::default()
+            };
+            let e = store.put(&k("e"), "e".into(), brief).await.unwrap().meta;
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            assert_eq!(store.get_version_now(&k("e"), &e.etag), None, "expired");
+        }
+        // A use, as a `get` is: after b is written, a read of a makes b the one evicted.
+        let store = MemoryStore::open(MemoryConfig {
+            max_bytes: Some(8),
+            default_ttl: None,
+        })
+        .await
+        .unwrap();
+        let a = store.put_bytes(&k("a"), "aaaa".into()).await.unwrap();
+        store.put_bytes(&k("b"), "bbbb".into()).await.unwrap();
+        store.get_version_now(&k("a"), &a.etag).unwrap();
         store.put_bytes(&k("c"), "cccc".into()).await.unwrap();
         assert!(store.stat(&k("a")).await.unwrap().is_some());
         assert!(store.stat(&k("b")).await.unwrap().is_none());

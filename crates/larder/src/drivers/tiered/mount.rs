@@ -4,10 +4,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::body::Body;
 use crate::capabilities::{Capabilities, ConditionSupport};
 use crate::error::{Error, Result};
+use crate::etag::ETag;
 use crate::key::Key;
 use crate::list::{ListOptions, ListPage};
 use crate::meta::Meta;
@@ -137,6 +139,11 @@ impl Store for MountStore {
             Ok(store) => store.get_now(key, opts),
             Err(e) => Some(Err(e)),
         }
+    }
+
+    /// The mount's own answer, if it has one (none for a key no mount takes).
+    fn get_version_now(&self, key: &Key, etag: &ETag) -> Option<Bytes> {
+        self.route(key).ok()?.get_version_now(key, etag)
     }
 
     async fn put(&self, key: &Key, body: Body, opts: PutOptions) -> Result<PutResult> {
