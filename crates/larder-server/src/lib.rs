@@ -244,9 +244,14 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
     config.validate()?;
     let opened = open_configured(&config).await?;
     let listener = TcpListener::bind(config.listen).await?;
+    // With tiers, `config.store` is not opened: name the authoritative (last) tier.
+    let store = match config.tiered.as_ref().and_then(|t| t.tiers.last()) {
+        Some(tier) => &tier.store,
+        None => &config.store,
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
-        store = %redact(&config.store),
+        store = %redact(store),
         driver = opened.store.capabilities().name,
         tiers = opened.tiered.is_some(),
         auth = !config.tokens.is_empty(),
