@@ -591,26 +591,20 @@ impl TieredStore {
         })
     }
 
-    /// The hot read: a plain read (no condition, no range) of a key validated within tier 0's
-    /// window, whose copy in tier 0 is that version. It is served from tier 0's bytes and the
-    /// authoritative metadata, without tier 0 building metadata of its own to be compared and
-    /// patched. `None`: anything else, with nothing counted (the callers' other paths decide
-    /// it).
-    fn hot_read(&self, key: &Key, opts: &GetOptions) -> Option<Result<GetResult>> {
-        if self.nearer() == 0 || !opts.preconditions.is_empty() || opts.range.is_some() {
+    /// The hot read of a key validated within tier 0's window (`auth`, borrowed under the
+    /// side table's lock), when it is a plain read (no condition, no range) and tier 0's copy is
+    /// that version: served from tier 0's bytes and the authoritative metadata, without tier 0
+    /// building metadata of its own to be compared and patched. `None`: anything else, with
+    /// nothing counted (the caller goes on to ask tier 0 with `get_now`).
+    fn hot_read(&self, key: &Key, opts: &GetOptions, auth: &Meta) -> Option<Result<GetResult>> {
+        if !opts.preconditions.is_empty() || opts.range.is_some() {
             return None;
         }
-        // Locked while tier 0 answers (it does not await, and takes no lock of this store's),
-        // so the metadata is borrowed, not counted, until it is copied into the answer.
-        let shard = self.shared.side.read_key(key);
-        let auth = shard.fresh(key, self.shared.tiers[0].freshness)?;
         let data = self.shared.tiers[0]
             .store
             .get_version_now(key, &auth.etag)?;
-        let meta = Meta::clone(auth);
-        drop(shard);
         bump(&self.shared.stats[0].hits);
-        Some(GetResult::from_bytes(meta, data, opts))
+        Some(GetResult::from_bytes(auth.clone(), data, opts))
     }
 
     /// The key's authoritative metadata if validated within tier `i`'s window.
@@ -866,13 +860,13 @@ impl Store for TieredStore {
         'life1: 'async_trait,
         Self: 'async_trait,
     {
-        if let Some(r) = self.hot_read(key, &opts) {
-            return Box::pin(std::future::ready(r));
-        }
         if self.nearer() > 0 {
             // Locked while tier 0 answers without awaiting, as in `get_now`.
             let shard = self.shared.side.read_key(key);
             if let Some(auth) = shard.fresh(key, self.shared.tiers[0].freshness) {
+                if let Some(r) = self.hot_read(key, &opts, auth) {
+                    return Box::pin(std::future::ready(r));
+                }
                 let (range, tier_opts) = match tier_request(&opts, auth) {
                     Ok(x) => x,
                     Err(e) => return Box::pin(std::future::ready(Err(e))),
@@ -899,9 +893,6 @@ impl Store for TieredStore {
     /// copy or another version in tier 0, a tier that must await) is `None`, with nothing
     /// counted or dropped: `get` then does all of it.
     fn get_now(&self, key: &Key, opts: &GetOptions) -> Option<Result<GetResult>> {
-        if let Some(r) = self.hot_read(key, opts) {
-            return Some(r);
-        }
         if self.nearer() == 0 {
             return None;
         }
@@ -909,6 +900,9 @@ impl Store for TieredStore {
         // of this store's), so the authoritative metadata is borrowed, not counted.
         let shard = self.shared.side.read_key(key);
         let auth = shard.fresh(key, self.shared.tiers[0].freshness)?;
+        if let Some(r) = self.hot_read(key, opts, auth) {
+            return Some(r);
+        }
         let (range, tier_opts) = match tier_request(opts, auth) {
             Ok(x) => x,
             // Decided on the authoritative metadata, as `get` decides it, before any tier.
