@@ -1,6 +1,7 @@
 //! What the server serves: the object routes (`/v1/objects/{*key}` and the empty key's
 //! `/v1/objects/`, methods GET, HEAD, PUT, POST and DELETE) and unstorage's (keys and bases
-//! under `/unstorage/`, methods GET, HEAD, PUT and DELETE) dispatched directly to their
+//! under `/unstorage/`, every method: its handler answers 405 to those it does not serve,
+//! as behind the router) dispatched directly to their
 //! handlers, every other request to the [`Router`].
 //!
 //! Why: these are nearly all of a server's requests, and axum's router costs each of them more
@@ -62,7 +63,7 @@ impl Dispatch {
         let (method, path) = (req.method(), req.uri().path());
         let direct = match object_route(method, path) {
             Some(route) => Some((route, Api::Objects)),
-            None => unstorage_route(method, path).map(|route| (route, Api::Unstorage)),
+            None => unstorage_route(path).map(|route| (route, Api::Unstorage)),
         };
         match direct {
             Some((route, api)) => {
@@ -100,20 +101,11 @@ fn object_route(method: &Method, path: &str) -> Option<&'static str> {
 }
 
 /// The route label of an unstorage request the dispatch answers itself: a key or base under
-/// the mount (`/unstorage/…`, not the mount itself) with a method unstorage serves. The rest
-/// (the mount's own paths, other methods) goes to the router.
-fn unstorage_route(method: &Method, path: &str) -> Option<&'static str> {
+/// the mount (`/unstorage/…`, not the mount itself), whatever its method (unstorage's handler
+/// decides which it serves). The mount's own paths go to the router.
+fn unstorage_route(path: &str) -> Option<&'static str> {
     let rest = path.strip_prefix(UNSTORAGE_PREFIX)?;
-    if rest.len() < 2 || !rest.starts_with('/') {
-        return None;
-    }
-    if !matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE
-    ) {
-        return None;
-    }
-    Some(UNSTORAGE_ROUTE)
+    (rest.len() >= 2 && rest.starts_with('/')).then_some(UNSTORAGE_ROUTE)
 }
 
 /// Which API a directly dispatched request is for.
@@ -376,8 +368,8 @@ mod tests {
             ("OPTIONS", "/v1/objects/", vec![w], ""),
             ("GET", "/v1/objects?prefix=pub/", vec![w], ""),
             ("GET", "/v1/objectsx", vec![w], ""),
-            // unstorage's protocol: keys and bases under the mount are dispatched, the mount's
-            // own paths and other methods go to the router.
+            // unstorage's protocol: keys and bases under the mount are dispatched (every method),
+            // the mount's own paths go to the router.
             ("PUT", "/unstorage/pub:u", vec![w], "value"),
             ("PUT", "/unstorage/pub/v", vec![w, ("x-ttl", "60")], "ttl"),
             ("PUT", "/unstorage/pub:x", vec![r], "denied"),
@@ -413,6 +405,8 @@ mod tests {
             ("DELETE", "/unstorage/pub/v", vec![w], ""),
             ("DELETE", "/unstorage/pub:u", vec![r], ""),
             ("PATCH", "/unstorage/pub:u", vec![w], ""),
+            ("POST", "/unstorage/pub:u", vec![w], "posted"),
+            ("OPTIONS", "/unstorage/pub:", vec![w], ""),
             ("GET", "/unstorage//x", vec![w], ""),
             ("PUT", "/unstorage/a//b", vec![w], "doubled"),
             ("GET", "/unstorage/a/../b", vec![w], ""),
